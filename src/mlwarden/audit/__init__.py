@@ -1,0 +1,1 @@
+"""Orchestration: configuration, the demo subject, the runner and severity gating."""

@@ -1,0 +1,78 @@
+"""The audit configuration (`--config audit.toml` and the CLI flags), validated by pydantic.
+Unknown keys are errors, and every error names the file and the field."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..core.errors import UserError
+
+SeverityName = Literal["critical", "high", "medium", "low"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    path: str | None = None
+    format: Literal["auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle"] = "auto"
+    factory: str | None = None
+    allow_pickle: bool = False
+    access: Literal["white-box", "scores", "labels"] | None = None
+    recipe: str | None = None
+
+
+class DataConfig(_Strict):
+    path: str = "digits"
+    label_column: str = "label"
+    input_range: tuple[float, float] | None = None
+    input_shape: list[int] | None = None
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+
+
+class AuditSettings(_Strict):
+    threats: list[str] | None = None
+    profile: Literal["quick", "standard", "thorough"] = "quick"
+    out: str | None = None
+    fail_on: SeverityName | None = None
+    seed: int = 0
+    threads: int = Field(1, ge=1, description="torch intra-op threads; 1 is fastest for small models on few cores")
+    time_budget_s: float | None = Field(600, gt=0, description="per threat")
+    eps: float | None = Field(None, gt=0, description="overrides every evasion threat's eps")
+
+
+class AuditConfig(_Strict):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    audit: AuditSettings = AuditSettings()
+    threats: dict[str, dict[str, Any]] = {}
+
+
+def describe_validation_error(source: str, e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def load_config(path: str | None) -> AuditConfig:
+    if path is None:
+        return AuditConfig()
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: malformed TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    try:
+        return AuditConfig.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(describe_validation_error(path, e)) from None

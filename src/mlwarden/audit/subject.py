@@ -1,0 +1,65 @@
+"""Builds the Subject (target + data + recipe) from a config, or from Python objects."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.data import Dataset, make_dataset
+from ..core.errors import UserError
+from ..core.recipe import get_recipe
+from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
+from ..io.datasets import load_data
+from ..io.models import load_target, probe
+from .config import AuditConfig
+from .demo import demo_subject
+from .runner import Subject
+
+
+def subject_from_config(cfg: AuditConfig) -> Subject:
+    m, d = cfg.model, cfg.data
+    if m.path is None:
+        if d.path != "digits" or m.factory or m.format != "auto":
+            raise UserError("no model given: pass --model PATH (the demo audits the built-in digits CNN only)")
+        target, data, recipe = demo_subject(cfg.audit.seed)
+        if m.access:
+            target.access = Access(m.access)
+        return Subject(target, data, recipe, {"path": None, "demo": True})
+    data = load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction, seed=cfg.audit.seed,
+                     input_range=d.input_range, input_shape=d.input_shape)
+    target = load_target(m.path, data, fmt=m.format, factory=m.factory, allow_pickle=m.allow_pickle, access=m.access)
+    probe(target, data)
+    recipe = get_recipe(m.recipe) if m.recipe else None
+    return Subject(target, data, recipe, {"path": str(Path(m.path)), "format": m.format})
+
+
+def as_dataset(data, input_range=None) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, str):
+        return load_data(data, input_range=input_range)
+    if isinstance(data, (tuple, list)) and len(data) == 4:
+        return make_dataset("data", *data, input_range=input_range)
+    raise UserError("data must be a Dataset, a built-in name or path, or (x_train, y_train, x_test, y_test)")
+
+
+def as_target(model, data: Dataset, access: str | None = None) -> Target:
+    if isinstance(model, Target):
+        target = model
+    elif isinstance(model, nn.Module):
+        target = TorchTarget(model, data.n_classes, data.input_shape, name=type(model).__name__)
+    elif hasattr(model, "predict"):
+        target = sklearn_target(model, data.n_classes, data.input_shape, type(model).__name__)
+    elif callable(model):
+        def fn(a: np.ndarray):
+            out = model(a)
+            return out.detach().numpy() if torch.is_tensor(out) else out
+        target = NumpyTarget(fn, data.n_classes, data.input_shape, Access.SCORES, "callable")
+    else:
+        raise UserError(f"cannot audit a {type(model).__name__}: pass an nn.Module, a scikit-learn estimator, "
+                        "a callable returning scores, or a Target")
+    if access is not None:
+        target.access = Access(access)
+    return target

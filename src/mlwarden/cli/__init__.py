@@ -1,0 +1,1 @@
+"""The command line: thin parsing and printing around the orchestration layer."""

@@ -1,0 +1,193 @@
+"""`mlwarden audit | threats | report`. User mistakes print one line and exit 2."""
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..core.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, help="Audit ML models for security and privacy "
+                  "weaknesses. `mlwarden audit` with no arguments audits the built-in demo.")
+out = Console()
+err = Console(stderr=True)
+SEV_STYLE = {"critical": "bold white on dark_red", "high": "bold red", "medium": "yellow", "low": "green",
+             "info": "dim", "-": "dim"}
+
+
+def _floats(text: str | None, what: str, n: int | None = None, cast=float):
+    if text is None:
+        return None
+    try:
+        vals = [cast(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise UserError(f"{what} '{text}' must be comma-separated numbers") from None
+    if n is not None and len(vals) != n:
+        raise UserError(f"{what} '{text}' needs {n} values")
+    return vals
+
+
+@app.command()
+def audit(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="model file: .pt2, TorchScript, state_dict "
+                                        "(.pt + --factory), .skops, .onnx; pickles need --allow-pickle"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, or digits|breast-cancer|iris|wine"),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="audit.toml"),
+    threats: Optional[str] = typer.Option(None, "--threats", "-t", help="comma-separated threat names or families"),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="run directory (default mlwarden-out/<model>)"),
+    profile: Optional[str] = typer.Option(None, help="quick | standard | thorough"),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="exit 1 when a finding is at or above: "
+                                          "critical | high | medium | low"),
+    resume: bool = typer.Option(False, "--resume", help="reuse findings already in the run directory"),
+    factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="force the model format"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow unpickling the model (runs its code)"),
+    access: Optional[str] = typer.Option(None, help="white-box | scores | labels: what the attacker gets"),
+    label_column: Optional[str] = typer.Option(None, help="CSV label column (default 'label')"),
+    input_range: Optional[str] = typer.Option(None, help="valid input range 'low,high' (default: inferred)"),
+    input_shape: Optional[str] = typer.Option(None, help="sample shape, e.g. '1,28,28'"),
+    eps: Optional[float] = typer.Option(None, help="perturbation budget as a fraction of the input range"),
+    seed: Optional[int] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None, help="torch threads (default 1: fastest for small models)"),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="seconds per threat"),
+):
+    """Run the attacks that apply to a model and write the report."""
+    from ..audit.config import AuditConfig, describe_validation_error, load_config
+    from pydantic import ValidationError
+
+    cfg = load_config(config).model_dump()
+    sets = {("model", "path"): model, ("model", "factory"): factory, ("model", "format"): fmt,
+            ("model", "access"): access, ("data", "path"): data, ("data", "label_column"): label_column,
+            ("data", "input_range"): _floats(input_range, "--input-range", 2),
+            ("data", "input_shape"): _floats(input_shape, "--input-shape", cast=int),
+            ("audit", "threats"): [t for t in threats.split(",") if t] if threats else None,
+            ("audit", "out"): out_dir, ("audit", "profile"): profile, ("audit", "fail_on"): fail_on,
+            ("audit", "seed"): seed, ("audit", "threads"): threads, ("audit", "time_budget_s"): time_budget,
+            ("audit", "eps"): eps}
+    if allow_pickle:
+        cfg["model"]["allow_pickle"] = True
+    for (sec, key), val in sets.items():
+        if val is not None:
+            cfg[sec][key] = val
+    try:
+        cfg = AuditConfig.model_validate(cfg)
+    except ValidationError as e:
+        raise UserError(describe_validation_error("options", e)) from None
+    from ..audit.runner import make_plan, run_plan
+    from ..audit.subject import subject_from_config
+    from ..core.registry import get_threats
+    from ..core.threat import Context
+
+    chosen = get_threats(cfg.audit.threats)
+    with err.status("loading the model and data" if cfg.model.path else
+                    "preparing the demo subject (digits CNN; trained once, then cached)"):
+        subject = subject_from_config(cfg)
+    name = "demo" if cfg.model.path is None else re.sub(r"[^A-Za-z0-9_.-]", "_", Path(cfg.model.path).stem)
+    run_dir = Path(cfg.audit.out or Path("mlwarden-out") / name)
+    plan = make_plan(subject, chosen, cfg.audit.profile, cfg.threats, cfg.audit.eps,
+                     Context(target=subject.target, data=subject.data, evidence_dir=run_dir / "evidence"))
+    t = subject.target
+    err.print(f"[bold]mlwarden audit[/] {t.name} ({t.kind}, {t.access.value} access) on {subject.data.name}; "
+              f"input range {subject.data.space.describe()}; profile {cfg.audit.profile}")
+    report = run_plan(subject, plan, run_dir, settings=cfg.audit.model_dump(), resume=resume,
+                      progress=_progress(len(plan)))
+    _summary(report)
+    out.print(f"report: {run_dir / 'report.html'} (also report.json, report.md, report.sarif, junit.xml)")
+    code = report.exit_code(cfg.audit.fail_on)
+    if code:
+        err.print(f"[red]failing: a finding is at or above --fail-on {cfg.audit.fail_on}[/]")
+    raise typer.Exit(code)
+
+
+def _progress(total: int):
+    state = {"i": 0, "status": None}
+
+    def cb(event, item, finding):
+        name = item.threat.name
+        if event == "start":
+            state["i"] += 1
+            state["status"] = err.status(f"[{state['i']}/{total}] {name}: running")
+            state["status"].start()
+            return
+        if event == "cached":
+            state["i"] += 1
+        if state["status"] is not None:
+            state["status"].stop()
+            state["status"] = None
+        sev = finding.severity.value if finding.status.value != "skipped" else "-"
+        tag = "cached" if event == "cached" else f"{finding.seconds:5.1f}s"
+        err.print(f"[{state['i']}/{total}] {name:<20} [{SEV_STYLE[sev]}]{sev:<8}[/] {tag:>7}  "
+                  f"{finding.status.value if finding.status.value != 'ok' else ''}")
+    return cb
+
+
+def _summary(report) -> None:
+    table = Table(title="mlwarden findings", show_lines=False)
+    table.add_column("threat")
+    table.add_column("severity")
+    table.add_column("status")
+    table.add_column("headline", overflow="fold")
+    for threat, status, sev, head in report.summary_rows():
+        table.add_row(threat, f"[{SEV_STYLE.get(sev, '')}]{sev}[/]", status, head)
+    out.print(table)
+
+
+@app.command("threats")
+def list_threats():
+    """List every threat with its family, the access it needs and its MITRE ATLAS technique IDs."""
+    from ..core.registry import all_threats
+    table = Table(title="mlwarden threats")
+    for col in ("threat", "family", "needs", "data", "ATLAS", "default"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("what", overflow="fold", min_width=30)
+    for t in all_threats().values():
+        d = t.describe()
+        table.add_row(d["name"], d["family"], d["needs"], "/".join(d["modalities"]), " ".join(d["atlas"]),
+                      "yes" if d["default"] else "", d["doc"])
+    out.print(table)
+
+
+@app.command("report")
+def rerender(run_dir: str = typer.Argument(..., help="a run directory holding report.json")):
+    """Re-render report.html, .md, .sarif and junit.xml from a run directory's report.json."""
+    from ..report.report import Report
+    rep = Report.load(run_dir)
+    paths = rep.save(Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent)
+    out.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+# Typer vendors click in recent releases; its usage-error base class is reachable through BadParameter.
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _interrupted():
+    err.print("interrupted: finished findings are kept; run again with --resume to continue", markup=False)
+    sys.exit(130)
+
+
+def entry() -> None:
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    cmd = typer.main.get_command(app)
+    try:
+        code = cmd.main(args=sys.argv[1:], prog_name="mlwarden", standalone_mode=False)
+    except UserError as e:
+        err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except _CLICK_ERROR as e:
+        err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _interrupted()
+    except Exception as e:  # noqa: BLE001 - Exit/Abort classes differ between typer versions
+        if type(e).__name__ == "Abort":
+            _interrupted()
+        if hasattr(e, "exit_code"):
+            sys.exit(e.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

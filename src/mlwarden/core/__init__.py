@@ -1,0 +1,1 @@
+"""Core contracts: targets, data, recipes, findings, statistics and the threat registry."""

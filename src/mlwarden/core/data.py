@@ -1,0 +1,107 @@
+"""The data an audit works on: members (train), non-members (test), and how inputs are scaled."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import UserError
+
+
+@dataclass
+class InputSpace:
+    """The valid input range. Perturbation budgets (eps) are fractions of (high - low)."""
+    low: float
+    high: float
+    declared: bool  # False when inferred from the data's min and max
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
+    def describe(self) -> str:
+        how = "declared" if self.declared else "inferred from the data"
+        return f"[{self.low:g}, {self.high:g}] ({how}); eps is a fraction of this range"
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+    space: InputSpace
+    modality: str = "tabular"  # "image" (C, H, W) or "tabular" (d,)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_test.shape[1:])
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "modality": self.modality,
+            "input_shape": list(self.input_shape),
+            "n_classes": self.n_classes,
+            "n_train": int(self.x_train.shape[0]),
+            "n_test": int(self.x_test.shape[0]),
+            "input_range": [self.space.low, self.space.high],
+            "input_range_declared": self.space.declared,
+        }
+
+
+def make_dataset(name, x_train, y_train, x_test, y_test, *, input_range=None, modality=None,
+                 n_classes=None) -> Dataset:
+    """Validate arrays and build a Dataset; every problem is a UserError naming what is wrong."""
+    xs = []
+    for label, x in (("x_train", x_train), ("x_test", x_test)):
+        x = torch.as_tensor(x)
+        if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int32, torch.int64, torch.int16)):
+            raise UserError(f"{name}: {label} has dtype {x.dtype}; numeric features are required")
+        x = x.to(torch.float32)
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise UserError(f"{name}: {label} has shape {tuple(x.shape)}; expected (n_samples, features...)")
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).any(dim=tuple(range(1, x.ndim))).sum())
+            raise UserError(f"{name}: {label} contains NaN or infinite values in {bad} rows")
+        xs.append(x)
+    x_train, x_test = xs
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise UserError(f"{name}: x_train has sample shape {tuple(x_train.shape[1:])} "
+                        f"but x_test has {tuple(x_test.shape[1:])}")
+    ys = []
+    for label, y, x in (("y_train", y_train, x_train), ("y_test", y_test, x_test)):
+        y = torch.as_tensor(y)
+        if y.is_floating_point():
+            if not torch.isfinite(y).all() or (y != y.round()).any():
+                raise UserError(f"{name}: {label} must hold integer class labels")
+        y = y.to(torch.int64).reshape(-1)
+        if y.shape[0] != x.shape[0]:
+            raise UserError(f"{name}: {label} has {y.shape[0]} labels for {x.shape[0]} samples")
+        if (y < 0).any():
+            raise UserError(f"{name}: {label} has negative labels; classes must be 0..n_classes-1")
+        ys.append(y)
+    y_train, y_test = ys
+    k = int(max(y_train.max(), y_test.max())) + 1
+    if n_classes is not None:
+        if k > n_classes:
+            raise UserError(f"{name}: labels go up to {k - 1} but the model has {n_classes} classes")
+        k = n_classes
+    if input_range is not None:
+        lo, hi = float(input_range[0]), float(input_range[1])
+        if not hi > lo:
+            raise UserError(f"{name}: input range [{lo}, {hi}] is empty")
+        both = torch.cat([x_train.flatten(), x_test.flatten()])
+        if both.min() < lo - 1e-6 or both.max() > hi + 1e-6:
+            raise UserError(f"{name}: data lies in [{both.min():g}, {both.max():g}], "
+                            f"outside the declared input range [{lo:g}, {hi:g}]")
+        space = InputSpace(lo, hi, True)
+    else:
+        both = torch.cat([x_train.flatten(), x_test.flatten()])
+        lo, hi = float(both.min()), float(both.max())
+        space = InputSpace(lo, hi if hi > lo else lo + 1.0, False)
+    if modality is None:
+        modality = "image" if x_train.ndim == 4 else "tabular"
+    return Dataset(name, x_train, y_train, x_test, y_test, k, space, modality)

@@ -1,0 +1,108 @@
+"""What a threat returns: a Finding with severity, metrics with intervals, evidence and cost."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from .stats import clopper_pearson
+
+
+class Severity(str, Enum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return ["info", "low", "medium", "high", "critical"].index(self.value)
+
+
+class Status(str, Enum):
+    OK = "ok"                    # the number is a result
+    UNRELIABLE = "unreliable"    # a sanity check fired: the number is not a result
+    FAILED = "failed"            # the attack itself failed (error, time budget)
+    SKIPPED = "skipped"          # the subject does not meet the threat's needs
+
+
+@dataclass
+class Metric:
+    name: str
+    value: float
+    n: int | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    unit: str = ""
+    reliable: bool = True
+
+    @classmethod
+    def rate(cls, name: str, k: int, n: int, reliable: bool = True) -> "Metric":
+        lo, hi = clopper_pearson(k, n)
+        return cls(name, k / n if n else float("nan"), n, lo, hi, "rate", reliable)
+
+    def text(self) -> str:
+        if self.unit == "rate":
+            s = f"{100 * self.value:.1f}% (n={self.n}, 95% CI {100 * self.ci_low:.1f}-{100 * self.ci_high:.1f}%)"
+        else:
+            s = f"{self.value:.4g}{(' ' + self.unit) if self.unit else ''}"
+        return s if self.reliable else s + " [unreliable]"
+
+
+@dataclass
+class Check:
+    """A sanity check on a number (e.g. a gradient-masking check) and whether it fired."""
+    name: str
+    fired: bool
+    detail: str
+
+
+@dataclass
+class Defense:
+    name: str
+    description: str
+    command: str = ""
+
+
+@dataclass
+class Finding:
+    threat: str
+    family: str
+    title: str
+    status: Status
+    severity: Severity
+    headline: str
+    metrics: list[Metric] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    queries: int = 0
+    defense: Defense | None = None
+    atlas: list[str] = field(default_factory=list)
+    profile: str = "quick"
+    params: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    def metric(self, name: str) -> Metric:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = self.status.value
+        d["severity"] = self.severity.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Finding":
+        d = dict(d)
+        d["status"] = Status(d["status"])
+        d["severity"] = Severity(d["severity"])
+        d["metrics"] = [Metric(**m) for m in d.get("metrics", [])]
+        d["checks"] = [Check(**c) for c in d.get("checks", [])]
+        d["defense"] = Defense(**d["defense"]) if d.get("defense") else None
+        return cls(**d)

@@ -1,0 +1,103 @@
+"""How to train a fresh model like the target.
+
+Shadow models, poisoning and backdoor retraining, DP-SGD, adversarial training and federated clients
+all train through a Recipe, so it exposes its parts (factory, optimizer, loader, loop) and two hooks:
+`wrap` may replace (model, optimizer, loader) before training (Opacus's make_private fits here) and
+`batch_transform` may rewrite each batch (adversarial training fits here).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from . import zoo
+from .errors import UserError
+
+Factory = Callable[[tuple[int, ...], int], nn.Module]
+
+
+@dataclass
+class Recipe:
+    name: str
+    factory: Factory
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    extra: dict = field(default_factory=dict)
+
+    def make_model(self, input_shape, n_classes: int) -> nn.Module:
+        return self.factory(tuple(input_shape), n_classes)
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def make_loader(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> DataLoader:
+        g = torch.Generator().manual_seed(seed)
+        return DataLoader(TensorDataset(x, y), batch_size=self.batch_size, shuffle=True, generator=g)
+
+    def with_(self, **changes) -> "Recipe":
+        return replace(self, **changes)
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, n_classes: int, *, seed: int = 0,
+            wrap: Callable | None = None, batch_transform: Callable | None = None,
+            on_epoch: Callable | None = None) -> nn.Module:
+        torch.manual_seed(seed)
+        model = self.make_model(x.shape[1:], n_classes)
+        opt = self.make_optimizer(model.parameters())
+        loader = self.make_loader(x, y, seed)
+        if wrap is not None:
+            model, opt, loader = wrap(model, opt, loader)
+        loss_fn = nn.CrossEntropyLoss()
+        for epoch in range(self.epochs):
+            model.train()
+            for xb, yb in loader:
+                if batch_transform is not None:
+                    xb, yb = batch_transform(model, xb, yb)
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model(xb), yb).backward()
+                opt.step()
+            if on_epoch is not None:
+                on_epoch(epoch, model)
+        return model.eval()
+
+
+BUILTIN_RECIPES = {
+    "mlp": Recipe("mlp", zoo.mlp, epochs=40),
+    "cnn": Recipe("cnn", zoo.cnn, epochs=25),
+    "logreg": Recipe("logreg", zoo.logreg, epochs=60, lr=1e-2),
+    "tabular-mlp": Recipe("tabular-mlp", zoo.tabular_mlp, epochs=60),
+}
+
+
+def load_entry_point(spec: str, what: str = "factory"):
+    """Resolve 'package.module:attribute' into the attribute."""
+    if ":" not in spec:
+        raise UserError(f"{what} '{spec}' must look like 'package.module:function'")
+    mod_name, attr = spec.split(":", 1)
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is the user's entry point
+        raise UserError(f"{what} '{spec}': cannot import module '{mod_name}' ({type(e).__name__}: {e})")
+    try:
+        return getattr(mod, attr)
+    except AttributeError:
+        raise UserError(f"{what} '{spec}': module '{mod_name}' has no attribute '{attr}'") from None
+
+
+def get_recipe(name_or_spec: str) -> Recipe:
+    if name_or_spec in BUILTIN_RECIPES:
+        return BUILTIN_RECIPES[name_or_spec]
+    obj = load_entry_point(name_or_spec, "recipe")
+    recipe = obj() if callable(obj) and not isinstance(obj, Recipe) else obj
+    if not isinstance(recipe, Recipe):
+        raise UserError(f"recipe '{name_or_spec}' did not return an mlwarden Recipe")
+    return recipe

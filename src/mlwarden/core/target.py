@@ -1,0 +1,167 @@
+"""The model under audit and how an attacker may reach it.
+
+Every query through `scores` or `labels` is counted (one query per input row) and can be capped by a
+budget, so a finding can say what an attack cost. White-box attacks use `module` directly.
+"""
+from __future__ import annotations
+
+import contextlib
+from enum import Enum
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import QueryBudgetExceeded
+
+
+class Access(str, Enum):
+    LABELS = "labels"
+    SCORES = "scores"
+    WHITE_BOX = "white-box"
+
+    @property
+    def level(self) -> int:
+        return {"labels": 0, "scores": 1, "white-box": 2}[self.value]
+
+    def allows(self, needed: "Access") -> bool:
+        return self.level >= needed.level
+
+
+class Target:
+    """Base adapter. Subclasses implement `_scores` (probabilities) or `_labels`."""
+
+    kind = "callable"
+
+    def __init__(self, access: Access, n_classes: int, input_shape: tuple[int, ...], name: str = "model"):
+        self.access = access
+        self.n_classes = n_classes
+        self.input_shape = tuple(input_shape)
+        self.name = name
+        self.queries = 0
+        self._limit: int | None = None
+
+    # -- query accounting ---------------------------------------------------------------------
+    def _spend(self, n: int) -> None:
+        if self._limit is not None and self.queries + n > self._limit:
+            raise QueryBudgetExceeded(f"query budget of {self._limit} exhausted")
+        self.queries += n
+
+    @contextlib.contextmanager
+    def budget(self, limit: int | None):
+        """Count the queries made inside the block; raise QueryBudgetExceeded past `limit`."""
+        saved_q, saved_l = self.queries, self._limit
+        self.queries, self._limit = 0, limit
+        try:
+            yield self
+        finally:
+            self.spent = self.queries
+            self.queries, self._limit = saved_q + self.queries, saved_l
+
+    # -- black-box interface ------------------------------------------------------------------
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.access.allows(Access.SCORES):
+            raise PermissionError(f"{self.name} gives labels only")
+        self._spend(x.shape[0])
+        return self._scores(x)
+
+    @torch.no_grad()
+    def labels(self, x: torch.Tensor) -> torch.Tensor:
+        self._spend(x.shape[0])
+        return self._labels(x)
+
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _labels(self, x: torch.Tensor) -> torch.Tensor:
+        return self._scores(x).argmax(1)
+
+    # -- white-box interface ------------------------------------------------------------------
+    @property
+    def module(self) -> nn.Module:
+        raise PermissionError(f"{self.name} is not a white-box target")
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "access": self.access.value,
+                "n_classes": self.n_classes, "input_shape": list(self.input_shape)}
+
+
+class TorchTarget(Target):
+    """A PyTorch module returning logits (or probabilities, which the masking checks notice)."""
+
+    kind = "torch"
+
+    def __init__(self, module: nn.Module, n_classes: int, input_shape, access: Access = Access.WHITE_BOX,
+                 name: str = "torch-model", batch_size: int = 4096):
+        super().__init__(access, n_classes, input_shape, name)
+        self._module = module.eval()
+        for p in self._module.parameters():
+            p.requires_grad_(False)
+        self.batch_size = batch_size
+
+    @property
+    def module(self) -> nn.Module:
+        if self.access is not Access.WHITE_BOX:
+            raise PermissionError(f"{self.name} is audited with {self.access.value} access")
+        return self._module
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self._module(c) for c in x.split(self.batch_size)])
+
+    def _scores(self, x):
+        out = self._forward(x)
+        return out if outputs_are_probabilities(out) else out.softmax(1)
+
+    def _labels(self, x):
+        return self._forward(x).argmax(1)
+
+
+class NumpyTarget(Target):
+    """A model reached through numpy: a scikit-learn estimator, an ONNX session, or a callable.
+
+    `fn` maps a float32 array of shape (n, *input_shape) to probabilities (n, k) or labels (n,).
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], n_classes: int, input_shape,
+                 access: Access = Access.SCORES, name: str = "model", kind: str = "callable"):
+        super().__init__(access, n_classes, input_shape, name)
+        self.fn = fn
+        self.kind = kind
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        out = np.asarray(self.fn(x.detach().cpu().numpy().astype(np.float32)))
+        return torch.from_numpy(np.ascontiguousarray(out))
+
+    def _scores(self, x):
+        out = self._call(x).to(torch.float32)
+        if out.ndim != 2:
+            raise ValueError(f"{self.name} returned shape {tuple(out.shape)}, expected (n, n_classes) scores")
+        return out if outputs_are_probabilities(out) else out.softmax(1)
+
+    def _labels(self, x):
+        out = self._call(x)
+        return out.argmax(1) if out.ndim == 2 else out.to(torch.int64).reshape(-1)
+
+
+def outputs_are_probabilities(out: torch.Tensor, tol: float = 1e-4) -> bool:
+    """True when every row is non-negative and sums to one."""
+    if out.ndim != 2 or out.numel() == 0:
+        return False
+    return bool((out >= -tol).all() and (out <= 1 + tol).all() and ((out.sum(1) - 1).abs() < tol).all())
+
+
+def sklearn_target(estimator, n_classes: int, input_shape, name: str = "sklearn-model") -> NumpyTarget:
+    flat = lambda a: a.reshape(a.shape[0], -1)  # noqa: E731
+    if hasattr(estimator, "predict_proba"):
+        classes = np.asarray(estimator.classes_)
+
+        def fn(a):
+            p = estimator.predict_proba(flat(a))
+            full = np.zeros((a.shape[0], n_classes), dtype=np.float32)
+            full[:, classes.astype(int)] = p  # a class missing from training gets probability 0
+            return full
+        return NumpyTarget(fn, n_classes, input_shape, Access.SCORES, name, "sklearn")
+    return NumpyTarget(lambda a: estimator.predict(flat(a)), n_classes, input_shape, Access.LABELS, name,
+                       "sklearn")

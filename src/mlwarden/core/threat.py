@@ -1,0 +1,90 @@
+"""The Threat contract and the context a threat runs in."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .data import Dataset
+from .errors import TimeBudgetExceeded
+from .finding import Defense, Finding, Severity, Status
+from .recipe import Recipe
+from .target import Access, Target
+
+PROFILES = ("quick", "standard", "thorough")
+
+
+class Params(BaseModel):
+    """Typed threat parameters; unknown keys are errors."""
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Context:
+    target: Target
+    data: Dataset
+    evidence_dir: Path
+    recipe: Recipe | None = None
+    seed: int = 0
+    profile: str = "quick"
+    time_budget_s: float | None = None
+    backend: Any = None
+    cache: dict = field(default_factory=dict)  # shared between threats of one audit (e.g. masking checks)
+    started: float = field(default_factory=time.monotonic)
+
+    def evidence_path(self, name: str) -> Path:
+        self.evidence_dir.mkdir(parents=True, exist_ok=True)
+        return self.evidence_dir / name
+
+    def rel(self, path: Path) -> str:
+        """Evidence paths are stored relative to the run directory (two levels above evidence_dir)."""
+        return path.relative_to(self.evidence_dir.parent.parent).as_posix()
+
+    def check_time(self) -> None:
+        """Called inside attack loops; raises when the threat has used its time budget."""
+        if self.time_budget_s is not None and time.monotonic() - self.started > self.time_budget_s:
+            raise TimeBudgetExceeded(f"time budget of {self.time_budget_s:g}s exceeded")
+
+
+class Threat:
+    """One attack. Subclasses set the class attributes and implement `run`."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    title: ClassVar[str]
+    needs: ClassVar[Access] = Access.WHITE_BOX
+    modalities: ClassVar[tuple[str, ...]] = ("image", "tabular")
+    atlas: ClassVar[list[str]] = []
+    Params: ClassVar[type[Params]] = Params
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {}
+    defense: ClassVar[Defense | None] = None
+    in_default_audit: ClassVar[bool] = True
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        if not ctx.target.access.allows(self.needs):
+            return f"needs {self.needs.value} access; the target gives {ctx.target.access.value}"
+        if ctx.data.modality not in self.modalities:
+            return f"applies to {'/'.join(self.modalities)} data; this data is {ctx.data.modality}"
+        return None
+
+    def params_for(self, profile: str, overrides: dict[str, Any] | None = None) -> Params:
+        values = dict(self.profiles.get(profile, {}))
+        values.update(overrides or {})
+        return self.Params(**values)
+
+    def run(self, ctx: Context, params: Params) -> Finding:
+        raise NotImplementedError
+
+    def finding(self, ctx: Context, params: Params, *, status: Status, severity: Severity, headline: str,
+                **kw) -> Finding:
+        return Finding(threat=self.name, family=self.family, title=self.title, status=status,
+                       severity=severity, headline=headline, atlas=list(self.atlas), profile=ctx.profile,
+                       params=params.model_dump(), defense=self.defense, **kw)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "title": self.title, "needs": self.needs.value,
+                "modalities": list(self.modalities), "atlas": list(self.atlas),
+                "default": self.in_default_audit, "doc": (self.__doc__ or "").strip().splitlines()[0]}

@@ -1,0 +1,67 @@
+"""Built-in model architectures. Factories are addressable as `mlwarden.core.zoo:NAME`."""
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self, input_shape, n_classes: int, hidden=(128, 64)):
+        super().__init__()
+        d = math.prod(input_shape)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU()]
+            d = h
+        layers.append(nn.Linear(d, n_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """Two 3x3 conv layers and a linear head; sized for 8x8 digits, works for 28x28 too."""
+
+    def __init__(self, input_shape, n_classes: int, width: int = 32):
+        super().__init__()
+        c, h, w = input_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * (h // 2) * (w // 2), 128), nn.ReLU(),
+                                  nn.Linear(128, n_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class LogReg(nn.Module):
+    def __init__(self, input_shape, n_classes: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), n_classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def mlp(input_shape, n_classes):
+    return MLP(input_shape, n_classes)
+
+
+def cnn(input_shape, n_classes):
+    return SmallCNN(input_shape, n_classes)
+
+
+def logreg(input_shape, n_classes):
+    return LogReg(input_shape, n_classes)
+
+
+def tabular_mlp(input_shape, n_classes):
+    return MLP(input_shape, n_classes, hidden=(64,))
+
+
+ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "logreg": logreg, "tabular-mlp": tabular_mlp}

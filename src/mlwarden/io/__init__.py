@@ -1,0 +1,1 @@
+"""Loading user files: models and data. Everything that can go wrong is a UserError."""

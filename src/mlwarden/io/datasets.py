@@ -1,0 +1,139 @@
+"""Data sets: the built-in ones that ship with scikit-learn, and the user's .npz and .csv files."""
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from sklearn import datasets as skd
+from sklearn.model_selection import train_test_split
+
+from ..core.data import Dataset, make_dataset
+from ..core.errors import UserError
+
+BUILTIN = {
+    # name: (loader, modality, image shape or None, divisor that maps the raw values to [0, 1])
+    "digits": (skd.load_digits, "image", (1, 8, 8), 16.0),
+    "breast-cancer": (skd.load_breast_cancer, "tabular", None, None),
+    "iris": (skd.load_iris, "tabular", None, None),
+    "wine": (skd.load_wine, "tabular", None, None),
+}
+
+
+def _split(x, y, test_fraction: float, seed: int):
+    stratify = y if np.bincount(y.astype(int)).min() >= 2 else None
+    return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
+
+
+def load_builtin(name: str, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
+    loader, modality, shape, div = BUILTIN[name]
+    b = loader()
+    x, y = b.data.astype(np.float32), b.target.astype(np.int64)
+    if div is not None:
+        x = x / div
+        rng = (0.0, 1.0)
+    else:
+        # tabular features are min-max scaled to [0, 1] so that eps means the same on every feature
+        x = (x - x.min(0)) / np.maximum(x.max(0) - x.min(0), 1e-12)
+        rng = (0.0, 1.0)
+    if shape is not None:
+        x = x.reshape(-1, *shape)
+    xtr, xte, ytr, yte = _split(x, y, test_fraction, seed)
+    return make_dataset(name, xtr, ytr, xte, yte, input_range=rng, modality=modality)
+
+
+def load_npz(path: Path, test_fraction: float, seed: int, input_range=None, input_shape=None) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise UserError(f"{path}: not a readable .npz file ({e})") from None
+    if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
+        xtr, ytr, xte, yte = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    elif {"x", "y"} <= arrays.keys():
+        x, y = arrays["x"], arrays["y"]
+        if x.shape[0] != y.reshape(-1).shape[0]:
+            raise UserError(f"{path}: x has {x.shape[0]} samples but y has {y.reshape(-1).shape[0]} labels")
+        _check_numeric(path, x, y)
+        xtr, xte, ytr, yte = _split(x, y.reshape(-1), test_fraction, seed)
+    else:
+        raise UserError(f"{path}: expected arrays 'x' and 'y' (or x_train, y_train, x_test, y_test); "
+                        f"found {sorted(arrays)}")
+    _check_numeric(path, xtr, ytr)
+    _check_numeric(path, xte, yte)
+    if input_shape is not None:
+        xtr, xte = (_reshape(path, a, input_shape) for a in (xtr, xte))
+    return make_dataset(path.name, xtr, ytr, xte, yte, input_range=input_range)
+
+
+def load_csv(path: Path, label_column: str, test_fraction: float, seed: int, input_range=None,
+             input_shape=None) -> Dataset:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read CSV ({e})") from None
+    if len(rows) < 2:
+        raise UserError(f"{path}: needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    if label_column not in header:
+        raise UserError(f"{path}: no label column '{label_column}' (columns: {', '.join(header[:10])}"
+                        f"{'...' if len(header) > 10 else ''}); set it with --label-column")
+    li = header.index(label_column)
+    feats, labels = [], []
+    for ln, r in enumerate(rows[1:], start=2):
+        if not r:
+            continue
+        if len(r) != len(header):
+            raise UserError(f"{path}: line {ln} has {len(r)} fields, the header has {len(header)}")
+        try:
+            vals = [float(v) for v in r]
+        except ValueError:
+            raise UserError(f"{path}: line {ln} has a non-numeric field") from None
+        labels.append(vals[li])
+        feats.append(vals[:li] + vals[li + 1:])
+    x, y = np.asarray(feats, dtype=np.float32), np.asarray(labels)
+    _check_numeric(path, x, y)
+    if input_shape is not None:
+        x = _reshape(path, x, input_shape)
+    xtr, xte, ytr, yte = _split(x, y.astype(np.int64) if np.all(y == np.round(y)) else y, test_fraction, seed)
+    return make_dataset(path.name, xtr, ytr, xte, yte, input_range=input_range)
+
+
+def _check_numeric(path, x, y):
+    if not np.issubdtype(x.dtype, np.number):
+        raise UserError(f"{path}: features have dtype {x.dtype}; numeric features are required")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        rows = int((~np.isfinite(x.reshape(x.shape[0], -1))).any(1).sum())
+        raise UserError(f"{path}: features contain NaN or infinite values in {rows} rows")
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.number):
+        raise UserError(f"{path}: labels have dtype {y.dtype}; integer class labels are required")
+    if np.issubdtype(y.dtype, np.floating) and (not np.isfinite(y).all() or np.any(y != np.round(y))):
+        raise UserError(f"{path}: labels must be integer class ids (found NaN or fractional values)")
+    if np.any(y < 0):
+        raise UserError(f"{path}: labels must be 0..n_classes-1 (found negative values)")
+
+
+def _reshape(path, x, shape):
+    shape = tuple(int(s) for s in shape)
+    if int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+        raise UserError(f"{path}: samples have {int(np.prod(x.shape[1:]))} values; input_shape {list(shape)} "
+                        f"needs {int(np.prod(shape))}")
+    return x.reshape(x.shape[0], *shape)
+
+
+def load_data(spec: str, *, label_column: str = "label", test_fraction: float = 0.25, seed: int = 0,
+              input_range=None, input_shape=None) -> Dataset:
+    if spec in BUILTIN:
+        return load_builtin(spec, test_fraction, seed)
+    path = Path(spec)
+    if not path.exists():
+        raise UserError(f"data file not found: {spec} (built-in sets: {', '.join(BUILTIN)})")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return load_npz(path, test_fraction, seed, input_range, input_shape)
+    if suffix == ".csv":
+        return load_csv(path, label_column, test_fraction, seed, input_range, input_shape)
+    raise UserError(f"{spec}: unknown data format '{suffix}'; use .npz, .csv or a built-in name")

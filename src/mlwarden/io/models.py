@@ -1,0 +1,191 @@
+"""Loading a user's model into a Target. Nothing is unpickled unless the user allows it explicitly."""
+from __future__ import annotations
+
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.data import Dataset
+from ..core.errors import UserError
+from ..core.recipe import load_entry_point
+from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
+
+FORMATS = ("auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle")
+SAFE_SKOPS_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.")
+
+
+def detect_format(path: Path, factory: str | None) -> str:
+    suf = path.suffix.lower()
+    if suf == ".pt2":
+        return "export"
+    if suf == ".onnx":
+        return "onnx"
+    if suf == ".skops":
+        return "skops"
+    if suf in (".pkl", ".pickle", ".joblib"):
+        return "pickle"
+    if suf in (".pt", ".pth", ".ts", ".bin", ".safetensors"):
+        if factory:
+            return "state-dict"
+        if suf == ".safetensors":
+            raise UserError(f"{path}: a .safetensors file holds weights only; pass --factory module:function")
+        return "torchscript"
+    raise UserError(f"{path}: unknown model format '{suf}' (.pt2, .pt/.pth + --factory, TorchScript, "
+                    f".skops, .onnx; pickles only with --allow-pickle)")
+
+
+def _state_dict(path: Path) -> dict:
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise UserError(f"{path}: reading .safetensors needs the 'safetensors' package") from None
+        return load_file(str(path))
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"{path}: not a plain state_dict ({str(e).splitlines()[0][:160]}); a full pickled model "
+                        "needs --allow-pickle") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"{path}: cannot read weights ({str(e).splitlines()[0][:160]})") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise UserError(f"{path}: expected a state_dict (a dict of tensors), found {type(sd).__name__}")
+    return sd
+
+
+def load_torch_module(path: Path, fmt: str, factory: str | None, data: Dataset, allow_pickle: bool):
+    if fmt == "export":
+        try:
+            return torch.export.load(str(path)).module()
+        except Exception as e:  # noqa: BLE001 - any failure means a file we cannot read
+            raise UserError(f"{path}: not a readable torch.export archive ({type(e).__name__})") from None
+    if fmt == "torchscript":
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception:  # noqa: BLE001
+            raise UserError(f"{path}: not TorchScript; for a state_dict pass --factory module:function, "
+                            "for a pickled nn.Module pass --allow-pickle") from None
+    if fmt == "state-dict":
+        if not factory:
+            raise UserError(f"{path}: a state_dict needs --factory module:function to build the network")
+        make = load_entry_point(factory, "factory")
+        try:
+            module = make(data.input_shape, data.n_classes)
+        except TypeError:
+            module = make()
+        try:
+            module.load_state_dict(_state_dict(path))
+        except RuntimeError as e:
+            raise UserError(f"{path}: weights do not fit the network from {factory} "
+                            f"({str(e).splitlines()[0][:200]})") from None
+        return module
+    if fmt == "pickle":
+        if not allow_pickle:
+            raise UserError(f"{path}: refusing to unpickle (it can run arbitrary code); pass --allow-pickle "
+                            "only for a file you trust")
+        warnings.warn(f"unpickling {path}: this runs code from the file", stacklevel=2)
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+        return obj
+    raise UserError(f"{path}: format {fmt} is not a PyTorch format")
+
+
+def _load_skops(path: Path):
+    import skops.io as sio
+    try:
+        untrusted = sio.get_untrusted_types(file=str(path))
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{path}: not a readable skops file ({type(e).__name__})") from None
+    unsafe = [t for t in untrusted if not t.startswith(SAFE_SKOPS_PREFIXES)]
+    if unsafe:
+        raise UserError(f"{path}: skops file holds types outside scikit-learn/numpy/scipy: {', '.join(unsafe[:5])}")
+    return sio.load(str(path), trusted=untrusted)
+
+
+def _onnx_target(path: Path, data: Dataset) -> Target:
+    import onnxruntime as ort
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:160]})") from None
+    inp = sess.get_inputs()[0]
+    want = [d if isinstance(d, int) else None for d in inp.shape[1:]]
+
+    def fn(a: np.ndarray) -> np.ndarray:
+        if len(want) != a.ndim - 1:
+            a = a.reshape(a.shape[0], *[w if w is not None else -1 for w in want])
+        outs = sess.run(None, {inp.name: a.astype(np.float32)})
+        scores = [o for o in outs if isinstance(o, np.ndarray) and o.ndim == 2]
+        return scores[-1] if scores else outs[0]
+    return NumpyTarget(fn, data.n_classes, data.input_shape, Access.SCORES, path.name, "onnx")
+
+
+def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | None = None,
+                allow_pickle: bool = False, access: str | None = None) -> Target:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"model file not found: {path}")
+    if fmt not in FORMATS:
+        raise UserError(f"unknown model format '{fmt}'; one of {', '.join(FORMATS)}")
+    if fmt == "auto":
+        fmt = detect_format(p, factory)
+    if fmt == "onnx":
+        target = _onnx_target(p, data)
+    elif fmt == "skops":
+        target = sklearn_target(_load_skops(p), data.n_classes, data.input_shape, p.name)
+    else:
+        if fmt == "pickle" and p.suffix.lower() in (".pkl", ".pickle", ".joblib"):
+            if not allow_pickle:
+                raise UserError(f"{path}: refusing to unpickle (it can run arbitrary code); pass --allow-pickle "
+                                "only for a file you trust")
+            warnings.warn(f"unpickling {path}: this runs code from the file", stacklevel=2)
+            with open(p, "rb") as f:
+                obj = pickle.load(f)  # noqa: S301 - explicit --allow-pickle
+        else:
+            obj = load_torch_module(p, fmt, factory, data, allow_pickle)
+        if isinstance(obj, torch.nn.Module):
+            target = TorchTarget(obj, data.n_classes, data.input_shape, name=p.name)
+        elif hasattr(obj, "predict"):
+            target = sklearn_target(obj, data.n_classes, data.input_shape, p.name)
+        else:
+            raise UserError(f"{path}: holds a {type(obj).__name__}, not a model")
+    if access is not None:
+        want = Access(access)
+        if not target.access.allows(want):
+            raise UserError(f"{path}: a {target.kind} model gives at most {target.access.value} access, not {access}")
+        target.access = want
+    return target
+
+
+def probe(target: Target, data: Dataset) -> None:
+    """Run two test samples through the model: shape and class-count mismatches become UserErrors."""
+    x = data.x_test[:2]
+    try:
+        if isinstance(target, TorchTarget):
+            with torch.no_grad():
+                out = target._module(x)
+        elif target.access.allows(Access.SCORES):
+            out = target._scores(x)
+        else:
+            out = target._labels(x)
+    except Exception as e:  # noqa: BLE001 - the model rejecting the data is a user-facing mismatch
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"model {target.name} cannot take data of sample shape {list(data.input_shape)}: {msg}") from None
+    if out.ndim == 2:
+        k = out.shape[1]
+        top = int(max(data.y_train.max(), data.y_test.max()))
+        if top >= k:
+            raise UserError(f"labels out of range: the data has labels up to {top} but model {target.name} "
+                            f"outputs {k} classes")
+        if k != data.n_classes:
+            data.n_classes = k
+            target.n_classes = k
+        if not torch.isfinite(torch.as_tensor(out)).all():
+            raise UserError(f"model {target.name} returns NaN or infinite outputs")
+    elif out.ndim != 1:
+        raise UserError(f"model {target.name} returns shape {list(out.shape)}; expected (n, n_classes) or (n,)")

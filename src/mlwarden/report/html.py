@@ -1,0 +1,25 @@
+"""One self-contained HTML file: styles inline, evidence images embedded as data URIs, no network."""
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+_env = Environment(loader=PackageLoader("mlwarden", "report/templates"), autoescape=select_autoescape(["j2"]))
+
+
+def _embed(run_dir: Path | None, rel: str) -> str | None:
+    if run_dir is None:
+        return None
+    p = run_dir / rel
+    if not p.exists() or p.suffix.lower() != ".png":
+        return None
+    return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()
+
+
+def render(report, run_dir: Path | None, fragment: bool = False) -> str:
+    run_dir = Path(run_dir) if run_dir else None
+    images = {ev: _embed(run_dir, ev) for f in report.findings for ev in f.evidence}
+    return _env.get_template("report.html.j2").render(r=report, images=images, fragment=fragment,
+                                                      summary=report.to_dict()["summary"])

@@ -1,0 +1,30 @@
+"""JUnit XML: one test case per threat; a finding at or above the run's fail-on level is a failure."""
+from __future__ import annotations
+
+from xml.etree import ElementTree as ET
+
+from ..core.finding import Severity, Status
+
+
+def render(report) -> str:
+    fail_on = report.settings.get("fail_on") or "high"
+    limit = Severity(fail_on).rank
+    suite = ET.Element("testsuite", name="mlwarden", tests=str(len(report.findings)), time=f"{report.seconds:.2f}")
+    failures = errors = skipped = 0
+    for f in report.findings:
+        case = ET.SubElement(suite, "testcase", classname=f"mlwarden.{f.family}", name=f.threat,
+                             time=f"{f.seconds:.2f}")
+        if f.status is Status.SKIPPED:
+            ET.SubElement(case, "skipped", message=f.headline)
+            skipped += 1
+        elif f.status is Status.FAILED:
+            ET.SubElement(case, "error", message=f.headline).text = f.error
+            errors += 1
+        elif f.severity.rank >= limit:
+            ET.SubElement(case, "failure", message=f"{f.severity.value}: {f.headline}",
+                          type=f.severity.value).text = "\n".join(f"{m.name}: {m.text()}" for m in f.metrics)
+            failures += 1
+    suite.set("failures", str(failures))
+    suite.set("errors", str(errors))
+    suite.set("skipped", str(skipped))
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"

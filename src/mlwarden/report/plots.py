@@ -1,0 +1,68 @@
+"""Evidence figures: image grids and security curves, as PNG files (matplotlib, no display)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def _show(ax, img: torch.Tensor, low: float, high: float):
+    img = img.detach().cpu()
+    if img.ndim == 3 and img.shape[0] in (1, 3):
+        img = img.permute(1, 2, 0)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    ax.imshow(img.numpy(), cmap="gray" if img.ndim == 2 else None, vmin=low, vmax=high)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def image_row(path, images, labels, low, high, title=""):
+    fig, axes = plt.subplots(1, len(images), figsize=(1.3 * len(images), 1.6))
+    for ax, img, lab in zip(axes, images, labels):
+        _show(ax, img, low, high)
+        ax.set_title(lab, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def adversarial_grid(path, x, x_adv, y, pred_clean, pred_adv, low, high, title=""):
+    """Two rows: clean images with their predicted labels, adversarial ones with theirs."""
+    n = len(x)
+    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.9), squeeze=False)
+    for i in range(n):
+        _show(axes[0, i], x[i], low, high)
+        axes[0, i].set_title(f"true {int(y[i])}\npred {int(pred_clean[i])}", fontsize=7)
+        _show(axes[1, i], x_adv[i], low, high)
+        ok = int(pred_adv[i]) == int(y[i])
+        axes[1, i].set_title(f"adv pred {int(pred_adv[i])}", fontsize=7, color="black" if ok else "crimson")
+    axes[0, 0].set_ylabel("clean", fontsize=8)
+    axes[1, 0].set_ylabel("adversarial", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def security_curve(path, eps, acc, lo, hi, *, norm: str, title="", marks=None):
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.fill_between(eps, lo, hi, alpha=0.2, label="95% CI")
+    ax.plot(eps, acc, "o-", label="robust accuracy")
+    for label, (e, a) in (marks or {}).items():
+        ax.plot([e], [a], "s", label=label)
+    ax.set_xlabel(f"{norm} eps (fraction of input range)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

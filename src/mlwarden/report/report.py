@@ -1,0 +1,125 @@
+"""The Report: everything one audit found, and the files it is written to."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import UserError
+from ..core.finding import Finding, Severity, Status
+
+SCHEMA = "mlwarden.report/1"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Report:
+    subject: dict[str, Any]
+    findings: list[Finding]
+    settings: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    seconds: float = 0.0
+    version: str = ""
+    run_dir: str | None = None
+
+    # -- views --------------------------------------------------------------------------------
+    @property
+    def ran(self) -> list[Finding]:
+        return [f for f in self.findings if f.status is not Status.SKIPPED]
+
+    @property
+    def skipped(self) -> list[Finding]:
+        return [f for f in self.findings if f.status is Status.SKIPPED]
+
+    def worst(self) -> Severity:
+        ranked = [f.severity for f in self.ran]
+        return max(ranked, key=lambda s: s.rank) if ranked else Severity.INFO
+
+    def exit_code(self, fail_on: str | None) -> int:
+        """1 when a finding is at or above `fail_on`, or an attack failed; 0 otherwise."""
+        if fail_on is None:
+            return 0
+        limit = Severity(fail_on).rank
+        bad = [f for f in self.ran if f.severity.rank >= limit or f.status is Status.FAILED]
+        return 1 if bad else 0
+
+    def finding(self, threat: str) -> Finding:
+        for f in self.findings:
+            if f.threat == threat:
+                return f
+        raise KeyError(threat)
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "version": self.version, "created": self.created, "seconds": self.seconds,
+                "subject": self.subject, "settings": self.settings,
+                "summary": {"worst_severity": self.worst().value,
+                            "counts": {s.value: sum(f.severity is s for f in self.ran) for s in Severity},
+                            "ran": len(self.ran), "skipped": len(self.skipped),
+                            "unreliable": sum(f.status is Status.UNRELIABLE for f in self.findings),
+                            "failed": sum(f.status is Status.FAILED for f in self.findings)},
+                "findings": [f.to_dict() for f in self.findings]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], run_dir: str | None = None) -> "Report":
+        if d.get("schema") != SCHEMA:
+            raise UserError(f"report schema {d.get('schema')!r} is not {SCHEMA!r}")
+        return cls(subject=d["subject"], findings=[Finding.from_dict(f) for f in d["findings"]],
+                   settings=d.get("settings", {}), created=d.get("created", ""), seconds=d.get("seconds", 0.0),
+                   version=d.get("version", ""), run_dir=run_dir)
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "Report":
+        p = Path(run_dir)
+        path = p / "report.json" if p.is_dir() else p
+        if not path.exists():
+            raise UserError(f"no report.json in {run_dir}")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: not valid JSON ({e})") from None
+        try:
+            return cls.from_dict(d, run_dir=str(path.parent))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{path}: not an mlwarden report ({type(e).__name__}: {e})") from None
+
+    def save(self, out_dir: str | Path | None = None) -> dict[str, Path]:
+        """Write report.json, .html, .md, .sarif and junit.xml; each file appears whole or not at all."""
+        from . import html, junit, markdown, sarif
+        out = Path(out_dir or self.run_dir or ".")
+        texts = {"report.json": json.dumps(self.to_dict(), indent=2, default=float),
+                 "report.html": html.render(self, out),
+                 "report.md": markdown.render(self),
+                 "report.sarif": json.dumps(sarif.render(self), indent=2),
+                 "junit.xml": junit.render(self)}
+        paths = {}
+        for name, text in texts.items():
+            write_atomic(out / name, text)
+            paths[name] = out / name
+        self.run_dir = str(out)
+        return paths
+
+    def _repr_html_(self) -> str:
+        from . import html
+        return html.render(self, Path(self.run_dir) if self.run_dir else None, fragment=True)
+
+    def summary_rows(self) -> list[tuple[str, str, str, str]]:
+        return [(f.threat, f.status.value, f.severity.value if f.status is not Status.SKIPPED else "-", f.headline)
+                for f in self.findings]

@@ -1,0 +1,36 @@
+"""SARIF 2.1.0 output, so code-scanning UIs list the findings."""
+from __future__ import annotations
+
+from ..core.finding import Severity, Status
+
+LEVEL = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning",
+         Severity.LOW: "note", Severity.INFO: "none"}
+SCORE = {Severity.CRITICAL: "9.5", Severity.HIGH: "8.0", Severity.MEDIUM: "5.5", Severity.LOW: "2.0",
+         Severity.INFO: "0.0"}
+
+
+def render(report) -> dict:
+    ran = [f for f in report.findings if f.status is not Status.SKIPPED]
+    rules, results = [], []
+    location = report.subject.get("model", {}).get("path") or "model"
+    for f in ran:
+        rules.append({
+            "id": f.threat, "name": f.threat.replace("-", " ").title().replace(" ", ""),
+            "shortDescription": {"text": f.title},
+            "fullDescription": {"text": f"{f.family}: {f.title}. MITRE ATLAS {', '.join(f.atlas)}."},
+            "help": {"text": f.defense.description if f.defense else "See the mlwarden report."},
+            "properties": {"tags": ["security", "machine-learning", f.family, *f.atlas],
+                           "security-severity": SCORE[f.severity]},
+        })
+        results.append({
+            "ruleId": f.threat, "level": LEVEL[f.severity],
+            "message": {"text": f"[{f.severity.value}/{f.status.value}] {f.headline}"},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": location}}}],
+            "properties": {"metrics": {m.name: m.value for m in f.metrics}, "status": f.status.value},
+        })
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
+        "runs": [{"tool": {"driver": {"name": "mlwarden", "version": report.version,
+                                      "informationUri": "https://github.com/mlwarden/mlwarden", "rules": rules}},
+                  "results": results}],
+    }

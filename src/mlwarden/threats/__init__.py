@@ -1,0 +1,8 @@
+"""Built-in threats, one attack per file, grouped by family. Importing this package registers them."""
+from .tricking import (  # noqa: F401
+    apgd, eot, fgsm, hopskipjump, patch, pgd, square, whitebox_cascade,
+)
+
+# The order the audit runs and lists threats in: the verdict first, then single attacks, then physical.
+ORDER = ["whitebox-cascade", "fgsm", "pgd-linf", "pgd-l2", "apgd-ce", "apgd-dlr-t", "square", "hopskipjump",
+         "eot-pgd", "adversarial-patch"]

@@ -1,0 +1,1 @@
+"""Model tricking: adversarial examples (white-box, black-box, physical-world)."""

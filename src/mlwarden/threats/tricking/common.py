@@ -1,0 +1,130 @@
+"""Pieces the evasion attacks share: projections, losses, evaluation point selection, metrics."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from ...core.data import Dataset
+from ...core.finding import Defense, Metric, Severity
+from ...core.threat import Params
+
+WHITE_BOX_ATLAS = ["AML.T0043.000", "AML.T0015"]  # Craft Adversarial Data: White-Box Optimization; Evade
+BLACK_BOX_ATLAS = ["AML.T0043.001", "AML.T0040", "AML.T0015"]  # Black-Box Optimization; Inference API
+PHYSICAL_ATLAS = ["AML.T0043.000", "AML.T0041", "AML.T0015"]  # ...; Physical Environment Access
+
+ADV_TRAINING = Defense(
+    "adversarial training",
+    "Retrain with PGD adversarial training (Madry et al. 2018) or TRADES at the audited eps, then re-audit; "
+    "input preprocessing alone must be re-attacked adaptively (BPDA/EOT) before it is trusted.",
+)
+
+# Severity from robust accuracy relative to clean accuracy at the audited eps (r = robust / clean).
+SEVERITY_THRESHOLDS = [(0.25, Severity.CRITICAL), (0.6, Severity.HIGH), (0.9, Severity.MEDIUM)]
+
+
+def severity_from_ratio(robust: float, clean: float) -> Severity:
+    r = robust / clean if clean > 0 else 0.0
+    for limit, sev in SEVERITY_THRESHOLDS:
+        if r < limit:
+            return sev
+    return Severity.LOW
+
+
+class EvasionParams(Params):
+    eps: float = Field(0.1, gt=0, description="budget as a fraction of the input range")
+    norm: str = Field("linf", pattern="^(linf|l2)$")
+    n_samples: int = Field(200, gt=0)
+    batch_size: int = Field(512, gt=0)
+
+
+def abs_eps(eps: float, norm: str, data: Dataset) -> float:
+    """Convert a range-relative eps into input units. For L2 it is scaled by the range too."""
+    return eps * data.space.width
+
+
+def eval_points(data: Dataset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed, seeded subset of the test split: the points every evasion attack is measured on."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(data.x_test.shape[0], generator=g)[:n]
+    return data.x_test[idx], data.y_test[idx]
+
+
+def flat_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
+    v = v.flatten(1)
+    return v.abs().amax(1) if norm == "linf" else v.norm(dim=1)
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.ndim - 1)))
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor, norm: str, low: float,
+            high: float) -> torch.Tensor:
+    """Project onto the eps-ball around x (Linf or L2) intersected with the input box."""
+    delta = x_adv - x
+    if norm == "linf":
+        e = _bcast(eps, x) if torch.is_tensor(eps) else eps
+        delta = torch.maximum(torch.minimum(delta, e * torch.ones_like(delta)), -e * torch.ones_like(delta))
+    else:
+        n = flat_norm(delta, "l2").clamp_min(1e-12)
+        e = eps if torch.is_tensor(eps) else torch.full_like(n, eps)
+        delta = delta * _bcast(torch.clamp(e / n, max=1.0), x)
+    return (x + delta).clamp(low, high)
+
+
+def normalize_step(g: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return g.sign()
+    return g / _bcast(flat_norm(g, "l2").clamp_min(1e-12), g)
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, low: float, high: float) -> torch.Tensor:
+    if norm == "linf":
+        d = torch.empty_like(x).uniform_(-eps, eps)
+    else:
+        d = torch.randn_like(x)
+        d = d / _bcast(flat_norm(d, "l2").clamp_min(1e-12), x)
+        d = d * _bcast(torch.rand(x.shape[0]) ** (1 / x[0].numel()), x) * eps
+    return (x + d).clamp(low, high)
+
+
+def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def dlr_targeted_loss(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Targeted difference-of-logits-ratio loss (Croce & Hein 2020, eq. 7); scale invariant."""
+    srt = logits.sort(1, descending=True).values
+    z_y = logits.gather(1, y[:, None])[:, 0]
+    z_t = logits.gather(1, t[:, None])[:, 0]
+    k = logits.shape[1]
+    return -(z_y - z_t) / (srt[:, 0] - 0.5 * (srt[:, min(2, k - 1)] + srt[:, min(3, k - 1)]) + 1e-12)
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """z_y - max_{j != y} z_j: positive while the point is still classified correctly."""
+    z_y = logits.gather(1, y[:, None])[:, 0]
+    other = logits.clone()
+    other.scatter_(1, y[:, None], float("-inf"))
+    return z_y - other.amax(1)
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    return torch.cat([model(c).argmax(1) for c in x.split(batch_size)])
+
+
+def accuracy_metrics(clean_ok: torch.Tensor, robust_ok: torch.Tensor, reliable: bool = True) -> list[Metric]:
+    n = int(clean_ok.numel())
+    return [Metric.rate("clean_accuracy", int(clean_ok.sum()), n),
+            Metric.rate("robust_accuracy", int(robust_ok.sum()), n, reliable=reliable)]
+
+
+def batched(fn, x: torch.Tensor, y: torch.Tensor, batch_size: int, ctx=None) -> torch.Tensor:
+    outs = []
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        if ctx is not None:
+            ctx.check_time()
+        outs.append(fn(xb, yb))
+    return torch.cat(outs)
