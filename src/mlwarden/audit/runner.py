@@ -71,9 +71,10 @@ def seed_everything(seed: int) -> None:
 def make_plan(subject: Subject, threats: list[Threat], profile: str, overrides: dict[str, dict],
               eps: float | None, dummy_ctx: Context) -> list[Planned]:
     """Validate every threat's parameters before anything runs, so a bad value costs no compute."""
-    unknown = set(overrides) - {t.name for t in threats}
+    from ..core.registry import all_threats
+    unknown = set(overrides) - set(all_threats())
     if unknown:
-        raise UserError(f"config [threats] names threats not in this audit: {', '.join(sorted(unknown))}")
+        raise UserError(f"config [threats] names unknown threats: {', '.join(sorted(unknown))}")
     plan = []
     for t in threats:
         ov = dict(overrides.get(t.name, {}))

@@ -96,7 +96,11 @@ class TorchTarget(Target):
     def __init__(self, module: nn.Module, n_classes: int, input_shape, access: Access = Access.WHITE_BOX,
                  name: str = "torch-model", batch_size: int = 4096):
         super().__init__(access, n_classes, input_shape, name)
-        self._module = module.eval()
+        try:
+            module.eval()
+        except NotImplementedError:
+            pass  # torch.export modules are already in inference mode and refuse eval()
+        self._module = module
         for p in self._module.parameters():
             p.requires_grad_(False)
         self.batch_size = batch_size

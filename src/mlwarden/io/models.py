@@ -76,14 +76,20 @@ def load_torch_module(path: Path, fmt: str, factory: str | None, data: Dataset, 
             raise UserError(f"{path}: a state_dict needs --factory module:function to build the network")
         make = load_entry_point(factory, "factory")
         try:
-            module = make(data.input_shape, data.n_classes)
-        except TypeError:
-            module = make()
+            try:
+                module = make(data.input_shape, data.n_classes)
+            except TypeError:
+                module = make()
+        except Exception as e:  # noqa: BLE001 - the user's factory rejecting the data's shape
+            raise UserError(f"factory {factory} cannot build a network for input shape {list(data.input_shape)} "
+                            f"and {data.n_classes} classes ({type(e).__name__}: {e})") from None
         try:
             module.load_state_dict(_state_dict(path))
         except RuntimeError as e:
-            raise UserError(f"{path}: weights do not fit the network from {factory} "
-                            f"({str(e).splitlines()[0][:200]})") from None
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            why = next((ln for ln in lines if "size mismatch" in ln or "Missing key" in ln or "Unexpected key" in ln),
+                       lines[0] if lines else "")
+            raise UserError(f"{path}: weights do not fit the network from {factory} ({why[:240]})") from None
         return module
     if fmt == "pickle":
         if not allow_pickle:

@@ -17,7 +17,8 @@ def checkpoints(steps: int) -> set[int]:
     p = [0.0, 0.22]
     while p[-1] < 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return {math.ceil(q * steps) for q in p[1:] if math.ceil(q * steps) < steps}
+    iters = (math.ceil(q * steps - 1e-9) for q in p[1:])  # 1e-9: 0.57 * 100 must give 57, not 58
+    return {i for i in iters if i < steps}
 
 
 def _apgd_run(model, x0, y0, t0, eps, norm, low, high, steps, loss, rho, ctx):

@@ -1,0 +1,49 @@
+"""Shared fixtures: real digits data and small real models trained once per test session."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tiny models on 2 cores: one intra-op thread is many times faster
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from mlwarden.io.datasets import load_builtin
+    return load_builtin("digits", seed=0)
+
+
+def _fit(name, data, **kw):
+    from mlwarden.core.recipe import BUILTIN_RECIPES
+    return BUILTIN_RECIPES[name].with_(**kw).fit(data.x_train, data.y_train, data.n_classes, seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(digits):
+    return _fit("mlp", digits)
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(digits):
+    return _fit("cnn", digits, epochs=15)
+
+
+@pytest.fixture(scope="session")
+def mlp_state_dict(tmp_path_factory, digits_mlp):
+    path = tmp_path_factory.mktemp("models") / "mlp.pt"
+    torch.save(digits_mlp.state_dict(), path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("MLWARDEN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    yield
+
+
+def clean_env():
+    env = dict(os.environ)
+    env["COLUMNS"] = "200"
+    return env

@@ -1,0 +1,78 @@
+"""Every supported model format loads into a target that agrees with the original model."""
+import numpy as np
+import pytest
+import torch
+
+from mlwarden.core.errors import UserError
+from mlwarden.core.target import Access
+from mlwarden.io.models import load_target, probe
+
+
+def agree(target, model_fn, x):
+    with torch.no_grad():
+        return float((target.labels(x) == model_fn(x)).float().mean())
+
+
+def test_torch_export_archive(tmp_path, digits, digits_mlp):
+    batch = torch.export.Dim("batch", min=1)
+    ep = torch.export.export(digits_mlp, (digits.x_test[:4],), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(ep, tmp_path / "m.pt2")
+    t = load_target(str(tmp_path / "m.pt2"), digits)
+    probe(t, digits)
+    assert t.access is Access.WHITE_BOX
+    assert agree(t, lambda x: digits_mlp(x).argmax(1), digits.x_test) == 1.0
+
+
+def test_state_dict_with_factory_and_access_override(mlp_state_dict, digits, digits_mlp):
+    t = load_target(str(mlp_state_dict), digits, factory="mlwarden.core.zoo:mlp", access="labels")
+    assert t.access is Access.LABELS
+    assert agree(t, lambda x: digits_mlp(x).argmax(1), digits.x_test) == 1.0
+    with pytest.raises(PermissionError):
+        t.scores(digits.x_test[:2])
+
+
+def test_skops_sklearn_model(tmp_path, digits):
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+    clf = LogisticRegression(max_iter=500).fit(digits.x_train.flatten(1).numpy(), digits.y_train.numpy())
+    sio.dump(clf, tmp_path / "lr.skops")
+    t = load_target(str(tmp_path / "lr.skops"), digits)
+    probe(t, digits)
+    assert t.access is Access.SCORES
+    p = t.scores(digits.x_test[:5])
+    assert np.allclose(p.numpy(), clf.predict_proba(digits.x_test[:5].flatten(1).numpy()), atol=1e-6)
+    assert t.queries == 5
+
+
+def test_onnx_model(tmp_path, digits):
+    import onnx
+    from onnx import TensorProto, helper
+    from sklearn.linear_model import LogisticRegression
+    clf = LogisticRegression(max_iter=500).fit(digits.x_train.flatten(1).numpy(), digits.y_train.numpy())
+    w = helper.make_tensor("W", TensorProto.FLOAT, [64, 10], clf.coef_.T.astype(np.float32).ravel())
+    b = helper.make_tensor("B", TensorProto.FLOAT, [10], clf.intercept_.astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["z"]), helper.make_node("Add", ["z", "B"], ["logits"])], "lr",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 10])], [w, b])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "lr.onnx")
+    t = load_target(str(tmp_path / "lr.onnx"), digits)
+    probe(t, digits)
+    want = clf.predict(digits.x_test.flatten(1).numpy())
+    assert (t.labels(digits.x_test).numpy() == want).mean() == 1.0
+    assert torch.allclose(t.scores(digits.x_test[:3]).sum(1), torch.ones(3), atol=1e-5)
+
+
+def test_pickle_needs_flag_and_warns(tmp_path, digits, digits_mlp):
+    torch.save(digits_mlp, tmp_path / "full.pt")
+    with pytest.raises(UserError, match="TorchScript|--allow-pickle"):
+        load_target(str(tmp_path / "full.pt"), digits)
+    with pytest.warns(UserWarning, match="unpickling"):
+        t = load_target(str(tmp_path / "full.pt"), digits, fmt="pickle", allow_pickle=True)
+    assert agree(t, lambda x: digits_mlp(x).argmax(1), digits.x_test) == 1.0
+
+
+def test_weights_only_refuses_a_pickled_module_as_state_dict(tmp_path, digits, digits_mlp):
+    torch.save(digits_mlp, tmp_path / "full.pt")
+    with pytest.raises(UserError, match="allow-pickle"):
+        load_target(str(tmp_path / "full.pt"), digits, factory="mlwarden.core.zoo:mlp")
