@@ -159,7 +159,8 @@ class WhiteBoxCascade(Threat):
                        norm=p.norm, title=f"Security curve (APGD-CE, {p.curve_steps} steps, n={len(y)})")
         ev.append(ctx.rel(path))
         if ctx.data.modality == "image":
-            idx = clean_ok.nonzero()[:, 0][:10]
+            broken = clean_ok & (predict(model, x_adv) != y)
+            idx = torch.cat([broken.nonzero()[:, 0], (clean_ok & ~broken).nonzero()[:, 0]])[:10]  # successes first
             if idx.numel():
                 path = ctx.evidence_path("adversarial_examples.png")
                 adversarial_grid(path, x[idx], x_adv[idx], y[idx], predict(model, x[idx]), predict(model, x_adv[idx]),

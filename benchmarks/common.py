@@ -1,0 +1,39 @@
+"""Shared set-up for the benchmarks: the same digits data, models and evaluation points for every tool."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+torch.set_num_threads(1)  # both tools get one intra-op thread: fastest for these models on 2 cores
+
+from mlwarden.core.recipe import BUILTIN_RECIPES  # noqa: E402
+from mlwarden.io.datasets import load_builtin  # noqa: E402
+from mlwarden.threats.tricking.common import eval_points  # noqa: E402
+
+
+def setup(n: int = 200):
+    data = load_builtin("digits", seed=0)
+    models = {}
+    for name, epochs in (("mlp", 40), ("cnn", 15)):
+        m = BUILTIN_RECIPES[name].with_(epochs=epochs).fit(data.x_train, data.y_train, 10, seed=0)
+        for p in m.parameters():
+            p.requires_grad_(False)
+        models[name] = m.eval()
+    x, y = eval_points(data, n, 0)
+    return data, models, x, y
+
+
+def robust_acc(model, x_adv, y) -> float:
+    with torch.no_grad():
+        return float((model(torch.as_tensor(x_adv)).argmax(1) == y).float().mean())
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def row(cells, widths=(8, 14, 11, 11, 10, 10, 8)):
+    return " | ".join(str(c).ljust(w) for c, w in zip(cells, widths))

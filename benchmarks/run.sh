@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the benchmark environment (the package plus its peers: ART 1.20.1, torchattacks without its
+# torchvision dependency, which would replace the pinned CPU torch) and runs every benchmark.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+V=benchmarks/.venv-bench
+if [ ! -x "$V/bin/python" ]; then
+  python3 -m venv "$V"
+  "$V/bin/pip" install -q -c constraints.txt torch==2.13.0
+  "$V/bin/pip" install -q -c constraints.txt -e . adversarial-robustness-toolbox==1.20.1
+  "$V/bin/pip" install -q --no-deps torchattacks
+fi
+mkdir -p benchmarks/out
+"$V/bin/python" benchmarks/bench_evasion_vs_art.py | tee benchmarks/out/evasion_vs_art.txt
+"$V/bin/python" benchmarks/bench_autoattack.py | tee benchmarks/out/autoattack.txt
+"$V/bin/python" benchmarks/bench_demo_walltime.py | tee benchmarks/out/demo_walltime.txt
