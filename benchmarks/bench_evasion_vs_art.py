@@ -22,8 +22,19 @@ N = 200
 N_HSJ = 50
 
 
+class Float32(torch.nn.Module):
+    """ART's HopSkipJump feeds float64 arrays; the models are float32."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x.float())
+
+
 def art_clf(model):
-    return PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10,
+    return PyTorchClassifier(Float32(model), loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10,
                              clip_values=(0.0, 1.0), device_type="cpu")
 
 

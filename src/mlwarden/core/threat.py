@@ -31,9 +31,14 @@ class Context:
     seed: int = 0
     profile: str = "quick"
     time_budget_s: float | None = None
-    backend: Any = None
+    backend: Any = None  # LocalBackend unless the runner is given another; see audit/runner.py
     cache: dict = field(default_factory=dict)  # shared between threats of one audit (e.g. masking checks)
     started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self):
+        if self.backend is None:
+            from ..audit.runner import LocalBackend  # the default backend lives with the runner
+            self.backend = LocalBackend()
 
     def evidence_path(self, name: str) -> Path:
         self.evidence_dir.mkdir(parents=True, exist_ok=True)

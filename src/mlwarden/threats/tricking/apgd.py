@@ -22,38 +22,55 @@ def checkpoints(steps: int) -> set[int]:
 
 
 def _apgd_run(model, x0, y0, t0, eps, norm, low, high, steps, loss, rho, ctx):
-    """One APGD run on a batch. Returns (adversarial or best-loss point, success mask)."""
-    def value_and_grad(xa):
+    """One APGD run on a batch. Returns (adversarial or best-loss point, success mask).
+
+    A point leaves the working set as soon as it is misclassified: robust accuracy needs one
+    adversarial example per point, and the remaining iterations then cost only the points left."""
+    def value_and_grad(xa, yy, tt):
         xa = xa.clone().requires_grad_(True)
         logits = model(xa)
-        lv = ce_loss(logits, y0) if loss == "ce" else dlr_targeted_loss(logits, y0, t0)
+        lv = ce_loss(logits, yy) if loss == "ce" else dlr_targeted_loss(logits, yy, tt)
         g, = torch.autograd.grad(lv.sum(), xa)
         return lv.detach(), g, logits.detach()
 
     n = x0.shape[0]
-    shape = (n,) + (1,) * (x0.ndim - 1)
     ckpts = checkpoints(steps)
-    eta = torch.full(shape, 2.0 * eps)
-    x_cur = random_start(x0, eps, norm, low, high)
-    l_cur, g_cur, logits = value_and_grad(x_cur)
-    hit = logits.argmax(1) != y0
-    found = x_cur.clone()
+    found, hit = x0.clone(), torch.zeros(n, dtype=torch.bool)
+    idx = torch.arange(n)
+    xs, ys, ts = x0, y0, t0
+    eta = torch.full((n,) + (1,) * (x0.ndim - 1), 2.0 * eps)
+    x_cur = random_start(xs, eps, norm, low, high)
+    l_cur, g_cur, logits = value_and_grad(x_cur, ys, ts)
     best_l, x_best, g_best = l_cur.clone(), x_cur.clone(), g_cur.clone()
     x_prev = x_cur.clone()
     n_incr = torch.zeros(n)
     l_ckpt, eta_ckpt, last = best_l.clone(), eta.clone(), 0
+
+    def retire(success, x_adv):
+        nonlocal idx, xs, ys, ts, eta, x_cur, l_cur, g_cur, best_l, x_best, g_best, x_prev, n_incr, l_ckpt, eta_ckpt
+        if not success.any():
+            return
+        found[idx[success]] = x_adv[success]
+        hit[idx[success]] = True
+        k = ~success
+        idx, xs, ys = idx[k], xs[k], ys[k]
+        ts = ts[k] if ts is not None else None
+        eta, x_cur, l_cur, g_cur = eta[k], x_cur[k], l_cur[k], g_cur[k]
+        best_l, x_best, g_best, x_prev = best_l[k], x_best[k], g_best[k], x_prev[k]
+        n_incr, l_ckpt, eta_ckpt = n_incr[k], l_ckpt[k], eta_ckpt[k]
+
+    retire(logits.argmax(1) != ys, x_cur)
     for k in range(steps):
+        if idx.numel() == 0:
+            break
         if ctx is not None:
             ctx.check_time()
         with torch.no_grad():
-            z = project(x_cur + eta * normalize_step(g_cur, norm), x0, eps, norm, low, high)
+            z = project(x_cur + eta * normalize_step(g_cur, norm), xs, eps, norm, low, high)
             a = 1.0 if k == 0 else 0.75
-            x_next = project(x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev), x0, eps, norm, low, high)
-        l_next, g_next, logits = value_and_grad(x_next)
+            x_next = project(x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev), xs, eps, norm, low, high)
+        l_next, g_next, logits = value_and_grad(x_next, ys, ts)
         with torch.no_grad():
-            new = ~hit & (logits.argmax(1) != y0)
-            found[new] = x_next[new]
-            hit |= new
             n_incr += (l_next > l_cur).float()
             better = l_next > best_l
             best_l[better], x_best[better], g_best[better] = l_next[better], x_next[better], g_next[better]
@@ -63,10 +80,12 @@ def _apgd_run(model, x0, y0, t0, eps, norm, low, high, steps, loss, rho, ctx):
                 cond2 = (eta.view(-1) == eta_ckpt.view(-1)) & (best_l <= l_ckpt)
                 red = cond1 | cond2
                 eta[red] /= 2
-                x_cur[red], g_cur[red] = x_best[red], g_best[red]
+                back = red.view(-1, *([1] * (xs.ndim - 1)))
+                x_cur, g_cur = torch.where(back, x_best, x_cur), torch.where(back, g_best, g_cur)  # x_next intact
                 n_incr.zero_()
                 l_ckpt, eta_ckpt, last = best_l.clone(), eta.clone(), k + 1
-    found[~hit] = x_best[~hit]
+            retire(logits.argmax(1) != ys, x_next)
+    found[idx] = x_best
     return found, hit
 
 

@@ -102,7 +102,7 @@ class WhiteBoxCascade(Threat):
             f"(limit {BLACK_BOX_MARGIN:.0%} of {n})" if "square" in stages else "no score access or not linf: not run")]
         checks.append(self._more_steps_check(model, x, y, eps, p, kw))
         grid = p.curve or curve_grid(p.eps, p.norm, x[0].numel())
-        curve = self._curve(model, x, y, grid, p, kw, data)
+        curve = self._curve(ctx, model, x, y, grid, p, kw, data)
         checks += self._curve_checks(grid, curve, p)
         metrics = accuracy_metrics(clean_ok, robust)
         metrics.insert(2, Metric.rate("robust_accuracy_white_box", int(white.sum()), n))
@@ -128,16 +128,15 @@ class WhiteBoxCascade(Threat):
                      f"PGD robust accuracy {100 * a_s:.1f}% with {p.check_steps} steps, {100 * a_l:.1f}% with "
                      f"{4 * p.check_steps} steps x 2 restarts (limit {100 * MORE_STEPS_MARGIN:.0f} points)")
 
-    def _curve(self, model, x, y, grid, p, kw, data):
-        out = []
-        for e in grid:
+    def _curve(self, ctx, model, x, y, grid, p, kw, data):
+        def point(e):  # independent per eps: the backend may run them elsewhere
             if e == 0:
                 k = int((predict(model, x) == y).sum())
             else:
                 adv = apgd(model, x, y, abs_eps(e, p.norm, data), steps=p.curve_steps, loss="ce", **kw)
                 k = int((predict(model, adv) == y).sum())
-            out.append((k / len(y), clopper_pearson(k, len(y))))
-        return out
+            return k / len(y), clopper_pearson(k, len(y))
+        return ctx.backend.map(point, grid)
 
     def _curve_checks(self, grid, curve, p) -> list[Check]:
         accs = [a for a, _ in curve]

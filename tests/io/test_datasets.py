@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from mlwarden.core.errors import UserError
+from mlwarden.io.datasets import load_data
+from mlwarden.io.idx import read_idx
+
+
+def test_csv_with_label_column_and_shape(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 4)).round(3)
+    y = (x[:, 0] > 0.5).astype(int)
+    rows = ["a,b,target,c,d"] + [f"{r[0]},{r[1]},{t},{r[2]},{r[3]}" for r, t in zip(x, y)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    d = load_data(str(tmp_path / "d.csv"), label_column="target", input_shape=[1, 2, 2])
+    assert d.input_shape == (1, 2, 2) and d.n_classes == 2 and len(d.y_train) + len(d.y_test) == 40
+    with pytest.raises(UserError, match="no label column 'label'"):
+        load_data(str(tmp_path / "d.csv"))
+
+
+def test_npz_with_explicit_split_and_declared_range(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (30, 1, 4, 4)).astype(np.uint8)
+    y = np.arange(30) % 3
+    np.savez(tmp_path / "s.npz", x_train=x[:20], y_train=y[:20], x_test=x[20:], y_test=y[20:])
+    d = load_data(str(tmp_path / "s.npz"), input_range=(0, 255))
+    assert d.space.declared and d.space.width == 255 and len(d.x_test) == 10
+
+
+def test_shared_mnist_idx_reader():
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist-t10k"
+    imgs = read_idx(root / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(root / "t10k-labels-idx1-ubyte.gz")
+    assert imgs.shape == (10000, 28, 28) and labels.shape == (10000,) and labels.max() == 9
