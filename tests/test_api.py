@@ -25,3 +25,11 @@ def test_sklearn_model_gets_black_box_threats_only(tmp_path, digits):
     sq = rep.finding("square")
     assert sq.status is Status.OK and sq.queries > 0
     assert sq.metric("robust_accuracy").value < sq.metric("clean_accuracy").value - 0.2
+
+
+def test_time_budget_turns_a_slow_attack_into_a_failed_finding(tmp_path, digits, digits_mlp):
+    rep = mlwarden.audit(digits_mlp, digits, threats=["pgd-linf"], out=tmp_path, time_budget_s=1e-6,
+                         params={"pgd-linf": {"steps": 1000}})
+    f = rep.finding("pgd-linf")
+    assert f.status is Status.FAILED and "time budget" in f.error
+    assert rep.exit_code("low") == 1
