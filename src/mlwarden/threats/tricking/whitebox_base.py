@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from ...core.registry import register  # noqa: F401 - re-exported for threat files
 from ...core.threat import Context, Threat
 from .common import (ADV_TRAINING, WHITE_BOX_ATLAS, EvasionParams, abs_eps, accuracy_metrics, eval_points,
                      flat_norm, predict)
