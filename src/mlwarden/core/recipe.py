@@ -31,6 +31,14 @@ class Recipe:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     extra: dict = field(default_factory=dict)
+    wrap: Callable | None = None  # default for fit(wrap=...); a DP-SGD recipe carries its Opacus wrap here
+
+    def describe(self) -> dict:
+        """What identifies the training procedure (cache keys of reference models use it)."""
+        return {"name": self.name, "factory": f"{self.factory.__module__}:{getattr(self.factory, '__qualname__', repr(self.factory))}",
+                "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                "weight_decay": self.weight_decay, "optimizer": self.optimizer, "extra": self.extra,
+                "wrap": repr(self.wrap) if self.wrap is not None else None}
 
     def make_model(self, input_shape, n_classes: int) -> nn.Module:
         return self.factory(tuple(input_shape), n_classes)
@@ -54,6 +62,7 @@ class Recipe:
         model = self.make_model(x.shape[1:], n_classes)
         opt = self.make_optimizer(model.parameters())
         loader = self.make_loader(x, y, seed)
+        wrap = wrap if wrap is not None else self.wrap
         if wrap is not None:
             model, opt, loader = wrap(model, opt, loader)
         loss_fn = nn.CrossEntropyLoss()
@@ -67,6 +76,11 @@ class Recipe:
                 opt.step()
             if on_epoch is not None:
                 on_epoch(epoch, model)
+        if hasattr(model, "_module"):  # Opacus's GradSampleModule: hand back the plain network, hooks removed
+            model.remove_hooks()
+            if hasattr(model, "cleanup"):
+                model.cleanup()
+            model = model._module
         return model.eval()
 
 
@@ -75,6 +89,7 @@ BUILTIN_RECIPES = {
     "cnn": Recipe("cnn", zoo.cnn, epochs=25),
     "logreg": Recipe("logreg", zoo.logreg, epochs=60, lr=1e-2),
     "tabular-mlp": Recipe("tabular-mlp", zoo.tabular_mlp, epochs=60),
+    "charlm": Recipe("charlm", zoo.charlm, epochs=4, batch_size=256, lr=2e-3),
 }
 
 

@@ -48,6 +48,22 @@ class LogReg(nn.Module):
         return self.net(x)
 
 
+class CharLM(nn.Module):
+    """Character language model over a fixed window: embeddings of the last `context` characters ->
+    MLP -> next-character logits (a Bengio et al. 2003 style neural n-gram model). Inputs are character
+    ids stored as floats, like every mlwarden data set; Opacus can train it (Embedding + Linear)."""
+
+    def __init__(self, input_shape, n_classes: int, dim: int = 16, hidden: int = 256):
+        super().__init__()
+        (context,) = input_shape
+        self.embed = nn.Embedding(n_classes, dim)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(context * dim, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+    def forward(self, x):
+        return self.net(self.embed(x.long()))
+
+
 def mlp(input_shape, n_classes):
     return MLP(input_shape, n_classes)
 
@@ -64,4 +80,8 @@ def tabular_mlp(input_shape, n_classes):
     return MLP(input_shape, n_classes, hidden=(64,))
 
 
-ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "logreg": logreg, "tabular-mlp": tabular_mlp}
+def charlm(input_shape, n_classes):
+    return CharLM(input_shape, n_classes)
+
+
+ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "logreg": logreg, "tabular-mlp": tabular_mlp, "charlm": charlm}

@@ -66,3 +66,42 @@ def security_curve(path, eps, acc, lo, hi, *, norm: str, title="", marks=None):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def roc_loglog(path, curves: dict, title=""):
+    """Membership-inference ROC curves on log-log axes, where the low-FPR regime is visible."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.0))
+    for label, (fpr, tpr) in curves.items():
+        ax.plot(fpr, tpr, label=label, lw=1.2)
+    ax.plot([1e-4, 1], [1e-4, 1], "k--", lw=0.8, label="chance")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1e-4, 1)
+    ax.set_ylim(1e-4, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def exposure_curve(path, insertions, exposure, max_exposure, extracted, title=""):
+    """Canary exposure (bits) against the number of times the canary was inserted."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.axhline(max_exposure, color="gray", ls="--", lw=0.8, label=f"log2|R| = {max_exposure:.1f} bits")
+    ax.plot(insertions, exposure, "o-", label="exposure")
+    ex = [(i, e) for i, e, x in zip(insertions, exposure, extracted) if x]
+    if ex:
+        ax.plot(*zip(*ex), "s", color="crimson", label="extracted")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("insertions of the canary in the training text")
+    ax.set_ylabel("exposure (bits)")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

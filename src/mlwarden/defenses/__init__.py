@@ -1,0 +1,1 @@
+"""Defences that `mlwarden harden` applies. Training-time defences return a new Recipe."""

@@ -1,0 +1,96 @@
+"""DP-SGD (Abadi et al. 2016, "Deep Learning with Differential Privacy") through Opacus: per-example
+gradient clipping and Gaussian noise, Poisson sampling of batches. The noise multiplier is calibrated to
+the target epsilon with the PRV accountant, or RDP when PRV fails (privacy/accountant.py).
+
+The unit of privacy is one training example as the recipe sees it (an image, a table row, or for the
+character language model one window of text): a secret that occurs in k examples is protected only at
+group level, roughly k * epsilon."""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..core.errors import UserError
+from ..core.recipe import Recipe
+from ..privacy.accountant import noise_for
+
+
+@dataclass
+class DPSGD:
+    """A Recipe wrap: (model, optimizer, loader) -> their Opacus-private versions."""
+    epsilon: float
+    delta: float
+    epochs: int
+    max_grad_norm: float = 1.0
+    accountant: str = "prv"
+    result: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __call__(self, model, optimizer, loader):
+        from opacus import PrivacyEngine
+        sample_rate = 1 / len(loader)
+        steps = self.epochs * len(loader)
+        noise, used = noise_for(self.epsilon, self.delta, sample_rate, steps, self.accountant)
+        # Opacus's hooks fire this when inputs need no gradient, which is every DP-SGD step here
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            engine = PrivacyEngine(accountant=used)
+            model, optimizer, loader = engine.make_private(module=model, optimizer=optimizer, data_loader=loader,
+                                                           noise_multiplier=noise, max_grad_norm=self.max_grad_norm,
+                                                           poisson_sampling=True)
+        self._engine = engine
+        self.result = {"noise_multiplier": noise, "accountant": used, "sample_rate": sample_rate, "steps": steps,
+                       "max_grad_norm": self.max_grad_norm, "target_epsilon": self.epsilon, "delta": self.delta,
+                       "started": time.monotonic()}
+        return model, optimizer, loader
+
+    def spent(self) -> float:
+        """Epsilon the accountant certifies for the training run that just ended."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float(self._engine.get_epsilon(self.delta))
+
+
+class _Fixed:
+    """A factory whose networks have Opacus-incompatible layers replaced (BatchNorm -> GroupNorm, ...)."""
+
+    def __init__(self, factory):
+        self.factory = factory
+
+    def __call__(self, input_shape, n_classes):
+        from opacus.validators import ModuleValidator
+        return ModuleValidator.fix(self.factory(input_shape, n_classes))
+
+    def __repr__(self):
+        return f"opacus-fixed({getattr(self.factory, '__qualname__', repr(self.factory))})"
+
+
+def incompatible_layers(model: nn.Module) -> list[str]:
+    from opacus.validators import ModuleValidator
+    return [str(e) for e in ModuleValidator.validate(model, strict=False)]
+
+
+def dp_recipe(recipe: Recipe, input_shape, n_classes: int, n_train: int, epsilon: float,
+              delta: float | None = None, max_grad_norm: float = 1.0, accountant: str = "prv") -> tuple[Recipe, dict]:
+    """The recipe with DP-SGD applied, and notes on what had to change. delta defaults to 1/(10 n)."""
+    if epsilon <= 0:
+        raise UserError(f"--epsilon must be positive, got {epsilon:g}")
+    delta = delta if delta is not None else 1.0 / (10 * n_train)
+    if not 0 < delta < 1.0 / n_train:
+        raise UserError(f"--delta {delta:g} must be in (0, 1/n) = (0, {1.0 / n_train:.3g}) for n = {n_train} "
+                        "training examples; a larger delta allows leaking whole records")
+    notes = {"delta": delta, "fixed_layers": []}
+    problems = incompatible_layers(recipe.make_model(input_shape, n_classes))
+    if problems:
+        fixed = _Fixed(recipe.factory)
+        remaining = incompatible_layers(fixed(input_shape, n_classes))
+        if remaining:
+            raise UserError("the recipe's network has layers DP-SGD cannot train and Opacus cannot replace: "
+                            + "; ".join(remaining))
+        recipe = recipe.with_(factory=fixed)
+        notes["fixed_layers"] = problems
+    wrap = DPSGD(epsilon, delta, recipe.epochs, max_grad_norm, accountant)
+    return recipe.with_(name=f"{recipe.name}+dp-sgd(eps={epsilon:g})", wrap=wrap), notes

@@ -1,0 +1,155 @@
+"""The membership-inference threat: trains reference models once, builds the signal matrix, and scores
+every attack from it. Evaluated on the audited model (its train split = members, test split =
+non-members) and, pooled, on every model leave-one-out (each reference model is also a target whose
+membership is known), which gives the thousands of non-members that low-FPR rates need."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from ...core.finding import Check, Metric, Severity, Status
+from ...core.target import Access
+from ...core.threat import Context, Params, Threat
+from ...core.registry import register
+from ...privacy.fix import DP_SGD
+from ...privacy.reference_models import train_reference_models
+from ...privacy.roc import summarize
+from ...privacy.signals import log_probs, logit_confidence
+from ...report.plots import roc_loglog
+from . import lira, loss_attack, rmia, shadow_attack
+from .common import AttackInput
+
+ATTACKS = ["loss", "shadow", *lira.VARIANTS, *rmia.VARIANTS]
+PRIMARY = "lira-online"
+
+
+def run_attack(name: str, a: AttackInput, seed: int) -> np.ndarray:
+    if name == "loss":
+        return loss_attack.score(a)
+    if name == "shadow":
+        return shadow_attack.score(a, seed)
+    if name in lira.VARIANTS:
+        online, per_example = lira.VARIANTS[name]
+        return lira.score(a, online, per_example)
+    return rmia.score(a, rmia.VARIANTS[name])
+
+
+class Mp(Params):
+    n_reference: int = Field(8, ge=2, le=256, description="reference models, even; each example IN for half")
+    attacks: list[str] = Field(default_factory=lambda: list(ATTACKS))
+    pooled: bool = Field(True, description="also evaluate every reference model leave-one-out")
+
+
+@register
+class MembershipInference(Threat):
+    """Membership inference: LOSS, shadow models, LiRA and RMIA from one signal matrix of reference models."""
+    name = "membership-inference"
+    family = "data-extraction"
+    title = "Membership inference (was this record in the training set?)"
+    needs = Access.SCORES
+    atlas = ["AML.T0024.000"]
+    Params = Mp
+    profiles = {"quick": {"n_reference": 8}, "standard": {"n_reference": 16}, "thorough": {"n_reference": 64}}
+    defense = DP_SGD
+
+    def run(self, ctx: Context, p: Mp):
+        unknown = set(p.attacks) - set(ATTACKS)
+        if unknown or p.n_reference % 2:
+            bad = f"unknown attacks {sorted(unknown)}" if unknown else "n_reference must be even"
+            return self.finding(ctx, p, status=Status.FAILED, severity=Severity.INFO, headline=bad, error=bad)
+        d = ctx.data
+        x = torch.cat([d.x_train, d.x_test])
+        y = torch.cat([d.y_train, d.y_test])
+        yn = y.numpy()
+        target_in = np.r_[np.ones(len(d.x_train), bool), np.zeros(len(d.x_test), bool)]
+        logp = [log_probs(ctx.target, x)]
+        checks, notes = [], []
+        attacks = list(p.attacks)
+        t_ref = 0.0
+        if ctx.recipe is None:
+            attacks = [a for a in attacks if a == "loss"]
+            notes.append("no recipe: only the LOSS attack ran (set model.recipe to train reference models)")
+            in_mask = target_in[None]
+        else:
+            t0 = time.monotonic()
+            refs = train_reference_models(ctx.recipe, x, y, d.n_classes, p.n_reference, ctx.seed, ctx.backend,
+                                          ctx.check_time)
+            t_ref = time.monotonic() - t0
+            logp += [log_probs(m, x) for m in refs.models]
+            in_mask = np.vstack([target_in[None], refs.in_mask])
+        logp = np.stack(logp)
+        if len(logp) > 1:
+            checks.append(self._match_check(logp, yn, target_in))
+        phi = logit_confidence(logp, yn)
+        evaluated = list(range(len(logp))) if (p.pooled and len(logp) > 1) else [0]
+        per_attack = {}
+        for name in attacks:
+            ctx.check_time()
+            scores, labels = [], []
+            for m in evaluated:
+                others = [k for k in range(len(logp)) if k != m]
+                a = AttackInput(logp[m], phi[m], logp[others], phi[others], in_mask[others], yn)
+                scores.append(run_attack(name, a, ctx.seed))
+                labels.append(in_mask[m])
+            per_attack[name] = {"target": summarize(scores[0], labels[0]),
+                                "pooled": summarize(np.concatenate(scores), np.concatenate(labels))}
+        return self._finding(ctx, p, per_attack, checks, notes, len(evaluated), t_ref)
+
+    @staticmethod
+    def _tpr1(metrics, attack: str) -> Metric:
+        return next(m for m in metrics if m.name == f"{attack} TPR at 1% FPR")
+
+    @staticmethod
+    def _match_check(logp, y, target_in) -> Check:
+        """Reference models must be trained like the target, or the calibration is wrong."""
+        acc = (logp.argmax(-1) == y[None]).astype(float)
+        target_acc = acc[0, ~target_in].mean()
+        ref_acc = acc[1:].mean()  # reference models on the whole pool, members and not
+        target_all = acc[0].mean()
+        gap = abs(ref_acc - target_all)
+        return Check("reference-models-match-target", bool(gap > 0.15),
+                     f"pool accuracy: target {target_all:.3f} (test {target_acc:.3f}), reference models "
+                     f"{ref_acc:.3f}; a gap over 0.15 means the recipe does not reproduce the target")
+
+    def _finding(self, ctx, p, per_attack, checks, notes, n_models, t_ref):
+        fired = any(c.fired for c in checks)
+        metrics, table = [], []
+        for name, s in per_attack.items():
+            scope = s["pooled"] if n_models > 1 else s["target"]
+            ms = scope.metrics(name)
+            for m in ms:
+                m.reliable = m.reliable and not fired
+            metrics += [m for m in ms if "balanced" not in m.name]
+            t1 = s["target"].tpr_at[0.01]
+            table.append({"attack": name, "auc": scope.auc, "balanced_accuracy": scope.balanced_accuracy,
+                          "tpr_at_1pct": scope.tpr_at[0.01][0] / scope.tpr_at[0.01][1],
+                          "tpr_at_0.1pct": scope.tpr_at[0.001][0] / scope.tpr_at[0.001][1],
+                          "n_members": scope.n_members, "n_nonmembers": scope.n_nonmembers,
+                          "target_only_auc": s["target"].auc, "target_only_tpr_at_1pct": t1[0] / t1[1],
+                          "target_only_nonmembers": s["target"].n_nonmembers})
+        key = "pooled" if n_models > 1 else "target"
+        primary = PRIMARY if PRIMARY in per_attack else next(iter(per_attack))
+        metrics += [m for m in per_attack[primary]["target"].metrics(f"{primary} (audited model only)")
+                    if "balanced" not in m.name]
+        # the strongest attack at 1% FPR, by the lower end of its interval, decides the severity
+        best_name = max(per_attack, key=lambda n: self._tpr1(metrics, n).ci_low)
+        best = self._tpr1(metrics, best_name)
+        path = ctx.evidence_path("mia-roc.png")
+        roc_loglog(path, {n: (s[key].fpr, s[key].tpr) for n, s in per_attack.items()},
+                   title=f"membership inference, {n_models} model(s) pooled")
+        lo = best.ci_low
+        sev = (Severity.HIGH if lo >= 0.10 else Severity.MEDIUM if lo >= 0.03 else
+               Severity.LOW if lo > 0.01 else Severity.INFO)
+        scope = f"pooled over {n_models} models" if n_models > 1 else "audited model only"
+        head = (f"{best.name}: {best.text()} ({scope}, {per_attack[best_name][key].n_nonmembers} non-members; "
+                f"chance is 1%)")
+        if fired:
+            head = "unreliable: reference models do not match the target; " + head
+        status = Status.UNRELIABLE if fired else Status.OK
+        return self.finding(ctx, p, status=status, severity=Severity.INFO if fired else sev, headline=head,
+                            metrics=metrics, checks=checks, evidence=[ctx.rel(path)],
+                            details={"attacks": table, "notes": notes, "models_pooled": n_models,
+                                     "reference_training_s": t_ref, "primary": primary})

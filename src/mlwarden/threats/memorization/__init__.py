@@ -1,0 +1,1 @@
+"""Unintended memorization: canary exposure and secret extraction (Carlini et al. 2019)."""
