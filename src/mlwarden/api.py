@@ -8,7 +8,6 @@ from .audit.config import AuditSettings
 from .audit.runner import Subject, make_plan, run_plan
 from .audit.subject import as_dataset, as_target
 from .core.registry import get_threats
-from .core.threat import Context
 from .io.models import probe
 from .report.report import Report
 
@@ -31,6 +30,5 @@ def audit(model, data, *, threats: list[str] | None = None, profile: str = "quic
     subject = Subject(target, ds, recipe, {"path": None})
     out_dir = Path(out or "mlwarden-out/api")
     chosen = get_threats(threats)
-    plan = make_plan(subject, chosen, profile, params or {}, eps,
-                     Context(target=target, data=ds, evidence_dir=out_dir / "evidence"))
+    plan = make_plan(subject, chosen, profile, params or {}, eps, out_dir)
     return run_plan(subject, plan, out_dir, settings=settings.model_dump(), resume=resume, progress=progress)

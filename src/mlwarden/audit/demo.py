@@ -11,14 +11,12 @@ from ..core.target import TorchTarget
 from ..io.datasets import load_builtin
 
 DEMO_VERSION = "digits-cnn-v1"
+DEMO_TEXT_VERSION = "stdlib-charlm-v1"
 
 
-def demo_subject(seed: int = 0):
-    """(target, data, recipe) for the demo. Weights are cached as a state_dict and read with weights_only."""
-    data = load_builtin("digits", seed=seed)
-    recipe = BUILTIN_RECIPES["cnn"]
-    key = hashlib.sha256(f"{DEMO_VERSION}-{seed}-{torch.__version__}".encode()).hexdigest()[:12]
-    path = cache_dir() / "demo" / f"{DEMO_VERSION}-{key}.pt"
+def _cached_fit(recipe, data, seed, key_text):
+    key = hashlib.sha256(f"{key_text}-{seed}-{torch.__version__}".encode()).hexdigest()[:12]
+    path = cache_dir() / "demo" / f"{key_text}-{key}.pt"
     model = recipe.make_model(data.input_shape, data.n_classes)
     state = load_state(path)
     try:
@@ -29,5 +27,22 @@ def demo_subject(seed: int = 0):
     if state is None:
         model = recipe.fit(data.x_train, data.y_train, data.n_classes, seed=seed)
         save_state(model.state_dict(), path)
+    return model.eval()
+
+
+def demo_text_subject(seed: int = 0):
+    """(target, data, recipe) for the text demo: a character LM on standard-library docstrings."""
+    from ..io.datasets import load_data
+    data = load_data("stdlib-docstrings")
+    recipe = BUILTIN_RECIPES["charlm"]
+    model = _cached_fit(recipe, data, seed, DEMO_TEXT_VERSION)
+    return TorchTarget(model, data.n_classes, data.input_shape, name="demo character LM"), data, recipe
+
+
+def demo_subject(seed: int = 0):
+    """(target, data, recipe) for the demo. Weights are cached as a state_dict and read with weights_only."""
+    data = load_builtin("digits", seed=seed)
+    recipe = BUILTIN_RECIPES["cnn"]
+    model = _cached_fit(recipe, data, seed, DEMO_VERSION)
     target = TorchTarget(model.eval(), data.n_classes, data.input_shape, name="demo digits CNN")
     return target, data, recipe

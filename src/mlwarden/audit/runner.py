@@ -69,8 +69,10 @@ def seed_everything(seed: int) -> None:
 
 
 def make_plan(subject: Subject, threats: list[Threat], profile: str, overrides: dict[str, dict],
-              eps: float | None, dummy_ctx: Context) -> list[Planned]:
+              eps: float | None, run_dir: Path) -> list[Planned]:
     """Validate every threat's parameters before anything runs, so a bad value costs no compute."""
+    dummy_ctx = Context(target=subject.target, data=subject.data, evidence_dir=Path(run_dir) / "evidence",
+                        recipe=subject.recipe)
     from ..core.registry import all_threats
     unknown = set(overrides) - set(all_threats())
     if unknown:

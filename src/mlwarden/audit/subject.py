@@ -14,16 +14,20 @@ from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_targ
 from ..io.datasets import load_data
 from ..io.models import load_target, probe
 from .config import AuditConfig
-from .demo import demo_subject
+from .demo import demo_subject, demo_text_subject
 from .runner import Subject
 
 
 def subject_from_config(cfg: AuditConfig) -> Subject:
     m, d = cfg.model, cfg.data
     if m.path is None:
-        if d.path != "digits" or m.factory or m.format != "auto":
-            raise UserError("no model given: pass --model PATH (the demo audits the built-in digits CNN only)")
-        target, data, recipe = demo_subject(cfg.audit.seed)
+        if d.path not in ("digits", "stdlib-docstrings") or m.factory or m.format != "auto":
+            raise UserError("no model given: pass --model PATH (the demos audit the built-in digits CNN, or with "
+                            "--data stdlib-docstrings a character language model)")
+        user_recipe = get_recipe(m.recipe) if m.recipe else None
+        make = demo_subject if d.path == "digits" else demo_text_subject
+        target, data, recipe = make(cfg.audit.seed)
+        recipe = user_recipe or recipe
         if m.access:
             target.access = Access(m.access)
         return Subject(target, data, recipe, {"path": None, "demo": True})

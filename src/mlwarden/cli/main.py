@@ -37,7 +37,7 @@ def _floats(text: str | None, what: str, n: int | None = None, cast=float):
 def audit(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model file: .pt2, TorchScript, state_dict "
                                         "(.pt + --factory), .skops, .onnx; pickles need --allow-pickle"),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, or digits|breast-cancer|iris|wine"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .txt, or digits|breast-cancer|iris|wine|stdlib-docstrings"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="audit.toml"),
     threats: Optional[str] = typer.Option(None, "--threats", "-t", help="comma-separated threat names or families"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="run directory (default mlwarden-out/<model>)"),
@@ -56,14 +56,48 @@ def audit(
     seed: Optional[int] = typer.Option(None),
     threads: Optional[int] = typer.Option(None, help="torch threads (default 1: fastest for small models)"),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="seconds per threat"),
+    recipe: Optional[str] = typer.Option(None, help="training recipe (mlp|cnn|logreg|tabular-mlp|charlm or "
+                                         "module:function) for threats that train models"),
 ):
     """Run the attacks that apply to a model and write the report."""
+    cfg = _build_config(config, model=model, factory=factory, fmt=fmt, access=access, data=data,
+                        label_column=label_column, input_range=input_range, input_shape=input_shape,
+                        threats=threats, out_dir=out_dir, profile=profile, fail_on=fail_on, seed=seed,
+                        threads=threads, time_budget=time_budget, eps=eps, allow_pickle=allow_pickle, recipe=recipe)
+    from ..audit.runner import make_plan, run_plan
+    from ..audit.subject import subject_from_config
+    from ..core.registry import get_threats
+
+    chosen = get_threats(cfg.audit.threats)
+    with err.status("loading the model and data" if cfg.model.path else
+                    "preparing the demo subject (digits CNN; trained once, then cached)"):
+        subject = subject_from_config(cfg)
+    name = "demo" if cfg.model.path is None else re.sub(r"[^A-Za-z0-9_.-]", "_", Path(cfg.model.path).stem)
+    run_dir = Path(cfg.audit.out or Path("mlwarden-out") / name)
+    plan = make_plan(subject, chosen, cfg.audit.profile, cfg.threats, cfg.audit.eps, run_dir)
+    t = subject.target
+    err.print(f"[bold]mlwarden audit[/] {t.name} ({t.kind}, {t.access.value} access) on {subject.data.name}; "
+              f"input range {subject.data.space.describe()}; profile {cfg.audit.profile}")
+    report = run_plan(subject, plan, run_dir, settings=cfg.audit.model_dump(), resume=resume,
+                      progress=_progress(len(plan)))
+    _summary(report)
+    out.print(f"report: {run_dir / 'report.html'} (also report.json, report.md, report.sarif, junit.xml)")
+    code = report.exit_code(cfg.audit.fail_on)
+    if code:
+        err.print(f"[red]failing: a finding is at or above --fail-on {cfg.audit.fail_on}[/]")
+    raise typer.Exit(code)
+
+
+def _build_config(config, *, model=None, factory=None, fmt=None, access=None, data=None, label_column=None,
+                  input_range=None, input_shape=None, threats=None, out_dir=None, profile=None, fail_on=None,
+                  seed=None, threads=None, time_budget=None, eps=None, allow_pickle=False, recipe=None):
     from ..audit.config import AuditConfig, describe_validation_error, load_config
     from pydantic import ValidationError
 
     cfg = load_config(config).model_dump()
     sets = {("model", "path"): model, ("model", "factory"): factory, ("model", "format"): fmt,
-            ("model", "access"): access, ("data", "path"): data, ("data", "label_column"): label_column,
+            ("model", "access"): access, ("model", "recipe"): recipe, ("data", "path"): data,
+            ("data", "label_column"): label_column,
             ("data", "input_range"): _floats(input_range, "--input-range", 2),
             ("data", "input_shape"): _floats(input_shape, "--input-shape", cast=int),
             ("audit", "threats"): [t for t in threats.split(",") if t] if threats else None,
@@ -76,33 +110,9 @@ def audit(
         if val is not None:
             cfg[sec][key] = val
     try:
-        cfg = AuditConfig.model_validate(cfg)
+        return AuditConfig.model_validate(cfg)
     except ValidationError as e:
         raise UserError(describe_validation_error("options", e)) from None
-    from ..audit.runner import make_plan, run_plan
-    from ..audit.subject import subject_from_config
-    from ..core.registry import get_threats
-    from ..core.threat import Context
-
-    chosen = get_threats(cfg.audit.threats)
-    with err.status("loading the model and data" if cfg.model.path else
-                    "preparing the demo subject (digits CNN; trained once, then cached)"):
-        subject = subject_from_config(cfg)
-    name = "demo" if cfg.model.path is None else re.sub(r"[^A-Za-z0-9_.-]", "_", Path(cfg.model.path).stem)
-    run_dir = Path(cfg.audit.out or Path("mlwarden-out") / name)
-    plan = make_plan(subject, chosen, cfg.audit.profile, cfg.threats, cfg.audit.eps,
-                     Context(target=subject.target, data=subject.data, evidence_dir=run_dir / "evidence"))
-    t = subject.target
-    err.print(f"[bold]mlwarden audit[/] {t.name} ({t.kind}, {t.access.value} access) on {subject.data.name}; "
-              f"input range {subject.data.space.describe()}; profile {cfg.audit.profile}")
-    report = run_plan(subject, plan, run_dir, settings=cfg.audit.model_dump(), resume=resume,
-                      progress=_progress(len(plan)))
-    _summary(report)
-    out.print(f"report: {run_dir / 'report.html'} (also report.json, report.md, report.sarif, junit.xml)")
-    code = report.exit_code(cfg.audit.fail_on)
-    if code:
-        err.print(f"[red]failing: a finding is at or above --fail-on {cfg.audit.fail_on}[/]")
-    raise typer.Exit(code)
 
 
 def _progress(total: int):
@@ -136,6 +146,66 @@ def _summary(report) -> None:
     for threat, status, sev, head in report.summary_rows():
         table.add_row(threat, f"[{SEV_STYLE.get(sev, '')}]{sev}[/]", status, head)
     out.print(table)
+
+
+@app.command()
+def harden(
+    defense: str = typer.Option(..., "--defense", help="dp-sgd"),
+    epsilon: float = typer.Option(8.0, help="target epsilon for dp-sgd"),
+    delta: Optional[float] = typer.Option(None, help="target delta (default 1/(10 n))"),
+    max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", help="per-example clipping norm"),
+    accountant: str = typer.Option("prv", help="prv (falls back to rdp when it fails) | rdp"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate for the DP retraining (default: the recipe's)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs for the DP retraining"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="expected batch size for the DP retraining"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="model file (default: the built-in demo)"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .txt, a built-in name"),
+    recipe: Optional[str] = typer.Option(None, help="how the model was trained (built-in name or module:function)"),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="audit.toml"),
+    threats: Optional[str] = typer.Option(None, "--threats", "-t", help="threats to re-run (default data-extraction)"),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="output directory (default mlwarden-out/harden-<model>)"),
+    factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
+    access: Optional[str] = typer.Option(None, help="white-box | scores | labels"),
+    profile: Optional[str] = typer.Option(None, help="quick | standard | thorough"),
+    seed: Optional[int] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None),
+):
+    """Apply a defence, re-run the same audit on the hardened model, and write before/after."""
+    if defense != "dp-sgd":
+        raise UserError(f"--defense '{defense}' is not available; choose: dp-sgd")
+    if epsilon <= 0:
+        raise UserError(f"--epsilon must be positive, got {epsilon:g}")
+    if accountant not in ("prv", "rdp"):
+        raise UserError(f"--accountant '{accountant}' must be prv or rdp")
+    for flag, v in (("--lr", lr), ("--epochs", epochs), ("--batch-size", batch_size)):
+        if v is not None and v <= 0:
+            raise UserError(f"{flag} must be positive, got {v:g}")
+    changes = {k: v for k, v in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size)) if v is not None}
+    cfg = _build_config(config, model=model, data=data, recipe=recipe, threats=threats, out_dir=out_dir,
+                        factory=factory, access=access, profile=profile, seed=seed, threads=threads)
+    from ..audit.subject import subject_from_config
+    from ..core.registry import get_threats
+    from ..harden.dp import harden_dp
+
+    get_threats(cfg.audit.threats or ["data-extraction"])  # validate names before any training
+    with err.status("loading the model and data"):
+        subject = subject_from_config(cfg)
+    name = "demo" if cfg.model.path is None else re.sub(r"[^A-Za-z0-9_.-]", "_", Path(cfg.model.path).stem)
+    run_dir = Path(cfg.audit.out or Path("mlwarden-out") / f"harden-{name}")
+    res = harden_dp(subject, run_dir, epsilon=epsilon, delta=delta, settings=cfg.audit.model_dump(),
+                    threats=cfg.audit.threats, overrides=cfg.threats, max_grad_norm=max_grad_norm,
+                    dp_changes=changes, accountant=accountant, progress=_progress, stage=lambda text: err.print(f"[bold]harden[/] {text}"))
+    table = Table(title="mlwarden harden: DP-SGD")
+    for col in ("", "before", "after"):
+        table.add_column(col, overflow="fold")
+    from ..harden.render import _facts, _lines
+    for k, b, a in _lines(res.summary):
+        table.add_row(k, str(b), str(a))
+    out.print(table)
+    for fact in _facts(res.summary):
+        out.print(f"- {fact}", highlight=False)
+    out.print(f"report: {run_dir / 'harden.html'} (also harden.json, harden.md, before/ and after/)")
+    raise typer.Exit(1 if res.pipeline_bug else 0)
 
 
 @app.command("threats")

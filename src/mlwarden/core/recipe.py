@@ -2,7 +2,7 @@
 
 Shadow models, poisoning and backdoor retraining, DP-SGD, adversarial training and federated clients
 all train through a Recipe, so it exposes its parts (factory, optimizer, loader, loop) and two hooks:
-`wrap` may replace (model, optimizer, loader) before training (Opacus's make_private fits here) and
+`wrap` may replace (model, optimizer, loader), and optionally the loss, before training (Opacus's make_private fits here) and
 `batch_transform` may rewrite each batch (adversarial training fits here).
 """
 from __future__ import annotations
@@ -63,9 +63,12 @@ class Recipe:
         opt = self.make_optimizer(model.parameters())
         loader = self.make_loader(x, y, seed)
         wrap = wrap if wrap is not None else self.wrap
-        if wrap is not None:
-            model, opt, loader = wrap(model, opt, loader)
         loss_fn = nn.CrossEntropyLoss()
+        if wrap is not None:
+            wrapped = wrap(model, opt, loader)
+            model, opt, loader = wrapped[:3]
+            if len(wrapped) == 4:  # the wrap also replaces the loss (Opacus's fast gradient clipping does)
+                loss_fn = wrapped[3]
         for epoch in range(self.epochs):
             model.train()
             for xb, yb in loader:

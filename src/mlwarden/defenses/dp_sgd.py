@@ -26,10 +26,10 @@ class DPSGD:
     epochs: int
     max_grad_norm: float = 1.0
     accountant: str = "prv"
+    mode: str = "ghost"  # Opacus fast gradient clipping: per-sample norms without per-sample gradients
     result: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __call__(self, model, optimizer, loader):
-        from opacus import PrivacyEngine
         sample_rate = 1 / len(loader)
         steps = self.epochs * len(loader)
         noise, used = noise_for(self.epsilon, self.delta, sample_rate, steps, self.accountant)
@@ -37,15 +37,26 @@ class DPSGD:
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            engine = PrivacyEngine(accountant=used)
-            model, optimizer, loader = engine.make_private(module=model, optimizer=optimizer, data_loader=loader,
-                                                           noise_multiplier=noise, max_grad_norm=self.max_grad_norm,
-                                                           poisson_sampling=True)
+            return self._private(model, optimizer, loader, noise, used, sample_rate, steps)
+
+    def _private(self, model, optimizer, loader, noise, used, sample_rate, steps):
+        from opacus import PrivacyEngine
+        engine = PrivacyEngine(accountant=used)
+        loss = None
+        if self.mode == "ghost":
+            loss_fn = nn.CrossEntropyLoss()
+            model, optimizer, loss, loader = engine.make_private(
+                module=model, optimizer=optimizer, data_loader=loader, criterion=loss_fn, noise_multiplier=noise,
+                max_grad_norm=self.max_grad_norm, poisson_sampling=True, grad_sample_mode="ghost")
+        else:
+            model, optimizer, loader = engine.make_private(
+                module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise,
+                max_grad_norm=self.max_grad_norm, poisson_sampling=True, grad_sample_mode=self.mode)
         self._engine = engine
         self.result = {"noise_multiplier": noise, "accountant": used, "sample_rate": sample_rate, "steps": steps,
                        "max_grad_norm": self.max_grad_norm, "target_epsilon": self.epsilon, "delta": self.delta,
-                       "started": time.monotonic()}
-        return model, optimizer, loader
+                       "grad_sample_mode": self.mode, "started": time.monotonic()}
+        return (model, optimizer, loader) if loss is None else (model, optimizer, loader, loss)
 
     def spent(self) -> float:
         """Epsilon the accountant certifies for the training run that just ended."""

@@ -21,6 +21,9 @@ BUILTIN = {
 }
 
 
+TEXT_DEMO_CHARS = 100_000  # the built-in text corpus is cut here so a character LM trains in seconds
+
+
 def _split(x, y, test_fraction: float, seed: int):
     stratify = y if np.bincount(y.astype(int)).min() >= 2 else None
     return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
@@ -128,12 +131,15 @@ def load_data(spec: str, *, label_column: str = "label", test_fraction: float = 
               input_range=None, input_shape=None) -> Dataset:
     if spec in BUILTIN:
         return load_builtin(spec, test_fraction, seed)
+    if spec == "stdlib-docstrings" or spec.lower().endswith(".txt"):
+        from ..text.corpus import load_text
+        return load_text(spec, TEXT_DEMO_CHARS if spec == "stdlib-docstrings" else None)
     path = Path(spec)
     if not path.exists():
-        raise UserError(f"data file not found: {spec} (built-in sets: {', '.join(BUILTIN)})")
+        raise UserError(f"data file not found: {spec} (built-in sets: {', '.join(BUILTIN)}, stdlib-docstrings)")
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return load_npz(path, test_fraction, seed, input_range, input_shape)
     if suffix == ".csv":
         return load_csv(path, label_column, test_fraction, seed, input_range, input_shape)
-    raise UserError(f"{spec}: unknown data format '{suffix}'; use .npz, .csv or a built-in name")
+    raise UserError(f"{spec}: unknown data format '{suffix}'; use .npz, .csv, .txt (text corpus) or a built-in name")

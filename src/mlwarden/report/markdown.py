@@ -25,6 +25,14 @@ def render(report) -> str:
             lines.append(f"Error: {f.error}\n")
         if f.metrics:
             lines += ["| metric | value |", "|---|---|"] + [f"| {m.name} | {m.text()} |" for m in f.metrics]
+        table = f.details.get("table") or []
+        if table:
+            keys = list(table[0])
+            fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+            lines += ["", "| " + " | ".join(k.replace("_", " ") for k in keys) + " |", "|---" * len(keys) + "|"]
+            lines += ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in table]
+        for note in f.details.get("notes") or []:
+            lines += ["", note]
         fired = [c for c in f.checks if c.fired]
         if f.checks:
             lines += ["", "Sanity checks: " + (", ".join(f"**{c.name} fired**: {c.detail}" for c in fired)

@@ -58,6 +58,10 @@ class TextCorpus:
         except KeyError as e:
             raise UserError(f"character {e.args[0]!r} is not in the corpus vocabulary") from None
 
+    def context_ids(self, text: str) -> torch.Tensor:
+        """The last `context` characters of text, left-padded with newlines (what precedes a paragraph)."""
+        return self.encode(("\n" * self.context + text)[-self.context:])
+
     def windows(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         ids = self.encode(text)
         if len(ids) <= self.context:

@@ -15,6 +15,19 @@ class AttackInput:
     ref_phi: np.ndarray    # (R, N)
     ref_in: np.ndarray     # (R, N) bool
     y: np.ndarray          # (N,) labels
+    ref_valid: np.ndarray | None = None  # (R, N) bool: which reference outputs to use (default all)
+
+    def __post_init__(self):
+        if self.ref_valid is None:
+            self.ref_valid = np.ones_like(self.ref_in, dtype=bool)
+
+    @property
+    def use_in(self) -> np.ndarray:
+        return self.ref_in & self.ref_valid
+
+    @property
+    def use_out(self) -> np.ndarray:
+        return ~self.ref_in & self.ref_valid
 
     @property
     def logp_y(self) -> np.ndarray:
@@ -23,6 +36,20 @@ class AttackInput:
     @property
     def ref_logp_y(self) -> np.ndarray:
         return self.ref_logp[:, np.arange(len(self.y)), self.y]
+
+
+def equal_counts(ref_in: np.ndarray, seed: int) -> np.ndarray:
+    """A validity mask keeping, for every example, as many IN as OUT reference models (dropping random ones
+    from the larger side). When one of the balanced reference models is itself the attacked model, the
+    others hold one more OUT than IN for its members and one more IN for its non-members; left alone, that
+    difference in estimation noise biases every score against members."""
+    rng = np.random.default_rng(seed)
+    r = rng.random(ref_in.shape)
+    min_count = np.minimum(ref_in.sum(0), (~ref_in).sum(0))
+    rank_in = np.where(ref_in, r, np.inf).argsort(0).argsort(0)
+    rank_out = np.where(~ref_in, r, np.inf).argsort(0).argsort(0)
+    keep = (ref_in & (rank_in < min_count)) | (~ref_in & (rank_out < min_count))
+    return keep
 
 
 def masked_mean_std(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,8 +27,8 @@ def _stats(a: AttackInput, mask: np.ndarray, per_example: bool):
 
 
 def score(a: AttackInput, online: bool = True, per_example: bool = False) -> np.ndarray:
-    mu_out, s_out = _stats(a, ~a.ref_in, per_example)
+    mu_out, s_out = _stats(a, a.use_out, per_example)
     if not online:
         return norm.logcdf(a.phi, mu_out, s_out)
-    mu_in, s_in = _stats(a, a.ref_in, per_example)
+    mu_in, s_in = _stats(a, a.use_in, per_example)
     return norm.logpdf(a.phi, mu_in, s_in) - norm.logpdf(a.phi, mu_out, s_out)

@@ -1,7 +1,7 @@
 """The membership-inference threat: trains reference models once, builds the signal matrix, and scores
 every attack from it. Evaluated on the audited model (its train split = members, test split =
-non-members) and, pooled, on every model leave-one-out (each reference model is also a target whose
-membership is known), which gives the thousands of non-members that low-FPR rates need."""
+non-members) and, pooled, on every reference model leave-one-out (each is also a target whose membership
+is known), which gives the thousands of non-members that low-FPR rates need."""
 from __future__ import annotations
 
 import time
@@ -20,7 +20,7 @@ from ...privacy.roc import summarize
 from ...privacy.signals import log_probs, logit_confidence
 from ...report.plots import roc_loglog
 from . import lira, loss_attack, rmia, shadow_attack
-from .common import AttackInput
+from .common import AttackInput, equal_counts
 
 ATTACKS = ["loss", "shadow", *lira.VARIANTS, *rmia.VARIANTS]
 PRIMARY = "lira-online"
@@ -84,19 +84,25 @@ class MembershipInference(Threat):
         if len(logp) > 1:
             checks.append(self._match_check(logp, yn, target_in))
         phi = logit_confidence(logp, yn)
-        evaluated = list(range(len(logp))) if (p.pooled and len(logp) > 1) else [0]
         per_attack = {}
+        refs_idx = list(range(1, len(logp)))
         for name in attacks:
             ctx.check_time()
-            scores, labels = [], []
-            for m in evaluated:
-                others = [k for k in range(len(logp)) if k != m]
-                a = AttackInput(logp[m], phi[m], logp[others], phi[others], in_mask[others], yn)
-                scores.append(run_attack(name, a, ctx.seed))
-                labels.append(in_mask[m])
-            per_attack[name] = {"target": summarize(scores[0], labels[0]),
-                                "pooled": summarize(np.concatenate(scores), np.concatenate(labels))}
-        return self._finding(ctx, p, per_attack, checks, notes, len(evaluated), t_ref)
+            scores = run_attack(name, self._input(logp, phi, in_mask, yn, 0, refs_idx), ctx.seed)
+            per_attack[name] = {"target": summarize(scores, target_in)}
+            if p.pooled and len(refs_idx) > 2:
+                # each reference model is attacked with the others as its references; the audited model is
+                # left out of the pool because its training set size, and so its calibration, differs
+                pooled = [run_attack(name, self._input(logp, phi, in_mask, yn, m, [k for k in refs_idx if k != m]),
+                                     ctx.seed) for m in refs_idx]
+                per_attack[name]["pooled"] = summarize(np.concatenate(pooled), in_mask[refs_idx].reshape(-1))
+        n_models = len(refs_idx) if p.pooled and len(refs_idx) > 2 else 1
+        return self._finding(ctx, p, per_attack, checks, notes, n_models, t_ref)
+
+    @staticmethod
+    def _input(logp, phi, in_mask, y, m, refs) -> AttackInput:
+        return AttackInput(logp[m], phi[m], logp[refs], phi[refs], in_mask[refs], y,
+                           equal_counts(in_mask[refs], seed=m))
 
     @staticmethod
     def _tpr1(metrics, attack: str) -> Metric:
@@ -117,8 +123,9 @@ class MembershipInference(Threat):
     def _finding(self, ctx, p, per_attack, checks, notes, n_models, t_ref):
         fired = any(c.fired for c in checks)
         metrics, table = [], []
+        key = "pooled" if n_models > 1 else "target"
         for name, s in per_attack.items():
-            scope = s["pooled"] if n_models > 1 else s["target"]
+            scope = s[key]
             ms = scope.metrics(name)
             for m in ms:
                 m.reliable = m.reliable and not fired
@@ -130,7 +137,6 @@ class MembershipInference(Threat):
                           "n_members": scope.n_members, "n_nonmembers": scope.n_nonmembers,
                           "target_only_auc": s["target"].auc, "target_only_tpr_at_1pct": t1[0] / t1[1],
                           "target_only_nonmembers": s["target"].n_nonmembers})
-        key = "pooled" if n_models > 1 else "target"
         primary = PRIMARY if PRIMARY in per_attack else next(iter(per_attack))
         metrics += [m for m in per_attack[primary]["target"].metrics(f"{primary} (audited model only)")
                     if "balanced" not in m.name]
@@ -139,11 +145,12 @@ class MembershipInference(Threat):
         best = self._tpr1(metrics, best_name)
         path = ctx.evidence_path("mia-roc.png")
         roc_loglog(path, {n: (s[key].fpr, s[key].tpr) for n, s in per_attack.items()},
-                   title=f"membership inference, {n_models} model(s) pooled")
+                   title=f"membership inference, {n_models} reference models pooled" if n_models > 1
+                   else "membership inference, audited model")
         lo = best.ci_low
         sev = (Severity.HIGH if lo >= 0.10 else Severity.MEDIUM if lo >= 0.03 else
                Severity.LOW if lo > 0.01 else Severity.INFO)
-        scope = f"pooled over {n_models} models" if n_models > 1 else "audited model only"
+        scope = (f"pooled over {n_models} models trained by the recipe" if n_models > 1 else "audited model only")
         head = (f"{best.name}: {best.text()} ({scope}, {per_attack[best_name][key].n_nonmembers} non-members; "
                 f"chance is 1%)")
         if fired:
@@ -151,5 +158,5 @@ class MembershipInference(Threat):
         status = Status.UNRELIABLE if fired else Status.OK
         return self.finding(ctx, p, status=status, severity=Severity.INFO if fired else sev, headline=head,
                             metrics=metrics, checks=checks, evidence=[ctx.rel(path)],
-                            details={"attacks": table, "notes": notes, "models_pooled": n_models,
+                            details={"table": table, "notes": notes, "models_pooled": n_models,
                                      "reference_training_s": t_ref, "primary": primary})

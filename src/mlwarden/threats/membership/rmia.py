@@ -18,9 +18,9 @@ def score(a: AttackInput, online: bool = True, gamma: float = 1.0, offline_a: fl
     p_x = np.exp(a.logp_y)
     ref_p = np.exp(a.ref_logp_y)
     if online:
-        prior = ref_p.mean(axis=0)
+        prior = np.where(a.ref_valid, ref_p, 0).sum(axis=0) / np.maximum(a.ref_valid.sum(axis=0), 1)
     else:
-        out = ~a.ref_in
+        out = a.use_out
         p_out = np.where(out, ref_p, 0).sum(axis=0) / np.maximum(out.sum(axis=0), 1)
         prior = 0.5 * ((1 + offline_a) * p_out + (1 - offline_a))
     ratio = p_x / np.maximum(prior, 1e-300)

@@ -24,8 +24,9 @@ def features(logp: np.ndarray, phi: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def score(a: AttackInput, seed: int = 0) -> np.ndarray:
-    f_ref = features(a.ref_logp, a.ref_phi, a.y[None, :]).reshape(-1, 5)
-    lab = a.ref_in.reshape(-1)
+    valid = a.ref_valid.reshape(-1)
+    f_ref = features(a.ref_logp, a.ref_phi, a.y[None, :]).reshape(-1, 5)[valid]
+    lab = a.ref_in.reshape(-1)[valid]
     rng = np.random.default_rng(seed)
     if len(lab) > MAX_ROWS:
         keep = rng.choice(len(lab), MAX_ROWS, replace=False)

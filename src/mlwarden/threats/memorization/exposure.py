@@ -19,7 +19,7 @@ DIGITS = "0123456789"
 def next_digit_logp(model, corpus, contexts: list[str] | torch.Tensor, batch: int = 8192) -> torch.Tensor:
     """(n, 10) log-probabilities of each digit after each context (last `corpus.context` characters)."""
     if not torch.is_tensor(contexts):
-        contexts = torch.stack([corpus.encode(c[-corpus.context:]) for c in contexts])
+        contexts = torch.stack([corpus.context_ids(c) for c in contexts])
     digit_ids = corpus.encode(DIGITS)
     out = []
     for i in range(0, len(contexts), batch):
@@ -30,7 +30,7 @@ def next_digit_logp(model, corpus, contexts: list[str] | torch.Tensor, batch: in
 @torch.no_grad()
 def all_log_probs(model, corpus, prefix: str, digits: int) -> np.ndarray:
     """log P(secret | prefix) for all 10**digits secrets, in numeric order, by walking the tree level by level."""
-    ctx = corpus.encode(prefix)[-corpus.context:].unsqueeze(0)  # (1, c) contexts of the current level
+    ctx = corpus.context_ids(prefix).unsqueeze(0)  # (1, c) contexts of the current level
     digit_ids = corpus.encode(DIGITS)
     total = torch.zeros(1, dtype=torch.float64)
     for level in range(digits):

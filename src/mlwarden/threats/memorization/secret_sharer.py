@@ -133,5 +133,5 @@ class SecretSharer(Threat):
         return self.finding(ctx, p, status=Status.UNRELIABLE if fired else Status.OK,
                             severity=Severity.INFO if fired else sev, headline=head, metrics=metrics, checks=checks,
                             evidence=[ctx.rel(path)], queries=queries,
-                            details={"canaries": rows, "secret_space": size, "notes": notes, **checks_info,
+                            details={"table": rows, "secret_space": size, "notes": notes, **checks_info,
                                      "dp": dp})
