@@ -14,3 +14,6 @@ mkdir -p benchmarks/out
 "$V/bin/python" benchmarks/bench_evasion_vs_art.py | tee benchmarks/out/evasion_vs_art.txt
 "$V/bin/python" benchmarks/bench_autoattack.py | tee benchmarks/out/autoattack.txt
 "$V/bin/python" benchmarks/bench_demo_walltime.py | tee benchmarks/out/demo_walltime.txt
+"$V/bin/python" benchmarks/bench_mia_vs_art.py | tee benchmarks/out/mia_vs_art.txt
+"$V/bin/python" benchmarks/bench_dp_step_time.py | tee benchmarks/out/dp_step_time.txt
+"$V/bin/python" benchmarks/bench_secret_sharer.py | tee benchmarks/out/secret_sharer.txt

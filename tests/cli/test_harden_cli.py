@@ -41,7 +41,8 @@ def test_harden_writes_before_after_with_accountant_and_empirical_epsilon(harden
 BAD = {
     "unknown defence": (["--defense", "magic"], "--defense 'magic' is not available"),
     "negative epsilon": (["--defense", "dp-sgd", "--epsilon", "-1", "--recipe", "mlp"], "--epsilon must be positive"),
-    "delta too large": (["--defense", "dp-sgd", "--delta", "0.01"], "--delta 0.01 must be in (0, 1/n)"),
+    "delta too large": (["--defense", "dp-sgd", "--delta", "0.01", "--model", "{sd}", "--factory",
+                         "mlwarden.core.zoo:mlp", "--recipe", "mlp", "--data", "digits"], "--delta 0.01 must be in (0, 1/n)"),
     "model without recipe": (["--defense", "dp-sgd", "--model", "{sd}", "--factory", "mlwarden.core.zoo:mlp",
                               "--data", "digits"], "give its training recipe"),
     "unknown recipe": (["--defense", "dp-sgd", "--recipe", "nosuch"], "recipe 'nosuch' must look like"),
