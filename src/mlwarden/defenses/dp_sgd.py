@@ -27,12 +27,16 @@ class DPSGD:
     max_grad_norm: float = 1.0
     accountant: str = "prv"
     mode: str = "ghost"  # Opacus fast gradient clipping: per-sample norms without per-sample gradients
+    noise_multiplier: float | None = None  # set: use it as is (no calibration to epsilon)
     result: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __call__(self, model, optimizer, loader):
         sample_rate = 1 / len(loader)
         steps = self.epochs * len(loader)
-        noise, used = noise_for(self.epsilon, self.delta, sample_rate, steps, self.accountant)
+        if self.noise_multiplier is not None:
+            noise, used = self.noise_multiplier, "rdp"
+        else:
+            noise, used = noise_for(self.epsilon, self.delta, sample_rate, steps, self.accountant)
         # Opacus's hooks fire this when inputs need no gradient, which is every DP-SGD step here
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         with warnings.catch_warnings():
@@ -104,4 +108,20 @@ def dp_recipe(recipe: Recipe, input_shape, n_classes: int, n_train: int, epsilon
         recipe = recipe.with_(factory=fixed)
         notes["fixed_layers"] = problems
     wrap = DPSGD(epsilon, delta, recipe.epochs, max_grad_norm, accountant)
-    return recipe.with_(name=f"{recipe.name}+dp-sgd(eps={epsilon:g})", wrap=wrap), notes
+    dp = recipe.with_(name=f"{recipe.name}+dp-sgd(eps={epsilon:g})", wrap=wrap)
+    _trial_step(dp, input_shape, n_classes)
+    return dp, notes
+
+
+def _trial_step(recipe: Recipe, input_shape, n_classes: int) -> None:
+    """One DP-SGD step on 8 zero inputs, so a layer without a per-sample gradient rule fails here, in a
+    second, with its name, rather than deep inside the real training run."""
+    import torch
+    x = torch.zeros((8,) + tuple(input_shape))
+    y = torch.zeros(8, dtype=torch.int64)
+    probe = DPSGD(10.0, 1e-5, 1, recipe.wrap.max_grad_norm, "rdp", recipe.wrap.mode, noise_multiplier=1.0)
+    try:
+        recipe.with_(epochs=1, batch_size=4, wrap=probe).fit(x, y, n_classes, seed=0)
+    except Exception as e:  # noqa: BLE001 - any failure here is the network's incompatibility with DP-SGD
+        raise UserError(f"the recipe's network cannot be trained with DP-SGD ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]}); use layers Opacus supports") from None

@@ -5,10 +5,12 @@ larger epsilon, so it needs more noise for the same target."""
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 
 from opacus.accountants.utils import get_noise_multiplier
 
 
+@lru_cache(maxsize=256)  # calibration is a binary search over accountants: seconds; reference models repeat it
 def noise_for(epsilon: float, delta: float, sample_rate: float, steps: int,
               accountant: str = "prv") -> tuple[float, str]:
     """(noise multiplier, accountant actually used) reaching `epsilon` after `steps` steps."""
