@@ -7,6 +7,7 @@ from typing import Any
 from .audit.config import AuditSettings
 from .audit.runner import Subject, make_plan, run_plan
 from .audit.subject import as_dataset, as_target
+from .core.recipe import get_recipe
 from .core.registry import get_threats
 from .io.models import probe
 from .report.report import Report
@@ -21,12 +22,16 @@ def audit(model, data, *, threats: list[str] | None = None, profile: str = "quic
     model: torch nn.Module (white-box), scikit-learn estimator (scores), callable x -> scores, or a Target.
     data: a Dataset, a built-in name ('digits', 'breast-cancer', 'iris', 'wine'), a .npz/.csv path,
           or (x_train, y_train, x_test, y_test).
+    recipe: how the model was trained (a Recipe or a built-in name such as 'mlp'); the data-extraction
+          threats train reference models and canary models through it.
     """
     settings = AuditSettings(threats=threats, profile=profile, seed=seed, threads=threads,
                              time_budget_s=time_budget_s, eps=eps)
     ds = as_dataset(data, input_range)
     target = as_target(model, ds, access)
     probe(target, ds)
+    if isinstance(recipe, str):
+        recipe = get_recipe(recipe)
     subject = Subject(target, ds, recipe, {"path": None})
     out_dir = Path(out or "mlwarden-out/api")
     chosen = get_threats(threats)

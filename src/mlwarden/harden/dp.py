@@ -100,6 +100,9 @@ def _harden(subject, out_dir, rec, notes, epsilon, settings, audit, stage, one_r
                      "n": int(len(data.x_test))},
         "privacy": privacy,
         "findings": render.compare(before, after),
+        "headlines": {"before": {f.threat: f.headline for f in before.ran},
+                      "after": {f.threat: f.headline for f in after.ran}},
+        "notes": [n for f in after.ran for n in f.details.get("notes", []) if "DP-SGD" in n],
         "before_dir": "before", "after_dir": "after",
         "subject": subject.describe(),
     }

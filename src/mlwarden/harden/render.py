@@ -55,6 +55,9 @@ def _facts(s: dict) -> list[str]:
              "(about k * epsilon): deduplicate secrets before training.",
              "The one-run lower bound (Steinke et al. 2023) is an empirical floor on the epsilon the training "
              "run actually has; it is expected to sit well below the accountant's epsilon."]
+    for threat, head in s.get("headlines", {}).get("after", {}).items():
+        facts.append(f"After: {threat}: {head}.")
+    facts += s.get("notes", [])
     if p.get("fixed_layers"):
         facts.append("Layers replaced for DP-SGD: " + "; ".join(p["fixed_layers"]))
     if p.get("pipeline_bug"):

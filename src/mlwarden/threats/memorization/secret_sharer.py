@@ -74,11 +74,13 @@ class SecretSharer(Threat):
                 exposure, rank = exact_exposure(model, corpus, c.prefix, c.secret)
                 how = "exact"
             else:
-                exposure, rank, how = estimated_exposure(model, corpus, c.prefix, c.secret, p.samples, ctx.seed), None, "estimate"
+                exposure = estimated_exposure(model, corpus, c.prefix, c.secret, p.samples, ctx.seed)
+                rank, how = None, "estimate"
             ex = extract(model, corpus, c.prefix, c.secret, p.max_queries)
             queries += ex.queries
             rows.append({"canary": c.prefix + "*" * p.digits, "insertions": c.insertions, "exposure_bits": exposure,
-                         "rank": rank, "method": how, "extracted": ex.extracted, "extraction_queries": ex.queries,
+                         "rank": rank, "method": how, "candidates_compared": size if how == "exact" else p.samples,
+                         "extracted": ex.extracted, "extraction_queries": ex.queries,
                          "best_guess_matches": ex.best_guess == c.secret})
         return self._finding(ctx, p, rows, size, corpus, queries, wrap)
 
