@@ -24,6 +24,8 @@ class ModelConfig(_Strict):
     allow_pickle: bool = False
     access: Literal["white-box", "scores", "labels"] | None = None
     recipe: str | None = None
+    endpoint: str | None = None          # a live prediction API instead of a model file
+    api_key: str | None = None           # bearer token for the endpoint (or $MLWARDEN_API_KEY)
 
 
 class DataConfig(_Strict):

@@ -20,6 +20,8 @@ from .runner import Subject
 
 def subject_from_config(cfg: AuditConfig) -> Subject:
     m, d = cfg.model, cfg.data
+    if m.endpoint is not None:
+        return _endpoint_subject(cfg)
     if m.path is None:
         if d.path not in ("digits", "stdlib-docstrings") or m.factory or m.format != "auto":
             raise UserError("no model given: pass --model PATH (the demos audit the built-in digits CNN, or with "
@@ -67,3 +69,25 @@ def as_target(model, data: Dataset, access: str | None = None) -> Target:
     if access is not None:
         target.access = Access(access)
     return target
+
+
+def _endpoint_subject(cfg: AuditConfig) -> Subject:
+    import os
+
+    from ..io.http_target import HttpTarget
+    m, d = cfg.model, cfg.data
+    if m.path is not None:
+        raise UserError("give either --model or --endpoint, not both")
+    if not m.endpoint.startswith(("http://", "https://")):
+        raise UserError(f"--endpoint '{m.endpoint}' must be an http:// or https:// URL")
+    data = load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction, seed=cfg.audit.seed,
+                     input_range=d.input_range, input_shape=d.input_shape)
+    target = HttpTarget(m.endpoint, data.n_classes, data.input_shape,
+                        api_key=m.api_key or os.environ.get("MLWARDEN_API_KEY"))
+    if m.access:
+        wanted = Access(m.access)
+        if not target.access.allows(wanted):
+            raise UserError(f"--access {wanted.value}: the endpoint answers {target.access.value} only")
+        target.access = wanted
+    recipe = get_recipe(m.recipe) if m.recipe else None
+    return Subject(target, data, recipe, {"endpoint": m.endpoint, "protocol": target.protocol})

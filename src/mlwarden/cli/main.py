@@ -58,12 +58,17 @@ def audit(
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="seconds per threat"),
     recipe: Optional[str] = typer.Option(None, help="training recipe (mlp|cnn|logreg|tabular-mlp|charlm or "
                                          "module:function) for threats that train models"),
+    endpoint: Optional[str] = typer.Option(None, help="audit a live prediction API (OIP v2 base URL "
+                                           ".../v2/models/NAME, MLflow .../invocations, TF Serving ...:predict)"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="bearer token for --endpoint "
+                                          "(default $MLWARDEN_API_KEY)"),
 ):
     """Run the attacks that apply to a model and write the report."""
     cfg = _build_config(config, model=model, factory=factory, fmt=fmt, access=access, data=data,
                         label_column=label_column, input_range=input_range, input_shape=input_shape,
                         threats=threats, out_dir=out_dir, profile=profile, fail_on=fail_on, seed=seed,
-                        threads=threads, time_budget=time_budget, eps=eps, allow_pickle=allow_pickle, recipe=recipe)
+                        threads=threads, time_budget=time_budget, eps=eps, allow_pickle=allow_pickle, recipe=recipe,
+                        endpoint=endpoint, api_key=api_key)
     from ..audit.runner import make_plan, run_plan
     from ..audit.subject import subject_from_config
     from ..core.registry import get_threats
@@ -72,7 +77,8 @@ def audit(
     with err.status("loading the model and data" if cfg.model.path else
                     "preparing the demo subject (digits CNN; trained once, then cached)"):
         subject = subject_from_config(cfg)
-    name = "demo" if cfg.model.path is None else re.sub(r"[^A-Za-z0-9_.-]", "_", Path(cfg.model.path).stem)
+    name = ("endpoint" if cfg.model.endpoint else "demo" if cfg.model.path is None
+            else re.sub(r"[^A-Za-z0-9_.-]", "_", Path(cfg.model.path).stem))
     run_dir = Path(cfg.audit.out or Path("mlwarden-out") / name)
     plan = make_plan(subject, chosen, cfg.audit.profile, cfg.threats, cfg.audit.eps, run_dir)
     t = subject.target
@@ -90,13 +96,15 @@ def audit(
 
 def _build_config(config, *, model=None, factory=None, fmt=None, access=None, data=None, label_column=None,
                   input_range=None, input_shape=None, threats=None, out_dir=None, profile=None, fail_on=None,
-                  seed=None, threads=None, time_budget=None, eps=None, allow_pickle=False, recipe=None):
+                  seed=None, threads=None, time_budget=None, eps=None, allow_pickle=False, recipe=None,
+                  endpoint=None, api_key=None):
     from ..audit.config import AuditConfig, describe_validation_error, load_config
     from pydantic import ValidationError
 
     cfg = load_config(config).model_dump()
     sets = {("model", "path"): model, ("model", "factory"): factory, ("model", "format"): fmt,
-            ("model", "access"): access, ("model", "recipe"): recipe, ("data", "path"): data,
+            ("model", "access"): access, ("model", "recipe"): recipe, ("model", "endpoint"): endpoint,
+            ("model", "api_key"): api_key, ("data", "path"): data,
             ("data", "label_column"): label_column,
             ("data", "input_range"): _floats(input_range, "--input-range", 2),
             ("data", "input_shape"): _floats(input_shape, "--input-shape", cast=int),
@@ -206,6 +214,56 @@ def harden(
         out.print(f"- {fact}", highlight=False)
     out.print(f"report: {run_dir / 'harden.html'} (also harden.json, harden.md, before/ and after/)")
     raise typer.Exit(1 if res.pipeline_bug else 0)
+
+
+@app.command()
+def serve(
+    model: Optional[str] = typer.Argument(None, help="model file (default: the built-in digits CNN)"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="data that fixes input shape, range and classes"),
+    factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="force the model format"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow unpickling the model (runs its code)"),
+    input_range: Optional[str] = typer.Option(None, help="valid input range 'low,high'"),
+    input_shape: Optional[str] = typer.Option(None, help="sample shape, e.g. '1,28,28'"),
+    name: str = typer.Option("model", help="model name in the URL /v2/models/NAME"),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8080),
+    output: str = typer.Option("probabilities", help="probabilities | top-k | rounded | label"),
+    top_k: int = typer.Option(1, "--top-k"),
+    decimals: int = typer.Option(2, help="decimals for --output rounded"),
+    api_key: Optional[list[str]] = typer.Option(None, "--api-key", help="accepted bearer token (repeat for more)"),
+    rate: Optional[float] = typer.Option(None, help="requests per second per key"),
+    burst: int = typer.Option(20, help="requests a key may send at once before --rate applies"),
+    budget: Optional[int] = typer.Option(None, help="total rows (queries) per key"),
+    max_batch: int = typer.Option(1024, "--max-batch"),
+    query_log: Optional[str] = typer.Option(None, "--query-log", help="append every query to this JSONL file"),
+    threads: int = typer.Option(1),
+):
+    """Serve a model over the Open Inference Protocol v2, behind guards."""
+    from pydantic import ValidationError
+
+    from ..audit.config import describe_validation_error
+    from ..audit.subject import subject_from_config
+    from ..serve.app import build_app
+    from ..serve.guards import GuardConfig
+
+    try:
+        guards = GuardConfig(output=output, top_k=top_k, decimals=decimals, api_keys=api_key or [],
+                             rate_per_s=rate, burst=burst, budget=budget, max_batch=max_batch, query_log=query_log)
+    except ValidationError as e:
+        raise UserError(describe_validation_error("options", e)) from None
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise UserError(f"--name '{name}' may hold only letters, digits, '_', '.', '-'")
+    cfg = _build_config(None, model=model, data=data, factory=factory, fmt=fmt, input_range=input_range,
+                        input_shape=input_shape, allow_pickle=allow_pickle, threads=threads)
+    subject = subject_from_config(cfg)
+    import torch
+    import uvicorn
+    torch.set_num_threads(threads)
+    app_ = build_app(subject.target, subject.data.space, name, guards)
+    err.print(f"[bold]mlwarden serve[/] {subject.target.name} at http://{host}:{port}/v2/models/{name} "
+              f"(docs at /docs); guards: {guards.describe()}")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command("threats")

@@ -61,6 +61,16 @@ class Target:
 
     # -- black-box interface ------------------------------------------------------------------
     @torch.no_grad()
+    @contextlib.contextmanager
+    def uncounted(self):
+        """Queries made inside the block (e.g. measuring a stolen copy's agreement) are not an attack's cost."""
+        saved_q, saved_l = self.queries, self._limit
+        self._limit = None
+        try:
+            yield self
+        finally:
+            self.queries, self._limit = saved_q, saved_l
+
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         if not self.access.allows(Access.SCORES):
             raise PermissionError(f"{self.name} gives labels only")

@@ -16,11 +16,11 @@ def log_probs(model: nn.Module | Target, x: torch.Tensor, batch: int = 2048) -> 
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         s = model.scores(xb) if isinstance(model, Target) else model(xb)
-        s = s.detach().double()
-        if outputs_are_probabilities(s):
-            out.append(torch.log(s.clamp_min(1e-300)))
-        else:
-            out.append(torch.log_softmax(s, dim=1))
+        if not outputs_are_probabilities(s):
+            # reference models give logits; pass them through the same float32 softmax a scores API
+            # returns, so the target's and the references' signals have the same precision
+            s = s.float().softmax(1)
+        out.append(torch.log(s.detach().double().clamp_min(1e-300)))
     return torch.cat(out).numpy()
 
 

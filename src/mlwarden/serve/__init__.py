@@ -1,0 +1,1 @@
+"""`mlwarden serve`: a model behind guards, speaking the Open Inference Protocol v2."""

@@ -1,0 +1,97 @@
+"""Serving guards: what the answer reveals (output mode), who may ask (API keys), how fast and how much
+(per-key rate limit and query budget), and a JSONL log of every query."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GuardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    output: Literal["probabilities", "top-k", "rounded", "label"] = "probabilities"
+    top_k: int = Field(1, ge=1)
+    decimals: int = Field(2, ge=0, le=8)
+    api_keys: list[str] = []            # empty: no authentication
+    rate_per_s: float | None = Field(None, gt=0, description="requests per second per key")
+    burst: int = Field(20, ge=1)
+    budget: int | None = Field(None, ge=1, description="rows (queries) per key, in total")
+    max_batch: int = Field(1024, ge=1)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    query_log: str | None = None
+
+    def describe(self) -> dict:
+        d = self.model_dump(exclude={"api_keys", "query_log"})
+        d["auth"] = "bearer API key" if self.api_keys else "none"
+        d["query_log"] = bool(self.query_log)
+        return d
+
+
+def shape_output(probs: np.ndarray, g: GuardConfig) -> tuple[str, str, np.ndarray]:
+    """(output name, OIP datatype, values) under the configured output mode."""
+    if g.output == "label":
+        return "label", "INT64", probs.argmax(1).astype(np.int64)
+    if g.output == "rounded":
+        return "probabilities", "FP32", np.round(probs, g.decimals).astype(np.float32)
+    if g.output == "top-k":
+        k = min(g.top_k, probs.shape[1])
+        out = np.zeros_like(probs, dtype=np.float32)
+        idx = np.argsort(-probs, axis=1)[:, :k]
+        np.put_along_axis(out, idx, np.take_along_axis(probs, idx, 1), 1)
+        return "probabilities", "FP32", out
+    return "probabilities", "FP32", probs.astype(np.float32)
+
+
+def key_id(key: str | None) -> str:
+    return "anonymous" if key is None else hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+class Limits:
+    """Token bucket per key (rate) and a total row count per key (budget). Thread-safe."""
+
+    def __init__(self, g: GuardConfig):
+        self.g = g
+        self._lock = threading.Lock()
+        self._tokens: dict[str, tuple[float, float]] = {}
+        self.used: dict[str, int] = {}
+
+    def check(self, key: str, rows: int) -> tuple[str, float | None] | None:
+        """None when allowed; else (reason, retry_after_s or None when waiting will not help)."""
+        with self._lock:
+            used = self.used.get(key, 0)
+            if self.g.budget is not None and used + rows > self.g.budget:
+                return (f"query budget of {self.g.budget} rows for this key is exhausted ({used} used)", None)
+            if self.g.rate_per_s is not None:
+                now = time.monotonic()
+                tokens, last = self._tokens.get(key, (float(self.g.burst), now))
+                tokens = min(self.g.burst, tokens + (now - last) * self.g.rate_per_s)
+                if tokens < 1:
+                    self._tokens[key] = (tokens, now)
+                    return ("rate limit exceeded", (1 - tokens) / self.g.rate_per_s)
+                self._tokens[key] = (tokens - 1, now)
+            self.used[key] = used + rows
+            return None
+
+
+def retry_after_header(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
+
+
+class QueryLog:
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        self._lock = threading.Lock()
+
+    def write(self, **record) -> None:
+        if self.path is None:
+            return
+        line = json.dumps({"time": round(time.time(), 3), **record}, default=str)
+        with self._lock, self.path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")

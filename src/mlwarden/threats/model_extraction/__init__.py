@@ -1,0 +1,1 @@
+"""Model extraction: copying a model through its prediction API."""
