@@ -93,7 +93,7 @@ def test_malformed_requests_get_4xx_naming_the_problem(digits, target, case):
         assert r.status_code == status, (r.status_code, r.text)
         assert words in r.json()["error"]
         other = url.rsplit("/", 1)[0] + "/other/infer"
-        r = httpx.post(other, content=json.dumps(body(np.zeros((1, 1, 8, 8)))).encode())
+        r = httpx.post(other, json=body(np.zeros((1, 1, 8, 8))))
         assert r.status_code == 404 and "is not served here" in r.json()["error"]
 
 

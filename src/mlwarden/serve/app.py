@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from ..core.data import InputSpace
 from ..core.target import Target
 from .guards import GuardConfig, Limits, QueryLog, key_id, retry_after_header, shape_output
+from .prada import Prada
+from .watermark import Watermark
 from .protocol import InferRequest, InferResponse, ModelMetadata, TensorMeta
 
 RANGE_TOLERANCE = 1e-6
@@ -31,7 +33,10 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
     app = FastAPI(title=f"mlwarden serve: {name}", version="0.1.0",
                   description="Open Inference Protocol v2 with mlwarden guards; see /v2/models/{name}.")
     limits, log = Limits(guards), QueryLog(guards.query_log)
-    app.state.limits = limits
+    detector = Prada(guards.detector_delta, guards.detector_min_queries) if guards.detector != "off" else None
+    marker = Watermark(guards.watermark_key, guards.watermark_rate, guards.watermark_registry) \
+        if guards.watermark_key else None
+    app.state.limits, app.state.detector = limits, detector
     in_shape = list(target.input_shape)
 
     @app.middleware("http")
@@ -94,7 +99,12 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
         check_name(model_name)
         key = authorize(request)
         x = _validate(body, in_shape, space, guards)
-        denied = limits.check(key_id(key), len(x))
+        kid = key_id(key)
+        if detector is not None and guards.detector == "block" and kid in detector.clients \
+                and detector.clients[kid].flagged:
+            log.write(key=kid, rows=len(x), status=403, reason="extraction suspected")
+            raise ClientError(403, "this key is blocked: its queries look like a model-extraction attack")
+        denied = limits.check(kid, len(x))
         if denied is not None:
             reason, retry = denied
             log.write(key=key_id(key), rows=len(x), status=429, reason=reason)
@@ -102,8 +112,15 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
             raise ClientError(429, reason, headers)
         with torch.no_grad():
             probs = target.scores(torch.from_numpy(x)).double().numpy()
+        if detector is not None:  # alerts go to the operator's log, never to the client
+            st = detector.observe(kid, x, probs.argmax(1))
+            if st.flagged:
+                log.write(key=kid, rows=len(x), status=200, alert="extraction suspected", w=st.w,
+                          distances=len(st.distances))
+        if marker is not None:
+            probs = marker.apply(x, probs, kid)
         out_name, out_type, values = shape_output(probs, guards)
-        log.write(key=key_id(key), rows=len(x), status=200, ms=round(1e3 * (time.monotonic() - t0), 2),
+        log.write(key=kid, rows=len(x), status=200, ms=round(1e3 * (time.monotonic() - t0), 2),
                   input_sha=_digest(x))
         return InferResponse(model_name=name, model_version="1", id=body.id,
                              outputs=[{"name": out_name, "shape": list(values.shape), "datatype": out_type,

@@ -26,9 +26,16 @@ class GuardConfig(BaseModel):
     max_batch: int = Field(1024, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     query_log: str | None = None
+    detector: Literal["off", "alert", "block"] = "off"
+    detector_delta: float = Field(0.96, gt=0, lt=1, description="Shapiro-Wilk W below this flags a client")
+    detector_min_queries: int = Field(100, ge=20)
+    watermark_key: str | None = None     # secret for the DAWN-style watermark; None: off
+    watermark_rate: float = Field(0.005, gt=0, lt=0.5)
+    watermark_registry: str | None = None  # JSONL of watermarked queries, for `mlwarden watermark verify`
 
     def describe(self) -> dict:
-        d = self.model_dump(exclude={"api_keys", "query_log"})
+        d = self.model_dump(exclude={"api_keys", "query_log", "watermark_key", "watermark_registry"})
+        d["watermark"] = bool(self.watermark_key)
         d["auth"] = "bearer API key" if self.api_keys else "none"
         d["query_log"] = bool(self.query_log)
         return d

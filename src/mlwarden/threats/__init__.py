@@ -1,7 +1,7 @@
 """Built-in threats, one attack per file, grouped by family. Importing this package registers them."""
 from .membership import membership_inference  # noqa: F401
 from .memorization import secret_sharer  # noqa: F401
-from .model_extraction import equation_solving  # noqa: F401
+from .model_extraction import equation_solving, jacobian, knockoff, retraining  # noqa: F401
 from .tricking import (  # noqa: F401
     apgd, eot, fgsm, hopskipjump, patch, pgd, square, whitebox_cascade,
 )
@@ -9,4 +9,5 @@ from .tricking import (  # noqa: F401
 # The order the audit runs and lists threats in: the verdict first, then single attacks, then physical.
 ORDER = ["whitebox-cascade", "fgsm", "pgd-linf", "pgd-l2", "apgd-ce", "apgd-dlr-t", "square", "hopskipjump",
          "eot-pgd", "adversarial-patch",
-         "membership-inference", "secret-sharer", "extract-equation-solving"]
+         "membership-inference", "secret-sharer", "extract-equation-solving", "extract-retraining",
+         "extract-knockoff", "extract-jacobian"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 
 from ...core.finding import Defense, Metric, Severity
+from ...core.target import Access
+from ...core.threat import Threat
 
 EXTRACTION_FIX = Defense(
     "prediction API guards",
@@ -14,6 +16,15 @@ EXTRACTION_FIX = Defense(
     "Rounding raises the cost of equation solving but does not stop loss-minimisation attacks.",
     "mlwarden serve MODEL --output rounded --decimals 2 --api-key KEY --budget 10000",
 )
+
+
+class ExtractionThreat(Threat):
+    """Shared declarations of the model-extraction family; run on request (`--threats model-extraction`)."""
+    family = "model-extraction"
+    needs = Access.LABELS
+    atlas = ["AML.T0024.002", "AML.T0040"]
+    defense = EXTRACTION_FIX
+    in_default_audit = False
 
 
 def uniform_inputs(n: int, shape, low: float, high: float, seed: int) -> torch.Tensor:
@@ -42,3 +53,30 @@ def severity(test_agreement: float, queries: int, n_train: int) -> Severity:
     if test_agreement >= 0.90:
         return Severity.MEDIUM
     return Severity.LOW
+
+
+def fit_copy(factory, x: torch.Tensor, answers: torch.Tensor, n_classes: int, *, epochs: int = 60,
+             lr: float = 1e-3, batch_size: int = 64, seed: int = 0):
+    """Train a copy on the victim's answers: soft cross-entropy to probabilities, or labels (1-D answers)."""
+    torch.manual_seed(seed)
+    model = factory(tuple(x.shape[1:]), n_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    soft = answers.ndim == 2
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(x), generator=g).split(batch_size):
+            logp = torch.log_softmax(model(x[idx]), 1)
+            loss = -(answers[idx] * logp).sum(1).mean() if soft else torch.nn.functional.nll_loss(logp, answers[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def ask(target, x: torch.Tensor, prefer_scores: bool = True) -> torch.Tensor:
+    """The victim's answer: probabilities when it gives scores (and they are wanted), else labels."""
+    if prefer_scores and target.access.allows(Access.SCORES):
+        p = target.scores(x).float()
+        return p / p.sum(1, keepdim=True).clamp_min(1e-12)
+    return target.labels(x).long()

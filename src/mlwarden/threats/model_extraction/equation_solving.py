@@ -22,9 +22,9 @@ from torch import nn
 from ...core.finding import Metric, Status
 from ...core.registry import register
 from ...core.target import Access
-from ...core.threat import Context, Params, Threat
+from ...core.threat import Context, Params
 from ...core.zoo import LogReg
-from .common import EXTRACTION_FIX, agreement, severity
+from .common import ExtractionThreat, agreement, severity
 
 DECIMALS_CHECKED = 6
 
@@ -102,16 +102,12 @@ def as_model(w: np.ndarray, b: np.ndarray, input_shape) -> LogReg:
 
 
 @register
-class EquationSolving(Threat):
+class EquationSolving(ExtractionThreat):
     """Steal a logistic/softmax regression through its scores: d+1 queries exact, L-BFGS when rounded."""
     name = "extract-equation-solving"
-    family = "model-extraction"
     title = "Model extraction by equation solving (logistic and softmax regression)"
     needs = Access.SCORES
-    atlas = ["AML.T0024.002", "AML.T0040"]
     Params = Ep
-    defense = EXTRACTION_FIX
-    in_default_audit = False
 
     def run(self, ctx: Context, p: Ep):
         shape, space, c = ctx.data.input_shape, ctx.data.space, ctx.data.n_classes

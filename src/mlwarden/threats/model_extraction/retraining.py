@@ -1,0 +1,90 @@
+"""Retraining attacks for label-only APIs (Tramer et al. 2016, section 5): train a copy of the model
+class on labelled queries chosen uniformly, by line search towards the decision boundary (binary search
+between two differently labelled points, keeping both ends), or adaptively (each round, query the
+candidates the current copy is least sure about)."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from ...core import zoo
+from ...core.registry import register
+from ...core.threat import Context, Params
+from .common import ExtractionThreat, fit_copy
+from .equation_solving import scaled_queries
+from .knockoff import report_copy
+
+
+class Rp(Params):
+    strategy: Literal["uniform", "line-search", "adaptive"] = "adaptive"
+    budget: int = Field(650, ge=20, description="label queries")
+    epochs: int = Field(150, ge=1)
+    search_steps: int = Field(6, ge=1, le=20, description="binary-search steps per boundary point")
+    rounds: int = Field(5, ge=1)
+    n_uniform: int = Field(5000, ge=100)
+
+
+@register
+class Retraining(ExtractionThreat):
+    """Tramer et al. 2016 retraining from labels only: uniform, line-search or adaptive queries."""
+    name = "extract-retraining"
+    title = "Model extraction by retraining on label-only answers"
+    Params = Rp
+
+    def run(self, ctx: Context, p: Rp):
+        factory = ctx.recipe.factory if ctx.recipe is not None else zoo.logreg
+        s, shape, c = ctx.data.space, ctx.data.input_shape, ctx.data.n_classes
+        fit = lambda x, y, r=0: fit_copy(factory, x, y, c, epochs=p.epochs, lr=1e-2, seed=ctx.seed + r)  # noqa: E731
+        if p.strategy == "uniform":
+            x = scaled_queries(p.budget, shape, s.low, s.high, ctx.seed)
+            y = ctx.target.labels(x).long()
+        elif p.strategy == "line-search":
+            x, y = self._line_search(ctx, p, shape, s)
+        else:
+            x, y = self._adaptive(ctx, p, shape, s, fit)
+        stolen = fit(x, y, 99)
+        return report_copy(self, ctx, p, stolen, len(x), y, f"retraining-{p.strategy}.pt", {"strategy": p.strategy})
+
+    @staticmethod
+    def _line_search(ctx, p, shape, s):
+        n0 = max(2, p.budget // (2 + p.search_steps))
+        x = scaled_queries(n0, shape, s.low, s.high, ctx.seed)
+        y = ctx.target.labels(x).long()
+        xs, ys = [x], [y]
+        g = torch.Generator().manual_seed(ctx.seed)
+        used = n0
+        while used + p.search_steps <= p.budget:
+            i, j = torch.randint(0, n0, (2,), generator=g).tolist()
+            if y[i] == y[j]:
+                continue
+            a, b, ya, yb = x[i], x[j], y[i], y[j]
+            for _ in range(p.search_steps):
+                mid = (a + b) / 2
+                ym = ctx.target.labels(mid[None]).long()[0]
+                used += 1
+                xs.append(mid[None])
+                ys.append(ym[None])
+                if ym == ya:
+                    a = mid
+                else:
+                    b, yb = mid, ym
+            ctx.check_time()
+        return torch.cat(xs), torch.cat(ys)
+
+    @staticmethod
+    def _adaptive(ctx, p, shape, s, fit):
+        per_round = p.budget // p.rounds
+        x = scaled_queries(per_round, shape, s.low, s.high, ctx.seed)
+        y = ctx.target.labels(x).long()
+        for r in range(1, p.rounds):
+            ctx.check_time()
+            copy = fit(x, y, r)
+            cand = scaled_queries(20 * per_round, shape, s.low, s.high, ctx.seed + r)
+            with torch.no_grad():
+                top2 = copy(cand).softmax(1).topk(2, dim=1).values
+            pick = cand[(top2[:, 0] - top2[:, 1]).argsort()[:per_round]]  # smallest margins first
+            x = torch.cat([x, pick])
+            y = torch.cat([y, ctx.target.labels(pick).long()])
+        return x, y
