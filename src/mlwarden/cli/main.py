@@ -237,6 +237,12 @@ def serve(
     budget: Optional[int] = typer.Option(None, help="total rows (queries) per key"),
     max_batch: int = typer.Option(1024, "--max-batch"),
     query_log: Optional[str] = typer.Option(None, "--query-log", help="append every query to this JSONL file"),
+    detector: str = typer.Option("off", help="extraction detector (PRADA-style): off | alert | block"),
+    detector_delta: float = typer.Option(0.96, "--detector-delta", help="Shapiro-Wilk W below this flags a key"),
+    watermark_key: Optional[str] = typer.Option(None, "--watermark-key", help="secret for the DAWN-style watermark"),
+    watermark_rate: float = typer.Option(0.005, "--watermark-rate", help="share of queries watermarked"),
+    watermark_registry: Optional[str] = typer.Option(None, "--watermark-registry",
+                                                     help="JSONL of watermarked queries (for verify-copy)"),
     threads: int = typer.Option(1),
 ):
     """Serve a model over the Open Inference Protocol v2, behind guards."""
@@ -249,7 +255,9 @@ def serve(
 
     try:
         guards = GuardConfig(output=output, top_k=top_k, decimals=decimals, api_keys=api_key or [],
-                             rate_per_s=rate, burst=burst, budget=budget, max_batch=max_batch, query_log=query_log)
+                             rate_per_s=rate, burst=burst, budget=budget, max_batch=max_batch, query_log=query_log,
+                             detector=detector, detector_delta=detector_delta, watermark_key=watermark_key,
+                             watermark_rate=watermark_rate, watermark_registry=watermark_registry)
     except ValidationError as e:
         raise UserError(describe_validation_error("options", e)) from None
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -264,6 +272,37 @@ def serve(
     err.print(f"[bold]mlwarden serve[/] {subject.target.name} at http://{host}:{port}/v2/models/{name} "
               f"(docs at /docs); guards: {guards.describe()}")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command("verify-copy")
+def verify_copy_cmd(
+    registry: str = typer.Option(..., help="the server's --watermark-registry file"),
+    model: str = typer.Option(..., "--model", "-m", help="the served (original) model"),
+    suspect: str = typer.Option(..., help="the model suspected of being copied"),
+    data: str = typer.Option("digits", "--data", "-d", help="data whose test split measures ordinary disagreement"),
+    factory: Optional[str] = typer.Option(None, help="module:function for --model's state_dict"),
+    suspect_factory: Optional[str] = typer.Option(None, "--suspect-factory", help="module:function for --suspect"),
+):
+    """Test whether a suspect model learned this server's watermarked answers (p-value)."""
+    from ..audit.subject import subject_from_config
+    from ..serve.watermark import load_registry, verify_copy
+
+    if not Path(registry).exists():
+        raise UserError(f"watermark registry not found: {registry}")
+    try:
+        records = load_registry(registry)
+    except ValueError as e:
+        raise UserError(f"{registry}: not a watermark registry ({e})") from None
+    if not records:
+        raise UserError(f"{registry} holds no watermarked queries yet")
+    victim = subject_from_config(_build_config(None, model=model, data=data, factory=factory))
+    other = subject_from_config(_build_config(None, model=suspect, data=data, factory=suspect_factory or factory))
+    v = verify_copy(other.target.scores, victim.target.scores, records, victim.data.x_test, victim.data.input_shape)
+    verdict = "COPY" if v.copied else "not shown to be a copy"
+    out.print(f"{verdict}: the suspect gives the watermark label on {v.matches} of {v.watermarks} watermarked "
+              f"queries; it disagrees with the original on at most {100 * v.null_rate:.1f}% of fresh inputs; "
+              f"p = {v.p_value:.3g}")
+    raise typer.Exit(1 if v.copied else 0)
 
 
 @app.command("threats")

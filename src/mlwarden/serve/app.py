@@ -29,6 +29,34 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+class BodyLimit:
+    """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs about a millisecond a request): a body
+    declared larger than the limit is refused with 413 before it is read; a body sent without a length
+    is cut off at the limit and refused the same way."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        size = dict(scope["headers"]).get(b"content-length")
+        if size is not None and (not size.isdigit() or int(size) > self.limit):
+            return await _error(413, f"body of {size.decode(errors='replace')} bytes exceeds the limit of "
+                                     f"{self.limit}")(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise ClientError(413, f"body exceeds the limit of {self.limit} bytes")
+            return message
+
+        return await self.app(scope, counted, send)
+
+
 def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig) -> FastAPI:
     app = FastAPI(title=f"mlwarden serve: {name}", version="0.1.0",
                   description="Open Inference Protocol v2 with mlwarden guards; see /v2/models/{name}.")
@@ -39,12 +67,7 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
     app.state.limits, app.state.detector = limits, detector
     in_shape = list(target.input_shape)
 
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > guards.max_body_bytes):
-            return _error(413, f"body of {size} bytes exceeds the limit of {guards.max_body_bytes}")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=guards.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request, exc: RequestValidationError):
@@ -94,7 +117,7 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
                                          "n_classes": target.n_classes})
 
     @app.post("/v2/models/{model_name}/infer", response_model=InferResponse)
-    def infer(model_name: str, body: InferRequest, request: Request):
+    async def infer(model_name: str, body: InferRequest, request: Request):
         t0 = time.monotonic()
         check_name(model_name)
         key = authorize(request)

@@ -92,13 +92,16 @@ def retry_after_header(seconds: float) -> str:
 
 
 class QueryLog:
+    """Append-only JSONL; the file stays open and every line is flushed as it is written."""
+
     def __init__(self, path: str | None):
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
+        self._f = self.path.open("a", encoding="utf-8", buffering=1) if self.path else None
 
     def write(self, **record) -> None:
-        if self.path is None:
+        if self._f is None:
             return
         line = json.dumps({"time": round(time.time(), 3), **record}, default=str)
-        with self._lock, self.path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        with self._lock:
+            self._f.write(line + "\n")

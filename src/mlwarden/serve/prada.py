@@ -19,6 +19,7 @@ import numpy as np
 from scipy.stats import shapiro
 
 MAX_DISTANCES = 5000
+TEST_EVERY = 10  # re-run the normality test after this many new distances (it costs O(n log n))
 
 
 @dataclass
@@ -30,6 +31,7 @@ class _Client:
     flagged: bool = False
     w: float | None = None
     repeats: int = 0
+    tested_at: int = 0
     seen: set = field(default_factory=set)          # digests of every query, for exact repeats
 
 
@@ -62,7 +64,9 @@ class Prada:
                     st.kept_dist[c].append(d)
                     kd = np.asarray(st.kept_dist[c])
                     st.threshold[c] = max(st.threshold[c], float(kd.mean() - kd.std()))
-            if len(st.distances) >= self.min_queries:
+            n = len(st.distances)
+            if n >= self.min_queries and n - st.tested_at >= TEST_EVERY:
+                st.tested_at = n
                 st.w = float(shapiro(np.asarray(st.distances[-MAX_DISTANCES:])).statistic)
                 st.flagged = st.flagged or st.w < self.delta
             return st
