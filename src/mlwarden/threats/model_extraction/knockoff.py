@@ -52,6 +52,13 @@ def report_copy(threat, ctx: Context, p, stolen, queries: int, answers, evidence
     kind = "probabilities" if answers.ndim == 2 else "labels"
     head = (f"copied from {queries} answers ({kind}): {test.text()} test agreement, {metrics[1].text()} on "
             f"uniform inputs (training set: {len(ctx.data.x_train)} examples)")
+    notes = [DETECTOR_BLIND_SPOT] if threat.name in ("extract-knockoff", "extract-retraining") else []
     return threat.finding(ctx, p, status=Status.OK, severity=severity(test.value, queries, len(ctx.data.x_train)),
                           headline=head, metrics=metrics, evidence=[ctx.rel(path)], queries=queries,
-                          details={"answers": kind, **(extra or {})})
+                          details={"answers": kind, "notes": notes, **(extra or {})})
+
+
+DETECTOR_BLIND_SPOT = ("A PRADA-style detector (mlwarden serve --detector) does not see this attacker: natural "
+                       "population data and uniform random queries give normally distributed query distances. "
+                       "It flags synthetic streams such as Jacobian augmentation; against this one, budgets, "
+                       "rate limits, label-only answers and the watermark are what remain.")
