@@ -1,0 +1,87 @@
+"""The HTTP target speaks MLflow `/invocations` and TF Serving `:predict` too, caches repeated inputs,
+honours Retry-After and stops at a budget answered without it."""
+import threading
+import time
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from mlwarden.io.http_target import HttpTarget
+
+
+def serve_app(app):
+    import socket
+
+    import uvicorn
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.02)
+    return server, port
+
+
+def fake(model, kind):
+    app = FastAPI()
+    state = {"calls": 0}
+
+    @app.post("/invocations")
+    async def mlflow(request: Request):
+        x = torch.tensor((await request.json())["inputs"], dtype=torch.float32)
+        return {"predictions": model(x).softmax(1).tolist()}
+
+    @app.post("/v1/models/m:predict")
+    async def tfs(request: Request):
+        state["calls"] += 1
+        if kind == "throttle" and state["calls"] % 2 == 1:
+            return JSONResponse({"error": "slow down"}, status_code=429, headers={"Retry-After": "1"})
+        if kind == "budget" and state["calls"] > 2:
+            return JSONResponse({"error": "budget exhausted"}, status_code=429)
+        x = torch.tensor((await request.json())["instances"], dtype=torch.float32)
+        return {"predictions": model(x).argmax(1).tolist() if kind == "labels" else model(x).softmax(1).tolist()}
+
+    return app, state
+
+
+def test_mlflow_and_tf_serving_shapes(digits, digits_mlp):
+    x = digits.x_test[:50]
+    expect = digits_mlp(x).argmax(1)
+    for path, kind, access in (("/invocations", "scores", "scores"), ("/v1/models/m:predict", "labels", "labels")):
+        app, _ = fake(digits_mlp, kind)
+        server, port = serve_app(app)
+        try:
+            t = HttpTarget(f"http://127.0.0.1:{port}{path}", 10, digits.input_shape)
+            assert t.access.value == access and t.protocol in ("mlflow", "tfserving")
+            assert torch.equal(t.labels(x), expect)
+            before = t.queries
+            t.labels(torch.cat([x, x[:10]]))  # all seen before: answered from the cache
+            assert t.queries == before and t.cache_hits >= 60
+        finally:
+            server.should_exit = True
+
+
+def test_retry_after_is_honoured_and_a_final_429_ends_the_attack(digits, digits_mlp):
+    import pytest
+
+    from mlwarden.core.errors import QueryBudgetExceeded
+    app, state = fake(digits_mlp, "throttle")
+    server, port = serve_app(app)
+    try:
+        t = HttpTarget(f"http://127.0.0.1:{port}/v1/models/m:predict", 10, digits.input_shape)
+        t.scores(digits.x_test[:5])
+        assert t.rate_limited_s >= 1 and state["calls"] >= 4
+    finally:
+        server.should_exit = True
+    app, _ = fake(digits_mlp, "budget")
+    server, port = serve_app(app)
+    try:
+        t = HttpTarget(f"http://127.0.0.1:{port}/v1/models/m:predict", 10, digits.input_shape)
+        t.scores(digits.x_test[:5])
+        with pytest.raises(QueryBudgetExceeded):
+            t.scores(digits.x_test[5:10])
+    finally:
+        server.should_exit = True
