@@ -67,3 +67,15 @@ def test_black_box_attacks_run_unchanged_over_http(digits, digits_mlp, tmp_path,
     assert f.status.value == "ok", f.headline
     assert f.metric("robust_accuracy").value < f.metric("clean_accuracy").value
     assert target.http_requests > 0 and target.queries > 0
+
+
+def test_small_mlp_extracted_by_optimisation_over_many_scored_queries(digits, digits_mlp, tmp_path):
+    from mlwarden.core.recipe import BUILTIN_RECIPES
+    with running(TorchTarget(digits_mlp, 10, digits.input_shape), digits.space, GuardConfig()) as url:
+        target = HttpTarget(url, 10, digits.input_shape)
+        threat = all_threats()["extract-retraining"]
+        ctx = Context(target=target, data=digits, evidence_dir=tmp_path / "evidence" / threat.name,
+                      recipe=BUILTIN_RECIPES["mlp"])
+        f = threat.run(ctx, threat.params_for("quick", {"strategy": "uniform", "budget": 5000, "epochs": 100}))
+    assert f.queries == 5000 and f.details["answers"] == "probabilities"
+    assert f.metric("agreement on test data (1 - R_test)").value >= 0.95  # synthetic queries only, no data

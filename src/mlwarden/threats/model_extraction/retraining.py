@@ -1,7 +1,9 @@
-"""Retraining attacks for label-only APIs (Tramer et al. 2016, section 5): train a copy of the model
-class on labelled queries chosen uniformly, by line search towards the decision boundary (binary search
-between two differently labelled points, keeping both ends), or adaptively (each round, query the
-candidates the current copy is least sure about)."""
+"""Retraining attacks (Tramer et al. 2016, sections 4.2 and 5): train a copy of the model class on
+queries chosen uniformly, by line search towards the decision boundary (binary search between two
+differently labelled points, keeping both ends), or adaptively (each round, query the candidates the
+current copy is least sure about). Line search and adaptive use labels; uniform uses the scores when the
+API gives them (`answers = "auto"`), which is Tramer's extraction of small MLPs by optimisation over
+many more queries than equation solving needs, and labels otherwise."""
 from __future__ import annotations
 
 from typing import Literal
@@ -12,13 +14,14 @@ from pydantic import Field
 from ...core import zoo
 from ...core.registry import register
 from ...core.threat import Context, Params
-from .common import ExtractionThreat, fit_copy
+from .common import ExtractionThreat, ask, fit_copy
 from .equation_solving import scaled_queries
 from .knockoff import report_copy
 
 
 class Rp(Params):
     strategy: Literal["uniform", "line-search", "adaptive"] = "adaptive"
+    answers: Literal["auto", "labels"] = Field("auto", description="auto: scores when given (uniform only)")
     budget: int = Field(650, ge=20, description="label queries")
     epochs: int = Field(150, ge=1)
     search_steps: int = Field(6, ge=1, le=20, description="binary-search steps per boundary point")
@@ -36,10 +39,11 @@ class Retraining(ExtractionThreat):
     def run(self, ctx: Context, p: Rp):
         factory = ctx.recipe.factory if ctx.recipe is not None else zoo.logreg
         s, shape, c = ctx.data.space, ctx.data.input_shape, ctx.data.n_classes
-        fit = lambda x, y, r=0: fit_copy(factory, x, y, c, epochs=p.epochs, lr=1e-2, seed=ctx.seed + r)  # noqa: E731
+        lr = 1e-2 if factory is zoo.logreg else 1e-3
+        fit = lambda x, y, r=0: fit_copy(factory, x, y, c, epochs=p.epochs, lr=lr, seed=ctx.seed + r)  # noqa: E731
         if p.strategy == "uniform":
             x = scaled_queries(p.budget, shape, s.low, s.high, ctx.seed)
-            y = ctx.target.labels(x).long()
+            y = ask(ctx.target, x, prefer_scores=p.answers == "auto")
         elif p.strategy == "line-search":
             x, y = self._line_search(ctx, p, shape, s)
         else:
