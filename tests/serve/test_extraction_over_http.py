@@ -79,3 +79,21 @@ def test_small_mlp_extracted_by_optimisation_over_many_scored_queries(digits, di
         f = threat.run(ctx, threat.params_for("quick", {"strategy": "uniform", "budget": 5000, "epochs": 100}))
     assert f.queries == 5000 and f.details["answers"] == "probabilities"
     assert f.metric("agreement on test data (1 - R_test)").value >= 0.95  # synthetic queries only, no data
+
+
+def test_decision_tree_extracted_by_path_finding_from_probabilities(tmp_path):
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlwarden.core.target import sklearn_target
+    from mlwarden.io.datasets import load_builtin
+    iris = load_builtin("iris", seed=0)
+    tree = DecisionTreeClassifier(max_depth=3, random_state=0).fit(iris.x_train.numpy(), iris.y_train.numpy())
+    with running(sklearn_target(tree, 3, iris.input_shape), iris.space, GuardConfig()) as url:
+        target = HttpTarget(url, 3, iris.input_shape)
+        threat = all_threats()["extract-path-finding"]
+        ctx = Context(target=target, data=iris, evidence_dir=tmp_path / "evidence" / threat.name)
+        f = threat.run(ctx, threat.params_for("quick"))
+    assert f.details["complete"]
+    assert f.metric("agreement on test data (1 - R_test)").value == 1.0
+    assert f.metric("agreement on uniform inputs (1 - R_unif)").value >= 0.999
+    assert 0 < f.queries < 5000 and f.queries == target.queries

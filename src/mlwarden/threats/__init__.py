@@ -1,7 +1,7 @@
 """Built-in threats, one attack per file, grouped by family. Importing this package registers them."""
 from .membership import membership_inference  # noqa: F401
 from .memorization import secret_sharer  # noqa: F401
-from .model_extraction import equation_solving, jacobian, knockoff, retraining  # noqa: F401
+from .model_extraction import equation_solving, jacobian, knockoff, path_finding, retraining  # noqa: F401
 from .tricking import (  # noqa: F401
     apgd, eot, fgsm, hopskipjump, patch, pgd, square, whitebox_cascade,
 )
@@ -10,4 +10,4 @@ from .tricking import (  # noqa: F401
 ORDER = ["whitebox-cascade", "fgsm", "pgd-linf", "pgd-l2", "apgd-ce", "apgd-dlr-t", "square", "hopskipjump",
          "eot-pgd", "adversarial-patch",
          "membership-inference", "secret-sharer", "extract-equation-solving", "extract-retraining",
-         "extract-knockoff", "extract-jacobian"]
+         "extract-knockoff", "extract-jacobian", "extract-path-finding"]
