@@ -58,14 +58,17 @@ def served(tmp_path_factory, digits):
 
 
 def test_audit_endpoint_shows_what_each_guard_costs_the_thief(served, tmp_path):
-    start, _ = served
+    start, d = served
+    cfg = d / "audit.toml"  # smaller agreement samples and copies: this test is about the guards' effect
+    cfg.write_text("[threats.extract-equation-solving]\nn_uniform = 2000\n"
+                   "[threats.extract-retraining]\nn_uniform = 2000\nepochs = 60\n")
     rows = {}
     for label, guards in (("exact", []), ("rounded", ["--output", "rounded", "--decimals", "2"]),
                           ("label", ["--output", "label"])):
         url = start(*guards)
         out = tmp_path / label
         r = mlwarden("audit", "--endpoint", url, "--data", "digits", "--threats",
-                     "extract-equation-solving,extract-retraining", "--out", out)
+                     "extract-equation-solving,extract-retraining", "--config", cfg, "--out", out)
         assert r.returncode == 0, r.stderr[-2000:]
         rep = json.loads((out / "report.json").read_text())
         assert rep["subject"]["model"]["kind"] == "http"
