@@ -31,10 +31,12 @@ class Knockoff(ExtractionThreat):
         pool = population(ctx)
         g = torch.Generator().manual_seed(ctx.seed)
         x = pool[torch.randint(0, len(pool), (p.budget,), generator=g)]
+        q0 = ctx.target.queries
         answers = ask(ctx.target, x)
+        paid = ctx.target.queries - q0  # repeated picks are free at a caching client (the HTTP target)
         factory = ctx.recipe.factory if ctx.recipe is not None else zoo.mlp
         stolen = fit_copy(factory, x, answers, ctx.data.n_classes, epochs=p.epochs, seed=ctx.seed)
-        return report_copy(self, ctx, p, stolen, p.budget, answers, "knockoff-copy.pt")
+        return report_copy(self, ctx, p, stolen, paid, answers, "knockoff-copy.pt", {"answers_used": p.budget})
 
 
 def population(ctx: Context) -> torch.Tensor:
