@@ -31,7 +31,7 @@ class Rp(Params):
 
 @register
 class Retraining(ExtractionThreat):
-    """Tramer et al. 2016 retraining from labels only: uniform, line-search or adaptive queries."""
+    """Tramer et al. 2016 retraining: uniform queries (scores when given), line search or adaptive (labels)."""
     name = "extract-retraining"
     title = "Model extraction by retraining on label-only answers"
     Params = Rp
