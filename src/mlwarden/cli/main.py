@@ -202,15 +202,16 @@ def harden(
     run_dir = Path(cfg.audit.out or Path("mlwarden-out") / f"harden-{name}")
     res = harden_dp(subject, run_dir, epsilon=epsilon, delta=delta, settings=cfg.audit.model_dump(),
                     threats=cfg.audit.threats, overrides=cfg.threats, max_grad_norm=max_grad_norm,
-                    dp_changes=changes, accountant=accountant, progress=_progress, stage=lambda text: err.print(f"[bold]harden[/] {text}"))
+                    dp_changes=changes, accountant=accountant, progress=_progress,
+                    stage=lambda text: err.print(f"[bold]harden[/] {text}"))
     table = Table(title="mlwarden harden: DP-SGD")
     for col in ("", "before", "after"):
         table.add_column(col, overflow="fold")
-    from ..harden.render import _facts, _lines
-    for k, b, a in _lines(res.summary):
+    from ..harden.render import facts, rows
+    for k, b, a in rows(res.summary):
         table.add_row(k, str(b), str(a))
     out.print(table)
-    for fact in _facts(res.summary):
+    for fact in facts(res.summary):
         out.print(f"- {fact}", highlight=False)
     out.print(f"report: {run_dir / 'harden.html'} (also harden.json, harden.md, before/ and after/)")
     raise typer.Exit(1 if res.pipeline_bug else 0)

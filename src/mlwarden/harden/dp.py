@@ -38,15 +38,16 @@ def _accuracy(target, data) -> float:
 
 
 def harden_dp(subject: Subject, out_dir: Path, *, epsilon: float, delta: float | None, settings: dict,
-              threats: list[str] | None = None, overrides: dict | None = None, max_grad_norm: float = 1.0, accountant: str = "prv",
-              one_run_canaries: int = 500, dp_changes: dict | None = None, progress=None,  # progress(n) -> callback
-              stage=None) -> HardenResult:
+              threats: list[str] | None = None, overrides: dict | None = None, max_grad_norm: float = 1.0,
+              accountant: str = "prv", one_run_canaries: int = 500, dp_changes: dict | None = None,
+              progress=None, stage=None) -> HardenResult:
+    """progress(n_threats) returns the per-threat callback of each audit; stage(text) announces a step."""
     if subject.recipe is None:
         raise UserError("harden retrains the model: give its training recipe (--recipe NAME or module:function)")
     data = subject.data
     stage = stage or (lambda text: None)
-    rec, notes = dp_recipe(subject.recipe.with_(**(dp_changes or {})), data.input_shape, data.n_classes, len(data.x_train), epsilon, delta,
-                           max_grad_norm, accountant)
+    rec, notes = dp_recipe(subject.recipe.with_(**(dp_changes or {})), data.input_shape, data.n_classes,
+                           len(data.x_train), epsilon, delta, max_grad_norm, accountant)
     chosen = get_threats(threats or ["data-extraction"])
     out_dir = Path(out_dir)
 

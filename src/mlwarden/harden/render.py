@@ -31,7 +31,7 @@ def compare(before, after) -> list[dict]:
     return rows
 
 
-def _lines(s: dict) -> list[tuple[str, str, str]]:
+def rows(s: dict) -> list[tuple[str, str, str]]:
     p, a = s["privacy"], s["accuracy"]
     ora = p["one_run_audit"]
     out = [("test accuracy", f"{100 * a['before']:.1f}% (n={a['n']})", f"{100 * a['after']:.1f}% (n={a['n']})"),
@@ -46,30 +46,30 @@ def _lines(s: dict) -> list[tuple[str, str, str]]:
     return out
 
 
-def _facts(s: dict) -> list[str]:
+def facts(s: dict) -> list[str]:
     p = s["privacy"]
-    facts = [f"DP-SGD: noise multiplier {p['noise_multiplier']:.3f}, sampling rate {p['sample_rate']:.4f}, "
-             f"{p['steps']} steps, clipping norm {p['max_grad_norm']:g}, accountant {p['accountant']}, "
-             f"training {p['training_s']:.1f} s.",
-             f"Unit of privacy: {p['unit']}. A record that occurs k times is protected only at group level "
-             "(about k * epsilon): deduplicate secrets before training.",
-             "The one-run lower bound (Steinke et al. 2023) is an empirical floor on the epsilon the training "
-             "run actually has; it is expected to sit well below the accountant's epsilon."]
+    out = [f"DP-SGD: noise multiplier {p['noise_multiplier']:.3f}, sampling rate {p['sample_rate']:.4f}, "
+           f"{p['steps']} steps, clipping norm {p['max_grad_norm']:g}, accountant {p['accountant']}, "
+           f"training {p['training_s']:.1f} s.",
+           f"Unit of privacy: {p['unit']}. A record that occurs k times is protected only at group level "
+           "(about k * epsilon): deduplicate secrets before training.",
+           "The one-run lower bound (Steinke et al. 2023) is an empirical floor on the epsilon the training "
+           "run actually has; it is expected to sit well below the accountant's epsilon."]
     for threat, head in s.get("headlines", {}).get("after", {}).items():
-        facts.append(f"After: {threat}: {head}.")
-    facts += s.get("notes", [])
+        out.append(f"After: {threat}: {head}.")
+    out += s.get("notes", [])
     if p.get("fixed_layers"):
-        facts.append("Layers replaced for DP-SGD: " + "; ".join(p["fixed_layers"]))
+        out.append("Layers replaced for DP-SGD: " + "; ".join(p["fixed_layers"]))
     if p.get("pipeline_bug"):
-        facts.insert(0, "BUG: the empirical lower bound exceeds the accountant's epsilon, so the DP training "
-                        "pipeline does not deliver the privacy it claims.")
-    return facts
+        out.insert(0, "BUG: the empirical lower bound exceeds the accountant's epsilon, so the DP training "
+                      "pipeline does not deliver the privacy it claims.")
+    return out
 
 
 def markdown(s: dict) -> str:
     lines = ["# mlwarden harden: DP-SGD", "", "| | before | after |", "|---|---|---|"]
-    lines += [f"| {k} | {b} | {a} |" for k, b, a in _lines(s)]
-    lines += [""] + [f"- {f}" for f in _facts(s)]
+    lines += [f"| {k} | {b} | {a} |" for k, b, a in rows(s)]
+    lines += [""] + [f"- {f}" for f in facts(s)]
     lines += ["", f"Full audits: [{s['before_dir']}/report.html]({s['before_dir']}/report.html), "
                   f"[{s['after_dir']}/report.html]({s['after_dir']}/report.html)", ""]
     return "\n".join(lines)
@@ -77,12 +77,12 @@ def markdown(s: dict) -> str:
 
 def html(s: dict) -> str:
     e = _html.escape
-    rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(b))}</td><td>{e(str(a))}</td></tr>" for k, b, a in _lines(s))
-    facts = "".join(f"<li>{e(f)}</li>" for f in _facts(s))
+    table = "".join(f"<tr><td>{e(k)}</td><td>{e(str(b))}</td><td>{e(str(a))}</td></tr>" for k, b, a in rows(s))
+    items = "".join(f"<li>{e(f)}</li>" for f in facts(s))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>mlwarden harden</title><style>"
             "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
             "table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
             "th{background:#f3f3f3}</style></head><body><h1>mlwarden harden: DP-SGD</h1>"
-            f"<table><tr><th></th><th>before</th><th>after</th></tr>{rows}</table><ul>{facts}</ul>"
+            f"<table><tr><th></th><th>before</th><th>after</th></tr>{table}</table><ul>{items}</ul>"
             f"<p>Full audits: <a href='{s['before_dir']}/report.html'>before</a>, "
             f"<a href='{s['after_dir']}/report.html'>after</a></p></body></html>")

@@ -50,6 +50,15 @@ def adversarial_grid(path, x, x_adv, y, pred_clean, pred_adv, low, high, title="
     plt.close(fig)
 
 
+def _finish(fig, ax, path, title: str, **legend) -> None:
+    ax.legend(fontsize=7, **legend)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def security_curve(path, eps, acc, lo, hi, *, norm: str, title="", marks=None):
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.fill_between(eps, lo, hi, alpha=0.2, label="95% CI")
@@ -60,12 +69,7 @@ def security_curve(path, eps, acc, lo, hi, *, norm: str, title="", marks=None):
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path, title)
 
 
 def roc_loglog(path, curves: dict, title=""):
@@ -80,12 +84,7 @@ def roc_loglog(path, curves: dict, title=""):
     ax.set_ylim(1e-4, 1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.legend(fontsize=7, loc="lower right")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path, title, loc="lower right")
 
 
 def exposure_curve(path, insertions, exposure, max_exposure, extracted, title=""):
@@ -99,9 +98,4 @@ def exposure_curve(path, insertions, exposure, max_exposure, extracted, title=""
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlabel("insertions of the canary in the training text")
     ax.set_ylabel("exposure (bits)")
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path, title)

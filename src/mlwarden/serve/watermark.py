@@ -62,7 +62,8 @@ def load_registry(path: str | Path) -> list[dict]:
 
 
 @torch.no_grad()
-def verify_copy(suspect, victim, records: list[dict], fresh: torch.Tensor, input_shape, alpha: float = 1e-6) -> Verdict:  # noqa: E501
+def verify_copy(suspect, victim, records: list[dict], fresh: torch.Tensor, input_shape,
+                alpha: float = 1e-6) -> Verdict:
     """Does `suspect` answer the watermarked queries with the watermark labels more often than chance?
 
     Null hypothesis: the suspect did not learn from the watermarked answers, so it gives a watermark's

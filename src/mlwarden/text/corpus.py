@@ -5,6 +5,7 @@ the interpreter's version (the tests pin Python 3.11); only printable ASCII is k
 Text becomes a classification data set of windows: x = `context` character ids, y = the next id."""
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import re
@@ -51,10 +52,13 @@ class TextCorpus:
     vocab: str  # index -> character
     context: int = DEFAULT_CONTEXT
 
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.vocab)}
+
     def encode(self, text: str) -> torch.Tensor:
-        index = {c: i for i, c in enumerate(self.vocab)}
         try:
-            return torch.tensor([index[c] for c in text], dtype=torch.int64)
+            return torch.tensor([self._index[c] for c in text], dtype=torch.int64)
         except KeyError as e:
             raise UserError(f"character {e.args[0]!r} is not in the corpus vocabulary") from None
 

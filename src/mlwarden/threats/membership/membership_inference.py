@@ -85,19 +85,23 @@ class MembershipInference(Threat):
         if len(logp) > 1:
             checks.append(self._match_check(logp, yn, target_in))
         phi = logit_confidence(logp, yn)
-        per_attack = {}
         refs_idx = list(range(1, len(logp)))
+        pool = p.pooled and len(refs_idx) > 2
+        # the inputs (reference slices, equal-count masks) are built once per attacked model, not per attack;
+        # each reference model is attacked with the others as its references; the audited model is left out
+        # of the pool because its training set size, and so its calibration, differs
+        target_input = self._input(logp, phi, in_mask, yn, 0, refs_idx)
+        pool_inputs = [self._input(logp, phi, in_mask, yn, m, [k for k in refs_idx if k != m])
+                       for m in refs_idx] if pool else []
+        pool_members = in_mask[refs_idx].reshape(-1) if pool else None
+        per_attack = {}
         for name in attacks:
             ctx.check_time()
-            scores = run_attack(name, self._input(logp, phi, in_mask, yn, 0, refs_idx), ctx.seed)
-            per_attack[name] = {"target": summarize(scores, target_in)}
-            if p.pooled and len(refs_idx) > 2:
-                # each reference model is attacked with the others as its references; the audited model is
-                # left out of the pool because its training set size, and so its calibration, differs
-                pooled = [run_attack(name, self._input(logp, phi, in_mask, yn, m, [k for k in refs_idx if k != m]),
-                                     ctx.seed) for m in refs_idx]
-                per_attack[name]["pooled"] = summarize(np.concatenate(pooled), in_mask[refs_idx].reshape(-1))
-        n_models = len(refs_idx) if p.pooled and len(refs_idx) > 2 else 1
+            per_attack[name] = {"target": summarize(run_attack(name, target_input, ctx.seed), target_in)}
+            if pool:
+                pooled = np.concatenate([run_attack(name, a, ctx.seed) for a in pool_inputs])
+                per_attack[name]["pooled"] = summarize(pooled, pool_members)
+        n_models = len(refs_idx) if pool else 1
         return self._finding(ctx, p, per_attack, checks, notes, n_models, t_ref)
 
     @staticmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ...core.finding import Defense, Metric, Severity
+from ...core.finding import Defense, Metric, Severity, Status
 from ...core.target import Access
 from ...core.threat import Threat
 
@@ -80,3 +80,31 @@ def ask(target, x: torch.Tensor, prefer_scores: bool = True) -> torch.Tensor:
         p = target.scores(x).float()
         return p / p.sum(1, keepdim=True).clamp_min(1e-12)
     return target.labels(x).long()
+
+
+def population(ctx) -> torch.Tensor:
+    """The attacker's natural data: the data set's train split (the audit's stand-in for data from the
+    same distribution that the attacker owns), never the test split agreement is measured on."""
+    return ctx.data.x_train
+
+
+def report_copy(threat, ctx, p, stolen, queries: int, answers, evidence: str, extra: dict | None = None,
+                notes: list[str] | None = None):
+    """The finding of an attack that trained a copy: agreement, queries, the copy saved as evidence."""
+    metrics = agreement(ctx.target, stolen, ctx.data.x_test, p.n_uniform, ctx.data.space, ctx.seed)
+    metrics.append(Metric("queries", queries, unit="queries"))
+    path = ctx.evidence_path(evidence)
+    torch.save(stolen.state_dict(), path)
+    test = metrics[0]
+    kind = "probabilities" if answers.ndim == 2 else "labels"
+    head = (f"copied from {queries} answers ({kind}): {test.text()} test agreement, {metrics[1].text()} on "
+            f"uniform inputs (training set: {len(ctx.data.x_train)} examples)")
+    return threat.finding(ctx, p, status=Status.OK, severity=severity(test.value, queries, len(ctx.data.x_train)),
+                          headline=head, metrics=metrics, evidence=[ctx.rel(path)], queries=queries,
+                          details={"answers": kind, "notes": notes or [], **(extra or {})})
+
+
+DETECTOR_BLIND_SPOT = ("A PRADA-style detector (mlwarden serve --detector) does not see this attacker: natural "
+                       "population data and uniform random queries give normally distributed query distances. "
+                       "It flags synthetic streams such as Jacobian augmentation; against this one, budgets, "
+                       "rate limits, label-only answers and the watermark are what remain.")

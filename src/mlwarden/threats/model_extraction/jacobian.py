@@ -10,8 +10,7 @@ from pydantic import Field
 from ...core import zoo
 from ...core.registry import register
 from ...core.threat import Context, Params
-from .common import ExtractionThreat, ask, fit_copy
-from .knockoff import population, report_copy
+from .common import ExtractionThreat, ask, fit_copy, population, report_copy
 
 
 class Jp(Params):

@@ -7,10 +7,9 @@ import torch
 from pydantic import Field
 
 from ...core import zoo
-from ...core.finding import Metric, Status
 from ...core.registry import register
 from ...core.threat import Context, Params
-from .common import ExtractionThreat, agreement, ask, fit_copy, severity
+from .common import DETECTOR_BLIND_SPOT, ExtractionThreat, ask, fit_copy, population, report_copy
 
 
 class Kp(Params):
@@ -36,31 +35,6 @@ class Knockoff(ExtractionThreat):
         paid = ctx.target.queries - q0  # repeated picks are free at a caching client (the HTTP target)
         factory = ctx.recipe.factory if ctx.recipe is not None else zoo.mlp
         stolen = fit_copy(factory, x, answers, ctx.data.n_classes, epochs=p.epochs, seed=ctx.seed)
-        return report_copy(self, ctx, p, stolen, paid, answers, "knockoff-copy.pt", {"answers_used": p.budget})
+        return report_copy(self, ctx, p, stolen, paid, answers, "knockoff-copy.pt",
+                           {"answers_used": p.budget}, notes=[DETECTOR_BLIND_SPOT])
 
-
-def population(ctx: Context) -> torch.Tensor:
-    """The attacker's natural data: the data set's train split (the audit's stand-in for data from the
-    same distribution that the attacker owns), never the test split agreement is measured on."""
-    return ctx.data.x_train
-
-
-def report_copy(threat, ctx: Context, p, stolen, queries: int, answers, evidence: str, extra: dict | None = None):
-    metrics = agreement(ctx.target, stolen, ctx.data.x_test, p.n_uniform, ctx.data.space, ctx.seed)
-    metrics.append(Metric("queries", queries, unit="queries"))
-    path = ctx.evidence_path(evidence)
-    torch.save(stolen.state_dict(), path)
-    test = metrics[0]
-    kind = "probabilities" if answers.ndim == 2 else "labels"
-    head = (f"copied from {queries} answers ({kind}): {test.text()} test agreement, {metrics[1].text()} on "
-            f"uniform inputs (training set: {len(ctx.data.x_train)} examples)")
-    notes = [DETECTOR_BLIND_SPOT] if threat.name in ("extract-knockoff", "extract-retraining") else []
-    return threat.finding(ctx, p, status=Status.OK, severity=severity(test.value, queries, len(ctx.data.x_train)),
-                          headline=head, metrics=metrics, evidence=[ctx.rel(path)], queries=queries,
-                          details={"answers": kind, "notes": notes, **(extra or {})})
-
-
-DETECTOR_BLIND_SPOT = ("A PRADA-style detector (mlwarden serve --detector) does not see this attacker: natural "
-                       "population data and uniform random queries give normally distributed query distances. "
-                       "It flags synthetic streams such as Jacobian augmentation; against this one, budgets, "
-                       "rate limits, label-only answers and the watermark are what remain.")

@@ -14,9 +14,8 @@ from pydantic import Field
 from ...core import zoo
 from ...core.registry import register
 from ...core.threat import Context, Params
-from .common import ExtractionThreat, ask, fit_copy
+from .common import DETECTOR_BLIND_SPOT, ExtractionThreat, ask, fit_copy, report_copy
 from .equation_solving import scaled_queries
-from .knockoff import report_copy
 
 
 class Rp(Params):
@@ -49,7 +48,8 @@ class Retraining(ExtractionThreat):
         else:
             x, y = self._adaptive(ctx, p, shape, s, fit)
         stolen = fit(x, y, 99)
-        return report_copy(self, ctx, p, stolen, len(x), y, f"retraining-{p.strategy}.pt", {"strategy": p.strategy})
+        return report_copy(self, ctx, p, stolen, len(x), y, f"retraining-{p.strategy}.pt",
+                           {"strategy": p.strategy}, notes=[DETECTOR_BLIND_SPOT])
 
     @staticmethod
     def _line_search(ctx, p, shape, s):
