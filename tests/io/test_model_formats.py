@@ -64,15 +64,35 @@ def test_onnx_model(tmp_path, digits):
 
 
 def test_pickle_needs_flag_and_warns(tmp_path, digits, digits_mlp):
+    """A pickled module of the user's own class loads only with --allow-pickle and --trust naming the class."""
+    from mlwarden.io.scan import UnsafeModelFile
     torch.save(digits_mlp, tmp_path / "full.pt")
-    with pytest.raises(UserError, match="TorchScript|--allow-pickle"):
+    with pytest.raises(UnsafeModelFile, match="--trust mlwarden.core.zoo.MLP"):
         load_target(str(tmp_path / "full.pt"), digits)
+    with pytest.raises(UserError, match="--allow-pickle"):
+        load_target(str(tmp_path / "full.pt"), digits, fmt="pickle", trust=["mlwarden.core.zoo.MLP"])
     with pytest.warns(UserWarning, match="unpickling"):
-        t = load_target(str(tmp_path / "full.pt"), digits, fmt="pickle", allow_pickle=True)
+        t = load_target(str(tmp_path / "full.pt"), digits, fmt="pickle", allow_pickle=True,
+                        trust=["mlwarden.core.zoo.MLP"])
     assert agree(t, lambda x: digits_mlp(x).argmax(1), digits.x_test) == 1.0
+    assert t.source["safe"] and "mlwarden.core.zoo.MLP" in [r["name"] for r in t.source["references"]
+                                                            if r["verdict"] == "trusted-by-user"]
+
+
+def test_pickled_torch_layers_load_with_the_flag_alone(tmp_path, digits, digits_mlp):
+    """nn.Sequential of torch layers holds only trusted types: --allow-pickle suffices, no --trust."""
+    seq = digits_mlp.net
+    torch.save(seq, tmp_path / "seq.pt")
+    with pytest.warns(UserWarning, match="unpickling"):
+        t = load_target(str(tmp_path / "seq.pt"), digits, fmt="pickle", allow_pickle=True)
+    with torch.no_grad():
+        assert (t.labels(digits.x_test) == seq(digits.x_test).argmax(1)).all()
 
 
 def test_weights_only_refuses_a_pickled_module_as_state_dict(tmp_path, digits, digits_mlp):
     torch.save(digits_mlp, tmp_path / "full.pt")
-    with pytest.raises(UserError, match="allow-pickle"):
+    with pytest.raises(UserError, match="--trust mlwarden.core.zoo.MLP"):
         load_target(str(tmp_path / "full.pt"), digits, factory="mlwarden.core.zoo:mlp")
+    with pytest.raises(UserError, match="allow-pickle"):   # trusted, yet still not a state_dict
+        load_target(str(tmp_path / "full.pt"), digits, factory="mlwarden.core.zoo:mlp",
+                    trust=["mlwarden.core.zoo.MLP"])

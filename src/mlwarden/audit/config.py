@@ -22,6 +22,7 @@ class ModelConfig(_Strict):
     format: Literal["auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle"] = "auto"
     factory: str | None = None
     allow_pickle: bool = False
+    trust: list[str] = []                # names a model file may use beyond the trust list (--trust)
     access: Literal["white-box", "scores", "labels"] | None = None
     recipe: str | None = None
     endpoint: str | None = None          # a live prediction API instead of a model file

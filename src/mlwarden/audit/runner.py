@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +31,7 @@ from ..core.target import Target
 from ..core.threat import Context, Params, Threat
 from ..report.report import Report, write_atomic
 from .config import describe_validation_error
+from .rundir import RunDir, claim
 
 
 class LocalBackend:
@@ -90,31 +91,34 @@ def make_plan(subject: Subject, threats: list[Threat], profile: str, overrides: 
     return plan
 
 
+# Settings that change where or how the result is shown, never the numbers: not part of the fingerprint.
+PRESENTATION = ("out", "fail_on", "threads")
+
+
 def fingerprint(subject: Subject, plan: list[Planned], settings: dict) -> str:
-    blob = json.dumps({"subject": subject.describe(), "settings": settings,
+    described = subject.describe()
+    path = described["model"].get("path")
+    if path:  # ./m.pt, m.pt and /abs/m.pt are one model
+        described["model"]["path"] = os.path.realpath(path)
+    blob = json.dumps({"subject": described,
+                       "settings": {k: v for k, v in settings.items() if k not in PRESENTATION},
                        "plan": [(p.threat.name, p.params.model_dump() if p.params else None) for p in plan]},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: dict[str, Any], resume: bool = False,
-             backend=None, progress: Callable[[str, Planned, Finding | None], None] | None = None) -> Report:
+             backend=None, progress: Callable[[str, Planned, Finding | None], None] | None = None,
+             notice: Callable[[str], None] | None = None) -> Report:
+    """Run the plan, writing each finding as it ends. `notice(text)` hears about findings that could not
+    be reused on --resume (they are re-run)."""
     seed, profile = settings["seed"], settings["profile"]
     out_dir = Path(out_dir)
     fp = fingerprint(subject, plan, settings)
-    findings_dir = out_dir / "findings"
-    run_json = out_dir / "run.json"
-    if resume and run_json.exists():
-        prev = json.loads(run_json.read_text())
-        if prev.get("fingerprint") != fp:
-            raise UserError(f"{out_dir} holds a different audit (model, data or settings changed); "
-                            "drop --resume or choose another --out")
-    else:
-        for sub in ("findings", "evidence"):
-            shutil.rmtree(out_dir / sub, ignore_errors=True)
-    findings_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_json, json.dumps({"fingerprint": fp, "settings": settings, "subject": subject.describe(),
-                                       "threats": [p.threat.name for p in plan]}, indent=2, default=str))
+    prev = claim(out_dir, resume=resume, fingerprint=fp)
+    run = RunDir(out_dir, {"fingerprint": fp, "settings": settings, "subject": subject.describe(),
+                           "threats": [p.threat.name for p in plan], "created": prev.get("created", [])})
+    run.save()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(settings.get("threads", 1))
     started = time.monotonic()
@@ -122,17 +126,20 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
     findings = []
     try:
         for item in plan:
-            path = findings_dir / f"{item.threat.name}.json"
-            if resume and path.exists():
-                f = Finding.from_dict(json.loads(path.read_text()))
-                findings.append(f)
-                if progress:
-                    progress("cached", item, f)
-                continue
+            rel = f"findings/{item.threat.name}.json"
+            if resume:
+                f = _reuse(out_dir, rel, item, run.created, notice)
+                if f is not None:
+                    findings.append(f)
+                    if progress:
+                        progress("cached", item, f)
+                    continue
             if progress:
                 progress("start", item, None)
+            before = run.files_under(f"evidence/{item.threat.name}")
             f = _run_one(subject, item, out_dir, seed, profile, settings.get("time_budget_s"), backend, cache)
-            write_atomic(path, json.dumps(f.to_dict(), indent=2, default=float))
+            write_atomic(out_dir / rel, json.dumps(f.to_dict(), indent=2, default=float))
+            run.add(*sorted(run.files_under(f"evidence/{item.threat.name}") - before), rel)
             findings.append(f)
             if progress:
                 progress("done", item, f)
@@ -141,8 +148,29 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
     report = Report(subject=subject.describe(), findings=findings, settings=settings,
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     seconds=time.monotonic() - started, version=__version__, run_dir=str(out_dir))
-    report.save(out_dir)
+    run.add(*report.save(out_dir).values())
     return report
+
+
+def _reuse(out_dir: Path, rel: str, item: Planned, created: list[str], notice) -> Finding | None:
+    """A finding this run wrote before it stopped, or None (with a notice saying why) to run it again."""
+    path = out_dir / rel
+    if rel not in created or not path.exists():
+        return None
+    why = None
+    try:
+        f = Finding.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        if f.threat != item.threat.name:
+            why = f"holds a finding of '{f.threat}'"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        why = f"is not readable JSON ({type(e).__name__})"
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        why = f"is not a finding ({type(e).__name__}: {str(e)[:80]})"
+    if why is None:
+        return f
+    if notice:
+        notice(f"{path}: {why}; running {item.threat.name} again")
+    return None
 
 
 def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, cache) -> Finding:
@@ -169,3 +197,20 @@ def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, ca
     f.seconds = time.monotonic() - t0
     f.queries = max(f.queries, subject.target.queries - q0)
     return f
+
+
+def write_refused(scan: dict, out_dir: Path, *, settings: dict[str, Any], subject: dict[str, Any]) -> Report:
+    """The complete report of an audit that stopped at the model file: its one finding is the file scan."""
+    from ..threats.corruption.unsafe_file import scan_finding
+    out_dir = Path(out_dir)
+    claim(out_dir, resume=False, fingerprint="")
+    run = RunDir(out_dir, {"fingerprint": "refused", "settings": settings, "subject": subject,
+                           "threats": ["unsafe-model-file"]})
+    finding = scan_finding(scan, settings.get("profile", "quick"), refused=True)
+    rel = "findings/unsafe-model-file.json"
+    write_atomic(out_dir / rel, json.dumps(finding.to_dict(), indent=2, default=float))
+    report = Report(subject=subject, findings=[finding], settings=settings,
+                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=scan["seconds"],
+                    version=__version__, run_dir=str(out_dir))
+    run.add(rel, *report.save(out_dir).values())
+    return report

@@ -35,7 +35,8 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
         return Subject(target, data, recipe, {"path": None, "demo": True})
     data = load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction, seed=cfg.audit.seed,
                      input_range=d.input_range, input_shape=d.input_shape)
-    target = load_target(m.path, data, fmt=m.format, factory=m.factory, allow_pickle=m.allow_pickle, access=m.access)
+    target = load_target(m.path, data, fmt=m.format, factory=m.factory, allow_pickle=m.allow_pickle, access=m.access,
+                         trust=m.trust)
     probe(target, data)
     recipe = get_recipe(m.recipe) if m.recipe else None
     return Subject(target, data, recipe, {"path": str(Path(m.path)), "format": m.format})

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..core.errors import UserError
@@ -33,6 +34,22 @@ def _floats(text: str | None, what: str, n: int | None = None, cast=float):
     return vals
 
 
+def run_name(model_path: str | None, default: str = "demo") -> str:
+    """A folder name from a model's file name: never '.', '..', hidden, or a path."""
+    if model_path is None:
+        return default
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(model_path).stem).strip(".-")
+    return name or "model"
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+TRUST_HELP = ("comma-separated names a model file may import or call beyond the trust list (see `mlwarden "
+              "scan`); only for a file whose author you trust")
+
+
 @app.command()
 def audit(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model file: .pt2, TorchScript, state_dict "
@@ -47,7 +64,9 @@ def audit(
     resume: bool = typer.Option(False, "--resume", help="reuse findings already in the run directory"),
     factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
     fmt: Optional[str] = typer.Option(None, "--format", help="force the model format"),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow unpickling the model (runs its code)"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow unpickling the model (only trusted "
+                                      "types, or those named with --trust, may load)"),
+    trust: Optional[str] = typer.Option(None, "--trust", help=TRUST_HELP),
     access: Optional[str] = typer.Option(None, help="white-box | scores | labels: what the attacker gets"),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default 'label')"),
     input_range: Optional[str] = typer.Option(None, help="valid input range 'low,high' (default: inferred)"),
@@ -68,24 +87,32 @@ def audit(
                         label_column=label_column, input_range=input_range, input_shape=input_shape,
                         threats=threats, out_dir=out_dir, profile=profile, fail_on=fail_on, seed=seed,
                         threads=threads, time_budget=time_budget, eps=eps, allow_pickle=allow_pickle, recipe=recipe,
-                        endpoint=endpoint, api_key=api_key)
-    from ..audit.runner import make_plan, run_plan
+                        endpoint=endpoint, api_key=api_key, trust=trust)
+    from ..audit.runner import make_plan, run_plan, write_refused
     from ..audit.subject import subject_from_config
     from ..core.registry import get_threats
+    from ..io.scan import UnsafeModelFile
 
     chosen = get_threats(cfg.audit.threats)
-    with err.status("loading the model and data" if cfg.model.path else
-                    "preparing the demo subject (digits CNN; trained once, then cached)"):
-        subject = subject_from_config(cfg)
-    name = ("endpoint" if cfg.model.endpoint else "demo" if cfg.model.path is None
-            else re.sub(r"[^A-Za-z0-9_.-]", "_", Path(cfg.model.path).stem))
+    name = "endpoint" if cfg.model.endpoint else run_name(cfg.model.path)
     run_dir = Path(cfg.audit.out or Path("mlwarden-out") / name)
+    try:
+        with err.status("loading the model and data" if cfg.model.path else
+                        "preparing the demo subject (digits CNN; trained once, then cached)"):
+            subject = subject_from_config(cfg)
+    except UnsafeModelFile as e:
+        write_refused(e.scan.to_dict(), run_dir, settings=cfg.audit.model_dump(),
+                      subject={"model": {"name": Path(e.scan.path).name, "path": e.scan.path, "kind": e.scan.format,
+                                         "access": "none (not loaded)"}, "data": {"name": cfg.data.path}})
+        err.print(f"report: {run_dir / 'report.html'} (one critical finding: unsafe-model-file)", markup=False)
+        raise
     plan = make_plan(subject, chosen, cfg.audit.profile, cfg.threats, cfg.audit.eps, run_dir)
     t = subject.target
     err.print(f"[bold]mlwarden audit[/] {t.name} ({t.kind}, {t.access.value} access) on {subject.data.name}; "
               f"input range {subject.data.space.describe()}; profile {cfg.audit.profile}")
     report = run_plan(subject, plan, run_dir, settings=cfg.audit.model_dump(), resume=resume,
-                      progress=_progress(len(plan)))
+                      progress=_progress(len(plan)),
+                      notice=lambda text: err.print(f"note: {text}", markup=False, highlight=False))
     _summary(report)
     out.print(f"report: {run_dir / 'report.html'} (also report.json, report.md, report.sarif, junit.xml)")
     code = report.exit_code(cfg.audit.fail_on)
@@ -97,18 +124,18 @@ def audit(
 def _build_config(config, *, model=None, factory=None, fmt=None, access=None, data=None, label_column=None,
                   input_range=None, input_shape=None, threats=None, out_dir=None, profile=None, fail_on=None,
                   seed=None, threads=None, time_budget=None, eps=None, allow_pickle=False, recipe=None,
-                  endpoint=None, api_key=None):
+                  endpoint=None, api_key=None, trust=None):
     from ..audit.config import AuditConfig, describe_validation_error, load_config
     from pydantic import ValidationError
 
     cfg = load_config(config).model_dump()
     sets = {("model", "path"): model, ("model", "factory"): factory, ("model", "format"): fmt,
             ("model", "access"): access, ("model", "recipe"): recipe, ("model", "endpoint"): endpoint,
-            ("model", "api_key"): api_key, ("data", "path"): data,
+            ("model", "api_key"): api_key, ("model", "trust"): _names(trust), ("data", "path"): data,
             ("data", "label_column"): label_column,
             ("data", "input_range"): _floats(input_range, "--input-range", 2),
             ("data", "input_shape"): _floats(input_shape, "--input-shape", cast=int),
-            ("audit", "threats"): [t for t in threats.split(",") if t] if threats else None,
+            ("audit", "threats"): _names(threats),
             ("audit", "out"): out_dir, ("audit", "profile"): profile, ("audit", "fail_on"): fail_on,
             ("audit", "seed"): seed, ("audit", "threads"): threads, ("audit", "time_budget_s"): time_budget,
             ("audit", "eps"): eps}
@@ -173,6 +200,7 @@ def harden(
     threats: Optional[str] = typer.Option(None, "--threats", "-t", help="threats to re-run (default data-extraction)"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="output directory (default mlwarden-out/harden-<model>)"),
     factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
+    trust: Optional[str] = typer.Option(None, "--trust", help=TRUST_HELP),
     access: Optional[str] = typer.Option(None, help="white-box | scores | labels"),
     profile: Optional[str] = typer.Option(None, help="quick | standard | thorough"),
     seed: Optional[int] = typer.Option(None),
@@ -190,7 +218,7 @@ def harden(
             raise UserError(f"{flag} must be positive, got {v:g}")
     changes = {k: v for k, v in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size)) if v is not None}
     cfg = _build_config(config, model=model, data=data, recipe=recipe, threats=threats, out_dir=out_dir,
-                        factory=factory, access=access, profile=profile, seed=seed, threads=threads)
+                        factory=factory, access=access, profile=profile, seed=seed, threads=threads, trust=trust)
     from ..audit.subject import subject_from_config
     from ..core.registry import get_threats
     from ..harden.dp import harden_dp
@@ -198,8 +226,7 @@ def harden(
     get_threats(cfg.audit.threats or ["data-extraction"])  # validate names before any training
     with err.status("loading the model and data"):
         subject = subject_from_config(cfg)
-    name = "demo" if cfg.model.path is None else re.sub(r"[^A-Za-z0-9_.-]", "_", Path(cfg.model.path).stem)
-    run_dir = Path(cfg.audit.out or Path("mlwarden-out") / f"harden-{name}")
+    run_dir = Path(cfg.audit.out or Path("mlwarden-out") / f"harden-{run_name(cfg.model.path)}")
     res = harden_dp(subject, run_dir, epsilon=epsilon, delta=delta, settings=cfg.audit.model_dump(),
                     threats=cfg.audit.threats, overrides=cfg.threats, max_grad_norm=max_grad_norm,
                     dp_changes=changes, accountant=accountant, progress=_progress,
@@ -223,7 +250,9 @@ def serve(
     data: Optional[str] = typer.Option(None, "--data", "-d", help="data that fixes input shape, range and classes"),
     factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
     fmt: Optional[str] = typer.Option(None, "--format", help="force the model format"),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow unpickling the model (runs its code)"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow unpickling the model (only trusted "
+                                      "types, or those named with --trust, may load)"),
+    trust: Optional[str] = typer.Option(None, "--trust", help=TRUST_HELP),
     input_range: Optional[str] = typer.Option(None, help="valid input range 'low,high'"),
     input_shape: Optional[str] = typer.Option(None, help="sample shape, e.g. '1,28,28'"),
     name: str = typer.Option("model", help="model name in the URL /v2/models/NAME"),
@@ -264,7 +293,7 @@ def serve(
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise UserError(f"--name '{name}' may hold only letters, digits, '_', '.', '-'")
     cfg = _build_config(None, model=model, data=data, factory=factory, fmt=fmt, input_range=input_range,
-                        input_shape=input_shape, allow_pickle=allow_pickle, threads=threads)
+                        input_shape=input_shape, allow_pickle=allow_pickle, threads=threads, trust=trust)
     subject = subject_from_config(cfg)
     import torch
     import uvicorn
@@ -304,6 +333,48 @@ def verify_copy_cmd(
               f"queries; it disagrees with the original on at most {100 * v.null_rate:.1f}% of fresh inputs; "
               f"p = {v.p_value:.3g}")
     raise typer.Exit(1 if v.copied else 0)
+
+
+@app.command("scan")
+def scan_cmd(
+    files: list[str] = typer.Argument(..., help="model files, or folders to scan recursively (nothing is loaded)"),
+    trust: Optional[str] = typer.Option(None, "--trust", help=TRUST_HELP),
+    json_out: Optional[str] = typer.Option(None, "--json", help="also write the full scan as JSON to this file"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="list every reference, trusted ones too"),
+):
+    """Report what each model file would import, construct or call when loaded; exit 1 if any is unsafe."""
+    import json as _json
+
+    from ..io.scan import scan_file
+    from ..report.report import write_atomic
+    trusted = frozenset(_names(trust) or ())
+    scans, skipped = [], 0
+    for f in map(Path, files):
+        if f.is_dir():  # in a folder, files that are not model files at all (data, text) are passed over
+            found = [scan_file(p, trusted) for p in sorted(f.rglob("*")) if p.is_file() and not p.is_symlink()]
+            scans += [s for s in found if s.format != "unknown"]
+            skipped += sum(s.format == "unknown" for s in found)
+        elif f.is_file():
+            scans.append(scan_file(f, trusted))
+        else:
+            raise UserError(f"model file not found: {f}")
+    table = Table(title="mlwarden scan")
+    for col in ("file", "format", "verdict"):
+        table.add_column(col, no_wrap=col != "file", overflow="fold")
+    table.add_column("what loading it would use", overflow="fold", min_width=40)
+    for s in scans:
+        shown = s.references if verbose else s.unsafe
+        what = "; ".join([f"{r.name} [{r.kind}, {r.verdict}]" for r in shown] + s.problems) or "only trusted types"
+        verdict = "[green]safe[/]" if s.safe else "[bold red]UNSAFE[/]"
+        table.add_row(escape(s.path), s.format, verdict, escape(what))
+    out.print(table)
+    bad = [s for s in scans if not s.safe]
+    out.print(f"{len(bad)} of {len(scans)} file{'s' * (len(scans) != 1)} unsafe"
+              + (f"; {skipped} file{'s' * (skipped != 1)} in folders passed over (not model files)" if skipped else ""),
+              highlight=False)
+    if json_out:
+        write_atomic(Path(json_out), _json.dumps([s.to_dict() for s in scans], indent=2))
+    raise typer.Exit(1 if bad else 0)
 
 
 @app.command("threats")

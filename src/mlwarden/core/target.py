@@ -41,6 +41,7 @@ class Target:
         self.name = name
         self.queries = 0
         self._limit: int | None = None
+        self.source: dict | None = None  # the model file's scan, when the model was loaded from a file
 
     # -- query accounting ---------------------------------------------------------------------
     def _spend(self, n: int) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..audit.rundir import RunDir, claim, read_state
 from ..audit.runner import Subject, make_plan, run_plan
 from ..core.errors import UserError
 from ..core.registry import get_threats
@@ -50,6 +51,8 @@ def harden_dp(subject: Subject, out_dir: Path, *, epsilon: float, delta: float |
                            len(data.x_train), epsilon, delta, max_grad_norm, accountant)
     chosen = get_threats(threats or ["data-extraction"])
     out_dir = Path(out_dir)
+    claim(out_dir, resume=False, fingerprint="", what="--out")
+    RunDir(out_dir, {"fingerprint": "harden", "defense": "dp-sgd"}).save()
 
     def audit(subj: Subject, name: str) -> Report:
         plan = make_plan(subj, chosen, settings["profile"], overrides or {}, None, out_dir / name)
@@ -107,8 +110,9 @@ def _harden(subject, out_dir, rec, notes, epsilon, settings, audit, stage, one_r
         "before_dir": "before", "after_dir": "after",
         "subject": subject.describe(),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "harden.json", json.dumps(summary, indent=2, default=float))
-    write_atomic(out_dir / "harden.md", render.markdown(summary))
-    write_atomic(out_dir / "harden.html", render.html(summary))
+    files = {"harden.json": json.dumps(summary, indent=2, default=float), "harden.md": render.markdown(summary),
+             "harden.html": render.html(summary)}
+    for name, text in files.items():
+        write_atomic(out_dir / name, text)
+    RunDir(out_dir, read_state(out_dir) or {}).add(*files)
     return HardenResult(summary, before, after, out_dir)

@@ -11,6 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from ..core.data import Dataset, make_dataset
 from ..core.errors import UserError
+from .scan.archives import archive_problems
 
 BUILTIN = {
     # name: (loader, modality, image shape or None, divisor that maps the raw values to [0, 1])
@@ -47,6 +48,11 @@ def load_builtin(name: str, test_fraction: float = 0.25, seed: int = 0) -> Datas
 
 
 def load_npz(path: Path, test_fraction: float, seed: int, input_range=None, input_shape=None) -> Dataset:
+    if zipfile.is_zipfile(path):   # sized from the central directory before any array is unpacked
+        with zipfile.ZipFile(path) as zf:
+            problems = archive_problems(zf)
+        if problems:
+            raise UserError(f"{path}: refusing to unpack: {problems[0]}")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -13,9 +13,25 @@ from ..core.data import Dataset
 from ..core.errors import UserError
 from ..core.recipe import load_entry_point
 from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
+from .scan import FileScan, UnsafeModelFile, scan_file
+from .scan.pickles import normalize
+from .scan.trust import classify, resolve, torch_weights_types
 
 FORMATS = ("auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle")
-SAFE_SKOPS_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.")
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Imports only what the trust list allows (or the user named): the same rule as the scan."""
+
+    def __init__(self, f, trust: frozenset[str]):
+        super().__init__(f)
+        self._trust = trust
+
+    def find_class(self, module: str, name: str):
+        full = normalize(module, name)
+        if classify(full, "type", self._trust) not in ("trusted", "trusted-by-user"):
+            raise pickle.UnpicklingError(f"{full} is not trusted")
+        return resolve(full)
 
 
 def detect_format(path: Path, factory: str | None) -> str:
@@ -59,7 +75,8 @@ def _state_dict(path: Path) -> dict:
     return sd
 
 
-def load_torch_module(path: Path, fmt: str, factory: str | None, data: Dataset, allow_pickle: bool):
+def load_torch_module(path: Path, fmt: str, factory: str | None, data: Dataset, allow_pickle: bool,
+                      scan: FileScan):
     if fmt == "export":
         try:
             return torch.export.load(str(path)).module()
@@ -92,25 +109,45 @@ def load_torch_module(path: Path, fmt: str, factory: str | None, data: Dataset, 
             raise UserError(f"{path}: weights do not fit the network from {factory} ({why[:240]})") from None
         return module
     if fmt == "pickle":
-        if not allow_pickle:
-            raise UserError(f"{path}: refusing to unpickle (it can run arbitrary code); pass --allow-pickle "
-                            "only for a file you trust")
-        warnings.warn(f"unpickling {path}: this runs code from the file", stacklevel=2)
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-        return obj
+        _refuse_pickle(path, allow_pickle)
+        return _load_pickle(path, scan)
     raise UserError(f"{path}: format {fmt} is not a PyTorch format")
 
 
-def _load_skops(path: Path):
-    import skops.io as sio
+def _refuse_pickle(path: Path, allow_pickle: bool) -> None:
+    if not allow_pickle:
+        raise UserError(f"{path}: refusing to unpickle (it can run arbitrary code); pass --allow-pickle "
+                        "only for a file you trust")
+
+
+def _load_pickle(path: Path, scan: FileScan):
+    """Unpickle with the trust list enforced: torch archives through torch's own restricted unpickler
+    (weights_only) widened by exactly the scanned, trusted names; plain pickles through ours."""
+    trusted = {r.name for r in scan.references if r.verdict in ("trusted", "trusted-by-user")}
+    warnings.warn(f"unpickling {path}: only these names may load: {', '.join(sorted(trusted)) or 'none'}",
+                  stacklevel=3)
     try:
-        untrusted = sio.get_untrusted_types(file=str(path))
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"{path}: not a readable skops file ({type(e).__name__})") from None
-    unsafe = [t for t in untrusted if not t.startswith(SAFE_SKOPS_PREFIXES)]
-    if unsafe:
-        raise UserError(f"{path}: skops file holds types outside scikit-learn/numpy/scipy: {', '.join(unsafe[:5])}")
-    return sio.load(str(path), trusted=untrusted)
+        if scan.format in ("torch", "pickle") and _is_torch_file(path, scan):
+            extra = [resolve(n) for n in sorted(trusted - torch_weights_types())]
+            with torch.serialization.safe_globals(extra):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:
+            return _RestrictedUnpickler(f, frozenset(trusted)).load()
+    except (pickle.UnpicklingError, AttributeError, ImportError, EOFError, RuntimeError, ValueError) as e:
+        raise UserError(f"{path}: cannot unpickle ({str(e).splitlines()[0][:200]})") from None
+
+
+def _is_torch_file(path: Path, scan: FileScan) -> bool:
+    return scan.format == "torch" or any(r.name.startswith("torch.") for r in scan.references)
+
+
+def _load_skops(path: Path, scan: FileScan):
+    import skops.io as sio
+    trusted = sorted({r.name for r in scan.references if r.verdict in ("trusted", "trusted-by-user")})
+    try:
+        return sio.load(str(path), trusted=trusted)
+    except Exception as e:  # noqa: BLE001 - any failure here means a file we cannot read
+        raise UserError(f"{path}: not a readable skops file ({type(e).__name__}: {str(e)[:160]})") from None
 
 
 def _onnx_target(path: Path, data: Dataset) -> Target:
@@ -132,34 +169,35 @@ def _onnx_target(path: Path, data: Dataset) -> Target:
 
 
 def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | None = None,
-                allow_pickle: bool = False, access: str | None = None) -> Target:
+                allow_pickle: bool = False, access: str | None = None, trust: list[str] | None = None) -> Target:
+    """Scan the file, refuse it when it would run code nobody named, then load it with the same rule."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"model file not found: {path}")
     if fmt not in FORMATS:
         raise UserError(f"unknown model format '{fmt}'; one of {', '.join(FORMATS)}")
+    scan = scan_file(p, frozenset(trust or ()))
+    if not scan.safe:
+        raise UnsafeModelFile(scan)
     if fmt == "auto":
         fmt = detect_format(p, factory)
     if fmt == "onnx":
         target = _onnx_target(p, data)
     elif fmt == "skops":
-        target = sklearn_target(_load_skops(p), data.n_classes, data.input_shape, p.name)
+        target = sklearn_target(_load_skops(p, scan), data.n_classes, data.input_shape, p.name)
     else:
         if fmt == "pickle" and p.suffix.lower() in (".pkl", ".pickle", ".joblib"):
-            if not allow_pickle:
-                raise UserError(f"{path}: refusing to unpickle (it can run arbitrary code); pass --allow-pickle "
-                                "only for a file you trust")
-            warnings.warn(f"unpickling {path}: this runs code from the file", stacklevel=2)
-            with open(p, "rb") as f:
-                obj = pickle.load(f)  # noqa: S301 - explicit --allow-pickle
+            _refuse_pickle(p, allow_pickle)
+            obj = _load_pickle(p, scan)
         else:
-            obj = load_torch_module(p, fmt, factory, data, allow_pickle)
+            obj = load_torch_module(p, fmt, factory, data, allow_pickle, scan)
         if isinstance(obj, torch.nn.Module):
             target = TorchTarget(obj, data.n_classes, data.input_shape, name=p.name)
         elif hasattr(obj, "predict"):
             target = sklearn_target(obj, data.n_classes, data.input_shape, p.name)
         else:
             raise UserError(f"{path}: holds a {type(obj).__name__}, not a model")
+    target.source = scan.to_dict()
     if access is not None:
         want = Access(access)
         if not target.access.allows(want):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from .report import inside
+
 _env = Environment(loader=PackageLoader("mlwarden", "report/templates"), autoescape=select_autoescape(["j2"]))
 
 
@@ -13,8 +15,8 @@ def _embed(run_dir: Path | None, rel: str) -> str | None:
     if run_dir is None:
         return None
     p = run_dir / rel
-    if not p.exists() or p.suffix.lower() != ".png":
-        return None
+    if not p.is_file() or p.suffix.lower() != ".png" or not inside(run_dir, p):
+        return None  # evidence is embedded only from inside the run directory (a report.json may lie)
     return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()
 
 

@@ -29,6 +29,12 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def inside(folder: Path, path: Path) -> bool:
+    """True when `path`, after following links, lies inside `folder`."""
+    root = os.path.realpath(folder)
+    return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
 @dataclass
 class Report:
     subject: dict[str, Any]

@@ -1,4 +1,5 @@
 """Built-in threats, one attack per file, grouped by family. Importing this package registers them."""
+from .corruption import unsafe_file  # noqa: F401
 from .membership import membership_inference  # noqa: F401
 from .memorization import secret_sharer  # noqa: F401
 from .model_extraction import equation_solving, jacobian, knockoff, path_finding, retraining  # noqa: F401
@@ -7,7 +8,7 @@ from .tricking import (  # noqa: F401
 )
 
 # The order the audit runs and lists threats in: the verdict first, then single attacks, then physical.
-ORDER = ["whitebox-cascade", "fgsm", "pgd-linf", "pgd-l2", "apgd-ce", "apgd-dlr-t", "square", "hopskipjump",
+ORDER = ["unsafe-model-file", "whitebox-cascade", "fgsm", "pgd-linf", "pgd-l2", "apgd-ce", "apgd-dlr-t", "square", "hopskipjump",
          "eot-pgd", "adversarial-patch",
          "membership-inference", "secret-sharer", "extract-equation-solving", "extract-retraining",
          "extract-knockoff", "extract-jacobian", "extract-path-finding"]

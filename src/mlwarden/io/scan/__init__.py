@@ -1,0 +1,118 @@
+"""`mlwarden scan`: what a model file would import, construct or call when loaded, found without loading
+it. The same scan runs before every load, so a file that fails it is never opened by its loader.
+
+Supply-chain model corruption: MITRE ATLAS AML.T0010 (ML supply chain compromise) and AML.T0011.000
+(unsafe ML artifacts)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ...core.errors import UserError
+from .archives import open_zip
+from .formats import scan_onnx, scan_safetensors, scan_zip, zip_kind
+from .pickles import looks_like_pickle, scan_pickle_bytes
+from .trust import classify
+
+UNSAFE = ("untrusted", "dangerous")
+# TorchScript archives are read by torch's C++ unpickler, which resolves only TorchScript classes.
+_TORCHSCRIPT_NAMES = ("__torch__.", "torch.jit._pickle.")
+
+
+@dataclass
+class Reference:
+    name: str
+    kind: str      # type | type-value | function | import | operator
+    where: str     # the archive member that holds it
+    verdict: str   # trusted | trusted-by-user | untrusted | dangerous
+
+
+@dataclass
+class FileScan:
+    path: str
+    format: str
+    references: list[Reference] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def unsafe(self) -> list[Reference]:
+        return [r for r in self.references if r.verdict in UNSAFE]
+
+    @property
+    def safe(self) -> bool:
+        return not self.problems and not self.unsafe
+
+    def untrusted_names(self) -> list[str]:
+        return sorted({r.name for r in self.unsafe})
+
+    def summary(self) -> str:
+        if self.safe:
+            n = len({r.name for r in self.references})
+            return f"safe: {n} distinct reference{'s' * (n != 1)}, all trusted"
+        parts = []
+        bad = {r.name: r.verdict for r in self.unsafe}
+        if bad:
+            shown = sorted(bad, key=lambda k: (bad[k] != "dangerous", k))
+            parts.append("loading would use " + ", ".join(f"{k} ({bad[k]})" for k in shown[:8])
+                         + (f" and {len(shown) - 8} more" if len(shown) > 8 else ""))
+        parts += self.problems[:3]
+        return "unsafe: " + "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "safe": self.safe, "summary": self.summary()}
+
+
+def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) -> FileScan:
+    """Scan one file by its content (not its name). `trust` holds names the user allows knowingly."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"model file not found: {path}")
+    t0 = time.monotonic()
+    refs: list[tuple[str, str, str]] = []
+    problems: list[str] = []
+    zf = open_zip(p)
+    if zf is not None:
+        with zf:
+            fmt = zip_kind(zf)
+            refs, problems = scan_zip(zf, fmt)
+    else:
+        with open(p, "rb") as f:
+            head = f.read(8)
+        if p.suffix.lower() == ".onnx":
+            fmt = "onnx"
+            refs, problems = scan_onnx(p)
+        elif p.suffix.lower() == ".safetensors":
+            fmt = "safetensors"
+            problems = scan_safetensors(p)
+        elif looks_like_pickle(head):
+            fmt = "pickle"
+            ps = scan_pickle_bytes(p.read_bytes())
+            refs, problems = [(n, "import", p.name) for n in ps.imports], ps.problems
+        else:
+            fmt = "unknown"
+            problems = ["not a model format mlwarden reads (zip archive, pickle, ONNX or safetensors)"]
+    scan = FileScan(str(p), fmt, problems=problems)
+    seen = set()
+    for name, kind, where in refs:
+        if (name, kind) in seen:
+            continue
+        seen.add((name, kind))
+        verdict = "trusted" if fmt == "torchscript" and name.startswith(_TORCHSCRIPT_NAMES) \
+            else classify(name, "function" if kind == "operator" else kind, trust)
+        scan.references.append(Reference(name, kind, where, verdict))
+    scan.seconds = time.monotonic() - t0
+    return scan
+
+
+class UnsafeModelFile(UserError):
+    """A model file whose scan failed: it is not loaded, and the audit reports it as a finding."""
+
+    def __init__(self, scan: FileScan):
+        self.scan = scan
+        names = scan.untrusted_names()
+        how = (f"; pass --trust {','.join(names[:8])} only if you trust the file's author" if names and not
+               scan.problems else "")
+        super().__init__(f"{scan.path}: {scan.summary()}; nothing was loaded (details: mlwarden scan "
+                         f"{scan.path}){how}")

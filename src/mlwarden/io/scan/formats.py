@@ -1,0 +1,214 @@
+"""One reader per model format. Each lists what loading the file would import, construct or call, and
+what is structurally wrong with it; none of them loads the model or imports a name it reads."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import struct
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from .archives import archive_problems, read_member
+from .pickles import looks_like_pickle, scan_pickle_bytes
+
+# (name, kind, where) triples; kind: type | type-value | function | operator | import
+Refs = list[tuple[str, str, str]]
+
+# torch.export graphs: ATen/prims operators and the Python operators the exporter itself emits.
+EXPORT_OPS = ("torch.ops.aten.", "torch.ops.prims.", "torch.ops.higher_order.", "_operator.", "torch.sym_",
+              "torch._sym_", "math.")
+# TorchScript code may call operators of these namespaces; others need a library loaded into the process.
+TORCHSCRIPT_NAMESPACES = {"aten", "prim", "quantized", "_quantized", "prepacked", "sparse", "profiler"}
+ONNX_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
+SKOPS_FUNCTION_LOADERS = {"FunctionNode", "MethodNode", "PartialNode", "OperatorFuncNode"}
+SKOPS_DATA_LOADERS = {"DictNode", "ListNode", "TupleNode", "SetNode", "JsonNode", "NdArrayNode", "DTypeNode",
+                      "SparseMatrixNode", "BytesNode", "BytearrayNode", "SliceNode", "ObjectNode", "ReduceNode",
+                      "RandomStateNode", "RandomGeneratorNode", "BitGeneratorNode", "DefaultDictNode",
+                      "SGDNode", "TreeNode", "LossNode", "KNNNode", "MaskedArrayNode", "CompositeKernelNode"}
+
+
+def zip_kind(zf: zipfile.ZipFile) -> str:
+    names = zf.namelist()
+    if "schema.json" in names:
+        return "skops"
+    if any(re.search(r"(^|/)models/[^/]+\.json$", n) for n in names) and any(n.endswith("archive_format")
+                                                                            for n in names):
+        return "export"
+    if any("/code/" in n or n.startswith("code/") for n in names) or any(n.endswith("constants.pkl") for n in names):
+        return "torchscript"
+    if any(n.endswith("data.pkl") for n in names):
+        return "torch"
+    if names and all(n.endswith(".npy") for n in names):
+        return "npz"
+    return "zip"
+
+
+def scan_zip(zf: zipfile.ZipFile, kind: str, depth: int = 0) -> tuple[Refs, list[str]]:
+    problems = archive_problems(zf)
+    if problems:
+        return [], problems   # nothing is read from an archive that fails the size checks
+    refs: Refs = []
+    if kind == "skops":
+        return _skops(zf)
+    for info in zf.infolist():
+        name = info.filename
+        if info.is_dir() or info.file_size == 0:
+            continue
+        if kind == "torchscript" and name.endswith(".py") and "/code/" in f"/{name}":
+            refs += _torchscript_ops(read_member(zf, name).decode("utf-8", "replace"), name)
+            continue
+        if kind == "export" and re.search(r"(^|/)models/[^/]+\.json$", name):
+            refs += _export_ops(read_member(zf, name), name)
+            continue
+        if kind == "npz":
+            continue   # .npy members are read with allow_pickle=False
+        with zf.open(name) as f:
+            peek = f.read(4)
+        nested = peek == b"PK\x03\x04" and kind in ("export", "zip")
+        pickled = name.endswith("pkl") or (kind in ("export", "zip") and looks_like_pickle(peek))
+        if nested and depth < 2:   # an archive inside the archive (.pt2 sample inputs)
+            inner = zipfile.ZipFile(io.BytesIO(read_member(zf, name)))
+            r, p = scan_zip(inner, zip_kind(inner), depth + 1)
+            refs += [(n, k, f"{name}/{w}") for n, k, w in r]
+            problems += [f"{name}: {x}" for x in p]
+        elif nested:
+            problems.append(f"{name}: archives nested more than two deep")
+        elif pickled:
+            ps = scan_pickle_bytes(read_member(zf, name))
+            refs += [(n, "import", name) for n in ps.imports]
+            problems += [f"{name}: {x}" for x in ps.problems]
+    return refs, problems
+
+
+def _torchscript_ops(code: str, where: str) -> Refs:
+    return [(f"ops.{ns}.{op}", "operator", where) for ns, op in sorted(set(re.findall(r"\bops\.(\w+)\.(\w+)", code)))
+            if ns not in TORCHSCRIPT_NAMESPACES]
+
+
+def _export_ops(raw: bytes, where: str) -> Refs:
+    try:
+        graph = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return [("<unreadable graph>", "operator", where)]
+    targets: set[str] = set()
+
+    def walk(o):
+        if isinstance(o, dict):
+            t = o.get("target")
+            if isinstance(t, str):
+                targets.add(t)
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+    walk(graph)
+    return [(t, "operator", where) for t in sorted(targets) if not t.startswith(EXPORT_OPS)]
+
+
+def _skops(zf: zipfile.ZipFile) -> tuple[Refs, list[str]]:
+    try:
+        schema = json.loads(read_member(zf, "schema.json", 256 << 20))
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        return [], [f"schema.json unreadable: {str(e)[:120]}"]
+    refs: Refs = []
+    problems: list[str] = []
+
+    def walk(node, where):
+        if isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, where)
+            return
+        if not isinstance(node, dict):
+            return
+        if "__module__" in node and "__class__" in node:
+            name = f"{node['__module__']}.{node['__class__']}"
+            loader = node.get("__loader__", "")
+            if loader in SKOPS_FUNCTION_LOADERS:
+                kind = "function"
+            elif loader == "TypeNode":
+                kind = "type-value"
+            elif loader in SKOPS_DATA_LOADERS:
+                kind = "type"
+            else:
+                kind = "function"
+                problems.append(f"unknown skops node {loader!r} for {name}")
+            if loader != "JsonNode":
+                refs.append((name, kind, where))
+        for k, v in node.items():
+            if k not in ("__module__", "__class__", "__loader__", "__id__"):
+                walk(v, where)
+    walk(schema, "schema.json")
+    return refs, problems
+
+
+def scan_safetensors(path: Path) -> list[str]:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return ["shorter than a safetensors header"]
+        n = struct.unpack("<Q", head)[0]
+        if n > min(100 << 20, size - 8):
+            return [f"header claims {n} bytes in a {size}-byte file"]
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return ["header is not JSON"]
+    if not isinstance(header, dict):
+        return ["header is not a JSON object"]
+    body = size - 8 - n
+    for key, t in header.items():
+        if key == "__metadata__":
+            continue
+        offs = t.get("data_offsets") if isinstance(t, dict) else None
+        if not (isinstance(offs, list) and len(offs) == 2 and 0 <= offs[0] <= offs[1] <= body):
+            return [f"tensor {key!r} points outside the file"]
+    return []
+
+
+def scan_onnx(path: Path) -> tuple[Refs, list[str]]:
+    """External-data paths must stay inside the model's folder; operators outside the standard domains
+    are listed (onnxruntime runs them only from a library the user registers)."""
+    try:
+        import onnx
+    except ImportError:
+        return [], ["reading ONNX files needs the 'onnx' package"]
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - any parse failure is an unreadable file
+        return [], [f"not a readable ONNX model ({type(e).__name__})"]
+    folder = Path(os.path.realpath(path.parent))
+    refs: Refs = []
+    problems: list[str] = []
+
+    def tensors(graph):
+        yield from graph.initializer
+        yield from (s.values for s in graph.sparse_initializer)
+        for node in graph.node:
+            if node.domain not in ONNX_DOMAINS:
+                refs.append((f"{node.domain}.{node.op_type}", "operator", graph.name or "graph"))
+            for a in node.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                if a.HasField("g"):
+                    yield from tensors(a.g)
+                for g in a.graphs:
+                    yield from tensors(g)
+
+    for t in tensors(model.graph):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        where = os.path.realpath(folder / loc)
+        if (not loc or PurePosixPath(loc).is_absolute() or os.path.isabs(loc) or ".." in PurePosixPath(loc).parts
+                or os.path.commonpath([where, str(folder)]) != str(folder)):
+            problems.append(f"tensor {t.name!r} reads external data from {loc!r}, outside the model's folder")
+    for f in model.functions:
+        for node in f.node:
+            if node.domain not in ONNX_DOMAINS and node.domain != f.domain:
+                refs.append((f"{node.domain}.{node.op_type}", "operator", f.name))
+    return refs, problems

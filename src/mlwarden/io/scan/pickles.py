@@ -1,0 +1,95 @@
+"""Static reading of pickle streams: which globals a pickle imports and whether it calls them, without
+unpickling anything (the opcodes are walked with `pickletools`). Loading a pickle is the classic way a
+model file runs code (MITRE ATLAS AML.T0011.000); a scan that only looks for known-bad names is
+bypassed by any gadget it does not list, so every import is classified against the trust list."""
+from __future__ import annotations
+
+import _compat_pickle
+import io
+import pickle
+import pickletools
+from dataclasses import dataclass, field
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+               "SHORT_BINSTRING"}
+_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
+_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_CALL_OPS = {"REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST", "BUILD"}
+
+
+@dataclass
+class PickleScan:
+    imports: list[str] = field(default_factory=list)   # dotted names, in order of first appearance
+    calls: int = 0                                      # opcodes that call or construct
+    problems: list[str] = field(default_factory=list)   # why the stream could not be read completely
+    pickles: int = 0                                    # pickle streams read (a file may hold several)
+
+
+def scan_pickle_bytes(data: bytes, max_streams: int = 16) -> PickleScan:
+    """Walk every pickle stream at the start of `data` (legacy torch files hold several, then raw bytes)."""
+    out = PickleScan()
+    buf = io.BytesIO(data)
+    while out.pickles < max_streams and buf.tell() < len(data):
+        start = buf.tell()
+        if out.pickles and data[start:start + 1] != b"\x80":  # raw tensor bytes after the pickles
+            break
+        try:
+            _walk(buf, out)
+        except (ValueError, EOFError, pickle.UnpicklingError, IndexError, KeyError, UnicodeDecodeError) as e:
+            out.problems.append(f"unreadable pickle at byte {start}: {type(e).__name__}: {str(e)[:120]}")
+            break
+        out.pickles += 1
+    if out.pickles == 0 and not out.problems:
+        out.problems.append("empty pickle stream")
+    return out
+
+
+def _walk(buf: io.BytesIO, out: PickleScan) -> None:
+    memo: dict[int, object] = {}
+    recent: list[object] = []   # what the last opcodes pushed: a string, or None for anything else
+    for op, arg, _pos in pickletools.genops(buf):
+        name = op.name
+        if name in _STRING_OPS:
+            recent.append(arg if isinstance(arg, str) else arg.decode("latin-1") if isinstance(arg, bytes) else None)
+        elif name in _GET_OPS:
+            recent.append(memo.get(arg))
+        elif name in _PUT_OPS:
+            memo[arg] = recent[-1] if recent else None
+        elif name == "MEMOIZE":
+            memo[len(memo)] = recent[-1] if recent else None
+        elif name in ("GLOBAL", "INST"):
+            module, _, attr = str(arg).partition(" ")
+            _add(out, f"{module}.{attr}")
+            recent.append(None)
+        elif name == "STACK_GLOBAL":
+            if len(recent) >= 2 and isinstance(recent[-1], str) and isinstance(recent[-2], str):
+                _add(out, f"{recent[-2]}.{recent[-1]}")
+            else:
+                out.problems.append("STACK_GLOBAL with a name computed at load time (cannot be checked)")
+            recent.append(None)
+        else:
+            recent.append(None)
+        if name in _CALL_OPS:
+            out.calls += 1
+        if name == "STOP":
+            return
+    raise EOFError("pickle ended without STOP")
+
+
+def normalize(module: str, attr: str) -> str:
+    """The name `pickle.Unpickler.find_class` would import (protocol < 3 spells Python 2 names)."""
+    if (module, attr) in _compat_pickle.NAME_MAPPING:
+        module, attr = _compat_pickle.NAME_MAPPING[(module, attr)]
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return f"{module}.{attr}"
+
+
+def _add(out: PickleScan, name: str) -> None:
+    name = normalize(*name.rsplit(".", 1)) if "." in name else name
+    if name not in out.imports:
+        out.imports.append(name)
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    """Protocol 2+ pickles start with PROTO; older ones are rare in model files and read as data."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5

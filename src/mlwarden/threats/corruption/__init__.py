@@ -1,0 +1,1 @@
+"""Model corruption: poisoned training data, backdoors, and poisoned model files (supply chain)."""

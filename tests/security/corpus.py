@@ -1,0 +1,195 @@
+"""Builds the hostile-file corpus (and clean files of every format) used by the scan tests and by
+benchmarks/bench_scan.py. Every payload only creates a sentinel file, so a test can see whether any
+code from a file ran."""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _code(sentinel: Path, tag: str) -> str:
+    return f"open({str(sentinel / tag)!r}, 'w').write('pwned')"
+
+
+class _Reduce:
+    """Pickles as `fn(*args)`: what every pickle payload boils down to."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def _global_call(module: str, name: str, arg: str, protocol: int = 2) -> bytes:
+    """A hand-written pickle calling module.name(arg), the way a payload that no library would emit looks."""
+    if protocol >= 4:  # STACK_GLOBAL from memoized strings, as modern pickles spell imports
+        def s(x):
+            b = x.encode()
+            return b"\x8c" + bytes([len(b)]) + b + b"\x94"
+        body = s(module) + s(name) + b"\x93\x94" + s(arg) if len(arg) < 256 else None
+        return b"\x80\x04" + body + b"\x85R." if body else b""
+    return (b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\n" + b"X" + struct.pack("<I", len(arg))
+            + arg.encode() + b"\x85R.")
+
+
+def hostile_files(folder: Path, sentinel: Path) -> dict[str, Path]:
+    """name -> path of every hostile file; `sentinel` is the folder payloads would write into."""
+    import skops.io as sio
+    import torch
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+    folder.mkdir(parents=True, exist_ok=True)
+    sentinel.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+
+    def put(name: str, data: bytes) -> None:
+        (folder / name).write_bytes(data)
+        out[name] = folder / name
+
+    # skops: the reported exploit, a chain of function references ending in builtins.exec
+    import builtins
+    chain = Pipeline([("a", FunctionTransformer(np.full_like, kw_args={"fill_value": _code(sentinel, "skops"),
+                                                                      "dtype": object})),
+                      ("b", FunctionTransformer(np.ravel)), ("c", FunctionTransformer(builtins.exec))])
+    sio.dump(chain, folder / "skops-exec-chain.skops")
+    out["skops-exec-chain.skops"] = folder / "skops-exec-chain.skops"
+    sio.dump(FunctionTransformer(os.system), folder / "skops-os-system.skops")
+    out["skops-os-system.skops"] = folder / "skops-os-system.skops"
+    # plain pickles: the classic payload, and gadgets a deny-list scanner may not know
+    put("reduce-os-system.pkl", pickle.dumps(_Reduce(os.system, f"touch {sentinel / 'os'}"), protocol=2))
+    put("reduce-exec.pkl", pickle.dumps(_Reduce(builtins.exec, _code(sentinel, "exec")), protocol=4))
+    put("stack-global-eval.pkl", _global_call("builtins", "eval", _code(sentinel, "eval"), protocol=4))
+    put("gadget-timeit.pkl", _global_call("timeit", "timeit", _code(sentinel, "timeit")))
+    put("gadget-cprofile.pkl", _global_call("cProfile", "run", _code(sentinel, "cprofile")))
+    put("gadget-doctest.pkl", _global_call("doctest", "debug_script", _code(sentinel, "doctest")))
+    put("gadget-idlelib.pkl", _global_call("idlelib.pyshell", "ModifiedInterpreter", "x"))
+    # a torch state_dict archive whose data.pkl carries a payload next to real tensors
+    buf = io.BytesIO()
+    torch.save({"weight": torch.zeros(3), "x": _Reduce(os.system, f"touch {sentinel / 'torch'}")}, buf)
+    put("state-dict-payload.pt", buf.getvalue())
+    put("legacy-payload.pt", pickle.dumps({"w": _Reduce(builtins.exec, _code(sentinel, "legacy"))}, protocol=2))
+    # a torch.export archive whose nested sample-inputs archive carries the payload
+    ep = torch.export.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),))
+    torch.export.save(ep, folder / "clean.pt2")
+    with zipfile.ZipFile(folder / "clean.pt2") as src, zipfile.ZipFile(folder / "export-payload.pt2", "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("sample_inputs/model.pt"):
+                data = buf.getvalue()
+            dst.writestr(info, data)
+    (folder / "clean.pt2").unlink()
+    out["export-payload.pt2"] = folder / "export-payload.pt2"
+    # TorchScript calling an operator from a library nobody loaded
+    ts = torch.jit.script(torch.nn.Linear(4, 2))
+    torch.jit.save(ts, folder / "ts.pt")
+    with zipfile.ZipFile(folder / "ts.pt") as src, zipfile.ZipFile(folder / "torchscript-custom-op.pt", "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith(".py") and b"torch.linear" in data:
+                data = data.replace(b"torch.linear(", b"ops.evil_lib.run(")
+            dst.writestr(info, data)
+    (folder / "ts.pt").unlink()
+    out["torchscript-custom-op.pt"] = folder / "torchscript-custom-op.pt"
+    # joblib (pickle underneath)
+    import joblib
+    joblib.dump(_Reduce(os.system, f"touch {sentinel / 'joblib'}"), folder / "payload.joblib")
+    out["payload.joblib"] = folder / "payload.joblib"
+    # ONNX external data that leaves the model's folder
+    outside = sentinel / "secret.bin"
+    outside.write_bytes(np.arange(8, dtype=np.float32).tobytes())
+    out["onnx-external-traversal.onnx"] = _onnx_external(folder, "onnx-external-traversal.onnx",
+                                                         os.path.relpath(outside, folder))
+    out["onnx-external-absolute.onnx"] = _onnx_external(folder, "onnx-external-absolute.onnx", str(outside))
+    # zip bombs and traversal: size-checked before anything is read
+    with zipfile.ZipFile(folder / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        with z.open("archive/data/0", "w") as f:
+            chunk = bytes(1 << 20)
+            for _ in range(64):
+                f.write(chunk)
+    out["bomb.pt"] = folder / "bomb.pt"
+    with zipfile.ZipFile(folder / "traversal.skops", "w") as z:
+        z.writestr("schema.json", "{}")
+        z.writestr("../../escape.npy", b"")
+    out["traversal.skops"] = folder / "traversal.skops"
+    header = b'{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,1000000]}}'
+    put("lying.safetensors", struct.pack("<Q", len(header)) + header + bytes(16))
+    return out
+
+
+def _onnx_external(folder: Path, name: str, location: str) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+    w = helper.make_tensor("W", TensorProto.FLOAT, [8, 1], np.zeros(8, np.float32))
+    w.ClearField("float_data")
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", "32")):
+        e = w.external_data.add()
+        e.key, e.value = k, v
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])], [w])
+    path = folder / name
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def clean_files(folder: Path) -> dict[str, Path]:
+    """One file of every format and several common scikit-learn models: none may be flagged."""
+    import warnings
+
+    import skops.io as sio
+    import torch
+    from safetensors.torch import save_file
+    from sklearn.datasets import load_digits
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import MultinomialNB
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    x, y = load_digits(return_X_y=True)
+    x, y = x[:300], y[:300]
+    models = {"logreg": LogisticRegression(max_iter=300), "forest": RandomForestClassifier(5, random_state=0),
+              "hist-gb": HistGradientBoostingClassifier(max_iter=3), "mlp": MLPClassifier((8,), max_iter=30),
+              "svc-pipeline": make_pipeline(StandardScaler(), SVC(probability=True)),
+              "tree": DecisionTreeClassifier(max_depth=4)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, m in models.items():
+            m.fit(x, y)
+            sio.dump(m, folder / f"{name}.skops")
+            (folder / f"{name}.pkl").write_bytes(pickle.dumps(m))
+            out[f"{name}.skops"], out[f"{name}.pkl"] = folder / f"{name}.skops", folder / f"{name}.pkl"
+    text = make_pipeline(TfidfVectorizer(), MultinomialNB()).fit(["free money now", "lunch at noon"] * 3,
+                                                                 [1, 0] * 3)
+    sio.dump(text, folder / "spam-filter.skops")
+    out["spam-filter.skops"] = folder / "spam-filter.skops"
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    torch.save(net.state_dict(), folder / "state-dict.pt")
+    torch.save(net.state_dict(), folder / "legacy-state-dict.pt", _use_new_zipfile_serialization=False)
+    torch.save(net, folder / "pickled-sequential.pt")
+    save_file(net.state_dict(), folder / "weights.safetensors")
+    torch.jit.save(torch.jit.trace(net.eval(), torch.zeros(2, 1, 8, 8)), folder / "torchscript.pt")
+    ep = torch.export.export(net, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(ep, folder / "exported.pt2")
+    for n in ("state-dict.pt", "legacy-state-dict.pt", "pickled-sequential.pt", "weights.safetensors",
+              "torchscript.pt", "exported.pt2"):
+        out[n] = folder / n
+    sub = folder / "onnx"
+    sub.mkdir(exist_ok=True)
+    (sub / "w.bin").write_bytes(np.zeros(8, np.float32).tobytes())
+    out["onnx-external-inside.onnx"] = _onnx_external(sub, "onnx-external-inside.onnx", "w.bin")
+    return out
