@@ -10,6 +10,7 @@ if [ ! -x "$V/bin/python" ]; then
   "$V/bin/pip" install -q -c constraints.txt -e . adversarial-robustness-toolbox==1.20.1
   "$V/bin/pip" install -q --no-deps torchattacks
 fi
+"$V/bin/pip" install -q -c constraints.txt modelscan picklescan   # peers of `mlwarden scan`
 mkdir -p benchmarks/out
 "$V/bin/python" benchmarks/bench_evasion_vs_art.py | tee benchmarks/out/evasion_vs_art.txt
 "$V/bin/python" benchmarks/bench_autoattack.py | tee benchmarks/out/autoattack.txt
@@ -17,3 +18,4 @@ mkdir -p benchmarks/out
 "$V/bin/python" benchmarks/bench_mia_vs_art.py | tee benchmarks/out/mia_vs_art.txt
 "$V/bin/python" benchmarks/bench_dp_step_time.py | tee benchmarks/out/dp_step_time.txt
 "$V/bin/python" benchmarks/bench_secret_sharer.py | tee benchmarks/out/secret_sharer.txt
+"$V/bin/python" benchmarks/bench_scan.py | tee benchmarks/out/scan.txt

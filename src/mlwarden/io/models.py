@@ -177,6 +177,8 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
     if fmt not in FORMATS:
         raise UserError(f"unknown model format '{fmt}'; one of {', '.join(FORMATS)}")
     scan = scan_file(p, frozenset(trust or ()))
+    if scan.format == "unknown":
+        raise UserError(f"{path}: unknown model format (not a torch, skops, ONNX, safetensors or pickle file)")
     if not scan.safe:
         raise UnsafeModelFile(scan)
     if fmt == "auto":
