@@ -17,7 +17,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from mlwarden.audit.runner import LocalBackend  # noqa: E402
+from mlwarden.core.backend import LocalBackend  # noqa: E402
 from mlwarden.core.recipe import BUILTIN_RECIPES  # noqa: E402
 from mlwarden.io.idx import read_idx  # noqa: E402
 from mlwarden.privacy.reference_models import train_reference_models  # noqa: E402

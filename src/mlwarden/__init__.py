@@ -1,7 +1,6 @@
 """mlwarden: audit machine-learning models for security and privacy weaknesses, and harden them."""
-__version__ = "0.1.0"
+from ._version import __version__
+from .api import audit, harden
+from .report.report import Report
 
-from .api import audit  # noqa: E402
-from .report.report import Report  # noqa: E402
-
-__all__ = ["audit", "Report", "__version__"]
+__all__ = ["audit", "harden", "Report", "__version__"]

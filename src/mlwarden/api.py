@@ -5,10 +5,9 @@ from pathlib import Path
 from typing import Any
 
 from .audit.config import AuditSettings
-from .audit.runner import Subject, make_plan, run_plan
+from .audit.runner import Subject, run_audit
 from .audit.subject import as_dataset, as_target
 from .core.recipe import get_recipe
-from .core.registry import get_threats
 from .io.models import probe
 from .report.report import Report
 
@@ -33,7 +32,27 @@ def audit(model, data, *, threats: list[str] | None = None, profile: str = "quic
     if isinstance(recipe, str):
         recipe = get_recipe(recipe)
     subject = Subject(target, ds, recipe, {"path": None})
-    out_dir = Path(out or "mlwarden-out/api")
-    chosen = get_threats(threats)
-    plan = make_plan(subject, chosen, profile, params or {}, eps, out_dir)
-    return run_plan(subject, plan, out_dir, settings=settings.model_dump(), resume=resume, progress=progress)
+    return run_audit(subject, Path(out or "mlwarden-out/api"), settings=settings.model_dump(), overrides=params,
+                     resume=resume, progress=(lambda total: progress) if progress else None)
+
+
+def harden(model, data, defense: str, *, params: dict[str, Any] | None = None, recipe=None,
+           threats: list[str] | None = None, profile: str = "quick", out: str | Path | None = None,
+           seed: int = 0, threads: int = 1, time_budget_s: float | None = 600, threat_params=None,
+           access: str | None = None, input_range=None, resume: bool = False):
+    """Apply `defense` (a registered name, or several comma-separated), re-audit, and return the
+    HardenResult (`.summary`, `.before`, `.after`), written to `out` (default ./mlwarden-out/api-harden).
+
+    params: the defence's parameters, e.g. {"epsilon": 2}; a list value sweeps it ({"epsilon": [1, 2, 4, 8]}).
+    recipe: how the model was trained (training defences retrain through it)."""
+    from .harden.run import harden as run_harden
+    from .harden.run import parse_defenses
+    raw = [f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in (params or {}).items()]
+    chosen, sweep = parse_defenses(defense, raw)
+    ds = as_dataset(data, input_range)
+    target = as_target(model, ds, access)
+    probe(target, ds)
+    subject = Subject(target, ds, get_recipe(recipe) if isinstance(recipe, str) else recipe, {"path": None})
+    settings = AuditSettings(threats=threats, profile=profile, seed=seed, threads=threads, time_budget_s=time_budget_s)
+    return run_harden(subject, chosen, Path(out or "mlwarden-out/api-harden"), settings=settings.model_dump(),
+                      sweep=sweep, threats=threats, overrides=threat_params, resume=resume)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from .. import __version__
+from .._version import __version__
+from ..core.backend import LocalBackend
 from ..core.data import Dataset
 from ..core.errors import TimeBudgetExceeded, UserError
 from ..core.finding import Finding, Severity, Status
@@ -32,15 +33,6 @@ from ..core.threat import Context, Params, Threat
 from ..report.report import Report, write_atomic
 from .config import describe_validation_error
 from .rundir import RunDir, claim
-
-
-class LocalBackend:
-    """Runs independent work items in this process. The seam where a Ray backend plugs in."""
-
-    name = "local"
-
-    def map(self, fn: Callable, items: list) -> list:
-        return [fn(i) for i in items]
 
 
 @dataclass
@@ -214,3 +206,16 @@ def write_refused(scan: dict, out_dir: Path, *, settings: dict[str, Any], subjec
                     version=__version__, run_dir=str(out_dir))
     run.add(rel, *report.save(out_dir).values())
     return report
+
+
+def run_audit(subject: Subject, out_dir: Path, *, settings: dict[str, Any], threats: list[str] | None = None,
+              overrides: dict[str, dict] | None = None, resume: bool = False, backend=None,
+              progress: Callable[[int], Callable] | None = None, notice: Callable[[str], None] | None = None) -> Report:
+    """One audit, as the CLI, the Python API and harden all run it: pick the threats (names or families;
+    the default audit's when none), validate every parameter, run the plan, write the report.
+    `progress(n_threats)` returns the per-threat callback."""
+    from ..core.registry import get_threats
+    chosen = get_threats(threats if threats is not None else settings.get("threats"))
+    plan = make_plan(subject, chosen, settings["profile"], overrides or {}, settings.get("eps"), Path(out_dir))
+    return run_plan(subject, plan, Path(out_dir), settings=settings, resume=resume, backend=backend,
+                    progress=progress(len(plan)) if progress else None, notice=notice)

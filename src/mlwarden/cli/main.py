@@ -88,12 +88,12 @@ def audit(
                         threats=threats, out_dir=out_dir, profile=profile, fail_on=fail_on, seed=seed,
                         threads=threads, time_budget=time_budget, eps=eps, allow_pickle=allow_pickle, recipe=recipe,
                         endpoint=endpoint, api_key=api_key, trust=trust)
-    from ..audit.runner import make_plan, run_plan, write_refused
+    from ..audit.runner import run_audit, write_refused
     from ..audit.subject import subject_from_config
     from ..core.registry import get_threats
     from ..io.scan import UnsafeModelFile
 
-    chosen = get_threats(cfg.audit.threats)
+    get_threats(cfg.audit.threats)  # unknown names fail before anything loads
     name = "endpoint" if cfg.model.endpoint else run_name(cfg.model.path)
     run_dir = Path(cfg.audit.out or Path("mlwarden-out") / name)
     try:
@@ -106,13 +106,11 @@ def audit(
                                          "access": "none (not loaded)"}, "data": {"name": cfg.data.path}})
         err.print(f"report: {run_dir / 'report.html'} (one critical finding: unsafe-model-file)", markup=False)
         raise
-    plan = make_plan(subject, chosen, cfg.audit.profile, cfg.threats, cfg.audit.eps, run_dir)
     t = subject.target
     err.print(f"[bold]mlwarden audit[/] {t.name} ({t.kind}, {t.access.value} access) on {subject.data.name}; "
               f"input range {subject.data.space.describe()}; profile {cfg.audit.profile}")
-    report = run_plan(subject, plan, run_dir, settings=cfg.audit.model_dump(), resume=resume,
-                      progress=_progress(len(plan)),
-                      notice=lambda text: err.print(f"note: {text}", markup=False, highlight=False))
+    report = run_audit(subject, run_dir, settings=cfg.audit.model_dump(), overrides=cfg.threats, resume=resume,
+                       progress=_progress, notice=_notice)
     _summary(report)
     out.print(f"report: {run_dir / 'report.html'} (also report.json, report.md, report.sarif, junit.xml)")
     code = report.exit_code(cfg.audit.fail_on)
@@ -172,6 +170,10 @@ def _progress(total: int):
     return cb
 
 
+def _notice(text: str) -> None:
+    err.print(f"note: {text}", markup=False, highlight=False)
+
+
 def _summary(report) -> None:
     table = Table(title="mlwarden findings", show_lines=False)
     table.add_column("threat")
@@ -185,20 +187,20 @@ def _summary(report) -> None:
 
 @app.command()
 def harden(
-    defense: str = typer.Option(..., "--defense", help="dp-sgd"),
-    epsilon: float = typer.Option(8.0, help="target epsilon for dp-sgd"),
-    delta: Optional[float] = typer.Option(None, help="target delta (default 1/(10 n))"),
-    max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", help="per-example clipping norm"),
-    accountant: str = typer.Option("prv", help="prv (falls back to rdp when it fails) | rdp"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate for the DP retraining (default: the recipe's)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs for the DP retraining"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="expected batch size for the DP retraining"),
+    defense: str = typer.Option(..., "--defense", help="registered defence(s), comma-separated: training defences "
+                                "train once together (see `mlwarden defenses`)"),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="a defence parameter, key=value or "
+                                              "defence.key=value; several values (epsilon=1,2,4,8) sweep it"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model file (default: the built-in demo)"),
     data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .txt, a built-in name"),
     recipe: Optional[str] = typer.Option(None, help="how the model was trained (built-in name or module:function)"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="audit.toml"),
-    threats: Optional[str] = typer.Option(None, "--threats", "-t", help="threats to re-run (default data-extraction)"),
+    threats: Optional[str] = typer.Option(None, "--threats", "-t", help="threats to audit before and after "
+                                          "(default: those the defences mitigate)"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="output directory (default mlwarden-out/harden-<model>)"),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="exit 1 when a finding on the hardened model is "
+                                          "at or above: critical | high | medium | low"),
+    resume: bool = typer.Option(False, "--resume", help="reuse the audits already in the output directory"),
     factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
     trust: Optional[str] = typer.Option(None, "--trust", help=TRUST_HELP),
     access: Optional[str] = typer.Option(None, help="white-box | scores | labels"),
@@ -206,42 +208,48 @@ def harden(
     seed: Optional[int] = typer.Option(None),
     threads: Optional[int] = typer.Option(None),
 ):
-    """Apply a defence, re-run the same audit on the hardened model, and write before/after."""
-    if defense != "dp-sgd":
-        raise UserError(f"--defense '{defense}' is not available; choose: dp-sgd")
-    if epsilon <= 0:
-        raise UserError(f"--epsilon must be positive, got {epsilon:g}")
-    if accountant not in ("prv", "rdp"):
-        raise UserError(f"--accountant '{accountant}' must be prv or rdp")
-    for flag, v in (("--lr", lr), ("--epochs", epochs), ("--batch-size", batch_size)):
-        if v is not None and v <= 0:
-            raise UserError(f"{flag} must be positive, got {v:g}")
-    changes = {k: v for k, v in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size)) if v is not None}
-    cfg = _build_config(config, model=model, data=data, recipe=recipe, threats=threats, out_dir=out_dir,
-                        factory=factory, access=access, profile=profile, seed=seed, threads=threads, trust=trust)
+    """Apply defences, re-run the same audit on the hardened model, and write before/after."""
+    from ..harden.run import harden as run_harden
+    from ..harden.run import parse_defenses
     from ..audit.subject import subject_from_config
-    from ..core.registry import get_threats
-    from ..harden.dp import harden_dp
 
-    get_threats(cfg.audit.threats or ["data-extraction"])  # validate names before any training
+    chosen, sweep = parse_defenses(defense, param)
+    cfg = _build_config(config, model=model, data=data, recipe=recipe, threats=threats, out_dir=out_dir,
+                        factory=factory, access=access, profile=profile, seed=seed, threads=threads, trust=trust,
+                        fail_on=fail_on)
     with err.status("loading the model and data"):
         subject = subject_from_config(cfg)
     run_dir = Path(cfg.audit.out or Path("mlwarden-out") / f"harden-{run_name(cfg.model.path)}")
-    res = harden_dp(subject, run_dir, epsilon=epsilon, delta=delta, settings=cfg.audit.model_dump(),
-                    threats=cfg.audit.threats, overrides=cfg.threats, max_grad_norm=max_grad_norm,
-                    dp_changes=changes, accountant=accountant, progress=_progress,
-                    stage=lambda text: err.print(f"[bold]harden[/] {text}"))
-    table = Table(title="mlwarden harden: DP-SGD")
-    for col in ("", "before", "after"):
-        table.add_column(col, overflow="fold")
+    res = run_harden(subject, chosen, run_dir, settings=cfg.audit.model_dump(), sweep=sweep,
+                     threats=cfg.audit.threats, overrides=cfg.threats, resume=resume, progress=_progress,
+                     stage=lambda text: err.print(f"[bold]harden[/] {escape(text)}"), notice=_notice)
     from ..harden.render import facts, rows
-    for k, b, a in rows(res.summary):
-        table.add_row(k, str(b), str(a))
+    for point in res.summary["points"]:
+        table = Table(title=f"mlwarden harden: {defense} ({point['label']})")
+        for col in ("", "before", "after"):
+            table.add_column(col, overflow="fold")
+        for k, b, a in rows(point, res.summary["before"]["accuracy"]):
+            table.add_row(escape(k), escape(str(b)), escape(str(a)))
+        out.print(table)
+        for fact in facts(point):
+            out.print(f"- {fact}", highlight=False, markup=False)
+    out.print(res.summary["verdict"], highlight=False, markup=False)
+    out.print(f"report: {run_dir / 'harden.html'} (also harden.json, harden.md, harden.sarif, before/ and after/)")
+    raise typer.Exit(res.exit_code(cfg.audit.fail_on))
+
+
+@app.command("defenses")
+def list_defenses():
+    """List every defence with its kind, what it mitigates and its parameters."""
+    from ..core.registry import all_defenses
+    table = Table(title="mlwarden defenses")
+    for col in ("defence", "kind", "mitigates", "parameters"):
+        table.add_column(col, overflow="fold")
+    table.add_column("what", overflow="fold", min_width=30)
+    for d in all_defenses().values():
+        info = d.describe()
+        table.add_row(info["name"], info["kind"], ", ".join(info["mitigates"]), ", ".join(info["params"]), info["doc"])
     out.print(table)
-    for fact in facts(res.summary):
-        out.print(f"- {fact}", highlight=False)
-    out.print(f"report: {run_dir / 'harden.html'} (also harden.json, harden.md, before/ and after/)")
-    raise typer.Exit(1 if res.pipeline_bug else 0)
 
 
 @app.command()

@@ -56,10 +56,13 @@ class Check:
     name: str
     fired: bool
     detail: str
+    advice: str = ""   # what the user can do when the check fires
 
 
 @dataclass
-class Defense:
+class Remedy:
+    """The fix a finding recommends: a registered defence (or a practice, when no defence applies), what it
+    does, and the exact command that applies it."""
     name: str
     description: str
     command: str = ""
@@ -78,7 +81,7 @@ class Finding:
     evidence: list[str] = field(default_factory=list)
     seconds: float = 0.0
     queries: int = 0
-    defense: Defense | None = None
+    remedy: Remedy | None = None
     atlas: list[str] = field(default_factory=list)
     profile: str = "quick"
     params: dict[str, Any] = field(default_factory=dict)
@@ -104,5 +107,6 @@ class Finding:
         d["severity"] = Severity(d["severity"])
         d["metrics"] = [Metric(**m) for m in d.get("metrics", [])]
         d["checks"] = [Check(**c) for c in d.get("checks", [])]
-        d["defense"] = Defense(**d["defense"]) if d.get("defense") else None
+        remedy = d.pop("remedy", None) or d.pop("defense", None)   # reports before 0.2 called it "defense"
+        d["remedy"] = Remedy(**remedy) if remedy else None
         return cls(**d)

@@ -61,14 +61,15 @@ class Target:
             self.queries, self._limit = saved_q + self.queries, saved_l
 
     # -- black-box interface ------------------------------------------------------------------
-    @torch.no_grad()
     @contextlib.contextmanager
     def uncounted(self):
-        """Queries made inside the block (e.g. measuring a stolen copy's agreement) are not an attack's cost."""
+        """Queries made inside the block (e.g. measuring a stolen copy's agreement) are not an attack's cost;
+        the block runs without gradients."""
         saved_q, saved_l = self.queries, self._limit
         self._limit = None
         try:
-            yield self
+            with torch.no_grad():
+                yield self
         finally:
             self.queries, self._limit = saved_q, saved_l
 

@@ -8,9 +8,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .backend import LocalBackend
 from .data import Dataset
 from .errors import TimeBudgetExceeded
-from .finding import Defense, Finding, Severity, Status
+from .finding import Finding, Remedy, Severity, Status
 from .recipe import Recipe
 from .target import Access, Target
 
@@ -31,13 +32,12 @@ class Context:
     seed: int = 0
     profile: str = "quick"
     time_budget_s: float | None = None
-    backend: Any = None  # LocalBackend unless the runner is given another; see audit/runner.py
+    backend: Any = None  # LocalBackend unless the runner is given another (core/backend.py)
     cache: dict = field(default_factory=dict)  # shared between threats of one audit (e.g. masking checks)
     started: float = field(default_factory=time.monotonic)
 
     def __post_init__(self):
         if self.backend is None:
-            from ..audit.runner import LocalBackend  # the default backend lives with the runner
             self.backend = LocalBackend()
 
     def evidence_path(self, name: str) -> Path:
@@ -65,7 +65,7 @@ class Threat:
     atlas: ClassVar[list[str]] = []
     Params: ClassVar[type[Params]] = Params
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
-    defense: ClassVar[Defense | None] = None
+    remedy: ClassVar[Remedy | None] = None
     in_default_audit: ClassVar[bool] = True
 
     def skip_reason(self, ctx: Context) -> str | None:
@@ -87,7 +87,7 @@ class Threat:
                 **kw) -> Finding:
         return Finding(threat=self.name, family=self.family, title=self.title, status=status,
                        severity=severity, headline=headline, atlas=list(self.atlas), profile=ctx.profile,
-                       params=params.model_dump(), defense=self.defense, **kw)
+                       params=params.model_dump(), remedy=self.remedy, **kw)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "title": self.title, "needs": self.needs.value,

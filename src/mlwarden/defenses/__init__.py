@@ -1,1 +1,4 @@
-"""Defences that `mlwarden harden` applies. Training-time defences return a new Recipe."""
+"""Defences that `mlwarden harden` applies, one per file. Importing this package registers them."""
+from . import dp_sgd  # noqa: F401
+
+ORDER = ["dp-sgd"]

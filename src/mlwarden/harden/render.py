@@ -1,88 +1,231 @@
-"""The before/after comparison that `mlwarden harden` writes (harden.json, harden.md, harden.html)."""
+"""The before/after report of `mlwarden harden` (harden.json, .md, .html): a verdict line first (risk
+removed against accuracy and time spent), overlaid plots, the trade-off curve of a sweep, and for every
+number a sanity check flagged, the reason in words."""
 from __future__ import annotations
 
+import base64
 import html as _html
+from pathlib import Path
 
-from ..core.finding import Status
+from ..core.finding import Finding, Status
+from ..report.report import Report, inside
 
-
-KEY_METRICS = ("loss AUC", "lira-online AUC", "rmia-online AUC", "loss TPR at 1% FPR", "lira-online TPR at 1% FPR",
-               "rmia-online TPR at 1% FPR", "lira-online TPR at 0.1% FPR", "canaries extracted")
-
-
-def _key(name: str) -> bool:
-    return name in KEY_METRICS or name.startswith("exposure, ")
+SCHEMA = "mlwarden.harden/2"
 
 
-def compare(before, after) -> list[dict]:
-    """The severity and the key metrics of every threat that ran in both audits (full reports hold the rest)."""
+# -- headline metrics ------------------------------------------------------------------------------
+def headline(f: Finding, name: str | None = None) -> dict | None:
+    """The one number that says how exposed the model is to this threat, with what chance would give.
+    `name` picks the same metric in an 'after' finding as in its 'before'."""
+    def pack(m, chance, worse, label=None):
+        return {"metric": m.name, "label": label or m.name, "value": m.value, "ci_low": m.ci_low,
+                "ci_high": m.ci_high, "n": m.n, "unit": m.unit, "text": m.text(), "chance": chance,
+                "worse": worse, "reliable": m.reliable and f.status is Status.OK}
+    ms = {m.name: m for m in f.metrics}
+    if name is not None and name in ms:
+        m = ms[name]
+    elif f.threat == "membership-inference":
+        tpr = [m for m in f.metrics if m.name.endswith("TPR at 1% FPR") and "audited model only" not in m.name]
+        m = max(tpr, key=lambda m: m.ci_low or 0.0) if tpr else None
+    elif f.family == "model-tricking":
+        m = ms.get("robust_accuracy")
+    elif f.threat == "secret-sharer":
+        m = ms.get("canaries extracted")
+    elif f.family == "model-extraction":
+        m = f.metrics[0] if f.metrics else None
+    else:
+        m = None
+    if m is None:
+        return None
+    if f.threat == "membership-inference":
+        return pack(m, 0.01, "higher")
+    if f.family == "model-tricking":
+        return pack(m, None, "lower")
+    return pack(m, None, "higher")
+
+
+def _reasons(f: Finding) -> list[str]:
+    """Why a number is not a result, in the words of the checks that fired, and what to do."""
+    fired = [c for c in f.checks if c.fired]
+    return [f"{c.name}: {c.detail}" + (f" {c.advice}" if getattr(c, "advice", "") else "") for c in fired] or \
+        ([f.headline] if f.status is Status.FAILED else [])
+
+
+def compare(before: Report, after: Report) -> list[dict]:
     rows = []
     after_by = {f.threat: f for f in after.findings}
     for fb in before.findings:
         fa = after_by.get(fb.threat)
-        if fa is None or fb.status is Status.SKIPPED:
+        if fa is None or fb.status is Status.SKIPPED or fa.status is Status.SKIPPED:
             continue
-        rows.append({"threat": fb.threat, "metric": "severity", "before": fb.severity.value,
-                     "after": fa.severity.value})
-        ma = {m.name: m for m in fa.metrics}
-        for m in fb.metrics:
-            if m.name in ma and _key(m.name):
-                rows.append({"threat": fb.threat, "metric": m.name, "before": m.text(), "after": ma[m.name].text()})
+        hb = headline(fb)
+        ha = headline(fa, hb["metric"]) if hb else None
+        rows.append({"threat": fb.threat, "severity": [fb.severity.value, fa.severity.value],
+                     "status": [fb.status.value, fa.status.value], "before": hb, "after": ha,
+                     "unreliable_after": _reasons(fa) if fa.status is not Status.OK else []})
     return rows
 
 
-def rows(s: dict) -> list[tuple[str, str, str]]:
-    p, a = s["privacy"], s["accuracy"]
-    ora = p["one_run_audit"]
-    out = [("test accuracy", f"{100 * a['before']:.1f}% (n={a['n']})", f"{100 * a['after']:.1f}% (n={a['n']})"),
-           ("epsilon (accountant, " + p["accountant"] + ")", "none (not private)",
-            f"{p['epsilon_spent']:.3g} at delta {p['delta']:.2g} (target {p['target_epsilon']:g})"),
-           ("empirical epsilon, 95% lower bound (one-run audit)",
-            f"{ora['before']['epsilon_lower_bound']:.3g} ({ora['before']['correct']}/{ora['before']['guesses']} guesses, "
-            f"m={ora['before']['m']})",
-            f"{ora['after']['epsilon_lower_bound']:.3g} ({ora['after']['correct']}/{ora['after']['guesses']} guesses, "
-            f"m={ora['after']['m']})")]
-    out += [(f"{r['threat']}: {r['metric']}", r["before"], r["after"]) for r in s["findings"]]
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def verdict(point: dict, before_acc: dict) -> str:
+    risks = []
+    for r in point["comparison"]:
+        hb, ha = r["before"], r["after"]
+        if not hb or not ha:
+            continue
+        chance = f" (chance {_pct(hb['chance'])})" if hb["chance"] is not None else ""
+        tag = "" if ha["reliable"] else " [unreliable, see below]"
+        risks.append(f"{r['threat']}: {hb['label']} {_fmt(hb)} -> {_fmt(ha)}{chance}{tag}")
+    ch = point["accuracy_change"]
+    cost = (f"accuracy {_pct(before_acc['value'])} -> {_pct(point['accuracy']['value'])} "
+            f"({100 * ch['points']:+.1f} points, 95% CI {100 * ch['ci_low']:+.1f} to {100 * ch['ci_high']:+.1f}; "
+            f"n={point['accuracy']['n']}), training {point['training_s']:.0f} s")
+    return "Risk: " + ("; ".join(risks) or "no comparable finding") + ". Cost: " + cost + "."
+
+
+def _fmt(h: dict) -> str:
+    return _pct(h["value"]) if h["unit"] == "rate" else f"{h['value']:.3g}{(' ' + h['unit']) if h['unit'] else ''}"
+
+
+# -- summary and plots -----------------------------------------------------------------------------
+def summarize(subject, chosen, sweep, threats, before: Report, base_ok, results: list[dict],
+              reports: list[Report], out_dir: Path) -> dict:
+    n = len(base_ok)
+    before_acc = {"value": float(base_ok.float().mean()), "n": n, "k": int(base_ok.sum())}
+    for res, rep in zip(results, reports):
+        res["accuracy_before"] = before_acc["value"]
+        res["comparison"] = compare(before, rep)
+        res["verdict"] = verdict(res, before_acc)
+        res["unreliable"] = [{"threat": r["threat"], "reasons": r["unreliable_after"]}
+                             for r in res["comparison"] if r["unreliable_after"]]
+    plots = _plots(before, reports, results, sweep, out_dir)
+    return {"schema": SCHEMA, "defenses": [{"name": d.name, "kind": d.kind, "title": d.title} for d, _ in chosen],
+            "sweep": vars(sweep) if sweep else None, "threats": threats, "subject": subject.describe(),
+            "before": {"dir": "before", "accuracy": before_acc, "worst_severity": before.worst().value},
+            "points": results, "verdict": results[-1]["verdict"] if len(results) == 1 else
+            " | ".join(f"{r['label']}: {r['verdict']}" for r in results), "plots": plots}
+
+
+def _plots(before: Report, reports: list[Report], results: list[dict], sweep, out_dir: Path) -> list[str]:
+    from .. import plots
+    folder = out_dir / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    runs = [("before", before)] + [(r["label"], rep) for r, rep in zip(results, reports)]
+
+    def found(rep, threat):
+        return next((f for f in rep.findings if f.threat == threat and f.status is not Status.SKIPPED), None)
+
+    roc = {label: f.details["roc"][f.details["best"]] for label, rep in runs
+           if (f := found(rep, "membership-inference")) and "roc" in f.details}
+    if len(roc) > 1:
+        plots.roc_overlay(folder / "roc-before-after.png", roc, title="membership inference, strongest attack")
+        made.append("plots/roc-before-after.png")
+    curves = {label: f.details["curve"] for label, rep in runs if (f := found(rep, "whitebox-cascade"))
+              and f.details.get("curve")}
+    if len(curves) > 1:
+        plots.curve_overlay(folder / "security-curve-before-after.png", curves)
+        made.append("plots/security-curve-before-after.png")
+    exposure = {label: f.details["table"] for label, rep in runs if (f := found(rep, "secret-sharer"))}
+    if len(exposure) > 1:
+        plots.exposure_overlay(folder / "exposure-before-after.png", exposure)
+        made.append("plots/exposure-before-after.png")
+    if sweep and len(results) > 1:
+        xs = [float(v) for v in sweep.values]
+        acc = [r["accuracy"]["value"] for r in results]
+        risk, base = {}, {"accuracy": float(results[0]["accuracy_before"])}
+        for r in results:
+            for c in r["comparison"]:
+                if c["after"]:
+                    key = f"{c['threat']}: {c['after']['label']}"
+                    risk.setdefault(key, []).append(c["after"]["value"])
+                    base[key] = c["before"]["value"]
+        plots.tradeoff(folder / "tradeoff.png", sweep.param, xs, acc,
+                       {k: v for k, v in risk.items() if len(v) == len(xs)}, base)
+        made.append("plots/tradeoff.png")
+    return made
+
+
+# -- text and HTML ---------------------------------------------------------------------------------
+def rows(point: dict, before_acc: dict) -> list[tuple[str, str, str]]:
+    a = point["accuracy"]
+    out = [("test accuracy", f"{_pct(before_acc['value'])} (n={before_acc['n']})",
+            f"{_pct(a['value'])} (n={a['n']}, 95% CI {_pct(a['ci_low'])}-{_pct(a['ci_high'])})")]
+    for r in point["comparison"]:
+        out.append((f"{r['threat']}: severity", r["severity"][0], r["severity"][1]))
+        if r["before"] and r["after"]:
+            out.append((f"{r['threat']}: {r['before']['label']}", r["before"]["text"], r["after"]["text"]))
     return out
 
 
-def facts(s: dict) -> list[str]:
-    p = s["privacy"]
-    out = [f"DP-SGD: noise multiplier {p['noise_multiplier']:.3f}, sampling rate {p['sample_rate']:.4f}, "
-           f"{p['steps']} steps, clipping norm {p['max_grad_norm']:g}, accountant {p['accountant']}, "
-           f"training {p['training_s']:.1f} s.",
-           f"Unit of privacy: {p['unit']}. A record that occurs k times is protected only at group level "
-           "(about k * epsilon): deduplicate secrets before training.",
-           "The one-run lower bound (Steinke et al. 2023) is an empirical floor on the epsilon the training "
-           "run actually has; it is expected to sit well below the accountant's epsilon."]
-    for threat, head in s.get("headlines", {}).get("after", {}).items():
-        out.append(f"After: {threat}: {head}.")
-    out += s.get("notes", [])
-    if p.get("fixed_layers"):
-        out.append("Layers replaced for DP-SGD: " + "; ".join(p["fixed_layers"]))
-    if p.get("pipeline_bug"):
-        out.insert(0, "BUG: the empirical lower bound exceeds the accountant's epsilon, so the DP training "
-                      "pipeline does not deliver the privacy it claims.")
-    return out
+def facts(point: dict) -> list[str]:
+    lines = []
+    for name, f in point["facts"].items():
+        shown = {k: v for k, v in f.items() if not isinstance(v, (dict, list)) or v}
+        lines.append(f"{name}: " + ", ".join(f"{k} {_num(v)}" for k, v in shown.items()))
+    for name, ev in point["evaluation"].items():
+        ora = ev.get("one_run_audit")
+        if ora:
+            lines.append(f"{name}: empirical epsilon, 95% lower bound (one-run audit, Steinke et al. 2023): "
+                         f"before {ora['before']['epsilon_lower_bound']:.3g} ({ora['before']['correct']}/"
+                         f"{ora['before']['guesses']} guesses), after {ora['after']['epsilon_lower_bound']:.3g} "
+                         f"({ora['after']['correct']}/{ora['after']['guesses']}); it must never exceed the "
+                         "accountant's epsilon")
+        if ev.get("pipeline_bug"):
+            lines.insert(0, f"BUG: {name}: the empirical lower bound exceeds the accountant's epsilon: the training "
+                            "pipeline does not deliver the privacy it claims.")
+    if point["model"]:
+        lines.append(f"hardened model: {point['model']['path']} ({point['model']['format']}); "
+                     f"`mlwarden serve {point['model']['path']}` serves it")
+    return lines
+
+
+def _num(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def markdown(s: dict) -> str:
-    lines = ["# mlwarden harden: DP-SGD", "", "| | before | after |", "|---|---|---|"]
-    lines += [f"| {k} | {b} | {a} |" for k, b, a in rows(s)]
-    lines += [""] + [f"- {f}" for f in facts(s)]
-    lines += ["", f"Full audits: [{s['before_dir']}/report.html]({s['before_dir']}/report.html), "
-                  f"[{s['after_dir']}/report.html]({s['after_dir']}/report.html)", ""]
-    return "\n".join(lines)
+    title = " + ".join(d["name"] for d in s["defenses"])
+    lines = [f"# mlwarden harden: {title}", "", f"**{s['verdict']}**", ""]
+    for p in s["points"]:
+        lines += [f"## {p['label']}", "", "| | before | after |", "|---|---|---|"]
+        lines += [f"| {k} | {b} | {a} |" for k, b, a in rows(p, s['before']['accuracy'])]
+        lines += [""] + [f"- {f}" for f in facts(p)]
+        for u in p["unreliable"]:
+            lines += [f"- Unreliable after hardening: {u['threat']}: " + " ".join(u["reasons"])]
+        lines += ["", f"Full audits: [before/report.html](before/report.html), "
+                      f"[{p['dir']}/report.html]({p['dir']}/report.html)", ""]
+    lines += [f"![{p}]({p})" for p in s["plots"]]
+    return "\n".join(lines) + "\n"
 
 
-def html(s: dict) -> str:
+def html(s: dict, out_dir: Path) -> str:
     e = _html.escape
-    table = "".join(f"<tr><td>{e(k)}</td><td>{e(str(b))}</td><td>{e(str(a))}</td></tr>" for k, b, a in rows(s))
-    items = "".join(f"<li>{e(f)}</li>" for f in facts(s))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>mlwarden harden</title><style>"
-            "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
-            "table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-            "th{background:#f3f3f3}</style></head><body><h1>mlwarden harden: DP-SGD</h1>"
-            f"<table><tr><th></th><th>before</th><th>after</th></tr>{table}</table><ul>{items}</ul>"
-            f"<p>Full audits: <a href='{s['before_dir']}/report.html'>before</a>, "
-            f"<a href='{s['after_dir']}/report.html'>after</a></p></body></html>")
+    title = " + ".join(d["name"] for d in s["defenses"])
+    parts = [f"<h1>mlwarden harden: {e(title)}</h1><p class='verdict'>{e(s['verdict'])}</p>"]
+    imgs = []
+    for rel in s["plots"]:
+        path = out_dir / rel
+        if path.is_file() and inside(out_dir, path):
+            imgs.append(f"<img alt='{e(rel)}' src='data:image/png;base64,"
+                        f"{base64.b64encode(path.read_bytes()).decode()}'>")
+    parts.append("<div class='plots'>" + "".join(imgs) + "</div>")
+    for p in s["points"]:
+        table = "".join(f"<tr><td>{e(k)}</td><td>{e(str(b))}</td><td>{e(str(a))}</td></tr>" for k, b, a in rows(p, s['before']['accuracy']))
+        items = "".join(f"<li>{e(f)}</li>" for f in facts(p))
+        unrel = "".join(f"<li><b>{e(u['threat'])}</b>: {e(' '.join(u['reasons']))}</li>" for u in p["unreliable"])
+        parts.append(f"<h2>{e(p['label'])}</h2><table><tr><th></th><th>before</th><th>after</th></tr>{table}</table>"
+                     f"<ul>{items}</ul>" + (f"<div class='unrel'><b>Unreliable after hardening, and why:</b>"
+                                             f"<ul>{unrel}</ul></div>" if unrel else "")
+                     + f"<p>Full audits: <a href='before/report.html'>before</a>, "
+                       f"<a href='{e(p['dir'])}/report.html'>{e(p['label'])}</a></p>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>mlwarden harden</title><style>"
+            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}"
+            "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #d0d7de;padding:4px 8px;"
+            "text-align:left}th{background:#f6f8fa}.verdict{font-size:1.15em;font-weight:600;background:#f0f7ff;"
+            "border-left:4px solid #0969da;padding:8px 12px}.plots img{max-width:49%;margin:4px;"
+            "border:1px solid #eaeef2}.unrel{background:#fff8c5;border-left:4px solid #bf8700;padding:6px 10px}"
+            "</style></head><body>" + "".join(parts) + "</body></html>")

@@ -1,6 +1,7 @@
 """Loading a user's model into a Target. Nothing is unpickled unless the user allows it explicitly."""
 from __future__ import annotations
 
+import inspect
 import pickle
 import warnings
 import zipfile
@@ -235,3 +236,25 @@ def probe(target: Target, data: Dataset) -> None:
             raise UserError(f"model {target.name} returns NaN or infinite outputs")
     elif out.ndim != 1:
         raise UserError(f"model {target.name} returns shape {list(out.shape)}; expected (n, n_classes) or (n,)")
+
+
+def save_module(module: torch.nn.Module, data: Dataset, path: Path) -> dict:
+    """Save a trained network as a `torch.export` archive (`.pt2`): it loads in `mlwarden audit` and
+    `mlwarden serve` without a factory and runs no Python code on load. Falls back to a safetensors
+    state_dict (which needs the recipe's factory to load) when the network does not export."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = module.eval()
+    example = data.x_test[:2]
+    try:
+        batch = torch.export.Dim("batch", min=1)
+        name = next(iter(inspect.signature(module.forward).parameters))
+        ep = torch.export.export(module, (example,), dynamic_shapes={name: {0: batch}})
+        out = path.with_suffix(".pt2")
+        torch.export.save(ep, out)
+        return {"path": str(out), "format": "export"}
+    except Exception as e:  # noqa: BLE001 - some networks do not export; weights still can be saved
+        from safetensors.torch import save_file
+        out = path.with_suffix(".safetensors")
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(out))
+        return {"path": str(out), "format": "safetensors", "why_not_export": f"{type(e).__name__}: {str(e)[:160]}"}

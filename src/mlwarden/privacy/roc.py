@@ -47,3 +47,10 @@ def summarize(scores: np.ndarray, is_member: np.ndarray, fprs=(0.01, 0.001)) -> 
         tpr_at[f] = (int((pos > thr).sum()), len(pos))
     return RocSummary(float(roc_auc_score(is_member, scores)), float(np.max(1 - (fpr + (1 - tpr)) / 2)),
                       tpr_at, len(pos), len(neg), fpr, tpr)
+
+
+def downsample(fpr: np.ndarray, tpr: np.ndarray, points: int = 80) -> list[list[float]]:
+    """[fpr, tpr] at `points` false-positive rates spaced evenly on a log axis from 1e-4 to 1: enough to
+    redraw the curve (e.g. before/after overlays) without storing every threshold."""
+    grid = np.logspace(-4, 0, points)
+    return [grid.tolist(), np.interp(grid, fpr, tpr).tolist()]

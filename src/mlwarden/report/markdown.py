@@ -41,9 +41,9 @@ def render(report) -> str:
             lines.append(f"\n![{ev}]({ev})")
         lines.append(f"\nCost: {f.seconds:.1f} s, {f.queries} queries. ATLAS: {', '.join(f.atlas)}. "
                      f"Profile: {f.profile}.")
-        if f.defense:
-            lines.append(f"\nFix: **{f.defense.name}**. {f.defense.description}"
-                         + (f" `{f.defense.command}`" if f.defense.command else ""))
+        if f.remedy:
+            lines.append(f"\nFix: **{f.remedy.name}**. {f.remedy.description}"
+                         + (f" `{f.remedy.command}`" if f.remedy.command else ""))
     if report.skipped:
         lines += ["", "## Skipped", ""] + [f"- `{f.threat}`: {f.headline}" for f in report.skipped]
     return "\n".join(lines) + "\n"

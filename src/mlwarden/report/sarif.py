@@ -18,7 +18,7 @@ def render(report) -> dict:
             "id": f.threat, "name": f.threat.replace("-", " ").title().replace(" ", ""),
             "shortDescription": {"text": f.title},
             "fullDescription": {"text": f"{f.family}: {f.title}. MITRE ATLAS {', '.join(f.atlas)}."},
-            "help": {"text": f.defense.description if f.defense else "See the mlwarden report."},
+            "help": {"text": f.remedy.description if f.remedy else "See the mlwarden report."},
             "properties": {"tags": ["security", "machine-learning", f.family, *f.atlas],
                            "security-severity": SCORE[f.severity]},
         })

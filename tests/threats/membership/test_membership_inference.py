@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlwarden.audit.runner import LocalBackend
+from mlwarden.core.backend import LocalBackend
 from mlwarden.core.recipe import BUILTIN_RECIPES
 from mlwarden.core.registry import all_threats
 from mlwarden.core.target import TorchTarget

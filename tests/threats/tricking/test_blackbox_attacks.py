@@ -1,5 +1,4 @@
 """Square (scores) and HopSkipJump (labels) through a counted target."""
-import torch
 
 from mlwarden.core.target import Access, TorchTarget
 from mlwarden.threats.tricking.hopskipjump import hop_skip_jump

@@ -1,6 +1,5 @@
 """PGD, APGD and FGSM on real digits models, measured on 200 held-out points."""
 import pytest
-import torch
 
 from mlwarden.threats.tricking.apgd import apgd, checkpoints
 from mlwarden.threats.tricking.fgsm import fgsm

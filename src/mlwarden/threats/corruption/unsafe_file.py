@@ -8,7 +8,7 @@ An unsafe file is never loaded: the audit writes a report whose one finding is t
 """
 from __future__ import annotations
 
-from ...core.finding import Defense, Finding, Metric, Severity, Status
+from ...core.finding import Finding, Metric, Remedy, Severity, Status
 from ...core.registry import register
 from ...core.target import Access
 from ...core.threat import Context, Params, Threat
@@ -17,7 +17,7 @@ NAME = "unsafe-model-file"
 FAMILY = "model-corruption"
 TITLE = "Model file that runs code when loaded"
 ATLAS = ["AML.T0010", "AML.T0011.000"]
-REMEDY = Defense("safe-model-format",
+REMEDY = Remedy("safe-model-format",
                  "Do not load this file. Ask its author for weights in a format that cannot run code "
                  "(safetensors or a state_dict read with weights_only, ONNX without custom operators, skops "
                  "holding only estimator types) and verify its hash; run `mlwarden scan` on every model file in CI.",
@@ -45,7 +45,7 @@ def scan_finding(scan: dict, profile: str = "quick", refused: bool = False) -> F
         severity, status = Severity.INFO, Status.OK
         headline = f"{scan['format']} file is safe to load ({scan['summary']})"
     return Finding(threat=NAME, family=FAMILY, title=TITLE, status=status, severity=severity, headline=headline,
-                   metrics=metrics, atlas=list(ATLAS), profile=profile, defense=REMEDY if unsafe or by_user else None,
+                   metrics=metrics, atlas=list(ATLAS), profile=profile, remedy=REMEDY if unsafe or by_user else None,
                    details={"file": scan["path"], "format": scan["format"], "untrusted": unsafe,
                             "dangerous": dangerous, "trusted_by_user": by_user, "problems": scan["problems"],
                             "scan_seconds": scan["seconds"]})
@@ -62,7 +62,7 @@ class UnsafeModelFile(Threat):
     needs = Access.LABELS
     modalities = ("image", "tabular", "text")
     atlas = ATLAS
-    defense = REMEDY
+    remedy = REMEDY
 
     def skip_reason(self, ctx: Context) -> str | None:
         if ctx.target.source is None:

@@ -16,9 +16,9 @@ from ...core.threat import Context, Params, Threat
 from ...core.registry import register
 from ...privacy.fix import DP_SGD
 from ...privacy.reference_models import train_reference_models
-from ...privacy.roc import summarize
+from ...privacy.roc import downsample, summarize
 from ...privacy.signals import log_probs, logit_confidence
-from ...report.plots import roc_loglog
+from ...plots import roc_loglog
 from . import lira, loss_attack, rmia, shadow_attack
 from .common import AttackInput, equal_counts
 
@@ -54,7 +54,7 @@ class MembershipInference(Threat):
     atlas = ["AML.T0024.000"]
     Params = Mp
     profiles = {"quick": {"n_reference": 8}, "standard": {"n_reference": 16}, "thorough": {"n_reference": 64}}
-    defense = DP_SGD
+    remedy = DP_SGD
 
     def run(self, ctx: Context, p: Mp):
         unknown = set(p.attacks) - set(ATTACKS)
@@ -123,7 +123,9 @@ class MembershipInference(Threat):
         gap = abs(ref_acc - target_all)
         return Check("reference-models-match-target", bool(gap > 0.15),
                      f"pool accuracy: target {target_all:.3f} (test {target_acc:.3f}), reference models "
-                     f"{ref_acc:.3f}; a gap over 0.15 means the recipe does not reproduce the target")
+                     f"{ref_acc:.3f}; a gap over 0.15 means the recipe does not reproduce the target",
+                     "Give the recipe that trained this model (--recipe, with its epochs and learning rate), so "
+                     "that the reference models reach its accuracy; the attack is calibrated on them.")
 
     def _finding(self, ctx, p, per_attack, checks, notes, n_models, t_ref):
         fired = any(c.fired for c in checks)
@@ -166,4 +168,5 @@ class MembershipInference(Threat):
         return self.finding(ctx, p, status=status, severity=Severity.INFO if fired else sev, headline=head,
                             metrics=metrics, checks=checks, evidence=[ctx.rel(path)],
                             details={"table": table, "notes": notes, "models_pooled": n_models,
-                                     "reference_training_s": t_ref, "primary": primary})
+                                     "reference_training_s": t_ref, "primary": primary, "best": best_name,
+                                     "roc": {n: downsample(s[key].fpr, s[key].tpr) for n, s in per_attack.items()}})

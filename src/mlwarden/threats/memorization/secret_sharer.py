@@ -15,7 +15,7 @@ from ...core.registry import register
 from ...core.target import Access
 from ...core.threat import Context, Params, Threat
 from ...privacy.fix import DP_SGD
-from ...report.plots import exposure_curve
+from ...plots import exposure_curve
 from .canaries import insert, make_canaries
 from .exposure import estimated_exposure, exact_exposure
 from .extraction import extract
@@ -50,7 +50,7 @@ class SecretSharer(Threat):
     Params = Sp
     profiles = {"quick": {"insertions": [0, 1, 4, 16]}, "standard": {"insertions": [0, 1, 2, 4, 8, 16]},
                 "thorough": {"insertions": [0, 1, 2, 4, 8, 16, 32], "samples": 20000}}
-    defense = DP_SGD
+    remedy = DP_SGD
 
     def skip_reason(self, ctx: Context) -> str | None:
         if ctx.recipe is None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from ...core.finding import Defense, Metric, Severity, Status
+from ...core.finding import Metric, Remedy, Severity, Status
 from ...core.target import Access
 from ...core.threat import Threat
 
-EXTRACTION_FIX = Defense(
+EXTRACTION_FIX = Remedy(
     "prediction API guards",
     "Return labels or rounded/top-k scores instead of full probabilities, require API keys, rate-limit and "
     "budget queries per key, and run the extraction detector; `mlwarden serve` applies these guards. "
@@ -23,7 +23,7 @@ class ExtractionThreat(Threat):
     family = "model-extraction"
     needs = Access.LABELS
     atlas = ["AML.T0024.002", "AML.T0040"]
-    defense = EXTRACTION_FIX
+    remedy = EXTRACTION_FIX
     in_default_audit = False
 
 

@@ -6,14 +6,14 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ...core.data import Dataset
-from ...core.finding import Defense, Metric, Severity
+from ...core.finding import Metric, Remedy, Severity
 from ...core.threat import Params
 
 WHITE_BOX_ATLAS = ["AML.T0043.000", "AML.T0015"]  # Craft Adversarial Data: White-Box Optimization; Evade
 BLACK_BOX_ATLAS = ["AML.T0043.001", "AML.T0040", "AML.T0015"]  # Black-Box Optimization; Inference API
 PHYSICAL_ATLAS = ["AML.T0043.000", "AML.T0041", "AML.T0015"]  # ...; Physical Environment Access
 
-ADV_TRAINING = Defense(
+ADV_TRAINING = Remedy(
     "adversarial training",
     "Retrain with PGD adversarial training (Madry et al. 2018) or TRADES at the audited eps, then re-audit; "
     "input preprocessing alone must be re-attacked adaptively (BPDA/EOT) before it is trusted.",

@@ -86,7 +86,7 @@ class EOTPGD(Threat):
     atlas = PHYSICAL_ATLAS
     modalities = ("image",)
     Params = EOTParams
-    defense = ADV_TRAINING
+    remedy = ADV_TRAINING
     profiles = {"quick": {"n_samples": 100, "steps": 30}, "standard": {"n_samples": 300},
                 "thorough": {"n_samples": 1000, "steps": 100, "eot_samples": 32, "eval_draws": 32}}
 

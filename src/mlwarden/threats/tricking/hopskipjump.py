@@ -123,7 +123,7 @@ class HopSkipJump(Threat):
     needs = Access.LABELS
     atlas = BLACK_BOX_ATLAS
     Params = HSJParams
-    defense = ADV_TRAINING
+    remedy = ADV_TRAINING
     profiles = {"quick": {"n_samples": 100, "max_iter": 15}, "standard": {"n_samples": 300, "max_iter": 40},
                 "thorough": {"n_samples": 1000, "max_iter": 64, "max_evals": 10000}}
 

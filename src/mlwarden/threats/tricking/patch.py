@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ...core.finding import Defense, Metric, Severity, Status
+from ...core.finding import Metric, Remedy, Severity, Status
 from ...core.registry import register
 from ...core.threat import Context, Params, Threat
 from .common import PHYSICAL_ATLAS, eval_points, predict
@@ -71,7 +71,7 @@ class AdversarialPatch(Threat):
     atlas = PHYSICAL_ATLAS
     modalities = ("image",)
     Params = PatchParams
-    defense = Defense("patch defences", "Train with patches (adversarial training over placements) or certify "
+    remedy = Remedy("patch defences", "Train with patches (adversarial training over placements) or certify "
                       "with (de)randomized smoothing over image ablations (Levine & Feizi 2020); re-attack adaptively.")
     profiles = {"quick": {"steps": 500}, "standard": {"steps": 1500, "n_samples": 1000},
                 "thorough": {"steps": 3000, "n_samples": 5000, "placements": 32}}
@@ -116,7 +116,7 @@ class AdversarialPatch(Threat):
 
 
 def _save_patch_figure(path, patch, x, r, q, model, target, low, high):
-    from ...report.plots import image_row
+    from ...plots import image_row
     patched = apply_patch(x, patch, r, q)
     preds = predict(model, patched)
     image_row(path, [patch] + list(patched), ["patch"] + [f"pred {int(p)}" for p in preds], low, high,

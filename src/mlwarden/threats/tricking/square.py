@@ -98,7 +98,7 @@ class Square(Threat):
     needs = Access.SCORES
     atlas = BLACK_BOX_ATLAS
     Params = SquareParams
-    defense = ADV_TRAINING
+    remedy = ADV_TRAINING
     profiles = {"quick": {"n_samples": 200, "max_queries": 1000}, "standard": {"n_samples": 500, "max_queries": 5000},
                 "thorough": {"n_samples": 1000, "max_queries": 10000}}
 

@@ -13,7 +13,7 @@ class WhiteBoxEvasion(Threat):
     family = "model-tricking"
     atlas = WHITE_BOX_ATLAS
     Params = EvasionParams
-    defense = ADV_TRAINING
+    remedy = ADV_TRAINING
 
     def attack(self, model, x, y, eps: float, p, ctx: Context) -> torch.Tensor:
         raise NotImplementedError

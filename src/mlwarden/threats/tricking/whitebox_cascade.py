@@ -56,7 +56,7 @@ class WhiteBoxCascade(Threat):
     title = "Adversarial robustness verdict (attack cascade)"
     atlas = WHITE_BOX_ATLAS
     Params = CascadeParams
-    defense = ADV_TRAINING
+    remedy = ADV_TRAINING
     profiles = {"quick": {"n_samples": 200, "apgd_steps": 50, "square_queries": 500, "curve_steps": 20},
                 "standard": {"n_samples": 500, "n_targets": 9, "square_queries": 5000},
                 "thorough": {"n_samples": 2000, "n_targets": 9, "restarts": 5, "square_queries": 10000,
@@ -150,7 +150,7 @@ class WhiteBoxCascade(Threat):
         return [mono, big]
 
     def _figures(self, ctx, model, x, y, x_adv, clean_ok, grid, curve, p) -> list[str]:
-        from ...report.plots import adversarial_grid, security_curve
+        from ...plots import adversarial_grid, security_curve
         s = ctx.data.space
         ev = []
         path = ctx.evidence_path("security_curve.png")

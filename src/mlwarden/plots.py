@@ -51,7 +51,7 @@ def adversarial_grid(path, x, x_adv, y, pred_clean, pred_adv, low, high, title="
 
 
 def _finish(fig, ax, path, title: str, **legend) -> None:
-    ax.legend(fontsize=7, **legend)
+    ax.legend(**{"fontsize": 7, **legend})
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -99,3 +99,66 @@ def exposure_curve(path, insertions, exposure, max_exposure, extracted, title=""
     ax.set_xlabel("insertions of the canary in the training text")
     ax.set_ylabel("exposure (bits)")
     _finish(fig, ax, path, title)
+
+
+def roc_overlay(path, curves: dict, title=""):
+    """One membership-inference ROC per audit (before, after ...), log-log axes."""
+    roc_loglog(path, {label: (fpr, tpr) for label, (fpr, tpr) in curves.items()}, title=title)
+
+
+def curve_overlay(path, curves: dict, title="security curve, before and after"):
+    """Robust accuracy against eps, one line (with its 95% band) per audit."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, pts in curves.items():
+        eps = [p["eps"] for p in pts]
+        ax.plot(eps, [p["robust_accuracy"] for p in pts], "o-", label=label)
+        ax.fill_between(eps, [p["ci"][0] for p in pts], [p["ci"][1] for p in pts], alpha=0.15)
+    ax.set_xlabel("eps (fraction of input range)")
+    ax.set_ylabel("robust accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    _finish(fig, ax, path, title)
+
+
+def exposure_overlay(path, tables: dict, title="canary exposure, before and after"):
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, rows in tables.items():
+        rows = sorted(rows, key=lambda r: r["insertions"])
+        ax.plot([r["insertions"] for r in rows], [r["exposure_bits"] for r in rows], "o-", label=label)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("insertions of the canary in the training text")
+    ax.set_ylabel("exposure (bits)")
+    ax.grid(alpha=0.3)
+    _finish(fig, ax, path, title)
+
+
+def tradeoff(path, param: str, xs, accuracy, risks: dict, before: dict | None = None, title=""):
+    """A defence's strength against what it costs (test accuracy, left axis) and what it buys (each
+    threat's headline number, right axis; dotted: its value before the defence)."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    ax.plot(xs, accuracy, "o-", color="black", label="test accuracy")
+    if before and "accuracy" in before:
+        ax.axhline(before["accuracy"], color="black", ls=":", lw=0.8)
+    ax.set_xlabel(param)
+    ax.set_ylabel("test accuracy")
+    if min(xs) > 0 and max(xs) / min(xs) >= 8:
+        ax.set_xscale("log")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{x:g}" for x in xs])
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    right = ax.twinx()
+    for i, (label, values) in enumerate(risks.items()):
+        color = f"C{i}"
+        right.plot(xs, values, "s--", color=color, label=label)
+        if before and label in before:
+            right.axhline(before[label], color=color, ls=":", lw=0.8)
+    right.set_ylabel("attack's headline number")
+    right.set_ylim(bottom=0)
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=6, loc="center right")
+    ax.set_title(title or f"trade-off over {param} (dotted: before)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,132 @@
+"""The Defense contract, the sibling of Threat: one defence method family per registered class.
+
+A defence declares its kind, typed parameters with profiles, and what it mitigates (threat names or
+family names); `apply(subject, params, ctx)` returns a `Hardened` value: the defended model, the recipe
+an informed attacker would train its reference models with, and the defence's facts (epsilon, certified
+radius, points removed) in a typed record.
+
+Training defences compose: each one rewrites the recipe (`defend_recipe`), and `apply_defenses` trains
+once with all of them (`--defense dp-sgd,adversarial-training`). Inference defences wrap the target
+(`defend_target`); detection and aggregation defences override `apply` itself.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from .data import Dataset
+from .errors import UserError
+from .recipe import Recipe
+from .target import Target, TorchTarget
+from .threat import Params
+
+KINDS = ("training", "inference", "detection", "aggregation")
+
+
+@dataclass
+class DefenseContext:
+    data: Dataset
+    out_dir: Path
+    seed: int = 0
+    profile: str = "quick"
+    backend: Any = None
+
+
+@dataclass
+class Hardened:
+    """What a defence hands back: the defended model and the facts that describe it."""
+    target: Target
+    recipe: Recipe | None                       # how the defended model is trained (for an informed attacker)
+    facts: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    training_s: float = 0.0
+    model: nn.Module | None = None              # the trained network, for saving (training defences)
+
+
+class Defense:
+    """One defence. Subclasses set the class attributes and implement the hook of their kind."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    kind: ClassVar[str] = "training"
+    mitigates: ClassVar[tuple[str, ...]] = ()
+    Params: ClassVar[type[Params]] = Params
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {}
+    sweepable: ClassVar[tuple[str, ...]] = ()   # parameters whose values trace a trade-off curve
+
+    def params_for(self, profile: str, overrides: dict[str, Any] | None = None) -> Params:
+        values = dict(self.profiles.get(profile, {}))
+        values.update(overrides or {})
+        return self.Params(**values)
+
+    # -- the hooks of each kind ---------------------------------------------------------------------
+    def defend_recipe(self, recipe: Recipe, params: Params, data: Dataset) -> tuple[Recipe, dict[str, Any]]:
+        """Training defences: the recipe with this defence applied, and facts known before training."""
+        raise NotImplementedError
+
+    def after_training(self, recipe: Recipe, params: Params) -> dict[str, Any]:
+        """Training defences: facts known once the defended model is trained (e.g. epsilon spent)."""
+        return {}
+
+    def defend_target(self, target: Target, params: Params, ctx: DefenseContext) -> tuple[Target, dict[str, Any]]:
+        """Inference defences: the target behind this defence."""
+        raise NotImplementedError
+
+    def apply(self, subject, params: Params, ctx: DefenseContext) -> Hardened:
+        return apply_defenses(subject, [(self, params)], ctx)
+
+    def evaluate(self, subject, hardened: Hardened, params: Params, ctx: DefenseContext) -> dict[str, Any]:
+        """Measurements only this defence makes (DP: the one-run privacy audit). Called by harden."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "mitigates": list(self.mitigates), "title": self.title,
+                "params": list(self.Params.model_fields), "sweepable": list(self.sweepable),
+                "doc": (self.__doc__ or "").strip().splitlines()[0]}
+
+
+def apply_defenses(subject, chosen: list[tuple[Defense, Params]], ctx: DefenseContext) -> Hardened:
+    """Training defences rewrite the recipe in turn and the model trains once; inference defences then
+    wrap the resulting target in turn. `subject` needs `target`, `data` and (for training) `recipe`."""
+    training = [(d, p) for d, p in chosen if d.kind == "training"]
+    facts: dict[str, Any] = {}
+    target, recipe, seconds, model = subject.target, subject.recipe, 0.0, None
+    if training:
+        if recipe is None:
+            raise UserError(f"{', '.join(d.name for d, _ in training)} retrains the model: give its training "
+                            "recipe (--recipe NAME or module:function)")
+        for d, p in training:
+            recipe, f = d.defend_recipe(recipe, p, ctx.data)
+            facts[d.name] = f
+        data = ctx.data
+        t0 = time.monotonic()
+        model = recipe.fit(data.x_train, data.y_train, data.n_classes, seed=ctx.seed)
+        seconds = time.monotonic() - t0
+        for d, p in training:
+            facts[d.name].update(d.after_training(recipe, p))
+        names = "+".join(d.name for d, _ in training)
+        target = TorchTarget(model, data.n_classes, data.input_shape, access=subject.target.access,
+                             name=f"{subject.target.name} + {names}")
+    for d, p in chosen:
+        if d.kind == "inference":
+            target, facts[d.name] = d.defend_target(target, p, ctx)
+    others = [d.name for d, _ in chosen if d.kind not in ("training", "inference")]
+    if others:
+        raise UserError(f"{', '.join(others)} cannot be combined with other defences in one run")
+    return Hardened(target, recipe, facts, training_s=seconds, model=model if training else None)
+
+
+def check_applicable(subject, chosen: list[tuple[Defense, Params]], data: Dataset) -> None:
+    """Fail with the defence's own error before anything trains or audits: a missing recipe, a value the
+    defence rejects (DP's delta), a network it cannot train."""
+    training = [(d, p) for d, p in chosen if d.kind == "training"]
+    if training and subject.recipe is None:
+        raise UserError(f"{', '.join(d.name for d, _ in training)} retrains the model: give its training recipe "
+                        "(--recipe NAME or module:function)")
+    recipe = subject.recipe
+    for d, p in training:
+        recipe, _ = d.defend_recipe(recipe, p, data)

@@ -1,0 +1,187 @@
+"""`mlwarden harden`, one generic path for every registered defence: audit the subject with the threats
+the defences mitigate, apply the defences, save the hardened model, re-audit with the same threats and
+seeds (an informed attacker: reference and shadow models train through the defended recipe), and write
+the before/after report. A parameter given several values (`--param epsilon=1,2,4,8`) repeats the
+apply-and-audit step for each, which traces the defence's trade-off curve."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from pydantic import ValidationError
+
+from ..audit.config import describe_validation_error
+from ..audit.rundir import RunDir, claim
+from ..audit.runner import Subject, run_audit, seed_everything
+from ..core.defense import Defense, DefenseContext, apply_defenses, check_applicable
+from ..core.errors import UserError
+from ..core.measure import correct, paired_difference
+from ..core.finding import Metric
+from ..core.registry import get_defense, get_threats
+from ..io.models import save_module
+from ..report import sarif
+from ..report.report import Report, write_atomic
+from . import render
+
+Chosen = list[tuple[Defense, dict[str, Any]]]
+
+
+@dataclass
+class Sweep:
+    defense: str
+    param: str
+    values: list[Any]
+
+
+@dataclass
+class HardenResult:
+    summary: dict
+    before: Report
+    after: list[Report]
+    out_dir: Path
+
+    def exit_code(self, fail_on: str | None) -> int:
+        """1 when a defence's own check caught a broken pipeline, or a hardened model still has a finding at
+        or above --fail-on; 0 otherwise."""
+        if any(p.get("pipeline_bug") for p in self.summary["points"]):
+            return 1
+        return max((r.exit_code(fail_on) for r in self.after), default=0)
+
+
+def parse_defenses(spec: str, raw_params: list[str] | None) -> tuple[Chosen, Sweep | None]:
+    """`dp-sgd,adversarial-training` and `--param [defence.]key=value[,value...]` into defences with their
+    overrides, and at most one swept parameter."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise UserError("--defense needs a defence name; run 'mlwarden defenses' to list them")
+    chosen: Chosen = [(get_defense(n), {}) for n in names]
+    sweep = None
+    for item in raw_params or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--param '{item}' must look like key=value (or defence.key=value)")
+        owner, _, field = key.strip().rpartition(".")
+        matches = [(d, ov) for d, ov in chosen if field in d.Params.model_fields and owner in ("", d.name)]
+        if not matches:
+            raise UserError(f"--param {key}: no chosen defence ({', '.join(names)}) has a parameter '{field}'")
+        if len(matches) > 1:
+            raise UserError(f"--param {key}: several defences have '{field}'; write defence.{field}=...")
+        d, ov = matches[0]
+        values = [v.strip() for v in value.split(",") if v.strip()]
+        if len(values) > 1:
+            if sweep is not None:
+                raise UserError(f"--param {key}: only one parameter may take several values (already sweeping "
+                                f"{sweep.param})")
+            sweep = Sweep(d.name, field, values)
+        else:
+            ov[field] = values[0] if values else ""
+    return chosen, sweep
+
+
+def _points(chosen: Chosen, sweep: Sweep | None, profile: str) -> list[tuple[str, list]]:
+    """(label, [(defence, validated params)]) for every point of the sweep; every value is validated
+    before anything trains."""
+    points = []
+    for value in (sweep.values if sweep else [None]):
+        params = []
+        for d, ov in chosen:
+            over = dict(ov)
+            if sweep and d.name == sweep.defense:
+                over[sweep.param] = value
+            try:
+                params.append((d, d.params_for(profile, over)))
+            except ValidationError as e:
+                raise UserError(describe_validation_error(f"--param ({d.name})", e)) from None
+        label = "after" if sweep is None else f"after-{sweep.param}={value}"
+        points.append((label, params))
+    return points
+
+
+def mitigated_threats(chosen: Chosen) -> list[str]:
+    return list(dict.fromkeys(t for d, _ in chosen for t in d.mitigates))
+
+
+def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, sweep: Sweep | None = None,
+           threats: list[str] | None = None, overrides: dict | None = None, resume: bool = False,
+           progress: Callable | None = None, stage: Callable[[str], None] | None = None,
+           notice: Callable[[str], None] | None = None) -> HardenResult:
+    stage = stage or (lambda text: None)
+    profile = settings["profile"]
+    points = _points(chosen, sweep, profile)
+    threats = threats or mitigated_threats(chosen)
+    get_threats(threats)  # unknown names fail before any training
+    for _, params in points:
+        check_applicable(subject, params, subject.data)
+    out_dir = Path(out_dir)
+    fp = hashlib.sha256(json.dumps({"defenses": [(d.name, ov) for d, ov in chosen], "sweep": vars(sweep) if sweep
+                                    else None, "threats": threats, "settings": {k: v for k, v in settings.items()
+                                    if k not in ("out", "fail_on", "threads")}, "subject": subject.describe()},
+                                   sort_keys=True, default=str).encode()).hexdigest()[:16]
+    prev = claim(out_dir, resume=resume, fingerprint=fp)
+    run = RunDir(out_dir, {"fingerprint": fp, "command": "harden", "created": prev.get("created", [])})
+    run.save()
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.get("threads", 1))
+    try:
+        audit = dict(settings=settings, threats=threats, overrides=overrides, resume=resume, progress=progress,
+                     notice=notice)
+        stage(f"auditing the model as it is ({', '.join(threats)})")
+        before = run_audit(subject, out_dir / "before", **audit)
+        base_ok = correct(subject.target, subject.data.x_test, subject.data.y_test)
+        results, reports = [], []
+        for label, params in points:
+            what = ", ".join(f"{d.name}({_short(p)})" for d, p in params)
+            stage(f"applying {what}")
+            results.append(_apply_and_audit(subject, params, out_dir, label, settings, audit, base_ok, run, stage))
+            reports.append(results[-1].pop("report"))
+    finally:
+        torch.set_num_threads(old_threads)
+    summary = render.summarize(subject, chosen, sweep, threats, before, base_ok, results, reports, out_dir)
+    files = {"harden.json": json.dumps(summary, indent=2, default=float), "harden.md": render.markdown(summary),
+             "harden.html": render.html(summary, out_dir),
+             "harden.sarif": json.dumps(sarif.render(reports[-1]), indent=2)}
+    for name, text in files.items():
+        write_atomic(out_dir / name, text)
+    run.add(*files)
+    return HardenResult(summary, before, reports, out_dir)
+
+
+def _apply_and_audit(subject, params, out_dir: Path, label: str, settings, audit, base_ok, run: RunDir,
+                     stage) -> dict:
+    seed = settings["seed"]
+    ctx = DefenseContext(subject.data, out_dir, seed=seed, profile=settings["profile"])
+    seed_everything(seed)
+    t0 = time.monotonic()
+    hardened = apply_defenses(subject, params, ctx)
+    apply_s = time.monotonic() - t0
+    saved = None
+    if hardened.model is not None:
+        saved = save_module(hardened.model, subject.data, out_dir / "hardened" / label.replace("after", "model"))
+        run.add(saved["path"])
+    after_subject = Subject(hardened.target, subject.data, hardened.recipe or subject.recipe,
+                            {**subject.info, "hardened": label, "model_file": saved["path"] if saved else None})
+    stage(f"auditing the hardened model ({label})")
+    report = run_audit(after_subject, out_dir / label, **audit)
+    evaluation = {}
+    for d, p in params:
+        ev = d.evaluate(subject, hardened, p, ctx)
+        if ev:
+            stage(f"{d.name}: its own checks")
+            evaluation[d.name] = ev
+    ok = correct(hardened.target, subject.data.x_test, subject.data.y_test)
+    diff = paired_difference(base_ok, ok)
+    return {"label": label, "dir": label, "params": {d.name: p.model_dump() for d, p in params},
+            "facts": hardened.facts, "evaluation": evaluation, "model": saved,
+            "accuracy": vars(Metric.rate("test accuracy", int(ok.sum()), len(ok))),
+            "accuracy_change": {"points": diff[0], "ci_low": diff[1], "ci_high": diff[2]},
+            "training_s": hardened.training_s, "apply_s": apply_s,
+            "pipeline_bug": any(ev.get("pipeline_bug") for ev in evaluation.values()), "report": report}
+
+
+def _short(p) -> str:
+    return ", ".join(f"{k}={v}" for k, v in p.model_dump().items() if v is not None)
