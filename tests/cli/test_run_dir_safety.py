@@ -36,23 +36,46 @@ def test_out_that_is_not_a_run_directory_is_refused(model, tmp_path):
 
 
 def test_rerun_replaces_only_what_the_run_created(model, tmp_path):
+    import hashlib
     out = tmp_path / "run"
     assert audit(model, out).returncode == 0, audit(model, out).stderr
-    created = json.loads((out / "run.json").read_text())["created"]
+    created = [c["path"] for c in json.loads((out / "run.json").read_text())["created"]]
     assert "findings/fgsm.json" in created and "report.html" in created
     (out / "evidence" / "fgsm").mkdir(parents=True, exist_ok=True)
     (out / "evidence" / "fgsm" / "my-notes.txt").write_text("mine")
     (out / "findings" / "mine.json").write_text("{}")
     outside = tmp_path / "outside.txt"
     outside.write_text("keep")
+    digest = hashlib.sha256(b"keep").hexdigest()
     state = json.loads((out / "run.json").read_text())
-    state["created"] += ["../outside.txt", str(outside)]      # a run.json that lies about what it made
+    state["created"] += [{"path": "../outside.txt", "sha256": digest}, {"path": str(outside), "sha256": digest},
+                         {"path": "findings/mine.json", "sha256": "0" * 64}, "evidence", 5]   # a lying run.json
     (out / "run.json").write_text(json.dumps(state))
     r = audit(model, out)
     assert r.returncode == 0, r.stderr
     assert (out / "evidence" / "fgsm" / "my-notes.txt").read_text() == "mine"
     assert (out / "findings" / "mine.json").exists() and outside.read_text() == "keep"
     assert json.loads((out / "report.json").read_text())["findings"][1]["threat"] == "fgsm"
+
+
+def test_links_and_lookalike_run_json_are_refused(model, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    out = tmp_path / "run"
+    assert audit(model, out).returncode == 0
+    import shutil as sh
+    sh.rmtree(out / "findings")
+    (out / "findings").symlink_to(victim)                      # a link inside a real run directory
+    r = audit(model, out)
+    assert r.returncode == 2 and "does not write through links" in r.stderr
+    assert list(victim.iterdir()) == []
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "run.json").write_text(json.dumps({"fingerprint": "abc", "created": "ab"}))  # not mlwarden's
+    (mine / "a").write_text("1")
+    r = audit(model, mine)
+    assert r.returncode == 2 and "not an mlwarden run directory" in r.stderr
+    assert (mine / "a").exists() and json.loads((mine / "run.json").read_text())["created"] == "ab"
 
 
 def test_resume_without_run_json_refuses(model, tmp_path):

@@ -27,6 +27,13 @@ class _Reduce:
         return self.fn, self.args
 
 
+class CallableReduce(_Reduce):
+    """Pickles as `fn(*args)` and can stand where a pickle expects a callable: `fn(*args)(...)`."""
+
+    def __call__(self, *a):
+        return None
+
+
 def _global_call(module: str, name: str, arg: str, protocol: int = 2) -> bytes:
     """A hand-written pickle calling module.name(arg), the way a payload that no library would emit looks."""
     if protocol >= 4:  # STACK_GLOBAL from memoized strings, as modern pickles spell imports
@@ -121,7 +128,86 @@ def hostile_files(folder: Path, sentinel: Path) -> dict[str, Path]:
     out["traversal.skops"] = folder / "traversal.skops"
     header = b'{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,1000000]}}'
     put("lying.safetensors", struct.pack("<Q", len(header)) + header + bytes(16))
+    header = b'{"w":{"dtype":"F32","shape":[40],"data_offsets":[0,16]}}'
+    put("shape-mismatch.safetensors", struct.pack("<Q", len(header)) + header + bytes(16))
+    # found by probing: file operators in graphs, gadgets made of trusted classes, pickles a prefix check
+    # misses, polyglots, and ONNX sparse tensors with external data
+    out.update(_file_operator_models(folder, sentinel))
+    from sklearn.utils.parallel import Parallel
+    par = CallableReduce(Parallel, 1, "sequential", "list", 0, None, "2 * n_jobs", "auto", str(sentinel / "par"), 1)
+    put("parallel-instance-call.pkl", pickle.dumps(_Reduce(par, [(list, (np.arange(4.0),), {})]), protocol=2))
+    put("protocol-0.pkl", pickle.dumps(_Reduce(os.system, f"touch {sentinel / 'p0'}"), protocol=0))
+    put("protocol-1.pkl", pickle.dumps(_Reduce(os.system, f"touch {sentinel / 'p1'}"), protocol=1))
+    magic = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)          # torch's legacy magic number first
+    put("legacy-protocol-0-payload.pt", magic + pickle.dumps(_Reduce(os.system, f"touch {sentinel / 'lp'}"),
+                                                             protocol=0))
+    z = io.BytesIO()
+    with zipfile.ZipFile(z, "w") as zf:
+        b = io.BytesIO()
+        np.save(b, np.zeros(3))
+        zf.writestr("w.npy", b.getvalue())
+    put("polyglot-pickle-zip.pt", pickle.dumps(_Reduce(os.system, f"touch {sentinel / 'poly'}"), protocol=2)
+        + z.getvalue())
+    import zlib
+    put("compressed.joblib", zlib.compress(pickle.dumps(_Reduce(os.system, f"touch {sentinel / 'z'}"))))
+    out["onnx-sparse-external.onnx"] = _onnx_sparse_external(folder, os.path.relpath(outside, folder))
+    put("deep-schema.skops", _zip({"schema.json": b"[" * 100_000}))
     return out
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _file_operator_models(folder: Path, sentinel: Path) -> dict[str, Path]:
+    """TorchScript and torch.export models whose forward memory-maps (and so creates) any file."""
+    import torch
+
+    class FromFile(torch.nn.Module):
+        def __init__(self, path: str):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 10)
+            self.path = path
+
+        def forward(self, x):
+            t = torch.from_file(self.path, shared=True, size=16, dtype=torch.uint8)
+            return self.fc(x.reshape(x.shape[0], -1)) + t.sum().float() * 0
+
+    torch.jit.script(FromFile(str(sentinel / "from_file"))).save(str(folder / "torchscript-from-file.pt"))
+    ep = torch.export.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),))
+    torch.export.save(ep, folder / "base.pt2")
+    with zipfile.ZipFile(folder / "base.pt2") as src, zipfile.ZipFile(folder / "export-from-file.pt2", "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("models/model.json"):
+                data = data.replace(b"torch.ops.aten.linear.default", b"torch.ops.aten.from_file.default")
+            dst.writestr(info, data)
+    (folder / "base.pt2").unlink()
+    return {"torchscript-from-file.pt": folder / "torchscript-from-file.pt",
+            "export-from-file.pt2": folder / "export-from-file.pt2"}
+
+
+def _onnx_sparse_external(folder: Path, location: str) -> Path:
+    """A Constant node whose sparse value reads its data from outside the model's folder."""
+    import onnx
+    from onnx import TensorProto, helper
+    values = helper.make_tensor("v", TensorProto.FLOAT, [2], np.zeros(2, np.float32))
+    values.ClearField("float_data")
+    values.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", "8")):
+        e = values.external_data.add()
+        e.key, e.value = k, v
+    indices = helper.make_tensor("i", TensorProto.INT64, [2], [0, 1])
+    sparse = helper.make_sparse_tensor(values, indices, [4])
+    node = helper.make_node("Constant", [], ["c"], sparse_value=sparse)
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("c", TensorProto.FLOAT, [4])])
+    path = folder / "onnx-sparse-external.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
 
 
 def _onnx_external(folder: Path, name: str, location: str) -> Path:

@@ -54,7 +54,7 @@ def corpus(tmp_path_factory):
 
 def test_scan_flags_every_hostile_file_and_no_clean_file(corpus):
     _, hostile, clean = corpus
-    assert len(hostile) >= 19 and len(clean) >= 20
+    assert len(hostile) >= 30 and len(clean) >= 20
     missed = [n for n, p in hostile.items() if scan_file(p).safe]
     false_alarms = {n: scan_file(p).summary() for n, p in clean.items() if not scan_file(p).safe}
     assert missed == []
@@ -128,6 +128,11 @@ def test_cli_scan_exit_codes_and_json(corpus, tmp_path):
     _, hostile, clean = corpus
     ok = mlwarden("scan", Path(clean["logreg.skops"]).parent)
     assert ok.returncode == 0, ok.stdout
+    folder = Path(hostile["reduce-exec.pkl"]).parent
+    (folder / "README.txt").write_text("notes about these models.")
+    bad_dir = mlwarden("scan", folder)
+    assert bad_dir.returncode == 1
+    assert f"{len(hostile)} of {len(hostile)} files unsafe; 1 file in folders passed over" in bad_dir.stdout
     bad = mlwarden("scan", clean["tree.skops"], hostile["reduce-exec.pkl"], "--json", tmp_path / "s.json")
     assert bad.returncode == 1
     assert "builtins.exec" in bad.stdout and "1 of 2 files unsafe" in bad.stdout
@@ -178,3 +183,54 @@ def test_clean_files_load_and_predict_like_the_original(corpus, digits):
             warnings.simplefilter("ignore")
             t = load_target(str(clean[name]), digits, fmt=fmt, allow_pickle=True)
         assert t.labels(x).shape == (50,) and t.source["safe"]
+
+
+def test_loader_never_calls_an_object_the_pickle_built(tmp_path, digits):
+    """Every name below is trusted, so the static scan passes; the restricted unpickler still refuses to
+    call an instance (a trusted class whose instances do work when called would be a gadget)."""
+    import pickle
+
+    import torch
+
+    from mlwarden.core.errors import UserError
+    from mlwarden.io.models import load_target
+
+    from .corpus import CallableReduce, _Reduce
+    layer = CallableReduce(torch.nn.Identity)
+    (tmp_path / "call.pkl").write_bytes(pickle.dumps(_Reduce(layer, ("x",)), protocol=2))
+    assert scan_file(tmp_path / "call.pkl").safe
+    with pytest.raises(UserError, match="cannot unpickle"):            # torch's weights_only path refuses
+        load_target(str(tmp_path / "call.pkl"), digits, allow_pickle=True)
+    import io
+
+    from mlwarden.io.models import _RestrictedUnpickler
+    with pytest.raises(pickle.UnpicklingError, match="calls a Identity object it built"):   # and so does ours
+        _RestrictedUnpickler(io.BytesIO((tmp_path / "call.pkl").read_bytes()), frozenset()).load()
+
+
+def test_crafted_report_json_gives_one_line_or_a_safe_report(tmp_path, digits, mlp_state_dict):
+    """`mlwarden report` reads report.json from anywhere: wrong types are one line, markup stays inert."""
+    r = mlwarden("audit", "--model", mlp_state_dict, "--factory", "mlwarden.core.zoo:mlp", "--data", "digits",
+                 "--threats", "unsafe-model-file", "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    good = json.loads((tmp_path / "run" / "report.json").read_text())
+    variants = {"params-list": ("params", [1, 2]), "evidence-int": ("evidence", [5]), "details-str": ("details", "x"),
+                "metrics-str": ("metrics", "m")}
+    for name, (key, value) in variants.items():
+        rep = json.loads(json.dumps(good))
+        rep["findings"][0][key] = value
+        d = tmp_path / name
+        d.mkdir()
+        (d / "report.json").write_text(json.dumps(rep))
+        res = mlwarden("report", d)
+        assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr, name
+    rep = json.loads(json.dumps(good))
+    rep["findings"][0]["headline"] = "<script>alert(1)</script> | broken"
+    rep["findings"][0]["details"]["table"] = "not a table"
+    d = tmp_path / "markup"
+    d.mkdir()
+    (d / "report.json").write_text(json.dumps(rep))
+    res = mlwarden("report", d)
+    assert res.returncode == 0, res.stderr
+    for f in ("report.md", "report.html"):
+        assert "<script>" not in (d / f).read_text(), f

@@ -32,7 +32,7 @@ from ..core.target import Target
 from ..core.threat import Context, Params, Threat
 from ..report.report import Report, write_atomic
 from .config import describe_validation_error
-from .rundir import RunDir, claim
+from .rundir import RunDir, claim, sha256
 
 
 @dataclass
@@ -120,7 +120,7 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
         for item in plan:
             rel = f"findings/{item.threat.name}.json"
             if resume:
-                f = _reuse(out_dir, rel, item, run.created, notice)
+                f = _reuse(out_dir, rel, item, {c["path"]: c["sha256"] for c in run.created}, notice)
                 if f is not None:
                     findings.append(f)
                     if progress:
@@ -131,7 +131,8 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
             before = run.files_under(f"evidence/{item.threat.name}")
             f = _run_one(subject, item, out_dir, seed, profile, settings.get("time_budget_s"), backend, cache)
             write_atomic(out_dir / rel, json.dumps(f.to_dict(), indent=2, default=float))
-            run.add(*sorted(run.files_under(f"evidence/{item.threat.name}") - before), rel)
+            after = run.files_under(f"evidence/{item.threat.name}")
+            run.add(*sorted((after - before) | (after & run.created_paths)), rel)
             findings.append(f)
             if progress:
                 progress("done", item, f)
@@ -144,17 +145,17 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
     return report
 
 
-def _reuse(out_dir: Path, rel: str, item: Planned, created: list[str], notice) -> Finding | None:
+def _reuse(out_dir: Path, rel: str, item: Planned, created: dict[str, str], notice) -> Finding | None:
     """A finding this run wrote before it stopped, or None (with a notice saying why) to run it again."""
     path = out_dir / rel
-    if rel not in created or not path.exists():
+    if rel not in created or not path.is_file():
         return None
-    why = None
+    why = "changed since the run wrote it" if sha256(path) != created[rel] else None
     try:
         f = Finding.from_dict(json.loads(path.read_text(encoding="utf-8")))
         if f.threat != item.threat.name:
             why = f"holds a finding of '{f.threat}'"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         why = f"is not readable JSON ({type(e).__name__})"
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         why = f"is not a finding ({type(e).__name__}: {str(e)[:80]})"

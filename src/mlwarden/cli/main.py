@@ -353,15 +353,21 @@ def scan_cmd(
     """Report what each model file would import, construct or call when loaded; exit 1 if any is unsafe."""
     import json as _json
 
-    from ..io.scan import scan_file
+    from ..io.scan import MODEL_SUFFIXES, scan_file
     from ..report.report import write_atomic
     trusted = frozenset(_names(trust) or ())
     scans, skipped = [], 0
     for f in map(Path, files):
-        if f.is_dir():  # in a folder, files that are not model files at all (data, text) are passed over
-            found = [scan_file(p, trusted) for p in sorted(f.rglob("*")) if p.is_file() and not p.is_symlink()]
-            scans += [s for s in found if s.format != "unknown"]
-            skipped += sum(s.format == "unknown" for s in found)
+        if f.is_dir():  # in a folder, files that are neither model-like by name nor by content are passed over
+            for p in sorted(f.rglob("*")):
+                if not p.is_file():
+                    continue
+                s = scan_file(p, trusted)
+                plain = s.format == "unknown" or (s.format == "pickle" and s.safe and not s.references)
+                if plain and p.suffix.lower() not in MODEL_SUFFIXES:
+                    skipped += 1   # text and data files (a few text files parse as an import-free pickle)
+                else:
+                    scans.append(s)
         elif f.is_file():
             scans.append(scan_file(f, trusted))
         else:

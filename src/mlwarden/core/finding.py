@@ -68,6 +68,11 @@ class Remedy:
     command: str = ""
 
 
+_FIELD_TYPES = {"threat": str, "family": str, "title": str, "headline": str, "error": str, "profile": str,
+                "metrics": list, "checks": list, "evidence": list, "atlas": list, "params": dict, "details": dict,
+                "seconds": (int, float), "queries": int}
+
+
 @dataclass
 class Finding:
     threat: str
@@ -102,7 +107,17 @@ class Finding:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Finding":
+        """Read a finding back (from findings/ or report.json); a field of the wrong type is a TypeError."""
         d = dict(d)
+        for key, kinds in _FIELD_TYPES.items():
+            if key in d and not isinstance(d[key], kinds):
+                raise TypeError(f"finding field '{key}' is a {type(d[key]).__name__}")
+        for key in ("evidence", "atlas"):
+            if not all(isinstance(x, str) for x in d.get(key, [])):
+                raise TypeError(f"finding field '{key}' must list strings")
+        for key in ("metrics", "checks"):
+            if not all(isinstance(x, dict) for x in d.get(key, [])):
+                raise TypeError(f"finding field '{key}' must list objects")
         d["status"] = Status(d["status"])
         d["severity"] = Severity(d["severity"])
         d["metrics"] = [Metric(**m) for m in d.get("metrics", [])]

@@ -21,18 +21,51 @@ from .scan.trust import classify, resolve, torch_weights_types
 FORMATS = ("auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle")
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Imports only what the trust list allows (or the user named): the same rule as the scan."""
+class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can be checked one by one
+    """Imports only what the trust list allows (or the user named): the same rule as the scan. And it calls,
+    constructs and rebuilds only those objects themselves, never an instance that a pickle made (a trusted
+    class whose instances do work when called would otherwise be a gadget)."""
 
     def __init__(self, f, trust: frozenset[str]):
         super().__init__(f)
         self._trust = trust
+        self._found: set[int] = set()
 
     def find_class(self, module: str, name: str):
         full = normalize(module, name)
         if classify(full, "type", self._trust) not in ("trusted", "trusted-by-user"):
             raise pickle.UnpicklingError(f"{full} is not trusted")
-        return resolve(full)
+        obj = resolve(full)
+        self._found.add(id(obj))
+        return obj
+
+    def _check(self, obj) -> None:
+        if id(obj) not in self._found:
+            raise pickle.UnpicklingError(f"the pickle calls a {type(obj).__name__} object it built, not a trusted type")
+
+    def load_reduce(self):
+        self._check(self.stack[-2])
+        super().load_reduce()
+
+    def load_newobj(self):
+        self._check(self.stack[-2])
+        super().load_newobj()
+
+    def load_newobj_ex(self):
+        self._check(self.stack[-3])
+        super().load_newobj_ex()
+
+    def load_obj(self):
+        if not self.stack:   # the stack since the mark: the class, then its arguments
+            raise pickle.UnpicklingError("OBJ without a class")
+        self._check(self.stack[0])
+        super().load_obj()
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+    dispatch[pickle.OBJ[0]] = load_obj
 
 
 def detect_format(path: Path, factory: str | None) -> str:
@@ -61,7 +94,10 @@ def _state_dict(path: Path) -> dict:
             from safetensors.torch import load_file
         except ImportError:
             raise UserError(f"{path}: reading .safetensors needs the 'safetensors' package") from None
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - a malformed file the scan let through still gets one line
+            raise UserError(f"{path}: cannot read safetensors ({type(e).__name__}: {str(e)[:160]})") from None
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -134,8 +170,9 @@ def _load_pickle(path: Path, scan: FileScan):
                 return torch.load(path, map_location="cpu", weights_only=True)
         with open(path, "rb") as f:
             return _RestrictedUnpickler(f, frozenset(trusted)).load()
-    except (pickle.UnpicklingError, AttributeError, ImportError, EOFError, RuntimeError, ValueError) as e:
-        raise UserError(f"{path}: cannot unpickle ({str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # noqa: BLE001 - whatever a hostile or broken pickle raises is a user-facing error
+        msg = str(e).splitlines()[0][:200] if str(e).strip() else ""
+        raise UserError(f"{path}: cannot unpickle ({type(e).__name__}: {msg})") from None
 
 
 def _is_torch_file(path: Path, scan: FileScan) -> bool:

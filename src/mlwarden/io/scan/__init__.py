@@ -12,10 +12,17 @@ from pathlib import Path
 from ...core.errors import UserError
 from .archives import open_zip
 from .formats import scan_onnx, scan_safetensors, scan_zip, zip_kind
-from .pickles import looks_like_pickle, scan_pickle_bytes
+from .pickles import scan_pickle_stream
 from .trust import classify
 
 UNSAFE = ("untrusted", "dangerous")
+# gzip, zlib (joblib's default), bz2, xz/lzma, zstd, lz4 frame
+COMPRESSED = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00",
+              b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18")
+# Files a folder scan always reports on (whatever their content), besides zip, pickle, ONNX and safetensors.
+MODEL_SUFFIXES = {".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".pt2", ".ts", ".onnx", ".skops",
+                  ".safetensors", ".npz", ".npy", ".dill", ".model", ".mar", ".h5", ".keras", ".gz", ".xz", ".bz2",
+                  ".zst", ".lz4", ".z"}
 # TorchScript archives are read by torch's C++ unpickler, which resolves only TorchScript classes.
 _TORCHSCRIPT_NAMES = ("__torch__.", "torch.jit._pickle.")
 
@@ -23,7 +30,7 @@ _TORCHSCRIPT_NAMES = ("__torch__.", "torch.jit._pickle.")
 @dataclass
 class Reference:
     name: str
-    kind: str      # type | type-value | function | import | operator
+    kind: str      # type | type-value | function | import | operator | file-operator
     where: str     # the archive member that holds it
     verdict: str   # trusted | trusted-by-user | untrusted | dangerous
 
@@ -72,23 +79,32 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
     t0 = time.monotonic()
     refs: list[tuple[str, str, str]] = []
     problems: list[str] = []
+    with open(p, "rb") as f:
+        head = f.read(8)
     zf = open_zip(p)
     if zf is not None:
         with zf:
             fmt = zip_kind(zf)
             refs, problems = scan_zip(zf, fmt)
+        if head[:4] != b"PK\x03\x04":  # readers that look at the start (torch, pickle) see something else
+            problems.insert(0, "data before the zip archive: a polyglot file that other readers load differently")
+    elif p.suffix.lower() == ".onnx":
+        fmt = "onnx"
+        refs, problems = scan_onnx(p)
+    elif p.suffix.lower() == ".safetensors":
+        fmt = "safetensors"
+        problems = scan_safetensors(p)
+    elif head.startswith(b"\x93NUMPY"):
+        fmt = "npy"
+        problems = _npy_problems(p)
+    elif head.startswith(COMPRESSED):
+        fmt = "compressed"
+        problems = ["a compressed file (e.g. joblib with compress=): decompress it and scan the content"]
     else:
         with open(p, "rb") as f:
-            head = f.read(8)
-        if p.suffix.lower() == ".onnx":
-            fmt = "onnx"
-            refs, problems = scan_onnx(p)
-        elif p.suffix.lower() == ".safetensors":
-            fmt = "safetensors"
-            problems = scan_safetensors(p)
-        elif looks_like_pickle(head):
+            ps = scan_pickle_stream(f, p.stat().st_size)
+        if ps.pickles:
             fmt = "pickle"
-            ps = scan_pickle_bytes(p.read_bytes())
             refs, problems = [(n, "import", p.name) for n in ps.imports], ps.problems
         else:
             fmt = "unknown"
@@ -99,11 +115,28 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
         if (name, kind) in seen:
             continue
         seen.add((name, kind))
-        verdict = "trusted" if fmt == "torchscript" and name.startswith(_TORCHSCRIPT_NAMES) \
-            else classify(name, "function" if kind == "operator" else kind, trust)
+        if fmt == "torchscript" and name.startswith(_TORCHSCRIPT_NAMES):
+            verdict = "trusted"
+        elif kind == "file-operator":  # reads or writes any file the user can (torch.from_file, aten::save)
+            verdict = "trusted-by-user" if name in trust else "dangerous"
+        else:
+            verdict = classify(name, "function" if kind == "operator" else kind, trust)
         scan.references.append(Reference(name, kind, where, verdict))
     scan.seconds = time.monotonic() - t0
     return scan
+
+
+def _npy_problems(path: Path) -> list[str]:
+    """A .npy array of Python objects is a pickle behind a numpy header."""
+    import numpy as np
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            _, _, dtype = read(f)
+    except (ValueError, OSError, SyntaxError) as e:
+        return [f"unreadable .npy header ({type(e).__name__})"]
+    return ["a .npy array of Python objects (pickled)"] if dtype.hasobject else []
 
 
 class UnsafeModelFile(UserError):

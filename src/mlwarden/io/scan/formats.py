@@ -21,6 +21,9 @@ EXPORT_OPS = ("torch.ops.aten.", "torch.ops.prims.", "torch.ops.higher_order.", 
               "torch._sym_", "math.")
 # TorchScript code may call operators of these namespaces; others need a library loaded into the process.
 TORCHSCRIPT_NAMESPACES = {"aten", "prim", "quantized", "_quantized", "prepacked", "sparse", "profiler"}
+# Operators of the accepted namespaces that reach the file system: `from_file` memory-maps (and creates) any
+# path read-write, `save` writes one. No model needs them to predict.
+FILE_OPS = {"from_file", "save", "load", "load_tensor", "_load", "_save"}
 ONNX_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
 SKOPS_FUNCTION_LOADERS = {"FunctionNode", "MethodNode", "PartialNode", "OperatorFuncNode"}
 SKOPS_DATA_LOADERS = {"DictNode", "ListNode", "TupleNode", "SetNode", "JsonNode", "NdArrayNode", "DTypeNode",
@@ -50,8 +53,8 @@ def scan_zip(zf: zipfile.ZipFile, kind: str, depth: int = 0) -> tuple[Refs, list
     if problems:
         return [], problems   # nothing is read from an archive that fails the size checks
     refs: Refs = []
-    if kind == "skops":
-        return _skops(zf)
+    if kind == "skops":  # a skops archive holds schema.json and .npy arrays; anything pickled is read too
+        refs, problems = _skops(zf)
     for info in zf.infolist():
         name = info.filename
         if info.is_dir() or info.file_size == 0:
@@ -62,12 +65,12 @@ def scan_zip(zf: zipfile.ZipFile, kind: str, depth: int = 0) -> tuple[Refs, list
         if kind == "export" and re.search(r"(^|/)models/[^/]+\.json$", name):
             refs += _export_ops(read_member(zf, name), name)
             continue
-        if kind == "npz":
+        if kind in ("npz", "skops") and name.endswith(".npy") or name == "schema.json":
             continue   # .npy members are read with allow_pickle=False
         with zf.open(name) as f:
             peek = f.read(4)
         nested = peek == b"PK\x03\x04" and kind in ("export", "zip")
-        pickled = name.endswith("pkl") or (kind in ("export", "zip") and looks_like_pickle(peek))
+        pickled = name.endswith("pkl") or (kind in ("export", "zip", "skops") and looks_like_pickle(peek))
         if nested and depth < 2:   # an archive inside the archive (.pt2 sample inputs)
             inner = zipfile.ZipFile(io.BytesIO(read_member(zf, name)))
             r, p = scan_zip(inner, zip_kind(inner), depth + 1)
@@ -83,14 +86,25 @@ def scan_zip(zf: zipfile.ZipFile, kind: str, depth: int = 0) -> tuple[Refs, list
 
 
 def _torchscript_ops(code: str, where: str) -> Refs:
-    return [(f"ops.{ns}.{op}", "operator", where) for ns, op in sorted(set(re.findall(r"\bops\.(\w+)\.(\w+)", code)))
-            if ns not in TORCHSCRIPT_NAMESPACES]
+    """Operators TorchScript code calls: `ops.NS.OP(...)`, `torch.OP(...)` (ATen) and custom classes."""
+    refs: Refs = []
+    for ns, op in sorted(set(re.findall(r"\bops\.(\w+)\.(\w+)", code))):
+        if op in FILE_OPS:
+            refs.append((f"ops.{ns}.{op}", "file-operator", where))
+        elif ns not in TORCHSCRIPT_NAMESPACES:
+            refs.append((f"ops.{ns}.{op}", "operator", where))
+    for op in sorted(set(re.findall(r"\btorch\.(\w+)\s*\(", code))):
+        if op in FILE_OPS:
+            refs.append((f"torch.{op}", "file-operator", where))
+    for ns, cls in sorted(set(re.findall(r"\btorch\.classes\.(\w+)\.(\w+)", code))):
+        refs.append((f"torch.classes.{ns}.{cls}", "operator", where))
+    return refs
 
 
 def _export_ops(raw: bytes, where: str) -> Refs:
     try:
         graph = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return [("<unreadable graph>", "operator", where)]
     targets: set[str] = set()
 
@@ -104,15 +118,20 @@ def _export_ops(raw: bytes, where: str) -> Refs:
         elif isinstance(o, list):
             for v in o:
                 walk(v)
-    walk(graph)
-    return [(t, "operator", where) for t in sorted(targets) if not t.startswith(EXPORT_OPS)]
+    try:
+        walk(graph)
+    except RecursionError:
+        return [("<graph nested too deeply>", "operator", where)]
+    file_ops = [(t, "file-operator", where) for t in sorted(targets) if any(f".{op}." in f"{t}." for op in FILE_OPS)]
+    return file_ops + [(t, "operator", where) for t in sorted(targets)
+                       if not t.startswith(EXPORT_OPS) and (t, "file-operator", where) not in file_ops]
 
 
 def _skops(zf: zipfile.ZipFile) -> tuple[Refs, list[str]]:
     try:
         schema = json.loads(read_member(zf, "schema.json", 256 << 20))
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
-        return [], [f"schema.json unreadable: {str(e)[:120]}"]
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        return [], [f"schema.json unreadable: {type(e).__name__}: {str(e)[:120]}"]
     refs: Refs = []
     problems: list[str] = []
 
@@ -140,11 +159,19 @@ def _skops(zf: zipfile.ZipFile) -> tuple[Refs, list[str]]:
         for k, v in node.items():
             if k not in ("__module__", "__class__", "__loader__", "__id__"):
                 walk(v, where)
-    walk(schema, "schema.json")
+    try:
+        walk(schema, "schema.json")
+    except RecursionError:
+        problems.append("schema.json is nested too deeply to check")
     return refs, problems
 
 
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                      "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
+
+
 def scan_safetensors(path: Path) -> list[str]:
+    """The header must be a JSON object of tensors whose dtype, shape and offsets agree and stay in the file."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -155,7 +182,7 @@ def scan_safetensors(path: Path) -> list[str]:
             return [f"header claims {n} bytes in a {size}-byte file"]
         try:
             header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return ["header is not JSON"]
     if not isinstance(header, dict):
         return ["header is not a JSON object"]
@@ -163,9 +190,21 @@ def scan_safetensors(path: Path) -> list[str]:
     for key, t in header.items():
         if key == "__metadata__":
             continue
-        offs = t.get("data_offsets") if isinstance(t, dict) else None
-        if not (isinstance(offs, list) and len(offs) == 2 and 0 <= offs[0] <= offs[1] <= body):
+        if not isinstance(t, dict):
+            return [f"tensor {key!r} is not described by an object"]
+        offs, shape, dtype = t.get("data_offsets"), t.get("shape"), t.get("dtype")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
+                and 0 <= offs[0] <= offs[1] <= body):
             return [f"tensor {key!r} points outside the file"]
+        if dtype not in SAFETENSORS_DTYPES:
+            return [f"tensor {key!r} has unknown dtype {str(dtype)[:20]!r}"]
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            return [f"tensor {key!r} has a malformed shape"]
+        count = 1
+        for d in shape:
+            count *= d
+        if count * SAFETENSORS_DTYPES[dtype] != offs[1] - offs[0]:
+            return [f"tensor {key!r}: shape and dtype do not match its {offs[1] - offs[0]} bytes"]
     return []
 
 
@@ -180,26 +219,43 @@ def scan_onnx(path: Path) -> tuple[Refs, list[str]]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - any parse failure is an unreadable file
         return [], [f"not a readable ONNX model ({type(e).__name__})"]
+    except RecursionError:
+        return [], ["ONNX model nested too deeply to check"]
     folder = Path(os.path.realpath(path.parent))
     refs: Refs = []
     problems: list[str] = []
 
-    def tensors(graph):
-        yield from graph.initializer
-        yield from (s.values for s in graph.sparse_initializer)
-        for node in graph.node:
-            if node.domain not in ONNX_DOMAINS:
-                refs.append((f"{node.domain}.{node.op_type}", "operator", graph.name or "graph"))
+    local = {fn.domain for fn in model.functions}   # calls of the model's own functions
+
+    def node_tensors(nodes, where):
+        for node in nodes:
+            if node.domain not in ONNX_DOMAINS | local:
+                refs.append((f"{node.domain}.{node.op_type}", "operator", where))
             for a in node.attribute:
                 if a.HasField("t"):
                     yield a.t
                 yield from a.tensors
+                if a.HasField("sparse_tensor"):
+                    yield from (a.sparse_tensor.values, a.sparse_tensor.indices)
+                for sp in a.sparse_tensors:
+                    yield from (sp.values, sp.indices)
                 if a.HasField("g"):
                     yield from tensors(a.g)
                 for g in a.graphs:
                     yield from tensors(g)
 
-    for t in tensors(model.graph):
+    def tensors(graph):
+        yield from graph.initializer
+        for sp in graph.sparse_initializer:
+            yield from (sp.values, sp.indices)
+        yield from node_tensors(graph.node, graph.name or "graph")
+
+    def everything():
+        yield from tensors(model.graph)
+        for fn in model.functions:
+            yield from node_tensors(fn.node, fn.name)
+
+    for t in everything():
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
@@ -207,8 +263,4 @@ def scan_onnx(path: Path) -> tuple[Refs, list[str]]:
         if (not loc or PurePosixPath(loc).is_absolute() or os.path.isabs(loc) or ".." in PurePosixPath(loc).parts
                 or os.path.commonpath([where, str(folder)]) != str(folder)):
             problems.append(f"tensor {t.name!r} reads external data from {loc!r}, outside the model's folder")
-    for f in model.functions:
-        for node in f.node:
-            if node.domain not in ONNX_DOMAINS and node.domain != f.domain:
-                refs.append((f"{node.domain}.{node.op_type}", "operator", f.name))
     return refs, problems

@@ -26,22 +26,41 @@ class PickleScan:
 
 
 def scan_pickle_bytes(data: bytes, max_streams: int = 16) -> PickleScan:
-    """Walk every pickle stream at the start of `data` (legacy torch files hold several, then raw bytes)."""
+    return scan_pickle_stream(io.BytesIO(data), len(data), max_streams)
+
+
+def scan_pickle_stream(buf, size: int, max_streams: int = 16) -> PickleScan:
+    """Walk every pickle stream in `data`, one after another: a legacy torch file holds five (magic number,
+    protocol, system info, the object, storage keys) before its raw tensor bytes, and an unpickler reads
+    each. The walk ends at the end of the data, or at the first bytes that do not parse once at least one
+    stream has (raw tensor data); a stream that does not parse at the start is a problem."""
     out = PickleScan()
-    buf = io.BytesIO(data)
-    while out.pickles < max_streams and buf.tell() < len(data):
+    while out.pickles < max_streams and buf.tell() < size:
         start = buf.tell()
-        if out.pickles and data[start:start + 1] != b"\x80":  # raw tensor bytes after the pickles
-            break
         try:
             _walk(buf, out)
-        except (ValueError, EOFError, pickle.UnpicklingError, IndexError, KeyError, UnicodeDecodeError) as e:
-            out.problems.append(f"unreadable pickle at byte {start}: {type(e).__name__}: {str(e)[:120]}")
+        except (ValueError, EOFError, pickle.UnpicklingError, IndexError, KeyError, UnicodeDecodeError,
+                RecursionError) as e:
+            if out.pickles == 0:
+                out.problems.append(f"unreadable pickle at byte {start}: {type(e).__name__}: {str(e)[:120]}")
             break
         out.pickles += 1
     if out.pickles == 0 and not out.problems:
         out.problems.append("empty pickle stream")
     return out
+
+
+def parses_as_pickle(data: bytes) -> bool:
+    """True when `data` starts with a complete pickle stream of any protocol (0 and 1 included)."""
+    if not data:
+        return False
+    try:
+        for op, _, _ in pickletools.genops(io.BytesIO(data)):
+            if op.name == "STOP":
+                return True
+    except Exception:  # noqa: BLE001 - anything that does not parse is not a pickle
+        return False
+    return False
 
 
 def _walk(buf: io.BytesIO, out: PickleScan) -> None:

@@ -69,10 +69,15 @@ def _sklearn_types() -> frozenset[str]:
             mod = importlib.import_module(modname)
         except ImportError:
             continue
-        for obj in vars(mod).values():
-            if inspect.isclass(obj) and getattr(obj, "__module__", "").startswith("sklearn."):
+        for obj in vars(mod).values():  # classes defined there, not helpers it imports (joblib's Parallel)
+            if inspect.isclass(obj) and obj.__module__ == modname and not _callable_instances(obj):
                 names.add(f"{obj.__module__}.{obj.__qualname__}")
     return frozenset(names)
+
+
+def _callable_instances(cls) -> bool:
+    """Classes whose instances do work when called (`Parallel(...)(jobs)`) are no data types."""
+    return "__call__" in vars(cls)
 
 
 @functools.lru_cache(maxsize=None)
