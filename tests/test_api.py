@@ -33,3 +33,17 @@ def test_time_budget_turns_a_slow_attack_into_a_failed_finding(tmp_path, digits,
     f = rep.finding("pgd-linf")
     assert f.status is Status.FAILED and "time budget" in f.error
     assert rep.exit_code("low") == 1
+
+
+def test_harden_from_python_sweeps_and_returns_the_comparison(tmp_path, digits, digits_mlp):
+    res = mlwarden.harden(digits_mlp, digits, "dp-sgd", recipe="mlp", out=tmp_path,
+                          params={"epsilon": [1, 8], "epochs": 10, "one_run_canaries": 100},
+                          threats=["membership-inference"],
+                          threat_params={"membership-inference": {"n_reference": 2}})
+    points = res.summary["points"]
+    assert [p["label"] for p in points] == ["after-epsilon=1", "after-epsilon=8"]
+    assert points[0]["facts"]["dp-sgd"]["epsilon_spent"] < points[1]["facts"]["dp-sgd"]["epsilon_spent"]
+    assert all(p["accuracy"]["value"] < res.summary["before"]["accuracy"]["value"] for p in points)
+    assert res.before.finding("membership-inference").status is Status.OK
+    assert len(res.after) == 2 and res.exit_code(None) == 0
+    assert (tmp_path / "harden.html").exists() and (tmp_path / "plots" / "tradeoff.png").exists()

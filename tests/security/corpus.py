@@ -83,27 +83,15 @@ def hostile_files(folder: Path, sentinel: Path) -> dict[str, Path]:
     put("state-dict-payload.pt", buf.getvalue())
     put("legacy-payload.pt", pickle.dumps({"w": _Reduce(builtins.exec, _code(sentinel, "legacy"))}, protocol=2))
     # a torch.export archive whose nested sample-inputs archive carries the payload
-    ep = torch.export.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),))
-    torch.export.save(ep, folder / "clean.pt2")
-    with zipfile.ZipFile(folder / "clean.pt2") as src, zipfile.ZipFile(folder / "export-payload.pt2", "w") as dst:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            if info.filename.endswith("sample_inputs/model.pt"):
-                data = buf.getvalue()
-            dst.writestr(info, data)
-    (folder / "clean.pt2").unlink()
-    out["export-payload.pt2"] = folder / "export-payload.pt2"
+    payload = buf.getvalue()
+    out["export-payload.pt2"] = _rewrite(_exported(folder), folder / "export-payload.pt2",
+                                         lambda name, data: payload if name.endswith("sample_inputs/model.pt") else data)
     # TorchScript calling an operator from a library nobody loaded
     ts = torch.jit.script(torch.nn.Linear(4, 2))
     torch.jit.save(ts, folder / "ts.pt")
-    with zipfile.ZipFile(folder / "ts.pt") as src, zipfile.ZipFile(folder / "torchscript-custom-op.pt", "w") as dst:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            if info.filename.endswith(".py") and b"torch.linear" in data:
-                data = data.replace(b"torch.linear(", b"ops.evil_lib.run(")
-            dst.writestr(info, data)
-    (folder / "ts.pt").unlink()
-    out["torchscript-custom-op.pt"] = folder / "torchscript-custom-op.pt"
+    out["torchscript-custom-op.pt"] = _rewrite(
+        folder / "ts.pt", folder / "torchscript-custom-op.pt",
+        lambda name, data: data.replace(b"torch.linear(", b"ops.evil_lib.run(") if name.endswith(".py") else data)
     # joblib (pickle underneath)
     import joblib
     joblib.dump(_Reduce(os.system, f"touch {sentinel / 'joblib'}"), folder / "payload.joblib")
@@ -155,6 +143,22 @@ def hostile_files(folder: Path, sentinel: Path) -> dict[str, Path]:
     return out
 
 
+def _exported(folder: Path) -> Path:
+    """A clean torch.export archive of a small linear layer, to be rewritten."""
+    import torch
+    torch.export.save(torch.export.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),)), folder / "base.pt2")
+    return folder / "base.pt2"
+
+
+def _rewrite(src: Path, dst: Path, edit) -> Path:
+    """Copy archive `src` to `dst` member by member through `edit(name, data) -> data`; remove `src`."""
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w") as b:
+        for info in a.infolist():
+            b.writestr(info, edit(info.filename, a.read(info.filename)))
+    src.unlink()
+    return dst
+
+
 def _zip(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -178,15 +182,8 @@ def _file_operator_models(folder: Path, sentinel: Path) -> dict[str, Path]:
             return self.fc(x.reshape(x.shape[0], -1)) + t.sum().float() * 0
 
     torch.jit.script(FromFile(str(sentinel / "from_file"))).save(str(folder / "torchscript-from-file.pt"))
-    ep = torch.export.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),))
-    torch.export.save(ep, folder / "base.pt2")
-    with zipfile.ZipFile(folder / "base.pt2") as src, zipfile.ZipFile(folder / "export-from-file.pt2", "w") as dst:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            if info.filename.endswith("models/model.json"):
-                data = data.replace(b"torch.ops.aten.linear.default", b"torch.ops.aten.from_file.default")
-            dst.writestr(info, data)
-    (folder / "base.pt2").unlink()
+    _rewrite(_exported(folder), folder / "export-from-file.pt2", lambda name, data: data.replace(
+        b"torch.ops.aten.linear.default", b"torch.ops.aten.from_file.default") if name.endswith("model.json") else data)
     return {"torchscript-from-file.pt": folder / "torchscript-from-file.pt",
             "export-from-file.pt2": folder / "export-from-file.pt2"}
 

@@ -75,6 +75,8 @@ def as_target(model, data: Dataset, access: str | None = None) -> Target:
 def _endpoint_subject(cfg: AuditConfig) -> Subject:
     import os
 
+    from ..core.extras import require
+    require("httpx", "serve", "auditing an --endpoint")
     from ..io.http_target import HttpTarget
     m, d = cfg.model, cfg.data
     if m.path is not None:

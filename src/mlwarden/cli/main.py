@@ -288,6 +288,9 @@ def serve(
 
     from ..audit.config import describe_validation_error
     from ..audit.subject import subject_from_config
+    from ..core.extras import require
+    require("fastapi", "serve", "mlwarden serve")
+    require("uvicorn", "serve", "mlwarden serve")
     from ..serve.app import build_app
     from ..serve.guards import GuardConfig
 

@@ -2,8 +2,9 @@
 
 Shadow models, poisoning and backdoor retraining, DP-SGD, adversarial training and federated clients
 all train through a Recipe, so it exposes its parts (factory, optimizer, loader, loop) and two hooks:
-`wrap` may replace (model, optimizer, loader), and optionally the loss, before training (Opacus's make_private fits here) and
-`batch_transform` may rewrite each batch (adversarial training fits here).
+`wrap` may replace (model, optimizer, loader), and optionally the loss, before training (Opacus's
+make_private fits here), `batch_transform` may rewrite each batch (adversarial training fits here),
+`data_filter` may remove points before training (sanitizers fit here) and `loss` may replace the loss.
 """
 from __future__ import annotations
 
@@ -31,14 +32,22 @@ class Recipe:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     extra: dict = field(default_factory=dict)
-    wrap: Callable | None = None  # default for fit(wrap=...); a DP-SGD recipe carries its Opacus wrap here
+    # Hooks, each the default for the fit() argument of the same name, so a defence composes by returning
+    # the recipe with its hook set: DP-SGD sets `wrap`, adversarial training `batch_transform`, a data
+    # sanitizer `data_filter`.
+    wrap: Callable | None = None             # (model, opt, loader) -> (model, opt, loader[, loss])
+    batch_transform: Callable | None = None  # (model, xb, yb) -> (xb, yb), every batch
+    data_filter: Callable | None = None      # (x, y) -> (x, y), once, before training (sanitizers remove points)
+    loss: Callable | None = None             # (logits, targets) -> loss; default cross-entropy (hard or soft labels)
 
     def describe(self) -> dict:
         """What identifies the training procedure (cache keys of reference models use it)."""
+        hooks = {k: repr(getattr(self, k)) for k in ("wrap", "batch_transform", "data_filter", "loss")
+                 if getattr(self, k) is not None}
         return {"name": self.name, "factory": f"{self.factory.__module__}:{getattr(self.factory, '__qualname__', repr(self.factory))}",
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                 "weight_decay": self.weight_decay, "optimizer": self.optimizer, "extra": self.extra,
-                "wrap": repr(self.wrap) if self.wrap is not None else None}
+                "wrap": hooks.get("wrap"), **{k: v for k, v in hooks.items() if k != "wrap"}}
 
     def make_model(self, input_shape, n_classes: int) -> nn.Module:
         return self.factory(tuple(input_shape), n_classes)
@@ -58,12 +67,17 @@ class Recipe:
     def fit(self, x: torch.Tensor, y: torch.Tensor, n_classes: int, *, seed: int = 0,
             wrap: Callable | None = None, batch_transform: Callable | None = None,
             on_epoch: Callable | None = None) -> nn.Module:
+        """The one training loop. `y` holds labels, or probabilities (soft labels, e.g. a victim's answers
+        that an extraction copy learns from). `on_epoch(epoch, model)` is called after every epoch."""
         torch.manual_seed(seed)
+        if self.data_filter is not None:
+            x, y = self.data_filter(x, y)
         model = self.make_model(x.shape[1:], n_classes)
         opt = self.make_optimizer(model.parameters())
         loader = self.make_loader(x, y, seed)
         wrap = wrap if wrap is not None else self.wrap
-        loss_fn = nn.CrossEntropyLoss()
+        batch_transform = batch_transform if batch_transform is not None else self.batch_transform
+        loss_fn = self.loss or nn.CrossEntropyLoss()
         if wrap is not None:
             wrapped = wrap(model, opt, loader)
             model, opt, loader = wrapped[:3]

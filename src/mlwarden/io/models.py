@@ -12,6 +12,7 @@ import torch
 
 from ..core.data import Dataset
 from ..core.errors import UserError
+from ..core.extras import require
 from ..core.recipe import load_entry_point
 from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
 from .scan import FileScan, UnsafeModelFile, scan_file
@@ -189,7 +190,7 @@ def _load_skops(path: Path, scan: FileScan):
 
 
 def _onnx_target(path: Path, data: Dataset) -> Target:
-    import onnxruntime as ort
+    ort = require("onnxruntime", "onnx", "loading an ONNX model")
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001

@@ -7,13 +7,14 @@ from __future__ import annotations
 import warnings
 from functools import lru_cache
 
-from opacus.accountants.utils import get_noise_multiplier
+from ..core.extras import require
 
 
 @lru_cache(maxsize=256)  # calibration is a binary search over accountants: seconds; reference models repeat it
 def noise_for(epsilon: float, delta: float, sample_rate: float, steps: int,
               accountant: str = "prv") -> tuple[float, str]:
     """(noise multiplier, accountant actually used) reaching `epsilon` after `steps` steps."""
+    get_noise_multiplier = require("opacus.accountants.utils", "dp", "DP-SGD").get_noise_multiplier
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if accountant == "prv":

@@ -214,7 +214,7 @@ def scan_onnx(path: Path) -> tuple[Refs, list[str]]:
     try:
         import onnx
     except ImportError:
-        return [], ["reading ONNX files needs the 'onnx' package"]
+        return [], ["reading ONNX files needs the 'onnx' extra: pip install 'mlwarden[onnx]'"]
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - any parse failure is an unreadable file

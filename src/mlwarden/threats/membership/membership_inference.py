@@ -11,6 +11,7 @@ import torch
 from pydantic import Field
 
 from ...core.finding import Check, Metric, Severity, Status
+from ...core.severity import MEMBERSHIP
 from ...core.target import Access
 from ...core.threat import Context, Params, Threat
 from ...core.registry import register
@@ -157,8 +158,7 @@ class MembershipInference(Threat):
                    title=f"membership inference, {n_models} reference models pooled" if n_models > 1
                    else "membership inference, audited model")
         lo = best.ci_low
-        sev = (Severity.HIGH if lo >= 0.10 else Severity.MEDIUM if lo >= 0.03 else
-               Severity.LOW if lo > 0.01 else Severity.INFO)
+        sev = MEMBERSHIP.grade(lo)
         scope = (f"pooled over {n_models} models trained by the recipe" if n_models > 1 else "audited model only")
         head = (f"{best.name}: {best.text()} ({scope}, {per_attack[best_name][key].n_nonmembers} non-members; "
                 f"chance is 1%)")

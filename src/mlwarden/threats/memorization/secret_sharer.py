@@ -4,6 +4,8 @@ with canaries inserted 0, 1, 4, 16... times; measure each canary's exposure and 
 its prefix alone. A canary with 0 insertions is the control: its exposure must look like chance."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import math
 import re
 from collections import Counter
@@ -11,6 +13,7 @@ from collections import Counter
 from pydantic import Field
 
 from ...core.finding import Check, Metric, Severity, Status
+from ...core.severity import secret_exposure
 from ...core.registry import register
 from ...core.target import Access
 from ...core.threat import Context, Params, Threat
@@ -113,9 +116,10 @@ class SecretSharer(Threat):
             head = (f"secret extracted from its prefix alone when inserted {least}x "
                     f"({extracted[0]['extraction_queries']} queries); exposure up to {top:.1f} of {max_bits:.1f} bits")
         else:
-            sev = Severity.HIGH if top >= max_bits - 3 else Severity.MEDIUM if top >= 10 else Severity.LOW
+            sev = secret_exposure(max_bits).grade(top)
             head = f"no canary extracted; highest exposure {top:.1f} of {max_bits:.1f} bits"
-        dp = wrap.result if wrap is not None and getattr(wrap, "result", None) else None
+        calibration = getattr(wrap, "calibration", None) if wrap is not None else None
+        dp = asdict(calibration) if calibration is not None else None
         notes = ["Unit of privacy: one training example, which for this model is one window of "
                  f"{corpus.context} characters plus the next one; a canary of {len(rows[0]['canary'])} characters "
                  f"inserted k times is in about k * {len(rows[0]['canary']) + corpus.context} windows."]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from ...core.finding import Metric, Remedy, Severity, Status
+from ...core.finding import Metric, Remedy, Status
+from ...core.recipe import Recipe
+from ...core.severity import extraction
 from ...core.target import Access
 from ...core.threat import Threat
 
@@ -45,33 +47,12 @@ def agreement(target, stolen, x_test: torch.Tensor, n_uniform: int, space, seed:
     return out
 
 
-def severity(test_agreement: float, queries: int, n_train: int) -> Severity:
-    if test_agreement >= 0.99 and queries <= 0.1 * n_train:
-        return Severity.CRITICAL
-    if test_agreement >= 0.95 and queries <= n_train:
-        return Severity.HIGH
-    if test_agreement >= 0.90:
-        return Severity.MEDIUM
-    return Severity.LOW
-
-
 def fit_copy(factory, x: torch.Tensor, answers: torch.Tensor, n_classes: int, *, epochs: int = 60,
              lr: float = 1e-3, batch_size: int = 64, seed: int = 0):
-    """Train a copy on the victim's answers: soft cross-entropy to probabilities, or labels (1-D answers)."""
-    torch.manual_seed(seed)
-    model = factory(tuple(x.shape[1:]), n_classes)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    soft = answers.ndim == 2
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(x), generator=g).split(batch_size):
-            logp = torch.log_softmax(model(x[idx]), 1)
-            loss = -(answers[idx] * logp).sum(1).mean() if soft else torch.nn.functional.nll_loss(logp, answers[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return model.eval()
+    """Train a copy on the victim's answers through the one training loop (Recipe.fit): soft
+    cross-entropy to probabilities, or labels (1-D answers)."""
+    recipe = Recipe("extraction-copy", factory, epochs=epochs, batch_size=batch_size, lr=lr)
+    return recipe.fit(x, answers.float() if answers.ndim == 2 else answers.long(), n_classes, seed=seed)
 
 
 def ask(target, x: torch.Tensor, prefer_scores: bool = True) -> torch.Tensor:
@@ -99,7 +80,7 @@ def report_copy(threat, ctx, p, stolen, queries: int, answers, evidence: str, ex
     kind = "probabilities" if answers.ndim == 2 else "labels"
     head = (f"copied from {queries} answers ({kind}): {test.text()} test agreement, {metrics[1].text()} on "
             f"uniform inputs (training set: {len(ctx.data.x_train)} examples)")
-    return threat.finding(ctx, p, status=Status.OK, severity=severity(test.value, queries, len(ctx.data.x_train)),
+    return threat.finding(ctx, p, status=Status.OK, severity=extraction(test.value, queries, len(ctx.data.x_train)),
                           headline=head, metrics=metrics, evidence=[ctx.rel(path)], queries=queries,
                           details={"answers": kind, "notes": notes or [], **(extra or {})})
 

@@ -24,7 +24,8 @@ from ...core.registry import register
 from ...core.target import Access
 from ...core.threat import Context, Params
 from ...core.zoo import LogReg
-from .common import ExtractionThreat, agreement, severity
+from ...core.severity import extraction
+from .common import ExtractionThreat, agreement
 
 DECIMALS_CHECKED = 6
 
@@ -135,7 +136,7 @@ class EquationSolving(ExtractionThreat):
         path = ctx.evidence_path("stolen-logreg.pt")
         torch.save(stolen.state_dict(), path)
         test = metrics[0]
-        sev = severity(test.value, queries, len(ctx.data.x_train))
+        sev = extraction(test.value, queries, len(ctx.data.x_train))
         head = (f"copied with {queries} queries by {method}: {test.text()} test agreement, "
                 f"{metrics[1].text()} on uniform inputs (training set: {len(ctx.data.x_train)} examples)")
         return self.finding(ctx, p, status=Status.OK, severity=sev, headline=head, metrics=metrics,

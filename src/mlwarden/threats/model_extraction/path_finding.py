@@ -22,7 +22,8 @@ from ...core.finding import Metric, Status
 from ...core.registry import register
 from ...core.target import Access
 from ...core.threat import Context, Params
-from .common import ExtractionThreat, agreement, severity
+from ...core.severity import extraction
+from .common import ExtractionThreat, agreement
 
 
 class Pp(Params):
@@ -153,6 +154,6 @@ class PathFinding(ExtractionThreat):
         test = metrics[0]
         head = (f"{len(leaves)} leaf regions recovered with {paid} queries: {test.text()} test agreement, "
                 f"{metrics[1].text()} on uniform inputs" + ("" if complete else " (stopped at its limit)"))
-        return self.finding(ctx, p, status=Status.OK, severity=severity(test.value, paid, len(ctx.data.x_train)),
+        return self.finding(ctx, p, status=Status.OK, severity=extraction(test.value, paid, len(ctx.data.x_train)),
                             headline=head, metrics=metrics, evidence=[ctx.rel(path)], queries=paid,
                             details={"complete": complete, "leaf_regions": len(leaves)})

@@ -63,7 +63,7 @@ class Retraining(ExtractionThreat):
             i, j = torch.randint(0, n0, (2,), generator=g).tolist()
             if y[i] == y[j]:
                 continue
-            a, b, ya, yb = x[i], x[j], y[i], y[j]
+            a, b, ya = x[i], x[j], y[i]
             for _ in range(p.search_steps):
                 mid = (a + b) / 2
                 ym = ctx.target.labels(mid[None]).long()[0]
@@ -73,7 +73,7 @@ class Retraining(ExtractionThreat):
                 if ym == ya:
                     a = mid
                 else:
-                    b, yb = mid, ym
+                    b = mid
             ctx.check_time()
         return torch.cat(xs), torch.cat(ys)
 

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from ...core.data import Dataset
 from ...core.finding import Metric, Remedy, Severity
+from ...core.severity import EVASION
 from ...core.threat import Params
 
 WHITE_BOX_ATLAS = ["AML.T0043.000", "AML.T0015"]  # Craft Adversarial Data: White-Box Optimization; Evade
@@ -19,16 +20,8 @@ ADV_TRAINING = Remedy(
     "input preprocessing alone must be re-attacked adaptively (BPDA/EOT) before it is trusted.",
 )
 
-# Severity from robust accuracy relative to clean accuracy at the audited eps (r = robust / clean).
-SEVERITY_THRESHOLDS = [(0.25, Severity.CRITICAL), (0.6, Severity.HIGH), (0.9, Severity.MEDIUM)]
-
-
 def severity_from_ratio(robust: float, clean: float) -> Severity:
-    r = robust / clean if clean > 0 else 0.0
-    for limit, sev in SEVERITY_THRESHOLDS:
-        if r < limit:
-            return sev
-    return Severity.LOW
+    return EVASION.grade(robust / clean if clean > 0 else 0.0)
 
 
 class EvasionParams(Params):

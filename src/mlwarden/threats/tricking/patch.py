@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ...core.finding import Metric, Remedy, Severity, Status
+from ...core.finding import Metric, Remedy, Status
+from ...core.severity import PATCH
 from ...core.registry import register
 from ...core.threat import Context, Params, Threat
 from .common import PHYSICAL_ATLAS, eval_points, predict
@@ -104,8 +105,7 @@ class AdversarialPatch(Threat):
                    Metric("target_rate_without_patch", base, len(x)),
                    Metric("target_rate_random_patch", control, len(x)),
                    Metric("patch_side", side, unit="pixels"), Metric("patch_area", side * side / (h * w), unit="fraction")]
-        sev = (Severity.CRITICAL if m.value >= 0.75 else Severity.HIGH if m.value >= 0.5
-               else Severity.MEDIUM if m.value >= 0.2 else Severity.LOW)
+        sev = PATCH.grade(m.value)
         ev = ctx.evidence_path("patch.png")
         _save_patch_figure(ev, patch, x[:8], r[:8], q[:8], model, p.target_class, s.low, s.high)
         return self.finding(
