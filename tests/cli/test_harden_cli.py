@@ -116,6 +116,20 @@ def test_harden_html_shows_the_verdict_and_the_plots_in_chromium(hardened, tmp_p
     assert "class='verdict'>Risk: membership-inference" in html and "data:image/png;base64," in html
 
 
+def test_resume_reuses_the_audits_and_the_saved_hardened_model(hardened, mlp_state_dict):
+    r, out = hardened
+    first = json.loads((out / "harden.json").read_text())
+    again = mlwarden("harden", "--defense", "dp-sgd", "--param", "epsilon=2", "--model", mlp_state_dict,
+                     "--factory", "mlwarden.core.zoo:mlp", "--recipe", "mlp", "--data", "digits", "--config",
+                     out.parent / "audit.toml", "--param", "lr=0.01", "--param", "batch_size=128", "--param",
+                     "epochs=20", "--out", out, "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "reusing the hardened model" in again.stderr and again.stderr.count("cached") >= 2
+    second = json.loads((out / "harden.json").read_text())
+    assert second["points"][0]["accuracy"] == first["points"][0]["accuracy"]
+    assert second["points"][0]["facts"] == first["points"][0]["facts"]
+
+
 def test_sweep_traces_a_tradeoff_curve(tmp_path, mlp_state_dict):
     (tmp_path / "audit.toml").write_text("[threats.membership-inference]\nn_reference = 2\n")
     r = mlwarden("harden", "--defense", "dp-sgd", "--param", "epsilon=1,8", "--model", mlp_state_dict,

@@ -16,14 +16,14 @@ import torch
 from pydantic import ValidationError
 
 from ..audit.config import describe_validation_error
-from ..audit.rundir import RunDir, claim
+from ..audit.rundir import RunDir, claim, sha256
 from ..audit.runner import Subject, run_audit, seed_everything
-from ..core.defense import Defense, DefenseContext, apply_defenses, check_applicable
+from ..core.defense import Defense, DefenseContext, Hardened, apply_defenses, check_applicable
 from ..core.errors import UserError
 from ..core.measure import correct, paired_difference
 from ..core.finding import Metric
 from ..core.registry import get_defense, get_threats
-from ..io.models import save_module
+from ..io.models import load_target, save_module
 from ..report import sarif
 from ..report.report import Report, write_atomic
 from . import render
@@ -155,32 +155,69 @@ def _apply_and_audit(subject, params, out_dir: Path, label: str, settings, audit
                      stage) -> dict:
     seed = settings["seed"]
     ctx = DefenseContext(subject.data, out_dir, seed=seed, profile=settings["profile"])
-    seed_everything(seed)
-    t0 = time.monotonic()
-    hardened = apply_defenses(subject, params, ctx)
-    apply_s = time.monotonic() - t0
-    saved = None
-    if hardened.model is not None:
-        saved = save_module(hardened.model, subject.data, out_dir / "hardened" / label.replace("after", "model"))
-        run.add(saved["path"])
+    state_rel = f"hardened/{label}.json"
+    state = {"params": {d.name: p.model_dump() for d, p in params}}
+    reused = _reuse_hardened(subject, params, out_dir, state_rel, state, run) if audit["resume"] else None
+    if reused is not None:
+        hardened, state = reused
+        stage(f"reusing the hardened model of the earlier run ({state['model']['path']})")
+    else:
+        seed_everything(seed)
+        t0 = time.monotonic()
+        hardened = apply_defenses(subject, params, ctx)
+        state.update(facts=hardened.facts, training_s=hardened.training_s, apply_s=time.monotonic() - t0, model=None,
+                     target_name=hardened.target.name)
+        if hardened.model is not None:
+            state["model"] = save_module(hardened.model, subject.data,
+                                         out_dir / "hardened" / label.replace("after", "model"))
+            run.add(state["model"]["path"])
     after_subject = Subject(hardened.target, subject.data, hardened.recipe or subject.recipe,
-                            {**subject.info, "hardened": label, "model_file": saved["path"] if saved else None})
+                            {**subject.info, "hardened": label,
+                             "model_file": state["model"]["path"] if state["model"] else None})
     stage(f"auditing the hardened model ({label})")
     report = run_audit(after_subject, out_dir / label, **audit)
-    evaluation = {}
-    for d, p in params:
-        ev = d.evaluate(subject, hardened, p, ctx)
-        if ev:
-            stage(f"{d.name}: its own checks")
-            evaluation[d.name] = ev
+    if "evaluation" not in state:
+        state["evaluation"] = {}
+        for d, p in params:
+            ev = d.evaluate(subject, hardened, p, ctx)
+            if ev:
+                stage(f"{d.name}: its own checks")
+                state["evaluation"][d.name] = ev
+        if state["model"]:   # what resuming needs to skip training and these checks
+            write_atomic(out_dir / state_rel, json.dumps(state, default=float))
+            run.add(state_rel)
     ok = correct(hardened.target, subject.data.x_test, subject.data.y_test)
     diff = paired_difference(base_ok, ok)
-    return {"label": label, "dir": label, "params": {d.name: p.model_dump() for d, p in params},
-            "facts": hardened.facts, "evaluation": evaluation, "model": saved,
+    return {"label": label, "dir": label, **state,
             "accuracy": vars(Metric.rate("test accuracy", int(ok.sum()), len(ok))),
             "accuracy_change": {"points": diff[0], "ci_low": diff[1], "ci_high": diff[2]},
-            "training_s": hardened.training_s, "apply_s": apply_s,
-            "pipeline_bug": any(ev.get("pipeline_bug") for ev in evaluation.values()), "report": report}
+            "pipeline_bug": any(ev.get("pipeline_bug") for ev in state["evaluation"].values()), "report": report}
+
+
+def _reuse_hardened(subject, params, out_dir: Path, state_rel: str, state: dict, run: RunDir):
+    """On --resume: the hardened model this run saved (unchanged since, same parameters), loaded through the
+    scan like any model file, with the defended recipe rebuilt without training. None to apply again."""
+    created = {c["path"]: c["sha256"] for c in run.created}
+    path = out_dir / state_rel
+    if state_rel not in created or not path.is_file() or sha256(path) != created[state_rel]:
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    model = saved.get("model") or {}
+    rel = Path(str(model.get("path", ""))).relative_to(out_dir).as_posix() if str(model.get("path", "")).startswith(
+        str(out_dir)) else None
+    if saved.get("params") != state["params"] or model.get("format") != "export" or rel not in created:
+        return None
+    target = load_target(model["path"], subject.data)
+    target.access = subject.target.access
+    target.name = saved.get("target_name", target.name)   # the same subject as the first run's audit
+    recipe = subject.recipe
+    for d, p in params:
+        if d.kind == "training":
+            recipe, _ = d.defend_recipe(recipe, p, subject.data)
+    return Hardened(target, recipe, saved["facts"], training_s=saved.get("training_s", 0.0)), saved
 
 
 def _short(p) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
+from ..core.measure import accuracy
 from ..core.recipe import Recipe
 
 
@@ -84,7 +85,7 @@ def one_run_audit(recipe: Recipe, x_train, y_train, x_test, y_test, n_classes: i
     model = recipe.fit(x, y, n_classes, seed=seed)
     with torch.no_grad():
         scores = torch.log_softmax(model(x_can), 1)[torch.arange(m), y_can].numpy()
-        acc = float((model(x_test).argmax(1) == y_test).float().mean())
+    acc = accuracy(model, x_test, y_test).value
     k = max(1, int(guess_fraction * m))  # fixed before looking at the scores
     order = np.argsort(-scores)
     inc = included.numpy()

@@ -15,7 +15,7 @@ from ...core.threat import Context, Params, Threat
 
 NAME = "unsafe-model-file"
 FAMILY = "model-corruption"
-TITLE = "Model file that runs code when loaded"
+TITLE = "Code run when the model file is loaded"
 ATLAS = ["AML.T0010", "AML.T0011.000"]
 REMEDY = Remedy("safe-model-format",
                  "Do not load this file. Ask its author for weights in a format that cannot run code "
@@ -43,7 +43,7 @@ def scan_finding(scan: dict, profile: str = "quick", refused: bool = False) -> F
                     "loading it runs that code")
     else:
         severity, status = Severity.INFO, Status.OK
-        headline = f"{scan['format']} file is safe to load ({scan['summary']})"
+        headline = f"{scan['format']} file is safe to load ({scan['summary'].removeprefix('safe: ')})"
     return Finding(threat=NAME, family=FAMILY, title=TITLE, status=status, severity=severity, headline=headline,
                    metrics=metrics, atlas=list(ATLAS), profile=profile, remedy=REMEDY if unsafe or by_user else None,
                    details={"file": scan["path"], "format": scan["format"], "untrusted": unsafe,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ...core import measure
 from ...core.finding import Metric, Remedy, Status
 from ...core.recipe import Recipe
 from ...core.severity import extraction
@@ -39,12 +40,10 @@ def agreement(target, stolen, x_test: torch.Tensor, n_uniform: int, space, seed:
     """Label agreement on the test split and on uniform inputs; the victim's answers here are not counted
     as attack queries."""
     x_unif = uniform_inputs(n_uniform, x_test.shape[1:], space.low, space.high, seed + 99)
-    out = []
     with target.uncounted():
-        for name, x in (("agreement on test data (1 - R_test)", x_test), ("agreement on uniform inputs (1 - R_unif)", x_unif)):
-            k = int((target.labels(x) == stolen(x).argmax(1)).sum())
-            out.append(Metric.rate(name, k, len(x)))
-    return out
+        return [measure.agreement(target.labels(x), stolen(x).argmax(1), name)
+                for name, x in (("agreement on test data (1 - R_test)", x_test),
+                                ("agreement on uniform inputs (1 - R_unif)", x_unif))]
 
 
 def fit_copy(factory, x: torch.Tensor, answers: torch.Tensor, n_classes: int, *, epochs: int = 60,
