@@ -154,6 +154,7 @@ BAD = {
                          "epsilon: Input should be greater than 0"),
     "unknown parameter": (["--defense", "dp-sgd", "--param", "epsilom=1"], "has a parameter 'epsilom'"),
     "malformed parameter": (["--defense", "dp-sgd", "--param", "epsilon"], "must look like key=value"),
+    "non-numeric sweep": (["--defense", "dp-sgd", "--param", "accountant=prv,rdp"], "only numbers can be swept"),
     "two sweeps": (["--defense", "dp-sgd", "--param", "epsilon=1,2", "--param", "lr=0.1,0.2"],
                    "only one parameter may take several values"),
     "delta too large": (["--defense", "dp-sgd", "--param", "delta=0.01", "--model", "{sd}", "--factory",

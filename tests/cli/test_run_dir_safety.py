@@ -69,6 +69,14 @@ def test_links_and_lookalike_run_json_are_refused(model, tmp_path):
     r = audit(model, out)
     assert r.returncode == 2 and "does not write through links" in r.stderr
     assert list(victim.iterdir()) == []
+    legacy = tmp_path / "legacy"          # an old-style run.json is a run directory, but lists nothing to delete
+    legacy.mkdir()
+    (legacy / "keep.txt").write_text("keep")
+    import hashlib
+    (legacy / "run.json").write_text(json.dumps({"fingerprint": "f", "settings": {}, "subject": {}, "threats": [],
+                                                 "created": [{"path": "keep.txt",
+                                                              "sha256": hashlib.sha256(b"keep").hexdigest()}]}))
+    assert audit(model, legacy).returncode == 0 and (legacy / "keep.txt").read_text() == "keep"
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "run.json").write_text(json.dumps({"fingerprint": "abc", "created": "ab"}))  # not mlwarden's
@@ -105,6 +113,17 @@ def test_resume_fingerprint_ignores_path_spelling_and_fail_on(model, tmp_path):
     r = audit("m.pt", "runs/r1/", "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("cached") == 2
+
+
+def test_resume_notices_a_retrained_model_at_the_same_path(model, tmp_path, digits):
+    shutil.copy(model, tmp_path / "m.pt")
+    assert audit(tmp_path / "m.pt", tmp_path / "r").returncode == 0
+    sd = torch.load(tmp_path / "m.pt", weights_only=True)
+    first = next(iter(sd))
+    sd[first] = sd[first] + 0.01
+    torch.save(sd, tmp_path / "m.pt")
+    r = audit(tmp_path / "m.pt", tmp_path / "r", "--resume")
+    assert r.returncode == 2 and "holds a different audit" in r.stderr
 
 
 def test_default_run_name_from_a_dotted_model_name_stays_in_mlwarden_out(tmp_path, digits, digits_mlp):

@@ -14,9 +14,11 @@ BLOCK = "import sys; sys.modules[{mod!r}] = None; sys.argv = ['mlwarden', *{argv
     ("opacus", ["harden", "--defense", "dp-sgd", "--recipe", "mlp", "--out", "{tmp}/h"], "dp"),
     ("fastapi", ["serve", "--data", "digits"], "serve"),
     ("httpx", ["audit", "--endpoint", "http://127.0.0.1:9/v2/models/m", "--out", "{tmp}/e"], "serve"),
+    ("onnx", ["audit", "--model", "{tmp}/m.onnx", "--data", "digits", "--out", "{tmp}/o"], "onnx"),
 ])
 def test_missing_extra_is_one_line_naming_it(mod, argv, extra, tmp_path):
     argv = [a.format(tmp=tmp_path) for a in argv]
+    (tmp_path / "m.onnx").write_bytes(b"not read: the missing extra is named first")
     r = subprocess.run([sys.executable, "-c", BLOCK.format(mod=mod, argv=argv)], capture_output=True, text=True,
                        timeout=300)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]

@@ -93,6 +93,18 @@ def test_plugin_threat_and_defence_are_listed_and_run(plugin_path, tmp_path, mlp
     assert after["subject"]["model"]["access"] == "labels"
 
 
+def test_a_plugin_named_like_a_builtin_is_one_line(plugin_path, tmp_path):
+    (tmp_path / "clash.py").write_text("from mlw_plugin import MislabelRate\n\n\nclass Clash(MislabelRate):\n"
+                                       "    name = 'fgsm'\n")
+    info = tmp_path / "clash-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: clash\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[mlwarden.threats]\nclash = clash:Clash\n")
+    env_path = f"{tmp_path}{os.pathsep}{plugin_path}"
+    r = run_with(env_path, "threats")
+    assert r.returncode == 2 and "two plug-ins are named 'fgsm'" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_a_broken_plugin_is_one_line(tmp_path):
     info = tmp_path / "broken-0.1.dist-info"
     info.mkdir()

@@ -96,3 +96,12 @@ def test_weights_only_refuses_a_pickled_module_as_state_dict(tmp_path, digits, d
     with pytest.raises(UserError, match="allow-pickle"):   # trusted, yet still not a state_dict
         load_target(str(tmp_path / "full.pt"), digits, factory="mlwarden.core.zoo:mlp",
                     trust=["mlwarden.core.zoo.MLP"])
+
+
+def test_saved_model_names_keep_their_dots(tmp_path, digits, digits_mlp):
+    """`model-epsilon=1` and `model-epsilon=1.5` are two files, not one overwritten."""
+    from mlwarden.io.models import save_module
+    a = save_module(digits_mlp, digits, tmp_path / "model-epsilon=1")
+    b = save_module(digits_mlp, digits, tmp_path / "model-epsilon=1.5")
+    assert a["path"].endswith("model-epsilon=1.pt2") and b["path"].endswith("model-epsilon=1.5.pt2")
+    assert a["format"] == b["format"] == "export"

@@ -140,6 +140,32 @@ def hostile_files(folder: Path, sentinel: Path) -> dict[str, Path]:
     put("compressed.joblib", zlib.compress(pickle.dumps(_Reduce(os.system, f"touch {sentinel / 'z'}"))))
     out["onnx-sparse-external.onnx"] = _onnx_sparse_external(folder, os.path.relpath(outside, folder))
     put("deep-schema.skops", _zip({"schema.json": b"[" * 100_000}))
+    # found by review: member names in another case (torch's reader ignores case), a repeated member name
+    # (readers pick different copies), an unreadable nested member, and an operator named through getattr
+    evil_ts = out["torchscript-from-file.pt"].read_bytes()
+    upper = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(evil_ts)) as a, zipfile.ZipFile(upper, "w") as b:
+        for info in a.infolist():
+            name = info.filename.replace("/code/", "/CODE/").replace(".py", ".PY")
+            b.writestr(name, a.read(info.filename))
+    put("torchscript-uppercase-code.pt", upper.getvalue())
+    ts = torch.jit.script(torch.nn.Linear(4, 2))
+    buf2 = io.BytesIO()
+    torch.jit.save(ts, buf2)
+    dup = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buf2.getvalue())) as a, zipfile.ZipFile(dup, "w") as b:
+        for info in a.infolist():
+            data = a.read(info.filename)
+            if info.filename.endswith(".py") and b"torch.linear(" in data:
+                b.writestr(info.filename, data.replace(b"torch.linear(", b"ops.evil_lib.run("))
+            b.writestr(info.filename, data)
+    put("duplicate-member.pt", dup.getvalue())
+    put("broken-nested-member.pt2", _zip({"archive_format": b"pt2", "m/models/model.json": b"{}",
+                                          "m/data/sample_inputs/model.pt": b"PK\x03\x04" + bytes(64)}))
+    out["export-getattr-operator.pt2"] = _rewrite(_exported(folder), folder / "export-getattr-operator.pt2",
+                                                  lambda name, data: data.replace(
+                                                      b"torch.ops.aten.linear.default", b"_operator.__loader__.get_data")
+                                                  if name.endswith("model.json") else data)
     return out
 
 

@@ -34,7 +34,12 @@ def read_state(folder: Path) -> dict[str, Any] | None:
 
 def _created(state: dict[str, Any]) -> list[dict[str, str]]:
     """The files a run.json says its run created, as {"path", "sha256"} records; anything else is ignored."""
-    items = state.get("created")
+    if state.get("kind") != KIND:   # a legacy run.json never listed files
+        return []
+    return _records(state.get("created"))
+
+
+def _records(items) -> list[dict[str, str]]:
     if not isinstance(items, list):
         return []
     return [c for c in items if isinstance(c, dict) and isinstance(c.get("path"), str)
@@ -108,7 +113,7 @@ class RunDir:
     def __init__(self, folder: Path, state: dict[str, Any]):
         self.folder = Path(folder)
         self.state = {**state, "kind": KIND}
-        self.created: list[dict[str, str]] = _created(state)
+        self.created: list[dict[str, str]] = _records(state.get("created"))
 
     def add(self, *paths: Path | str) -> None:
         base = self.folder.as_posix().rstrip("/") + "/"

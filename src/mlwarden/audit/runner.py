@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from .._version import __version__
 from ..core.backend import LocalBackend
+from ..core.cache import tensor_digest
 from ..core.data import Dataset
 from ..core.errors import TimeBudgetExceeded, UserError
 from ..core.finding import Finding, Severity, Status
@@ -90,8 +91,12 @@ PRESENTATION = ("out", "fail_on", "threads")
 def fingerprint(subject: Subject, plan: list[Planned], settings: dict) -> str:
     described = subject.describe()
     path = described["model"].get("path")
-    if path:  # ./m.pt, m.pt and /abs/m.pt are one model
+    if path:  # ./m.pt, m.pt and /abs/m.pt are one model; a retrained model at the same path is another
         described["model"]["path"] = os.path.realpath(path)
+        if os.path.isfile(path):
+            described["model"]["sha256"] = sha256(Path(path))
+    d = subject.data
+    described["data"]["digest"] = tensor_digest(d.x_train, d.y_train, d.x_test, d.y_test)
     blob = json.dumps({"subject": described,
                        "settings": {k: v for k, v in settings.items() if k not in PRESENTATION},
                        "plan": [(p.threat.name, p.params.model_dump() if p.params else None) for p in plan]},

@@ -28,14 +28,14 @@ class Registry(Generic[T]):
         if cls.name in self._items:
             if type(self._items[cls.name]) is cls:
                 return cls
-            raise RuntimeError(f"{self.group}: {cls.name} registered twice")
+            raise UserError(f"{self.group}: two plug-ins are named '{cls.name}' ({cls.__module__} and "
+                            f"{type(self._items[cls.name]).__module__})")
         self._items[cls.name] = cls()
         return cls
 
     def _discover(self) -> None:
         if self._loaded:
             return
-        self._loaded = True
         for ep in sorted(entry_points(group=self.group), key=lambda e: (e.value.split(".")[0] != "mlwarden", e.name)):
             try:
                 obj = ep.load()
@@ -49,6 +49,7 @@ class Registry(Generic[T]):
             else:
                 raise UserError(f"plug-in '{ep.name}' ({ep.value}) is neither a module nor a "
                                 f"{self.base.__name__} class")
+        self._loaded = True   # only once every plug-in loaded: a failure is reported again, not half-listed
 
     def all(self) -> dict[str, T]:
         self._discover()

@@ -73,6 +73,9 @@ def parse_defenses(spec: str, raw_params: list[str] | None) -> tuple[Chosen, Swe
             raise UserError(f"--param {key}: several defences have '{field}'; write defence.{field}=...")
         d, ov = matches[0]
         values = [v.strip() for v in value.split(",") if v.strip()]
+        if len(values) > 1 and not all(_number(v) for v in values):
+            raise UserError(f"--param {key}: only numbers can be swept (a trade-off curve needs an axis), got "
+                            f"{value!r}")
         if len(values) > 1:
             if sweep is not None:
                 raise UserError(f"--param {key}: only one parameter may take several values (already sweeping "
@@ -147,7 +150,7 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
              "harden.sarif": json.dumps(sarif.render(reports[-1]), indent=2)}
     for name, text in files.items():
         write_atomic(out_dir / name, text)
-    run.add(*files)
+    run.add(*files, *summary["plots"])
     return HardenResult(summary, before, reports, out_dir)
 
 
@@ -218,6 +221,14 @@ def _reuse_hardened(subject, params, out_dir: Path, state_rel: str, state: dict,
         if d.kind == "training":
             recipe, _ = d.defend_recipe(recipe, p, subject.data)
     return Hardened(target, recipe, saved["facts"], training_s=saved.get("training_s", 0.0)), saved
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _short(p) -> str:

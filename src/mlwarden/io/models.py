@@ -22,6 +22,13 @@ from .scan.trust import classify, resolve, torch_weights_types
 FORMATS = ("auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle")
 
 
+# Trusted functions that call an argument of the pickle's choosing: fine inside torch's weights_only
+# unpickler (which checks that argument), not in a plain pickle.
+CALLS_ITS_ARGUMENTS = {"torch._tensor._rebuild_from_type_v2", "torch._utils._rebuild_wrapper_subclass",
+                       "numpy.random._pickle.__generator_ctor", "numpy.random._pickle.__bit_generator_ctor",
+                       "numpy.random._pickle.__randomstate_ctor"}
+
+
 class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can be checked one by one
     """Imports only what the trust list allows (or the user named): the same rule as the scan. And it calls,
     constructs and rebuilds only those objects themselves, never an instance that a pickle made (a trusted
@@ -34,6 +41,8 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opco
 
     def find_class(self, module: str, name: str):
         full = normalize(module, name)
+        if full in CALLS_ITS_ARGUMENTS and full not in self._trust:
+            raise pickle.UnpicklingError(f"{full} calls what the pickle gives it; only torch's loader may use it")
         if classify(full, "type", self._trust) not in ("trusted", "trusted-by-user"):
             raise pickle.UnpicklingError(f"{full} is not trusted")
         obj = resolve(full)
@@ -56,6 +65,11 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opco
         self._check(self.stack[-3])
         super().load_newobj_ex()
 
+    def load_build(self):
+        if isinstance(self.stack[-2], type):   # BUILD on a class would set attributes for the whole process
+            raise pickle.UnpicklingError("the pickle sets state on a class, not on an object")
+        super().load_build()
+
     def load_obj(self):
         if not self.stack:   # the stack since the mark: the class, then its arguments
             raise pickle.UnpicklingError("OBJ without a class")
@@ -67,6 +81,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opco
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
     dispatch[pickle.OBJ[0]] = load_obj
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def detect_format(path: Path, factory: str | None) -> str:
@@ -215,6 +230,8 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
         raise UserError(f"model file not found: {path}")
     if fmt not in FORMATS:
         raise UserError(f"unknown model format '{fmt}'; one of {', '.join(FORMATS)}")
+    if p.suffix.lower() == ".onnx" or fmt == "onnx":   # a missing reader is an install problem, not a hostile file
+        require("onnx", "onnx", "reading an ONNX model")
     scan = scan_file(p, frozenset(trust or ()))
     if scan.format == "unknown":
         raise UserError(f"{path}: unknown model format (not a torch, skops, ONNX, safetensors or pickle file)")
@@ -288,11 +305,11 @@ def save_module(module: torch.nn.Module, data: Dataset, path: Path) -> dict:
         batch = torch.export.Dim("batch", min=1)
         name = next(iter(inspect.signature(module.forward).parameters))
         ep = torch.export.export(module, (example,), dynamic_shapes={name: {0: batch}})
-        out = path.with_suffix(".pt2")
+        out = path.parent / f"{path.name}.pt2"   # not with_suffix: "model-epsilon=1.5" has no suffix to replace
         torch.export.save(ep, out)
         return {"path": str(out), "format": "export"}
     except Exception as e:  # noqa: BLE001 - some networks do not export; weights still can be saved
         from safetensors.torch import save_file
-        out = path.with_suffix(".safetensors")
+        out = path.parent / f"{path.name}.safetensors"
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(out))
         return {"path": str(out), "format": "safetensors", "why_not_export": f"{type(e).__name__}: {str(e)[:160]}"}

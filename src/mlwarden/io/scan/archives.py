@@ -40,6 +40,13 @@ def archive_problems(zf: zipfile.ZipFile, limits: ArchiveLimits | None = None) -
             problems.append(f"member {i.filename!r} expands {ratio:.0f}x to {i.file_size / (1 << 20):.0f} MiB "
                             "(a zip bomb)")
             break
+    seen: set[str] = set()
+    for i in infos:   # readers disagree on which copy of a repeated name they read (and on its case)
+        key = i.filename.lower()
+        if key in seen:
+            problems.append(f"member name {i.filename!r} occurs twice (readers would disagree on which to load)")
+            break
+        seen.add(key)
     for i in infos:
         parts = Path(i.filename.replace("\\", "/")).parts
         if i.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):

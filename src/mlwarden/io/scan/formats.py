@@ -8,6 +8,7 @@ import os
 import re
 import struct
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from .archives import archive_problems, read_member
@@ -17,8 +18,13 @@ from .pickles import looks_like_pickle, scan_pickle_bytes
 Refs = list[tuple[str, str, str]]
 
 # torch.export graphs: ATen/prims operators and the Python operators the exporter itself emits.
-EXPORT_OPS = ("torch.ops.aten.", "torch.ops.prims.", "torch.ops.higher_order.", "_operator.", "torch.sym_",
-              "torch._sym_", "math.")
+EXPORT_OPS = ("torch.ops.aten.", "torch.ops.prims.", "torch.ops.higher_order.", "torch.sym_", "torch._sym_")
+# The Python functions torch.export emits for symbolic shapes, by exact name (torch resolves a target by
+# getattr, so a prefix such as `_operator.` would let `_operator.__loader__...` through).
+EXPORT_PY_OPS = {f"_operator.{n}" for n in ("getitem", "add", "sub", "mul", "truediv", "floordiv", "mod", "pow",
+                                             "neg", "pos", "abs", "eq", "ne", "lt", "le", "gt", "ge", "and_",
+                                             "or_", "xor", "not_", "invert", "lshift", "rshift")} | \
+    {f"math.{n}" for n in ("ceil", "floor", "trunc", "sqrt", "exp", "log", "log2", "pow", "isnan", "isinf")}
 # TorchScript code may call operators of these namespaces; others need a library loaded into the process.
 TORCHSCRIPT_NAMESPACES = {"aten", "prim", "quantized", "_quantized", "prepacked", "sparse", "profiler"}
 # Operators of the accepted namespaces that reach the file system: `from_file` memory-maps (and creates) any
@@ -33,7 +39,7 @@ SKOPS_DATA_LOADERS = {"DictNode", "ListNode", "TupleNode", "SetNode", "JsonNode"
 
 
 def zip_kind(zf: zipfile.ZipFile) -> str:
-    names = zf.namelist()
+    names = [n.lower() for n in zf.namelist()]
     if "schema.json" in names:
         return "skops"
     if any(re.search(r"(^|/)models/[^/]+\.json$", n) for n in names) and any(n.endswith("archive_format")
@@ -56,33 +62,41 @@ def scan_zip(zf: zipfile.ZipFile, kind: str, depth: int = 0) -> tuple[Refs, list
     if kind == "skops":  # a skops archive holds schema.json and .npy arrays; anything pickled is read too
         refs, problems = _skops(zf)
     for info in zf.infolist():
-        name = info.filename
         if info.is_dir() or info.file_size == 0:
             continue
-        if kind == "torchscript" and name.endswith(".py") and "/code/" in f"/{name}":
-            refs += _torchscript_ops(read_member(zf, name).decode("utf-8", "replace"), name)
-            continue
-        if kind == "export" and re.search(r"(^|/)models/[^/]+\.json$", name):
-            refs += _export_ops(read_member(zf, name), name)
-            continue
-        if kind in ("npz", "skops") and name.endswith(".npy") or name == "schema.json":
-            continue   # .npy members are read with allow_pickle=False
-        with zf.open(name) as f:
-            peek = f.read(4)
-        nested = peek == b"PK\x03\x04" and kind in ("export", "zip")
-        pickled = name.endswith("pkl") or (kind in ("export", "zip", "skops") and looks_like_pickle(peek))
-        if nested and depth < 2:   # an archive inside the archive (.pt2 sample inputs)
-            inner = zipfile.ZipFile(io.BytesIO(read_member(zf, name)))
-            r, p = scan_zip(inner, zip_kind(inner), depth + 1)
-            refs += [(n, k, f"{name}/{w}") for n, k, w in r]
-            problems += [f"{name}: {x}" for x in p]
-        elif nested:
-            problems.append(f"{name}: archives nested more than two deep")
-        elif pickled:
-            ps = scan_pickle_bytes(read_member(zf, name))
-            refs += [(n, "import", name) for n in ps.imports]
-            problems += [f"{name}: {x}" for x in ps.problems]
+        try:
+            r, p = _scan_member(zf, info, kind, depth)
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, ValueError, EOFError, OSError,
+                zlib.error) as e:   # encrypted, unknown compression, corrupt, oversized: never loaded either
+            r, p = [], [f"member {info.filename!r} unreadable ({type(e).__name__}: {str(e)[:80]})"]
+        refs += r
+        problems += p
     return refs, problems
+
+
+def _scan_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, kind: str, depth: int) -> tuple[Refs, list[str]]:
+    """One member. Names compare in lower case: torch's archive reader finds members case-insensitively."""
+    name, low = info.filename, info.filename.lower()
+    if kind == "torchscript" and low.endswith(".py") and "/code/" in f"/{low}":
+        return _torchscript_ops(read_member(zf, name).decode("utf-8", "replace"), name), []
+    if kind == "export" and re.search(r"(^|/)models/[^/]+\.json$", low):
+        return _export_ops(read_member(zf, name), name), []
+    if (kind in ("npz", "skops") and low.endswith(".npy")) or low == "schema.json":
+        return [], []   # .npy members are read with allow_pickle=False
+    with zf.open(info) as f:
+        peek = f.read(4)
+    nested = peek == b"PK\x03\x04" and kind in ("export", "zip")
+    pickled = low.endswith("pkl") or (kind in ("export", "zip", "skops") and looks_like_pickle(peek))
+    if nested and depth < 2:   # an archive inside the archive (.pt2 sample inputs)
+        inner = zipfile.ZipFile(io.BytesIO(read_member(zf, name)))
+        r, p = scan_zip(inner, zip_kind(inner), depth + 1)
+        return [(n, k, f"{name}/{w}") for n, k, w in r], [f"{name}: {x}" for x in p]
+    if nested:
+        return [], [f"{name}: archives nested more than two deep"]
+    if pickled:
+        ps = scan_pickle_bytes(read_member(zf, name))
+        return [(n, "import", name) for n in ps.imports], [f"{name}: {x}" for x in ps.problems]
+    return [], []
 
 
 def _torchscript_ops(code: str, where: str) -> Refs:
@@ -123,8 +137,8 @@ def _export_ops(raw: bytes, where: str) -> Refs:
     except RecursionError:
         return [("<graph nested too deeply>", "operator", where)]
     file_ops = [(t, "file-operator", where) for t in sorted(targets) if any(f".{op}." in f"{t}." for op in FILE_OPS)]
-    return file_ops + [(t, "operator", where) for t in sorted(targets)
-                       if not t.startswith(EXPORT_OPS) and (t, "file-operator", where) not in file_ops]
+    return file_ops + [(t, "operator", where) for t in sorted(targets) if (t, "file-operator", where) not in file_ops
+                       and ("__" in t or not (t.startswith(EXPORT_OPS) or t in EXPORT_PY_OPS))]
 
 
 def _skops(zf: zipfile.ZipFile) -> tuple[Refs, list[str]]:
