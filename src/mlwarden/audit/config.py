@@ -46,6 +46,8 @@ class AuditSettings(_Strict):
     threads: int = Field(1, ge=1, description="torch intra-op threads; 1 is fastest for small models on few cores")
     time_budget_s: float | None = Field(600, gt=0, description="per threat")
     eps: float | None = Field(None, gt=0, description="overrides every evasion threat's eps")
+    baseline: str | None = Field(None, description="run directory, report.json or URL to compare with")
+    fail_on_regression: bool = Field(False, description="exit 1 on a significant regression against the baseline")
 
 
 class AuditConfig(_Strict):

@@ -85,7 +85,7 @@ def make_plan(subject: Subject, threats: list[Threat], profile: str, overrides: 
 
 
 # Settings that change where or how the result is shown, never the numbers: not part of the fingerprint.
-PRESENTATION = ("out", "fail_on", "threads")
+PRESENTATION = ("out", "fail_on", "threads", "baseline", "fail_on_regression")
 
 
 def fingerprint(subject: Subject, plan: list[Planned], settings: dict) -> str:
@@ -106,7 +106,7 @@ def fingerprint(subject: Subject, plan: list[Planned], settings: dict) -> str:
 
 def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: dict[str, Any], resume: bool = False,
              backend=None, progress: Callable[[str, Planned, Finding | None], None] | None = None,
-             notice: Callable[[str], None] | None = None) -> Report:
+             notice: Callable[[str], None] | None = None, baseline: Report | None = None) -> Report:
     """Run the plan, writing each finding as it ends. `notice(text)` hears about findings that could not
     be reused on --resume (they are re-run)."""
     seed, profile = settings["seed"], settings["profile"]
@@ -146,6 +146,13 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
     report = Report(subject=subject.describe(), findings=findings, settings=settings,
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     seconds=time.monotonic() - started, version=__version__, run_dir=str(out_dir))
+    if baseline is not None:   # diff.json and diff.md beside the report; SARIF gets baselineState
+        from ..report import diff as _diff
+        report.diff = _diff.diff_reports(baseline, report)
+        report.baseline_states = _diff.baseline_state(report.diff)
+        write_atomic(out_dir / "diff.json", json.dumps(report.diff, indent=2, default=float))
+        write_atomic(out_dir / "diff.md", _diff.markdown(report.diff))
+        run.add(out_dir / "diff.json", out_dir / "diff.md")
     run.add(*report.save(out_dir).values())
     return report
 
@@ -216,7 +223,8 @@ def write_refused(scan: dict, out_dir: Path, *, settings: dict[str, Any], subjec
 
 def run_audit(subject: Subject, out_dir: Path, *, settings: dict[str, Any], threats: list[str] | None = None,
               overrides: dict[str, dict] | None = None, resume: bool = False, backend=None,
-              progress: Callable[[int], Callable] | None = None, notice: Callable[[str], None] | None = None) -> Report:
+              progress: Callable[[int], Callable] | None = None, notice: Callable[[str], None] | None = None,
+              baseline: Report | None = None) -> Report:
     """One audit, as the CLI, the Python API and harden all run it: pick the threats (names or families;
     the default audit's when none), validate every parameter, run the plan, write the report.
     `progress(n_threats)` returns the per-threat callback."""
@@ -224,4 +232,4 @@ def run_audit(subject: Subject, out_dir: Path, *, settings: dict[str, Any], thre
     chosen = get_threats(threats if threats is not None else settings.get("threats"))
     plan = make_plan(subject, chosen, settings["profile"], overrides or {}, settings.get("eps"), Path(out_dir))
     return run_plan(subject, plan, Path(out_dir), settings=settings, resume=resume, backend=backend,
-                    progress=progress(len(plan)) if progress else None, notice=notice)
+                    progress=progress(len(plan)) if progress else None, notice=notice, baseline=baseline)

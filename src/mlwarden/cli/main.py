@@ -81,19 +81,28 @@ def audit(
                                            ".../v2/models/NAME, MLflow .../invocations, TF Serving ...:predict)"),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="bearer token for --endpoint "
                                           "(default $MLWARDEN_API_KEY)"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="an earlier run directory, report.json or "
+                                           "URL to compare with (writes diff.md, diff.json; SARIF baselineState)"),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="exit 1 when a headline number "
+                                            "got significantly worse than in the baseline"),
 ):
     """Run the attacks that apply to a model and write the report."""
     cfg = _build_config(config, model=model, factory=factory, fmt=fmt, access=access, data=data,
                         label_column=label_column, input_range=input_range, input_shape=input_shape,
                         threats=threats, out_dir=out_dir, profile=profile, fail_on=fail_on, seed=seed,
                         threads=threads, time_budget=time_budget, eps=eps, allow_pickle=allow_pickle, recipe=recipe,
-                        endpoint=endpoint, api_key=api_key, trust=trust)
+                        endpoint=endpoint, api_key=api_key, trust=trust, baseline=baseline,
+                        fail_on_regression=fail_on_regression or None)
     from ..audit.runner import run_audit, write_refused
     from ..audit.subject import subject_from_config
     from ..core.registry import get_threats
     from ..io.scan import UnsafeModelFile
 
     get_threats(cfg.audit.threats)  # unknown names fail before anything loads
+    from ..report.diff import load_baseline
+    base = load_baseline(cfg.audit.baseline) if cfg.audit.baseline else None
+    if cfg.audit.fail_on_regression and base is None:
+        raise UserError("--fail-on-regression needs a baseline (--baseline or audit.baseline)")
     name = "endpoint" if cfg.model.endpoint else run_name(cfg.model.path)
     run_dir = Path(cfg.audit.out or Path("mlwarden-out") / name)
     try:
@@ -110,19 +119,35 @@ def audit(
     err.print(f"[bold]mlwarden audit[/] {t.name} ({t.kind}, {t.access.value} access) on {subject.data.name}; "
               f"input range {subject.data.space.describe()}; profile {cfg.audit.profile}")
     report = run_audit(subject, run_dir, settings=cfg.audit.model_dump(), overrides=cfg.threats, resume=resume,
-                       progress=_progress, notice=_notice)
+                       progress=_progress, notice=_notice, baseline=base)
     _summary(report)
-    out.print(f"report: {run_dir / 'report.html'} (also report.json, report.md, report.sarif, junit.xml)")
+    out.print(f"report: {run_dir / 'report.html'} (also report.json, report.md, report.sarif, junit.xml"
+              + (", diff.md, diff.json)" if base else ")"))
     code = report.exit_code(cfg.audit.fail_on)
     if code:
         err.print(f"[red]failing: a finding is at or above --fail-on {cfg.audit.fail_on}[/]")
+    if base is not None:
+        code = max(code, _judge(report.diff, cfg.audit.fail_on_regression))
     raise typer.Exit(code)
+
+
+def _judge(diff: dict, fail_on_regression: bool) -> int:
+    """Print the baseline comparison; 1 on a significant regression when asked to fail on one."""
+    from ..report.diff import markdown
+    out.print(markdown(diff), markup=False, highlight=False, soft_wrap=True)
+    if fail_on_regression and not diff["comparable"]:
+        raise UserError("cannot judge regressions: the audit's settings changed since the baseline ("
+                        + "; ".join(diff["settings_changed"]) + ")")
+    if fail_on_regression and diff["regressions"]:
+        err.print(f"failing: significant regression in {', '.join(diff['regressions'])}", markup=False)
+        return 1
+    return 0
 
 
 def _build_config(config, *, model=None, factory=None, fmt=None, access=None, data=None, label_column=None,
                   input_range=None, input_shape=None, threats=None, out_dir=None, profile=None, fail_on=None,
                   seed=None, threads=None, time_budget=None, eps=None, allow_pickle=False, recipe=None,
-                  endpoint=None, api_key=None, trust=None):
+                  endpoint=None, api_key=None, trust=None, baseline=None, fail_on_regression=None):
     from ..audit.config import AuditConfig, describe_validation_error, load_config
     from pydantic import ValidationError
 
@@ -136,7 +161,8 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
             ("audit", "threats"): _names(threats),
             ("audit", "out"): out_dir, ("audit", "profile"): profile, ("audit", "fail_on"): fail_on,
             ("audit", "seed"): seed, ("audit", "threads"): threads, ("audit", "time_budget_s"): time_budget,
-            ("audit", "eps"): eps}
+            ("audit", "eps"): eps, ("audit", "baseline"): baseline,
+            ("audit", "fail_on_regression"): fail_on_regression}
     if allow_pickle:
         cfg["model"]["allow_pickle"] = True
     for (sec, key), val in sets.items():
@@ -392,6 +418,30 @@ def scan_cmd(
     if json_out:
         write_atomic(Path(json_out), _json.dumps([s.to_dict() for s in scans], indent=2))
     raise typer.Exit(1 if bad else 0)
+
+
+@app.command("diff")
+def diff_cmd(
+    old: str = typer.Argument(..., help="the baseline: a run directory, a report.json or a URL"),
+    new: str = typer.Argument(..., help="the audit to judge: a run directory or a report.json"),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="exit 1 on a significant "
+                                            "regression (exit 2 when the settings changed and none can be judged)"),
+    markdown_out: Optional[str] = typer.Option(None, "--markdown", help="also write the summary (for a pull "
+                                               "request comment) to this file"),
+    json_out: Optional[str] = typer.Option(None, "--json", help="also write the comparison as JSON"),
+):
+    """Compare two audits: each headline number with the 95% interval of its change; regressions only
+    where the interval excludes zero in the worse direction."""
+    import json as _json
+
+    from ..report.diff import diff_reports, load_baseline, markdown
+    from ..report.report import Report, write_atomic
+    d = diff_reports(load_baseline(old), Report.load(new))
+    if markdown_out:
+        write_atomic(Path(markdown_out), markdown(d))
+    if json_out:
+        write_atomic(Path(json_out), _json.dumps(d, indent=2, default=float))
+    raise typer.Exit(_judge(d, fail_on_regression))
 
 
 @app.command("threats")

@@ -8,40 +8,10 @@ import html as _html
 from pathlib import Path
 
 from ..core.finding import Finding, Status
+from ..report.headline import headline
 from ..report.report import Report, inside
 
 SCHEMA = "mlwarden.harden/2"
-
-
-# -- headline metrics ------------------------------------------------------------------------------
-def headline(f: Finding, name: str | None = None) -> dict | None:
-    """The one number that says how exposed the model is to this threat, with what chance would give.
-    `name` picks the same metric in an 'after' finding as in its 'before'."""
-    def pack(m, chance, worse, label=None):
-        return {"metric": m.name, "label": label or m.name, "value": m.value, "ci_low": m.ci_low,
-                "ci_high": m.ci_high, "n": m.n, "unit": m.unit, "text": m.text(), "chance": chance,
-                "worse": worse, "reliable": m.reliable and f.status is Status.OK}
-    ms = {m.name: m for m in f.metrics}
-    if name is not None and name in ms:
-        m = ms[name]
-    elif f.threat == "membership-inference":
-        tpr = [m for m in f.metrics if m.name.endswith("TPR at 1% FPR") and "audited model only" not in m.name]
-        m = max(tpr, key=lambda m: m.ci_low or 0.0) if tpr else None
-    elif f.family == "model-tricking":
-        m = ms.get("robust_accuracy")
-    elif f.threat == "secret-sharer":
-        m = ms.get("canaries extracted")
-    elif f.family == "model-extraction":
-        m = f.metrics[0] if f.metrics else None
-    else:
-        m = None
-    if m is None:
-        return None
-    if f.threat == "membership-inference":
-        return pack(m, 0.01, "higher")
-    if f.family == "model-tricking":
-        return pack(m, None, "lower")
-    return pack(m, None, "higher")
 
 
 def _reasons(f: Finding) -> list[str]:

@@ -44,6 +44,8 @@ class Report:
     seconds: float = 0.0
     version: str = ""
     run_dir: str | None = None
+    baseline_states: dict[str, str] | None = None   # set by a comparison with a baseline (SARIF baselineState)
+    diff: dict | None = None                         # that comparison (report/diff.py)
 
     # -- views --------------------------------------------------------------------------------
     @property

@@ -9,7 +9,10 @@ SCORE = {Severity.CRITICAL: "9.5", Severity.HIGH: "8.0", Severity.MEDIUM: "5.5",
          Severity.INFO: "0.0"}
 
 
-def render(report) -> dict:
+def render(report, states: dict[str, str] | None = None) -> dict:
+    """`states` (threat -> new | unchanged | updated | absent) adds SARIF's baselineState, so code-scanning
+    UIs show what changed since the baseline; absent threats become results of their own."""
+    states = states if states is not None else getattr(report, "baseline_states", None)
     ran = [f for f in report.findings if f.status is not Status.SKIPPED]
     rules, results = [], []
     location = report.subject.get("model", {}).get("path") or "model"
@@ -27,7 +30,14 @@ def render(report) -> dict:
             "message": {"text": f"[{f.severity.value}/{f.status.value}] {f.headline}"},
             "locations": [{"physicalLocation": {"artifactLocation": {"uri": location}}}],
             "properties": {"metrics": {m.name: m.value for m in f.metrics}, "status": f.status.value},
+            **({"baselineState": states.get(f.threat, "new")} if states is not None else {}),
         })
+    for threat, state in (states or {}).items():
+        if state == "absent":
+            rules.append({"id": threat, "shortDescription": {"text": threat}})
+            results.append({"ruleId": threat, "level": "none", "baselineState": "absent",
+                            "message": {"text": f"{threat}: in the baseline, not in this audit"},
+                            "locations": [{"physicalLocation": {"artifactLocation": {"uri": location}}}]})
     return {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
         "runs": [{"tool": {"driver": {"name": "mlwarden", "version": report.version,

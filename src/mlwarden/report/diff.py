@@ -1,0 +1,142 @@
+"""`mlwarden diff OLD NEW` and `mlwarden audit --baseline OLD`: did this change make the model less safe?
+
+For every threat in both reports, the headline number side by side with the change and the 95%
+interval of the difference (Newcombe's interval for two independent rates, with each side's n). A
+regression is called only when that interval excludes zero in the worse direction, so a re-run with
+another seed does not fail a build. A change of profile, eps or a threat's parameters makes the two
+numbers incomparable: the diff says so and calls no regression for that threat (or for any, when the
+audit's settings changed)."""
+from __future__ import annotations
+
+from ..core.errors import UserError
+from ..core.finding import Status
+from ..core.stats import difference_interval
+from .headline import headline
+from .report import Report
+
+# Settings that change what a number means (seed, threads and output paths do not).
+MEANING = ("profile", "eps")
+
+
+def diff_reports(old: Report, new: Report) -> dict:
+    settings = [f"{k}: {old.settings.get(k)!r} -> {new.settings.get(k)!r}" for k in MEANING
+                if old.settings.get(k) != new.settings.get(k)]
+    old_by = {f.threat: f for f in old.findings if f.status is not Status.SKIPPED}
+    new_by = {f.threat: f for f in new.findings if f.status is not Status.SKIPPED}
+    rows = []
+    for threat in list(old_by) + [t for t in new_by if t not in old_by]:
+        fo, fn = old_by.get(threat), new_by.get(threat)
+        if fo is None or fn is None:
+            rows.append({"threat": threat, "state": "new" if fo is None else "absent",
+                         "severity": [fo.severity.value if fo else None, fn.severity.value if fn else None]})
+            continue
+        ho = headline(fo)
+        hn = headline(fn, ho["metric"]) if ho else None
+        row = {"threat": threat, "state": "both", "severity": [fo.severity.value, fn.severity.value],
+               "before": ho, "after": hn, "regression": False, "improvement": False}
+        why = _incomparable(fo, fn, settings)
+        if why:
+            row["incomparable"] = why
+        elif ho and hn and ho["unit"] == "rate" and ho["n"] and hn["n"]:
+            d, lo, hi = difference_interval(round(ho["value"] * ho["n"]), ho["n"], round(hn["value"] * hn["n"]),
+                                            hn["n"])
+            row["change"] = {"difference": d, "ci_low": lo, "ci_high": hi}
+            worse_up = ho["worse"] == "higher"
+            row["regression"] = bool(lo > 0 if worse_up else hi < 0)
+            row["improvement"] = bool(hi < 0 if worse_up else lo > 0)
+            if not (ho["reliable"] and hn["reliable"]):
+                row["incomparable"] = "a sanity check flagged one of the numbers (unreliable)"
+                row["regression"] = row["improvement"] = False
+        else:
+            row["incomparable"] = "no interval for this metric: compared by severity only"
+        rows.append(row)
+    return {"schema": "mlwarden.diff/1", "comparable": not settings, "settings_changed": settings, "rows": rows,
+            "regressions": [r["threat"] for r in rows if r.get("regression")],
+            "old": {"model": old.subject.get("model", {}).get("name"), "created": old.created},
+            "new": {"model": new.subject.get("model", {}).get("name"), "created": new.created}}
+
+
+def _incomparable(fo, fn, settings) -> str | None:
+    if settings:
+        return "the audit's settings changed (" + "; ".join(settings) + ")"
+    if fo.profile != fn.profile:
+        return f"profile {fo.profile} -> {fn.profile}"
+    if fo.params != fn.params:
+        changed = sorted(k for k in set(fo.params) | set(fn.params) if fo.params.get(k) != fn.params.get(k))
+        return "parameters changed: " + ", ".join(changed)
+    return None
+
+
+def baseline_state(diff: dict) -> dict[str, str]:
+    """SARIF baselineState per threat: new, unchanged, updated (a significant change or a new severity)
+    or absent."""
+    out = {}
+    for r in diff["rows"]:
+        if r["state"] != "both":
+            out[r["threat"]] = r["state"]
+        else:
+            moved = r.get("regression") or r.get("improvement") or r["severity"][0] != r["severity"][1]
+            out[r["threat"]] = "updated" if moved else "unchanged"
+    return out
+
+
+def load_baseline(source: str) -> Report:
+    """A run directory, a report.json, or an http(s) URL of a report.json."""
+    if source.startswith(("http://", "https://")):
+        return _fetch(source)
+    return Report.load(source)
+
+
+def _fetch(url: str, limit: int = 50 << 20) -> Report:
+    import json
+
+    from ..core.extras import require
+    httpx = require("httpx", "serve", "a baseline URL")
+    try:
+        with httpx.stream("GET", url, timeout=30, follow_redirects=True) as r:
+            if r.status_code != 200:
+                raise UserError(f"baseline {url}: HTTP {r.status_code}")
+            body = b""
+            for chunk in r.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise UserError(f"baseline {url}: larger than {limit >> 20} MiB")
+    except httpx.HTTPError as e:
+        raise UserError(f"baseline {url}: {type(e).__name__}: {e}") from None
+    try:
+        return Report.from_dict(json.loads(body))
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise UserError(f"baseline {url}: not an mlwarden report ({type(e).__name__})") from None
+
+
+def _pct(h: dict | None) -> str:
+    if not h:
+        return "-"
+    return f"{100 * h['value']:.1f}% (n={h['n']})" if h["unit"] == "rate" else f"{h['value']:.4g} {h['unit']}".strip()
+
+
+def markdown(diff: dict) -> str:
+    """A summary that suits a pull-request comment."""
+    lines = ["## mlwarden: this model against its baseline", ""]
+    if diff["settings_changed"]:
+        lines += ["**Not comparable**: the audit's settings changed (" + "; ".join(diff["settings_changed"])
+                  + "), so no regression is called.", ""]
+    elif diff["regressions"]:
+        lines += [f"**Regression** in {', '.join(diff['regressions'])}: the 95% interval of the change excludes "
+                  "zero in the worse direction.", ""]
+    else:
+        lines += ["No significant regression.", ""]
+    lines += ["| threat | metric | baseline | now | change (95% CI) | verdict |", "|---|---|---|---|---|---|"]
+    for r in diff["rows"]:
+        if r["state"] != "both":
+            lines.append(f"| {r['threat']} | | {r['severity'][0] or '-'} | {r['severity'][1] or '-'} | | {r['state']} |")
+            continue
+        c = r.get("change")
+        change = (f"{100 * c['difference']:+.1f} points ({100 * c['ci_low']:+.1f} to {100 * c['ci_high']:+.1f})"
+                  if c else "")
+        verdict = ("**regression**" if r["regression"] else "improvement" if r["improvement"]
+                   else r.get("incomparable") or "no significant change")
+        metric = r["before"]["label"] if r["before"] else "severity"
+        lines.append(f"| {r['threat']} | {metric} | {_pct(r['before'])} ({r['severity'][0]}) | "
+                     f"{_pct(r['after'])} ({r['severity'][1]}) | {change} | {verdict} |")
+    return "\n".join(lines).replace("<", "&lt;") + "\n"

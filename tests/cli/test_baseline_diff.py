@@ -1,0 +1,96 @@
+"""`mlwarden diff` and `audit --baseline`: a re-run with another seed is no regression, a model trained
+without its defence is, changed settings are refused, and SARIF says what is new, unchanged or gone."""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+
+import pytest
+
+from .run import mlwarden
+
+MODEL = ["--factory", "mlwarden.core.zoo:mlp", "--data", "digits"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, mlp_state_dict):
+    d = tmp_path_factory.mktemp("diff")
+    r = mlwarden("audit", "--model", mlp_state_dict, *MODEL, "--threats", "fgsm,pgd-linf", "--out", d / "base")
+    assert r.returncode == 0, r.stderr
+    return d, mlp_state_dict
+
+
+def test_another_seed_is_no_regression_and_sarif_marks_unchanged(base):
+    d, sd = base
+    r = mlwarden("audit", "--model", sd, *MODEL, "--threats", "fgsm,pgd-linf", "--seed", "1", "--out", d / "seed1",
+                 "--baseline", d / "base", "--fail-on-regression")
+    assert r.returncode == 0, r.stdout + r.stderr
+    diff = json.loads((d / "seed1" / "diff.json").read_text())
+    assert diff["comparable"] and diff["regressions"] == []
+    fgsm = next(x for x in diff["rows"] if x["threat"] == "fgsm")
+    assert fgsm["before"]["value"] != fgsm["after"]["value"]            # other points, other numbers...
+    assert fgsm["change"]["ci_low"] < 0 < fgsm["change"]["ci_high"]     # ...but no significant change
+    assert "No significant regression" in (d / "seed1" / "diff.md").read_text()
+
+
+def test_sarif_baseline_states_new_unchanged_absent(base):
+    d, sd = base
+    r = mlwarden("audit", "--model", sd, *MODEL, "--threats", "fgsm,unsafe-model-file", "--out", d / "mixed",
+                 "--baseline", d / "base")
+    assert r.returncode == 0, r.stderr
+    results = json.loads((d / "mixed" / "report.sarif").read_text())["runs"][0]["results"]
+    states = {x["ruleId"]: x["baselineState"] for x in results}
+    assert states == {"fgsm": "unchanged", "unsafe-model-file": "new", "pgd-linf": "absent"}
+
+
+def test_changed_settings_are_not_judged(base):
+    d, sd = base
+    args = ["audit", "--model", sd, *MODEL, "--threats", "fgsm,pgd-linf", "--eps", "0.3", "--baseline", d / "base"]
+    r = mlwarden(*args, "--out", d / "eps")
+    assert r.returncode == 0 and "Not comparable" in r.stdout
+    diff = json.loads((d / "eps" / "diff.json").read_text())
+    assert not diff["comparable"] and diff["regressions"] == [] and "eps" in diff["settings_changed"][0]
+    assert all("settings changed" in x["incomparable"] for x in diff["rows"])
+    r = mlwarden("diff", d / "base", d / "eps", "--fail-on-regression")
+    assert r.returncode == 2 and r.stderr.startswith("error: cannot judge regressions")
+
+
+def test_a_model_trained_without_its_defence_is_a_regression(tmp_path, mlp_state_dict):
+    (tmp_path / "audit.toml").write_text("[threats.membership-inference]\nn_reference = 4\n")
+    r = mlwarden("harden", "--defense", "dp-sgd", "--param", "epsilon=2", "--model", mlp_state_dict, *MODEL,
+                 "--recipe", "mlp", "--config", tmp_path / "audit.toml", "--threats", "membership-inference",
+                 "--param", "one_run_canaries=100", "--out", tmp_path / "h")
+    assert r.returncode == 0, r.stderr[-2000:]
+    # the release was the DP model (after); this build ships the model without DP (before)
+    r = mlwarden("diff", tmp_path / "h" / "after", tmp_path / "h" / "before", "--fail-on-regression",
+                 "--markdown", tmp_path / "pr.md", "--json", tmp_path / "d.json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert d["regressions"] == ["membership-inference"]
+    row = d["rows"][0]
+    assert row["before"]["metric"].endswith("TPR at 1% FPR") and row["change"]["ci_low"] > 0
+    assert "**Regression** in membership-inference" in (tmp_path / "pr.md").read_text()
+    # and the other way round it is an improvement, not a failure
+    back = mlwarden("diff", tmp_path / "h" / "before", tmp_path / "h" / "after", "--fail-on-regression")
+    assert back.returncode == 0 and "improvement" in back.stdout
+
+
+def test_baseline_from_a_url_and_bad_baselines(base, tmp_path):
+    d, _ = base
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(d / "base"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/report.json"
+        r = mlwarden("diff", url, d / "base", "--fail-on-regression")
+        assert r.returncode == 0 and "No significant regression" in r.stdout, r.stderr
+        missing = mlwarden("diff", url.replace("report.json", "nope.json"), d / "base")
+        assert missing.returncode == 2 and "HTTP 404" in missing.stderr
+    finally:
+        server.shutdown()
+    r = mlwarden("diff", tmp_path / "nothing", d / "base")
+    assert r.returncode == 2 and r.stderr.startswith("error: no report.json") and "Traceback" not in r.stderr
+    r = mlwarden("audit", "--model", "x.pt", *MODEL, "--fail-on-regression", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "needs a baseline" in r.stderr
