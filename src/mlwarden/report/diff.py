@@ -3,8 +3,8 @@
 For every threat in both reports, the headline number side by side with the change and the 95%
 interval of the difference (Newcombe's interval for two independent rates, with each side's n). A
 regression is called only when that interval excludes zero in the worse direction, so a re-run with
-another seed does not fail a build. A change of profile, eps or a threat's parameters makes the two
-numbers incomparable: the diff says so and calls no regression for that threat (or for any, when the
+another seed does not fail a build. A change of profile, eps, data, input range or a threat's parameters
+makes the two numbers incomparable: the diff says so and calls no regression for that threat (or for any, when the
 audit's settings changed)."""
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ MEANING = ("profile", "eps")
 def diff_reports(old: Report, new: Report) -> dict:
     settings = [f"{k}: {old.settings.get(k)!r} -> {new.settings.get(k)!r}" for k in MEANING
                 if old.settings.get(k) != new.settings.get(k)]
+    for key, label in (("name", "data"), ("input_shape", "input shape"), ("n_test", "test points")):
+        a, b = old.subject.get("data", {}).get(key), new.subject.get("data", {}).get(key)
+        if a != b:
+            settings.append(f"{label}: {a!r} -> {b!r}")
+    if old.subject.get("input_space") != new.subject.get("input_space"):
+        settings.append(f"input range: {old.subject.get('input_space')!r} -> {new.subject.get('input_space')!r}")
     old_by = {f.threat: f for f in old.findings if f.status is not Status.SKIPPED}
     new_by = {f.threat: f for f in new.findings if f.status is not Status.SKIPPED}
     rows = []
