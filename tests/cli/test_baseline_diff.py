@@ -90,6 +90,13 @@ def test_baseline_from_a_url_and_bad_baselines(base, tmp_path):
         assert missing.returncode == 2 and "HTTP 404" in missing.stderr
     finally:
         server.shutdown()
+    crafted = json.loads((d / "base" / "report.json").read_text())   # a stranger's baseline with impossible rates
+    for m in crafted["findings"][0]["metrics"]:
+        m["value"], m["n"] = 7.5, -3
+    (tmp_path / "crafted").mkdir()
+    (tmp_path / "crafted" / "report.json").write_text(json.dumps(crafted))
+    r = mlwarden("diff", tmp_path / "crafted", d / "base", "--fail-on-regression")
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "not a report mlwarden wrote" in r.stdout
     r = mlwarden("diff", tmp_path / "nothing", d / "base")
     assert r.returncode == 2 and r.stderr.startswith("error: no report.json") and "Traceback" not in r.stderr
     r = mlwarden("audit", "--model", "x.pt", *MODEL, "--fail-on-regression", "--out", tmp_path / "o")

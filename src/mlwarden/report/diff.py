@@ -43,7 +43,9 @@ def diff_reports(old: Report, new: Report) -> dict:
         why = _incomparable(fo, fn, settings)
         if why:
             row["incomparable"] = why
-        elif ho and hn and ho["unit"] == "rate" and ho["n"] and hn["n"]:
+        elif ho and hn and ho["unit"] == "rate" and not (_rate(ho) and _rate(hn)):
+            row["incomparable"] = "a rate outside [0, 1] or without a sample size: not a report mlwarden wrote"
+        elif ho and hn and ho["unit"] == "rate":
             d, lo, hi = difference_interval(round(ho["value"] * ho["n"]), ho["n"], round(hn["value"] * hn["n"]),
                                             hn["n"])
             row["change"] = {"difference": d, "ci_low": lo, "ci_high": hi}
@@ -60,6 +62,11 @@ def diff_reports(old: Report, new: Report) -> dict:
             "regressions": [r["threat"] for r in rows if r.get("regression")],
             "old": {"model": old.subject.get("model", {}).get("name"), "created": old.created},
             "new": {"model": new.subject.get("model", {}).get("name"), "created": new.created}}
+
+
+def _rate(h: dict) -> bool:
+    n, v = h.get("n"), h.get("value")
+    return isinstance(n, int) and n > 0 and isinstance(v, (int, float)) and 0.0 <= v <= 1.0
 
 
 def _incomparable(fo, fn, settings) -> str | None:
