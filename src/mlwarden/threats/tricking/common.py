@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ...core.data import Dataset
+from ...core.perturb import flat_norm, normalize_step, project, random_start  # noqa: F401 (re-exported)
 from ...core.finding import Metric, Remedy, Severity
 from ...core.severity import EVASION
 from ...core.threat import Params
@@ -16,8 +17,11 @@ PHYSICAL_ATLAS = ["AML.T0043.000", "AML.T0041", "AML.T0015"]  # ...; Physical En
 
 ADV_TRAINING = Remedy(
     "adversarial training",
-    "Retrain with PGD adversarial training (Madry et al. 2018) or TRADES at the audited eps, then re-audit; "
-    "input preprocessing alone must be re-attacked adaptively (BPDA/EOT) before it is trusted.",
+    "Retrain with PGD adversarial training (Madry et al. 2018; method=trades for TRADES) at the audited eps; "
+    "harden retrains through the recipe, re-runs this audit with its gradient-masking checks and shows the "
+    "clean accuracy and training time it cost. Input preprocessing alone must be re-attacked adaptively "
+    "(BPDA/EOT) before it is trusted.",
+    "mlwarden harden --defense adversarial-training --param eps={eps:g} --param norm={norm}",
 )
 
 def severity_from_ratio(robust: float, clean: float) -> Severity:
@@ -41,45 +45,6 @@ def eval_points(data: Dataset, n: int, seed: int) -> tuple[torch.Tensor, torch.T
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(data.x_test.shape[0], generator=g)[:n]
     return data.x_test[idx], data.y_test[idx]
-
-
-def flat_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
-    v = v.flatten(1)
-    return v.abs().amax(1) if norm == "linf" else v.norm(dim=1)
-
-
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
-
-
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor, norm: str, low: float,
-            high: float) -> torch.Tensor:
-    """Project onto the eps-ball around x (Linf or L2) intersected with the input box."""
-    delta = x_adv - x
-    if norm == "linf":
-        e = _bcast(eps, x) if torch.is_tensor(eps) else eps
-        delta = torch.maximum(torch.minimum(delta, e * torch.ones_like(delta)), -e * torch.ones_like(delta))
-    else:
-        n = flat_norm(delta, "l2").clamp_min(1e-12)
-        e = eps if torch.is_tensor(eps) else torch.full_like(n, eps)
-        delta = delta * _bcast(torch.clamp(e / n, max=1.0), x)
-    return (x + delta).clamp(low, high)
-
-
-def normalize_step(g: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return g.sign()
-    return g / _bcast(flat_norm(g, "l2").clamp_min(1e-12), g)
-
-
-def random_start(x: torch.Tensor, eps: float, norm: str, low: float, high: float) -> torch.Tensor:
-    if norm == "linf":
-        d = torch.empty_like(x).uniform_(-eps, eps)
-    else:
-        d = torch.randn_like(x)
-        d = d / _bcast(flat_norm(d, "l2").clamp_min(1e-12), x)
-        d = d * _bcast(torch.rand(x.shape[0]) ** (1 / x[0].numel()), x) * eps
-    return (x + d).clamp(low, high)
 
 
 def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,9 @@ from ...core.finding import Metric, Status
 from ...core.registry import register
 from ...core.target import Access
 from ...core.threat import Context, Threat
-from .common import (ADV_TRAINING, BLACK_BOX_ATLAS, EvasionParams, _bcast, abs_eps, accuracy_metrics,
-                     eval_points, flat_norm, severity_from_ratio)
+from ...core.perturb import bcast, flat_norm
+from .common import (ADV_TRAINING, BLACK_BOX_ATLAS, EvasionParams, abs_eps, accuracy_metrics, eval_points,
+                     severity_from_ratio)
 
 
 def _binary_search(is_adv, x, x_adv, y, norm, theta, low, high):
@@ -25,11 +26,11 @@ def _binary_search(is_adv, x, x_adv, y, norm, theta, low, high):
     if norm == "l2":
         lo, hi = torch.zeros(x.shape[0]), torch.ones(x.shape[0])
         thr = torch.full_like(lo, theta)
-        blend = lambda a: _bcast(1 - a, x) * x + _bcast(a, x) * x_adv  # noqa: E731
+        blend = lambda a: bcast(1 - a, x) * x + bcast(a, x) * x_adv  # noqa: E731
     else:
         lo, hi = torch.zeros(x.shape[0]), flat_norm(x_adv - x, "linf")
         thr = torch.minimum(hi * theta, torch.full_like(hi, theta))
-        blend = lambda a: (x + torch.maximum(torch.minimum(x_adv - x, _bcast(a, x)), -_bcast(a, x))).clamp(low, high)  # noqa: E731
+        blend = lambda a: (x + torch.maximum(torch.minimum(x_adv - x, bcast(a, x)), -bcast(a, x))).clamp(low, high)  # noqa: E731
     for _ in range(50):
         open_ = (hi - lo) > thr
         if not open_.any():
@@ -83,13 +84,13 @@ def hop_skip_jump(labels, x, y, low, high, *, norm: str = "l2", max_iter: int = 
         centred = torch.where((mean.abs() == 1), phi, phi - mean)
         grad = (centred.view(m, k, *([1] * (xs.ndim - 1))) * u).mean(1)
         if norm == "l2":
-            grad = grad / _bcast(flat_norm(grad, "l2").clamp_min(1e-12), grad)
+            grad = grad / bcast(flat_norm(grad, "l2").clamp_min(1e-12), grad)
         else:
             grad = grad.sign()
         step = dist / math.sqrt(it)
         pending = torch.ones(m, dtype=torch.bool)
         for _ in range(25):
-            cand = (xa + _bcast(step, xa) * grad).clamp(low, high)
+            cand = (xa + bcast(step, xa) * grad).clamp(low, high)
             ok = torch.ones(m, dtype=torch.bool)
             ok[pending] = is_adv(cand[pending], ys[pending])
             pending &= ~ok
@@ -97,8 +98,8 @@ def hop_skip_jump(labels, x, y, low, high, *, norm: str = "l2", max_iter: int = 
                 break
             step = torch.where(pending, step / 2, step)
         moved = ~pending
-        cand = (xa + _bcast(step, xa) * grad).clamp(low, high)
-        xa = torch.where(_bcast(moved, xa), cand, xa)
+        cand = (xa + bcast(step, xa) * grad).clamp(low, high)
+        xa = torch.where(bcast(moved, xa), cand, xa)
         xa = _binary_search(is_adv, xs, xa, ys, norm, theta, low, high)
         dist = flat_norm(xa - xs, norm)
     x_adv[idx] = xa
