@@ -4,7 +4,8 @@ Shadow models, poisoning and backdoor retraining, DP-SGD, adversarial training a
 all train through a Recipe, so it exposes its parts (factory, optimizer, loader, loop) and two hooks:
 `wrap` may replace (model, optimizer, loader), and optionally the loss, before training (Opacus's
 make_private fits here), `batch_transform` may rewrite each batch (adversarial training fits here),
-`data_filter` may remove points before training (sanitizers fit here) and `loss` may replace the loss.
+`data_filter` may remove points before training (sanitizers fit here), `loss` may replace the loss and
+`on_epoch` may watch each epoch and stop training early (fast adversarial training's overfitting check).
 """
 from __future__ import annotations
 
@@ -39,10 +40,11 @@ class Recipe:
     batch_transform: Callable | None = None  # (model, xb, yb) -> (xb, yb), every batch
     data_filter: Callable | None = None      # (x, y) -> (x, y), once, before training (sanitizers remove points)
     loss: Callable | None = None             # (logits, targets) -> loss; default cross-entropy (hard or soft labels)
+    on_epoch: Callable | None = None         # (epoch, model) -> True to stop training now
 
     def describe(self) -> dict:
         """What identifies the training procedure (cache keys of reference models use it)."""
-        hooks = {k: repr(getattr(self, k)) for k in ("wrap", "batch_transform", "data_filter", "loss")
+        hooks = {k: repr(getattr(self, k)) for k in ("wrap", "batch_transform", "data_filter", "loss", "on_epoch")
                  if getattr(self, k) is not None}
         return {"name": self.name, "factory": f"{self.factory.__module__}:{getattr(self.factory, '__qualname__', repr(self.factory))}",
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
@@ -68,7 +70,8 @@ class Recipe:
             wrap: Callable | None = None, batch_transform: Callable | None = None,
             on_epoch: Callable | None = None) -> nn.Module:
         """The one training loop. `y` holds labels, or probabilities (soft labels, e.g. a victim's answers
-        that an extraction copy learns from). `on_epoch(epoch, model)` is called after every epoch."""
+        that an extraction copy learns from). `on_epoch(epoch, model)` is called after every epoch; a true
+        result ends training there."""
         torch.manual_seed(seed)
         if self.data_filter is not None:
             x, y = self.data_filter(x, y)
@@ -77,6 +80,7 @@ class Recipe:
         loader = self.make_loader(x, y, seed)
         wrap = wrap if wrap is not None else self.wrap
         batch_transform = batch_transform if batch_transform is not None else self.batch_transform
+        on_epoch = on_epoch if on_epoch is not None else self.on_epoch
         loss_fn = self.loss or nn.CrossEntropyLoss()
         if wrap is not None:
             wrapped = wrap(model, opt, loader)
@@ -91,8 +95,8 @@ class Recipe:
                 opt.zero_grad(set_to_none=True)
                 loss_fn(model(xb), yb).backward()
                 opt.step()
-            if on_epoch is not None:
-                on_epoch(epoch, model)
+            if on_epoch is not None and on_epoch(epoch, model):
+                break
         if hasattr(model, "_module"):  # Opacus's GradSampleModule: hand back the plain network, hooks removed
             model.remove_hooks()
             if hasattr(model, "cleanup"):
