@@ -201,6 +201,8 @@ def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, ca
                       headline=f"attack failed: {type(e).__name__}: {e}", error=f"{type(e).__name__}: {e}")
     f.seconds = time.monotonic() - t0
     f.queries = max(f.queries, subject.target.queries - q0)
+    if f.remedy and f.remedy.command.startswith("mlwarden harden") and subject.info.get("cli"):
+        f.remedy.command += " " + subject.info["cli"]   # the exact command for this subject
     return f
 
 

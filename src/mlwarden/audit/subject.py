@@ -32,14 +32,23 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
         recipe = user_recipe or recipe
         if m.access:
             target.access = Access(m.access)
-        return Subject(target, data, recipe, {"path": None, "demo": True})
+        cli = _cli([("--data", d.path if d.path != "digits" else None), ("--recipe", m.recipe)])
+        return Subject(target, data, recipe, {"path": None, "demo": True, "cli": cli})
     data = load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction, seed=cfg.audit.seed,
                      input_range=d.input_range, input_shape=d.input_shape)
     target = load_target(m.path, data, fmt=m.format, factory=m.factory, allow_pickle=m.allow_pickle, access=m.access,
                          trust=m.trust)
     probe(target, data)
     recipe = get_recipe(m.recipe) if m.recipe else None
-    return Subject(target, data, recipe, {"path": str(Path(m.path)), "format": m.format})
+    cli = _cli([("--model", m.path), ("--factory", m.factory), ("--format", None if m.format == "auto" else m.format),
+                ("--data", d.path), ("--recipe", m.recipe or "RECIPE")])
+    return Subject(target, data, recipe, {"path": str(Path(m.path)), "format": m.format, "cli": cli})
+
+
+def _cli(flags: list[tuple[str, str | None]]) -> str:
+    """The command-line flags that name this subject again, for the exact commands a report recommends."""
+    import shlex
+    return " ".join(f"{k} {shlex.quote(str(v))}" for k, v in flags if v)
 
 
 def as_dataset(data, input_range=None) -> Dataset:

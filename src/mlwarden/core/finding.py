@@ -62,10 +62,14 @@ class Check:
 @dataclass
 class Remedy:
     """The fix a finding recommends: a registered defence (or a practice, when no defence applies), what it
-    does, and the exact command that applies it."""
+    does, and the exact command that applies it. The command may name the threat's parameters as
+    `{eps:g}`; `for_params` fills them in, and the runner adds the flags that name the audited subject."""
     name: str
     description: str
     command: str = ""
+
+    def for_params(self, params: dict[str, Any]) -> "Remedy":
+        return Remedy(self.name, self.description, self.command.format_map(params) if self.command else "")
 
 
 _FIELD_TYPES = {"threat": str, "family": str, "title": str, "headline": str, "error": str, "profile": str,

@@ -87,7 +87,8 @@ class Threat:
                 **kw) -> Finding:
         return Finding(threat=self.name, family=self.family, title=self.title, status=status,
                        severity=severity, headline=headline, atlas=list(self.atlas), profile=ctx.profile,
-                       params=params.model_dump(), remedy=self.remedy, **kw)
+                       params=params.model_dump(),
+                       remedy=self.remedy.for_params(params.model_dump()) if self.remedy else None, **kw)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "title": self.title, "needs": self.needs.value,
