@@ -106,13 +106,15 @@ def roc_overlay(path, curves: dict, title=""):
     roc_loglog(path, {label: (fpr, tpr) for label, (fpr, tpr) in curves.items()}, title=title)
 
 
-def curve_overlay(path, curves: dict, title="security curve, before and after"):
-    """Robust accuracy against eps, one line (with its 95% band) per audit."""
+def curve_overlay(path, curves: dict, title="security curve, before and after", audited_eps: float | None = None):
+    """Robust accuracy against eps, one line (with its 95% band) per audit; a dotted line at the audited eps."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for label, pts in curves.items():
         eps = [p["eps"] for p in pts]
         ax.plot(eps, [p["robust_accuracy"] for p in pts], "o-", label=label)
         ax.fill_between(eps, [p["ci"][0] for p in pts], [p["ci"][1] for p in pts], alpha=0.15)
+    if audited_eps is not None:
+        ax.axvline(audited_eps, color="grey", linestyle=":", label=f"audited eps {audited_eps:g}")
     ax.set_xlabel("eps (fraction of input range)")
     ax.set_ylabel("robust accuracy")
     ax.set_ylim(-0.02, 1.02)

@@ -1,9 +1,10 @@
 """`mlwarden harden --defense dp-sgd` through the generic harden path, end to end on a real digits MLP: the\nbefore/after report, the saved hardened model in audit and serve, a sweep, and bad-input errors."""
 import json
 
+import httpx
 import pytest
 
-from .run import mlwarden
+from .run import infer_body, mlwarden, screenshot, served
 
 
 @pytest.fixture(scope="module")
@@ -56,57 +57,18 @@ def test_hardened_model_loads_in_audit_and_serve(hardened, tmp_path):
     s = json.loads((out / "harden.json").read_text())
     assert clean == pytest.approx(s["points"][0]["accuracy"]["value"], abs=0.1)  # the same model, 200 points
     assert rep["findings"][0]["severity"] == "info"                             # a safe file
-    import os
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
-    from .test_serve_cli import free_port
-    port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "mlwarden", "serve", str(model), "--data", "digits", "--port",
-                          str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert p.poll() is None, p.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        from mlwarden.io.datasets import load_builtin
-        x = load_builtin("digits").x_test[:5]
-        body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                            "data": x.flatten().tolist()}]}
-        res = httpx.post(f"http://127.0.0.1:{port}/v2/models/model/infer", json=body)
+    from mlwarden.io.datasets import load_builtin
+    x = load_builtin("digits").x_test[:5]
+    with served(model) as url:
+        res = httpx.post(f"{url}/v2/models/model/infer", json=infer_body(x))
         assert res.status_code == 200 and len(res.json()["outputs"][0]["data"]) == 50
-    finally:
-        p.terminate()
-        p.wait(10)
 
 
 def test_harden_html_shows_the_verdict_and_the_plots_in_chromium(hardened, tmp_path):
     """Rendered by a real browser: the verdict box sits at the top and the embedded plot decodes."""
-    import os
-    import shutil
-    import subprocess
-
     import numpy as np
-    from matplotlib.image import imread
     _, out = hardened
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        assert not os.environ.get("CI"), "CI must install chromium (.ci/run does)"
-        pytest.skip("headless Chromium is not installed here")
-    shot = tmp_path / "harden.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1100,900", (out / "harden.html").as_uri()], capture_output=True, timeout=120)
-    img = (imread(shot)[..., :3] * 255).round().astype(int)
+    img = screenshot(out / "harden.html", tmp_path / "harden.png")
     verdict_rows = np.where((np.abs(img - [240, 247, 255]).sum(-1) <= 3).sum(1) > 500)[0]
     assert len(verdict_rows) > 20 and verdict_rows.min() < 250     # the verdict box, near the top
     below = img[verdict_rows.max() + 1:]

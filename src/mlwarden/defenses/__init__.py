@@ -1,4 +1,4 @@
 """Defences that `mlwarden harden` applies, one per file. Importing this package registers them."""
-from . import dp_sgd  # noqa: F401
+from . import adversarial_training, dp_sgd  # noqa: F401
 
-ORDER = ["dp-sgd"]
+ORDER = ["dp-sgd", "adversarial-training"]

@@ -50,9 +50,11 @@ def verdict(point: dict, before_acc: dict) -> str:
         tag = "" if ha["reliable"] else " [unreliable, see below]"
         risks.append(f"{r['threat']}: {hb['label']} {_fmt(hb)} -> {_fmt(ha)}{chance}{tag}")
     ch = point["accuracy_change"]
+    ratio = [ev["training_time_ratio"] for ev in point["evaluation"].values() if "training_time_ratio" in ev]
     cost = (f"accuracy {_pct(before_acc['value'])} -> {_pct(point['accuracy']['value'])} "
             f"({100 * ch['points']:+.1f} points, 95% CI {100 * ch['ci_low']:+.1f} to {100 * ch['ci_high']:+.1f}; "
-            f"n={point['accuracy']['n']}), training {point['training_s']:.0f} s")
+            f"n={point['accuracy']['n']}), training {point['training_s']:.0f} s"
+            + (f" ({ratio[0]:.1f}x plain training)" if ratio else ""))
     return "Risk: " + ("; ".join(risks) or "no comparable finding") + ". Cost: " + cost + "."
 
 
@@ -97,7 +99,9 @@ def _plots(before: Report, reports: list[Report], results: list[dict], sweep, ou
     curves = {label: f.details["curve"] for label, rep in runs if (f := found(rep, "whitebox-cascade"))
               and f.details.get("curve")}
     if len(curves) > 1:
-        plots.curve_overlay(folder / "security-curve-before-after.png", curves)
+        cascade = found(before, "whitebox-cascade")
+        plots.curve_overlay(folder / "security-curve-before-after.png", curves,
+                            audited_eps=cascade.params.get("eps") if cascade else None)
         made.append("plots/security-curve-before-after.png")
     exposure = {label: f.details["table"] for label, rep in runs if (f := found(rep, "secret-sharer"))}
     if len(exposure) > 1:
@@ -134,7 +138,8 @@ def rows(point: dict, before_acc: dict) -> list[tuple[str, str, str]]:
 def facts(point: dict) -> list[str]:
     lines = []
     for name, f in point["facts"].items():
-        shown = {k: v for k, v in f.items() if not isinstance(v, (dict, list)) or v}
+        shown = {k: v for k, v in f.items() if (not isinstance(v, (dict, list)) or v)
+                 and not (isinstance(v, list) and len(v) > 8)}   # per-epoch series stay in harden.json
         lines.append(f"{name}: " + ", ".join(f"{k} {_num(v)}" for k, v in shown.items()))
     for name, ev in point["evaluation"].items():
         ora = ev.get("one_run_audit")
@@ -144,6 +149,9 @@ def facts(point: dict) -> list[str]:
                          f"{ora['before']['guesses']} guesses), after {ora['after']['epsilon_lower_bound']:.3g} "
                          f"({ora['after']['correct']}/{ora['after']['guesses']}); it must never exceed the "
                          "accountant's epsilon")
+        if "plain_training_s" in ev:
+            lines.append(f"{name}: training took {point['training_s']:.1f} s, {ev['training_time_ratio']:.1f}x the "
+                         f"{ev['plain_training_s']:.1f} s of the same recipe trained plainly on this machine")
         if ev.get("pipeline_bug"):
             lines.insert(0, f"BUG: {name}: the empirical lower bound exceeds the accountant's epsilon: the training "
                             "pipeline does not deliver the privacy it claims.")

@@ -26,6 +26,7 @@ from ..core.registry import get_defense, get_threats
 from ..io.models import load_target, save_module
 from ..report import sarif
 from ..report.report import Report, write_atomic
+from ..threats.tricking.common import EvasionParams
 from . import render
 
 Chosen = list[tuple[Defense, dict[str, Any]]]
@@ -86,14 +87,40 @@ def parse_defenses(spec: str, raw_params: list[str] | None) -> tuple[Chosen, Swe
     return chosen, sweep
 
 
-def _points(chosen: Chosen, sweep: Sweep | None, profile: str) -> list[tuple[str, list]]:
+def audit_budget(chosen: Chosen, sweep: Sweep | None, threats: list[str], settings: dict,
+                 overrides: dict | None) -> tuple[dict[str, Any], dict]:
+    """One perturbation budget for a defence against evasion and for the audits that judge it: the
+    defence's own `--param eps/norm` when given (not swept), else the audit's (--eps, or the cascade's
+    settings in the config), else the evasion threats' default. Every audited threat with an eps and a
+    norm attacks at that budget (HopSkipJump's own default is L2), unless the config sets its own.
+    Returns the budget (empty when no chosen defence has one) and the audit's threat overrides."""
+    overrides = dict(overrides or {})
+    if not any({"eps", "norm"} & set(d.Params.model_fields) for d, _ in chosen):
+        return {}, overrides
+    cascade = overrides.get("whitebox-cascade", {})
+    defaults = EvasionParams.model_fields
+    budget = {"eps": settings.get("eps") or cascade.get("eps") or defaults["eps"].default,
+              "norm": cascade.get("norm") or defaults["norm"].default}
+    for d, ov in chosen:
+        for k in ("eps", "norm"):
+            if k in ov and not (sweep and sweep.defense == d.name and sweep.param == k):
+                budget[k] = ov[k]
+    for t in get_threats(threats):
+        if {"eps", "norm"} <= set(t.Params.model_fields):
+            overrides[t.name] = {**budget, **overrides.get(t.name, {})}
+    return budget, overrides
+
+
+def _points(chosen: Chosen, sweep: Sweep | None, profile: str, budget: dict[str, Any] | None = None
+            ) -> list[tuple[str, list]]:
     """(label, [(defence, validated params)]) for every point of the sweep; every value is validated
     before anything trains."""
     points = []
     for value in (sweep.values if sweep else [None]):
         params = []
         for d, ov in chosen:
-            over = dict(ov)
+            over = {k: v for k, v in (budget or {}).items() if k in d.Params.model_fields}
+            over.update(ov)
             if sweep and d.name == sweep.defense:
                 over[sweep.param] = value
             try:
@@ -115,9 +142,10 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
            notice: Callable[[str], None] | None = None) -> HardenResult:
     stage = stage or (lambda text: None)
     profile = settings["profile"]
-    points = _points(chosen, sweep, profile)
     threats = threats or mitigated_threats(chosen)
     get_threats(threats)  # unknown names fail before any training
+    budget, overrides = audit_budget(chosen, sweep, threats, settings, overrides)
+    points = _points(chosen, sweep, profile, budget)
     for _, params in points:
         check_applicable(subject, params, subject.data)
     out_dir = Path(out_dir)
