@@ -64,6 +64,9 @@ class Defense:
         return self.Params(**values)
 
     # -- the hooks of each kind ---------------------------------------------------------------------
+    def check(self, params: Params, data: Dataset) -> None:
+        """Refuse, with a UserError, data or settings this defence cannot work with, before anything runs."""
+
     def defend_recipe(self, recipe: Recipe, params: Params, data: Dataset) -> tuple[Recipe, dict[str, Any]]:
         """Training defences: the recipe with this defence applied, and facts known before training."""
         raise NotImplementedError
@@ -111,18 +114,33 @@ def apply_defenses(subject, chosen: list[tuple[Defense, Params]], ctx: DefenseCo
         names = "+".join(d.name for d, _ in training)
         target = TorchTarget(model, data.n_classes, data.input_shape, access=subject.target.access,
                              name=f"{subject.target.name} + {names}")
-    for d, p in chosen:
-        if d.kind == "inference":
-            target, facts[d.name] = d.defend_target(target, p, ctx)
+    target = wrap_target(target, chosen, ctx, facts)
     others = [d.name for d, _ in chosen if d.kind not in ("training", "inference")]
     if others:
         raise UserError(f"{', '.join(others)} cannot be combined with other defences in one run")
     return Hardened(target, recipe, facts, training_s=seconds, model=model if training else None)
 
 
+def wraps_target(d: Defense) -> bool:
+    """Inference defences, and training defences that also change how the trained model answers (randomized
+    smoothing trains with noise and predicts by voting over noisy copies)."""
+    return d.kind == "inference" or type(d).defend_target is not Defense.defend_target
+
+
+def wrap_target(target: Target, chosen: list[tuple[Defense, Params]], ctx: DefenseContext,
+                facts: dict[str, Any]) -> Target:
+    for d, p in chosen:
+        if wraps_target(d):
+            target, f = d.defend_target(target, p, ctx)
+            facts.setdefault(d.name, {}).update(f)
+    return target
+
+
 def check_applicable(subject, chosen: list[tuple[Defense, Params]], data: Dataset) -> None:
     """Fail with the defence's own error before anything trains or audits: a missing recipe, a value the
     defence rejects (DP's delta), a network it cannot train."""
+    for d, p in chosen:
+        d.check(p, data)
     training = [(d, p) for d, p in chosen if d.kind == "training"]
     if training and subject.recipe is None:
         raise UserError(f"{', '.join(d.name for d, _ in training)} retrains the model: give its training recipe "

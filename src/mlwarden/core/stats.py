@@ -33,3 +33,8 @@ def difference_interval(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> 
     l2, u2 = wilson(k2, n2, z)
     d = p2 - p1
     return d, d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
+
+
+def lower_bound(k: int, n: int, alpha: float) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson lower confidence bound on a binomial rate."""
+    return 0.0 if k == 0 or n <= 0 else float(beta.ppf(alpha, k, n - k + 1))

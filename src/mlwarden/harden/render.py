@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html as _html
+import re
 from pathlib import Path
 
 from ..core.finding import Finding, Status
@@ -73,7 +74,8 @@ def summarize(subject, chosen, sweep, threats, before: Report, base_ok, results:
         res["verdict"] = verdict(res, before_acc)
         res["unreliable"] = [{"threat": r["threat"], "reasons": r["unreliable_after"]}
                              for r in res["comparison"] if r["unreliable_after"]]
-    plots = _plots(before, reports, results, sweep, out_dir)
+    plots = _plots(before, reports, results, sweep, out_dir) + [
+        rel for r in results for ev in r["evaluation"].values() for rel in ev.get("plots", [])]
     return {"schema": SCHEMA, "defenses": [{"name": d.name, "kind": d.kind, "title": d.title} for d, _ in chosen],
             "sweep": vars(sweep) if sweep else None, "threats": threats, "subject": subject.describe(),
             "before": {"dir": "before", "accuracy": before_acc, "worst_severity": before.worst().value},
@@ -132,6 +134,11 @@ def rows(point: dict, before_acc: dict) -> list[tuple[str, str, str]]:
         out.append((f"{r['threat']}: severity", r["severity"][0], r["severity"][1]))
         if r["before"] and r["after"]:
             out.append((f"{r['threat']}: {r['before']['label']}", r["before"]["text"], r["after"]["text"]))
+    for name, ev in point["evaluation"].items():
+        ob = ev.get("oblivious")
+        if ob:   # what attacking the classifier alone would claim: shown only to be struck through
+            out.append((f"{name}: robust accuracy if the attack ignores the defence ({ob['attack']}; not a result)",
+                        "", f"~~{_pct(ob['oblivious_robust_accuracy'])} (n={ob['n']})~~"))
     return out
 
 
@@ -149,12 +156,27 @@ def facts(point: dict) -> list[str]:
                          f"{ora['before']['guesses']} guesses), after {ora['after']['epsilon_lower_bound']:.3g} "
                          f"({ora['after']['correct']}/{ora['after']['guesses']}); it must never exceed the "
                          "accountant's epsilon")
+        for row in ev.get("certified", []):
+            lines.append(f"{name}: L2 radius {row['radius']:g} (Linf {row['linf_radius']:.3g}): certified "
+                         f"{_pct(row['certified'])} (95% CI {_pct(row['certified_ci'][0])}-"
+                         f"{_pct(row['certified_ci'][1])}), empirical under EOT-PGD {_pct(row['empirical'])} "
+                         f"(n={row['n']}; abstentions count as errors)"
+                         + (" CHECK FAILED: certified exceeds empirical" if row["certified_exceeds_empirical"] else ""))
+        if "max_certifiable_radius" in ev:
+            lines.append(f"{name}: {ev['abstained']} of {ev['n_points']} points abstained; with these draws no "
+                         f"L2 radius above {ev['max_certifiable_radius']:.3g} can be certified; the audit's Linf eps "
+                         f"{ev['audit_linf_eps']:g} reaches L2 {ev['audit_linf_eps_as_l2']:.3g} at a corner of its "
+                         "ball, " + ("so no certificate covers it" if ev['audit_linf_eps_as_l2'] > ev['max_certifiable_radius']
+                                     else "so only points certified at that radius are covered"))
         if "plain_training_s" in ev:
             lines.append(f"{name}: training took {point['training_s']:.1f} s, {ev['training_time_ratio']:.1f}x the "
                          f"{ev['plain_training_s']:.1f} s of the same recipe trained plainly on this machine")
         if ev.get("pipeline_bug"):
-            lines.insert(0, f"BUG: {name}: the empirical lower bound exceeds the accountant's epsilon: the training "
-                            "pipeline does not deliver the privacy it claims.")
+            lines.insert(0, f"BUG: {name}: " + ("the certified accuracy exceeds the accuracy measured under attack: "
+                                                "the certificate or the smoothing pipeline is wrong."
+                                                if "certified" in ev else
+                                                "the empirical lower bound exceeds the accountant's epsilon: the "
+                                                "training pipeline does not deliver the privacy it claims."))
     if point["model"]:
         lines.append(f"hardened model: {point['model']['path']} ({point['model']['format']}); "
                      f"`mlwarden serve {point['model']['path']}` serves it")
@@ -163,6 +185,11 @@ def facts(point: dict) -> list[str]:
 
 def _num(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _strike(text: str) -> str:
+    """Markdown's ~~struck~~ as HTML."""
+    return re.sub(r"~~(.+?)~~", r"<s>\1</s>", text)
 
 
 def markdown(s: dict) -> str:
@@ -192,7 +219,8 @@ def html(s: dict, out_dir: Path) -> str:
                         f"{base64.b64encode(path.read_bytes()).decode()}'>")
     parts.append("<div class='plots'>" + "".join(imgs) + "</div>")
     for p in s["points"]:
-        table = "".join(f"<tr><td>{e(k)}</td><td>{e(str(b))}</td><td>{e(str(a))}</td></tr>" for k, b, a in rows(p, s['before']['accuracy']))
+        table = "".join(f"<tr><td>{e(k)}</td><td>{_strike(e(str(b)))}</td><td>{_strike(e(str(a)))}</td></tr>"
+                        for k, b, a in rows(p, s['before']['accuracy']))
         items = "".join(f"<li>{e(f)}</li>" for f in facts(p))
         unrel = "".join(f"<li><b>{e(u['threat'])}</b>: {e(' '.join(u['reasons']))}</li>" for u in p["unreliable"])
         parts.append(f"<h2>{e(p['label'])}</h2><table><tr><th></th><th>before</th><th>after</th></tr>{table}</table>"

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from ..audit.config import describe_validation_error
 from ..audit.rundir import RunDir, claim, sha256
 from ..audit.runner import Subject, run_audit, seed_everything
-from ..core.defense import Defense, DefenseContext, Hardened, apply_defenses, check_applicable
+from ..core.defense import Defense, DefenseContext, Hardened, apply_defenses, check_applicable, wrap_target
 from ..core.errors import UserError
 from ..core.measure import correct, paired_difference
 from ..core.finding import Metric
@@ -188,7 +188,7 @@ def _apply_and_audit(subject, params, out_dir: Path, label: str, settings, audit
     ctx = DefenseContext(subject.data, out_dir, seed=seed, profile=settings["profile"])
     state_rel = f"hardened/{label}.json"
     state = {"params": {d.name: p.model_dump() for d, p in params}}
-    reused = _reuse_hardened(subject, params, out_dir, state_rel, state, run) if audit["resume"] else None
+    reused = _reuse_hardened(subject, params, out_dir, state_rel, state, run, ctx) if audit["resume"] else None
     if reused is not None:
         hardened, state = reused
         stage(f"reusing the hardened model of the earlier run ({state['model']['path']})")
@@ -225,7 +225,7 @@ def _apply_and_audit(subject, params, out_dir: Path, label: str, settings, audit
             "pipeline_bug": any(ev.get("pipeline_bug") for ev in state["evaluation"].values()), "report": report}
 
 
-def _reuse_hardened(subject, params, out_dir: Path, state_rel: str, state: dict, run: RunDir):
+def _reuse_hardened(subject, params, out_dir: Path, state_rel: str, state: dict, run: RunDir, ctx):
     """On --resume: the hardened model this run saved (unchanged since, same parameters), loaded through the
     scan like any model file, with the defended recipe rebuilt without training. None to apply again."""
     created = {c["path"]: c["sha256"] for c in run.created}
@@ -243,11 +243,12 @@ def _reuse_hardened(subject, params, out_dir: Path, state_rel: str, state: dict,
         return None
     target = load_target(model["path"], subject.data)
     target.access = subject.target.access
-    target.name = saved.get("target_name", target.name)   # the same subject as the first run's audit
     recipe = subject.recipe
     for d, p in params:
         if d.kind == "training":
             recipe, _ = d.defend_recipe(recipe, p, subject.data)
+    target = wrap_target(target, params, ctx, {})            # smoothing and other wrappers, applied again
+    target.name = saved.get("target_name", target.name)   # the same subject as the first run's audit
     return Hardened(target, recipe, saved["facts"], training_s=saved.get("training_s", 0.0)), saved
 
 
