@@ -307,6 +307,9 @@ def serve(
     watermark_rate: float = typer.Option(0.005, "--watermark-rate", help="share of queries watermarked"),
     watermark_registry: Optional[str] = typer.Option(None, "--watermark-registry",
                                                      help="JSONL of watermarked queries (for verify-copy)"),
+    smoothing: Optional[float] = typer.Option(None, "--smoothing", help="serve the randomized-smoothing classifier "
+                                              "at this sigma (fraction of the range): labels, -1 = abstain"),
+    smoothing_draws: int = typer.Option(1000, "--smoothing-draws", help="noise draws (forward passes) per row"),
     threads: int = typer.Option(1),
 ):
     """Serve a model over the Open Inference Protocol v2, behind guards."""
@@ -324,7 +327,8 @@ def serve(
         guards = GuardConfig(output=output, top_k=top_k, decimals=decimals, api_keys=api_key or [],
                              rate_per_s=rate, burst=burst, budget=budget, max_batch=max_batch, query_log=query_log,
                              detector=detector, detector_delta=detector_delta, watermark_key=watermark_key,
-                             watermark_rate=watermark_rate, watermark_registry=watermark_registry)
+                             watermark_rate=watermark_rate, watermark_registry=watermark_registry,
+                             smoothing_sigma=smoothing, smoothing_draws=smoothing_draws)
     except ValidationError as e:
         raise UserError(describe_validation_error("options", e)) from None
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..core.data import InputSpace
-from ..core.target import Target
+from ..core.errors import UserError
+from ..core.target import Target, TorchTarget
 from .guards import GuardConfig, Limits, QueryLog, key_id, retry_after_header, shape_output
 from .prada import Prada
 from .watermark import Watermark
@@ -66,6 +67,17 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
         if guards.watermark_key else None
     app.state.limits, app.state.detector = limits, detector
     in_shape = list(target.input_shape)
+    smoothed = guards.smoothing_sigma is not None
+    if smoothed and (marker is not None or guards.output != "probabilities"):
+        raise UserError("--smoothing answers labels (-1 for an abstention): it cannot be combined with "
+                        "--output or a watermark")
+    if smoothed:   # the network itself, not a scores-only wrapper: PREDICT draws from it directly
+        from ..defenses.randomized_smoothing import ABSTAIN, predict
+        if not isinstance(target, TorchTarget):
+            raise UserError(f"--smoothing draws noisy copies through a PyTorch network; {target.name} is a "
+                            f"{type(target).__name__}")
+        base = target.module
+        sigma = guards.smoothing_sigma * space.width
 
     app.add_middleware(BodyLimit, limit=guards.max_body_bytes)
 
@@ -110,11 +122,16 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
         authorize(request)
         out_name, out_type, _ = shape_output(np.full((1, target.n_classes), 1.0 / target.n_classes), guards)
         out_shape = [-1] if guards.output == "label" else [-1, target.n_classes]
+        extra = {}
+        if smoothed:
+            out_name, out_type, out_shape = "label", "INT64", [-1]
+            extra = {"smoothing": {"sigma": guards.smoothing_sigma, "draws_per_row": guards.smoothing_draws,
+                                   "alpha": guards.smoothing_alpha, "abstain_label": ABSTAIN}}
         return ModelMetadata(name=name, versions=["1"], platform="mlwarden/pytorch",
                              inputs=[TensorMeta(name="input", datatype="FP32", shape=[-1, *in_shape])],
                              outputs=[TensorMeta(name=out_name, datatype=out_type, shape=out_shape)],
                              parameters={"guards": guards.describe(), "input_range": [space.low, space.high],
-                                         "n_classes": target.n_classes})
+                                         "n_classes": target.n_classes, **extra})
 
     @app.post("/v2/models/{model_name}/infer", response_model=InferResponse)
     async def infer(model_name: str, body: InferRequest, request: Request):
@@ -133,6 +150,18 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
             log.write(key=key_id(key), rows=len(x), status=429, reason=reason)
             headers = {"Retry-After": retry_after_header(retry)} if retry is not None else {}
             raise ClientError(429, reason, headers)
+        if smoothed:   # Cohen et al.'s PREDICT: n forward passes a row, -1 when the vote is not significant
+            labels = predict(base, torch.from_numpy(x), sigma, guards.smoothing_draws, target.n_classes,
+                             guards.smoothing_alpha).numpy().astype(np.int64)
+            if detector is not None:
+                detector.observe(kid, x, labels)
+            ms = round(1e3 * (time.monotonic() - t0), 2)
+            log.write(key=kid, rows=len(x), status=200, ms=ms, input_sha=_digest(x),
+                      forward_passes=len(x) * guards.smoothing_draws, abstained=int((labels == ABSTAIN).sum()))
+            return JSONResponse({"model_name": name, "model_version": "1", "id": body.id,
+                                 "parameters": {"forward_passes": len(x) * guards.smoothing_draws, "ms": ms},
+                                 "outputs": [{"name": "label", "shape": [len(x)], "datatype": "INT64",
+                                              "data": labels.tolist()}]})
         with torch.no_grad():
             probs = target.scores(torch.from_numpy(x)).double().numpy()
         if detector is not None:  # alerts go to the operator's log, never to the client

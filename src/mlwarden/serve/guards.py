@@ -32,6 +32,10 @@ class GuardConfig(BaseModel):
     watermark_key: str | None = None     # secret for the DAWN-style watermark; None: off
     watermark_rate: float = Field(0.005, gt=0, lt=0.5)
     watermark_registry: str | None = None  # JSONL of watermarked queries, for `mlwarden watermark verify`
+    smoothing_sigma: float | None = Field(None, gt=0, description="randomized smoothing noise (fraction of the "
+                                          "range); the answer is Cohen et al.'s PREDICT, -1 when it abstains")
+    smoothing_draws: int = Field(1000, ge=10, le=100000, description="noise draws (forward passes) per row")
+    smoothing_alpha: float = Field(0.001, gt=0, lt=0.5)
 
     def describe(self) -> dict:
         d = self.model_dump(exclude={"api_keys", "query_log", "watermark_key", "watermark_registry"})
