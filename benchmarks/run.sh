@@ -7,7 +7,7 @@ V=benchmarks/.venv-bench
 if [ ! -x "$V/bin/python" ]; then
   python3 -m venv "$V"
   "$V/bin/pip" install -q -c constraints.txt torch==2.13.0
-  "$V/bin/pip" install -q -c constraints.txt -e . adversarial-robustness-toolbox==1.20.1
+  "$V/bin/pip" install -q -c constraints.txt -e . adversarial-robustness-toolbox==1.20.1 statsmodels
   "$V/bin/pip" install -q --no-deps torchattacks
 fi
 "$V/bin/pip" install -q -c constraints.txt modelscan picklescan   # peers of `mlwarden scan`
@@ -19,3 +19,5 @@ mkdir -p benchmarks/out
 "$V/bin/python" benchmarks/bench_dp_step_time.py | tee benchmarks/out/dp_step_time.txt
 "$V/bin/python" benchmarks/bench_secret_sharer.py | tee benchmarks/out/secret_sharer.txt
 "$V/bin/python" benchmarks/bench_scan.py | tee benchmarks/out/scan.txt
+"$V/bin/python" benchmarks/bench_adv_training.py | tee benchmarks/out/adv_training.txt
+"$V/bin/python" benchmarks/bench_smoothing_preprocessing.py | tee benchmarks/out/smoothing_preprocessing.txt
