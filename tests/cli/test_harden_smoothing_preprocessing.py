@@ -85,8 +85,10 @@ def test_squeezing_report_strikes_the_oblivious_number_and_says_the_defence_hold
 BAD = {
     "smoothing with an output mode": (["serve", "{sd}", "--factory", "mlwarden.core.zoo:mlp", "--data", "digits",
                                        "--smoothing", "0.25", "--output", "label"], "--smoothing answers labels"),
-    "squeezing bits out of range": (["harden", "--defense", "feature-squeezing", "--param", "bits=0"],
-                                    "bits: Input should be greater than or equal to 1"),
+    "squeezing bits out of range": (["harden", "--defense", "feature-squeezing", "--param", "bits=17"],
+                                    "bits: Input should be less than or equal to 16"),
+    "squeezing nothing": (["harden", "--defense", "feature-squeezing", "--param", "bits=0"],
+                          "needs bits or median"),
     "jpeg on tabular data": (["harden", "--defense", "jpeg", "--model", "{tab}", "--factory",
                               "mlwarden.core.zoo:tabular_mlp", "--data", "iris"], "jpeg applies to images"),
 }

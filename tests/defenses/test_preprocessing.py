@@ -98,7 +98,7 @@ def test_jpeg_and_median_keep_shape_and_range_and_change_the_input(digits):
 
 
 @pytest.mark.parametrize("name, params, message", [
-    ("feature-squeezing", {"bits": None}, "needs bits or median"),
+    ("feature-squeezing", {"bits": 0}, "needs bits or median"),
 ])
 def test_bad_preprocessing_settings_are_refused(digits, digits_mlp, tmp_path, name, params, message):
     from mlwarden.core.errors import UserError

@@ -1,5 +1,5 @@
 """Property-based fuzz of the inference endpoint (hypothesis): any JSON body, well-formed or not, gets
-an answer below 500."""
+an answer below 500, from a plain server and from one serving a smoothed classifier."""
 import json
 
 import httpx
@@ -30,9 +30,10 @@ bodies = st.one_of(json_values, st.fixed_dictionaries({"inputs": st.lists(tensor
                                          optional={"id": json_values, "parameters": json_values}))
 
 
-@pytest.fixture(scope="module")
-def server(digits, digits_mlp):
-    with running(TorchTarget(digits_mlp, 10, digits.input_shape), digits.space, GuardConfig()) as url:
+@pytest.fixture(scope="module", params=["plain", "smoothing"])
+def server(request, digits, digits_mlp):
+    guards = GuardConfig(smoothing_sigma=0.25, smoothing_draws=20) if request.param == "smoothing" else GuardConfig()
+    with running(TorchTarget(digits_mlp, 10, digits.input_shape), digits.space, guards) as url:
         with httpx.Client() as client:
             yield url, client
 

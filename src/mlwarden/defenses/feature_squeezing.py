@@ -44,7 +44,7 @@ class Squeeze(torch.nn.Module):
 
 
 class SqueezeParams(PreprocessingParams):
-    bits: int | None = Field(1, ge=1, le=16, description="bit depth (None: no bit-depth reduction)")
+    bits: int = Field(1, ge=0, le=16, description="bit depth (0: no bit-depth reduction)")
     median: int | None = Field(None, ge=2, le=7, description="median filter size (images; None: off)")
 
 
@@ -58,7 +58,7 @@ class FeatureSqueezing(PreprocessingDefense):
     sweepable = ("bits", "median")
 
     def check(self, p: SqueezeParams, data) -> None:
-        if p.bits is None and p.median is None:
+        if not p.bits and p.median is None:
             raise UserError("feature-squeezing needs bits or median (or both)")
         if p.median and (data.modality != "image" or len(data.input_shape) != 3):
             raise UserError("feature-squeezing median applies to images of shape (channels, height, width)")
@@ -71,7 +71,7 @@ class FeatureSqueezing(PreprocessingDefense):
         prep = Squeeze(p.bits, p.median, data.space.low, data.space.high)
         what = " + ".join(x for x in (f"median {p.median}x{p.median}" if p.median else "",
                                       f"{p.bits}-bit squeezing" if p.bits else "") if x)
-        bpda = p.bits is not None
+        bpda = bool(p.bits)
         return defended_target(target, prep, bpda, what), {
             "bits": p.bits, "median": p.median,
             "adaptive_attack": "BPDA (identity backward pass through the squeezing)" if bpda else "end to end"}
