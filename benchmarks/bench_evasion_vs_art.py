@@ -10,7 +10,7 @@ import torch
 from art.attacks.evasion import AutoProjectedGradientDescent, HopSkipJump, ProjectedGradientDescent, SquareAttack
 from art.estimators.classification import PyTorchClassifier
 
-from common import robust_acc, row, setup, timed
+from common import Float32, robust_acc, row, setup, timed
 from mlwarden.core.target import Access, TorchTarget
 from mlwarden.threats.tricking.apgd import apgd
 from mlwarden.threats.tricking.hopskipjump import hop_skip_jump
@@ -20,17 +20,6 @@ from mlwarden.threats.tricking.square import square_linf
 EPS = 0.1
 N = 200
 N_HSJ = 50
-
-
-class Float32(torch.nn.Module):
-    """ART's HopSkipJump feeds float64 arrays; the models are float32."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x.float())
 
 
 def art_clf(model):

@@ -20,7 +20,7 @@ import torch
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from common import row  # noqa: E402
+from common import Float32, row  # noqa: E402
 from mlwarden.core.defense import DefenseContext  # noqa: E402
 from mlwarden.core.recipe import BUILTIN_RECIPES  # noqa: E402
 from mlwarden.core.registry import get_defense  # noqa: E402
@@ -35,17 +35,6 @@ from mlwarden.threats.tricking.whitebox_cascade import WhiteBoxCascade  # noqa: 
 
 EPS, SIGMA, N, N0, ALPHA, POINTS = 0.1, 0.25, 10000, 100, 0.001, 200
 TMP = Path(tempfile.mkdtemp())
-
-
-class Float32(torch.nn.Module):
-    """ART's smoothing adds float64 noise; the models are float32."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x.float())
 
 
 def art_clf(model, data, prep=None, cls=None, **kw):

@@ -37,3 +37,14 @@ def timed(fn):
 
 def row(cells, widths=(8, 14, 11, 11, 10, 10, 8)):
     return " | ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+
+
+class Float32(torch.nn.Module):
+    """ART feeds float64 arrays (its smoothing adds float64 noise); the models are float32."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x.float())
