@@ -44,7 +44,8 @@ class Subject:
     info: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        return {"model": {**self.target.describe(), **self.info}, "data": self.data.describe(),
+        info = {k: v for k, v in self.info.items() if k != "cli"}   # how it was named, not what it is
+        return {"model": {**self.target.describe(), **info}, "data": self.data.describe(),
                 "input_space": self.data.space.describe(),
                 "recipe": self.recipe.name if self.recipe else None}
 
