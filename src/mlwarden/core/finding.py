@@ -43,6 +43,9 @@ class Metric:
         return cls(name, k / n if n else float("nan"), n, lo, hi, "rate", reliable)
 
     def text(self) -> str:
+        if self.value is None or self.value != self.value or (self.unit == "rate" and self.ci_low is None):
+            return "n/a (not a finite number)" if self.value is None or self.value != self.value else \
+                f"{100 * self.value:.1f}% (n={self.n})"
         if self.unit == "rate":
             s = f"{100 * self.value:.1f}% (n={self.n}, 95% CI {100 * self.ci_low:.1f}-{100 * self.ci_high:.1f}%)"
         else:

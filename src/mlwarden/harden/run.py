@@ -25,7 +25,7 @@ from ..core.finding import Metric
 from ..core.registry import get_defense, get_threats
 from ..io.models import load_target, save_module
 from ..report import sarif
-from ..report.report import Report, write_atomic
+from ..report.report import Report, dumps, write_atomic
 from ..threats.tricking.common import EvasionParams
 from . import render
 
@@ -173,9 +173,9 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
     finally:
         torch.set_num_threads(old_threads)
     summary = render.summarize(subject, chosen, sweep, threats, before, base_ok, results, reports, out_dir)
-    files = {"harden.json": json.dumps(summary, indent=2, default=float), "harden.md": render.markdown(summary),
+    files = {"harden.json": dumps(summary), "harden.md": render.markdown(summary),
              "harden.html": render.html(summary, out_dir),
-             "harden.sarif": json.dumps(sarif.render(reports[-1]), indent=2)}
+             "harden.sarif": dumps(sarif.render(reports[-1]))}
     for name, text in files.items():
         write_atomic(out_dir / name, text)
     run.add(*files, *summary["plots"])
@@ -215,7 +215,7 @@ def _apply_and_audit(subject, params, out_dir: Path, label: str, settings, audit
                 stage(f"{d.name}: its own checks")
                 state["evaluation"][d.name] = ev
         if state["model"]:   # what resuming needs to skip training and these checks
-            write_atomic(out_dir / state_rel, json.dumps(state, default=float))
+            write_atomic(out_dir / state_rel, dumps(state, indent=None))
             run.add(state_rel)
     ok = correct(hardened.target, subject.data.x_test, subject.data.y_test)
     diff = paired_difference(base_ok, ok)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -12,6 +13,27 @@ from ..core.errors import UserError
 from ..core.finding import Finding, Severity, Status
 
 SCHEMA = "mlwarden.report/1"
+
+
+def finite(obj: Any) -> Any:
+    """The object with every non-finite number (inf, nan) replaced by None, so that the JSON written is
+    valid JSON (Python's `Infinity` and `NaN` are not) and says "no value" rather than a made-up one."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (str, int)):
+        return obj
+    try:
+        value = float(obj)
+    except (TypeError, ValueError):
+        return obj
+    return value if math.isfinite(value) else None
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    """JSON for every file mlwarden writes: finite numbers only (strict parsers accept it)."""
+    return json.dumps(finite(obj), indent=indent, default=lambda v: finite(float(v)), allow_nan=False)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -112,10 +134,10 @@ class Report:
         """Write report.json, .html, .md, .sarif and junit.xml; each file appears whole or not at all."""
         from . import html, junit, markdown, sarif
         out = Path(out_dir or self.run_dir or ".")
-        texts = {"report.json": json.dumps(self.to_dict(), indent=2, default=float),
+        texts = {"report.json": dumps(self.to_dict()),
                  "report.html": html.render(self, out),
                  "report.md": markdown.render(self),
-                 "report.sarif": json.dumps(sarif.render(self), indent=2),
+                 "report.sarif": dumps(sarif.render(self)),
                  "junit.xml": junit.render(self)}
         paths = {}
         for name, text in texts.items():
