@@ -71,3 +71,27 @@ def test_random_model_is_attacked_with_eot(digits, digits_mlp, tmp_path):
     assert "stochastic-outputs" in fired(f)
     # handled by EOT: the number stays a result unless another check fires
     assert f.metric("robust_accuracy").value < f.metric("clean_accuracy").value - 0.3
+
+
+class Confident(nn.Module):
+    """Logits scaled 1000x: float32 cross-entropy saturates, its input gradient is exactly zero while the
+    margin's is not (what a model fed uint8-range inputs often looks like)."""
+
+    def forward(self, z):
+        return 1000 * z
+
+
+def test_fgsm_checks_the_gradient_it_follows(digits, digits_mlp, tmp_path):
+    from mlwarden.threats.tricking.fgsm import FGSM
+    model = nn.Sequential(digits_mlp, Confident())
+    ctx = Context(target=TorchTarget(model, 10, digits.input_shape), data=digits,
+                  evidence_dir=tmp_path / "evidence" / "fgsm")
+    t = FGSM()
+    f = t.run(ctx, t.params_for("quick", {"n_samples": 100}))
+    zero = next(c for c in f.checks if c.name == "zero-gradient")
+    assert zero.fired and "cross-entropy" in zero.detail            # the margin's gradient is not zero here
+    assert f.status is Status.UNRELIABLE and not f.metric("robust_accuracy").reliable
+    # the same model through the cascade, whose DLR stage follows the margin: broken, not masked
+    c = run_cascade(model, digits, tmp_path)
+    assert not next(k for k in c.checks if k.name == "zero-gradient").fired
+    assert c.metric("robust_accuracy").value < 0.5

@@ -154,4 +154,5 @@ class APGDDLRT(_APGD):
     name = "apgd-dlr-t"
     title = "APGD-T (targeted DLR) adversarial examples"
     loss = "dlr-t"
+    grad_loss = "margin"
     profiles = _PROFILES

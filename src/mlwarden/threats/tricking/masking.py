@@ -8,6 +8,7 @@ the ones that need attack results (black-box beats white-box, more steps help, t
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ...core.finding import Check, Severity, Status
 from ...core.target import outputs_are_probabilities
@@ -18,9 +19,13 @@ EOT_SAMPLES = 16
 HANDLED = {"stochastic-outputs"}  # fired, but the attacks adapt (EOT), so the number stays a result
 
 
-def basic_checks(ctx, model, x: torch.Tensor, y: torch.Tensor) -> list[Check]:
-    if "masking_basic" in ctx.cache:
-        return ctx.cache["masking_basic"]
+def basic_checks(ctx, model, x: torch.Tensor, y: torch.Tensor, loss: str = "margin") -> list[Check]:
+    """The cheap checks, with the zero-gradient check on the gradient the attack itself follows: `margin`
+    (scale-free, the cascade's DLR stage) or `ce` (FGSM, PGD, APGD-CE: cross-entropy saturates to an exactly
+    zero gradient on confident float32 outputs, e.g. for uint8-range inputs)."""
+    key = f"masking_basic_{loss}"
+    if key in ctx.cache:
+        return ctx.cache[key]
     with torch.no_grad():
         a, b = model(x), model(x)
     diff = float((a - b).abs().max())
@@ -33,15 +38,19 @@ def basic_checks(ctx, model, x: torch.Tensor, y: torch.Tensor) -> list[Check]:
                         "gradients; attack the logits (or log-probabilities) instead" if probs
                         else "outputs are logits"))
     xg = x.clone().requires_grad_(True)
-    g, = torch.autograd.grad(margin(model(xg), y).sum(), xg)
+    out = model(xg)
+    objective = F.cross_entropy(out, y, reduction="sum") if loss == "ce" else margin(out, y).sum()
+    g, = torch.autograd.grad(objective, xg)
     correct = a.argmax(1) == y
     zero = (g.flatten(1).abs().amax(1) == 0) & correct
     frac = float(zero.sum()) / max(int(correct.sum()), 1)
+    what = "cross-entropy loss" if loss == "ce" else "margin"
     checks.append(Check("zero-gradient", frac > ZERO_GRAD_FRACTION,
                         f"{int(zero.sum())} of {int(correct.sum())} correctly classified points have an exactly "
-                        f"zero input gradient (limit {ZERO_GRAD_FRACTION:.0%}): a non-differentiable or "
-                        "shattered-gradient component; use BPDA or a black-box attack"))
-    ctx.cache["masking_basic"] = checks
+                        f"zero input gradient of the {what} the attack follows (limit {ZERO_GRAD_FRACTION:.0%}): "
+                        "a non-differentiable, shattered or saturated gradient; use BPDA, a margin (DLR) loss or a "
+                        "black-box attack"))
+    ctx.cache[key] = checks
     return checks
 
 

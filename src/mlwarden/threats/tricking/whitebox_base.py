@@ -14,6 +14,7 @@ class WhiteBoxEvasion(Threat):
     atlas = WHITE_BOX_ATLAS
     Params = EvasionParams
     remedy = ADV_TRAINING
+    grad_loss = "ce"   # the loss whose input gradient the attack follows (the zero-gradient check tests it)
 
     def attack(self, model, x, y, eps: float, p, ctx: Context) -> torch.Tensor:
         raise NotImplementedError
@@ -21,7 +22,7 @@ class WhiteBoxEvasion(Threat):
     def run(self, ctx: Context, p):
         x, y = eval_points(ctx.data, p.n_samples, ctx.seed)
         model = ctx.target.module
-        checks = basic_checks(ctx, model, x, y)
+        checks = basic_checks(ctx, model, x, y, self.grad_loss)
         model = attack_model(model, checks)
         eps = abs_eps(p.eps, p.norm, ctx.data)
         torch.manual_seed(ctx.seed)
