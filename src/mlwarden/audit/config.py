@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,7 +33,7 @@ class DataConfig(_Strict):
     path: str = "digits"
     label_column: str = "label"
     input_range: tuple[float, float] | None = None
-    input_shape: list[int] | None = None
+    input_shape: list[Annotated[int, Field(gt=0)]] | None = None
     test_fraction: float = Field(0.25, gt=0, lt=1)
 
 
@@ -42,7 +42,7 @@ class AuditSettings(_Strict):
     profile: Literal["quick", "standard", "thorough"] = "quick"
     out: str | None = None
     fail_on: SeverityName | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds python, numpy and torch")
     threads: int = Field(1, ge=1, description="torch intra-op threads; 1 is fastest for small models on few cores")
     time_budget_s: float | None = Field(600, gt=0, description="per threat")
     eps: float | None = Field(None, gt=0, description="overrides every evasion threat's eps")

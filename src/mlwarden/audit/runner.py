@@ -31,7 +31,7 @@ from ..core.finding import Finding, Severity, Status
 from ..core.recipe import Recipe
 from ..core.target import Target
 from ..core.threat import Context, Params, Threat
-from ..report.report import Report, write_atomic
+from ..report.report import Report, dumps, write_atomic
 from .config import describe_validation_error
 from .rundir import RunDir, claim, sha256
 
@@ -81,6 +81,9 @@ def make_plan(subject: Subject, threats: list[Threat], profile: str, overrides: 
             params = t.params_for(profile, ov)
         except ValidationError as e:
             raise UserError(describe_validation_error(f"threats.{t.name}", e)) from None
+        if getattr(params, "norm", None) == "linf" and getattr(params, "eps", 0) >= 1:
+            raise UserError(f"{t.name}: eps {params.eps:g} covers the whole input range {subject.data.space.describe()}"
+                            "; an Linf budget must be a fraction below 1")
         plan.append(Planned(t, params, t.skip_reason(dummy_ctx)))
     return plan
 
@@ -106,14 +109,16 @@ def fingerprint(subject: Subject, plan: list[Planned], settings: dict) -> str:
 
 
 def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: dict[str, Any], resume: bool = False,
-             backend=None, progress: Callable[[str, Planned, Finding | None], None] | None = None,
+             backend=None, progress: Callable[[int], Callable[[str, Planned, Finding | None], None]] | None = None,
              notice: Callable[[str], None] | None = None, baseline: Report | None = None) -> Report:
-    """Run the plan, writing each finding as it ends. `notice(text)` hears about findings that could not
-    be reused on --resume (they are re-run)."""
+    """Run the plan, writing each finding as it ends. `progress(n_threats)` is called once the output folder
+    is claimed (nothing is shown for a run refused before it starts) and returns the per-threat callback;
+    `notice(text)` hears about findings that could not be reused on --resume (they are re-run)."""
     seed, profile = settings["seed"], settings["profile"]
     out_dir = Path(out_dir)
     fp = fingerprint(subject, plan, settings)
     prev = claim(out_dir, resume=resume, fingerprint=fp)
+    progress = progress(len(plan)) if progress else None
     run = RunDir(out_dir, {"fingerprint": fp, "settings": settings, "subject": subject.describe(),
                            "threats": [p.threat.name for p in plan], "created": prev.get("created", [])})
     run.save()
@@ -136,7 +141,7 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
                 progress("start", item, None)
             before = run.files_under(f"evidence/{item.threat.name}")
             f = _run_one(subject, item, out_dir, seed, profile, settings.get("time_budget_s"), backend, cache)
-            write_atomic(out_dir / rel, json.dumps(f.to_dict(), indent=2, default=float))
+            write_atomic(out_dir / rel, dumps(f.to_dict()))
             after = run.files_under(f"evidence/{item.threat.name}")
             run.add(*sorted((after - before) | (after & run.created_paths)), rel)
             findings.append(f)
@@ -151,7 +156,7 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
         from ..report import diff as _diff
         report.diff = _diff.diff_reports(baseline, report)
         report.baseline_states = _diff.baseline_state(report.diff)
-        write_atomic(out_dir / "diff.json", json.dumps(report.diff, indent=2, default=float))
+        write_atomic(out_dir / "diff.json", dumps(report.diff))
         write_atomic(out_dir / "diff.md", _diff.markdown(report.diff))
         run.add(out_dir / "diff.json", out_dir / "diff.md")
     run.add(*report.save(out_dir).values())
@@ -216,7 +221,7 @@ def write_refused(scan: dict, out_dir: Path, *, settings: dict[str, Any], subjec
                            "threats": ["unsafe-model-file"]})
     finding = scan_finding(scan, settings.get("profile", "quick"), refused=True)
     rel = "findings/unsafe-model-file.json"
-    write_atomic(out_dir / rel, json.dumps(finding.to_dict(), indent=2, default=float))
+    write_atomic(out_dir / rel, dumps(finding.to_dict()))
     report = Report(subject=subject, findings=[finding], settings=settings,
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=scan["seconds"],
                     version=__version__, run_dir=str(out_dir))
@@ -235,4 +240,4 @@ def run_audit(subject: Subject, out_dir: Path, *, settings: dict[str, Any], thre
     chosen = get_threats(threats if threats is not None else settings.get("threats"))
     plan = make_plan(subject, chosen, settings["profile"], overrides or {}, settings.get("eps"), Path(out_dir))
     return run_plan(subject, plan, Path(out_dir), settings=settings, resume=resume, backend=backend,
-                    progress=progress(len(plan)) if progress else None, notice=notice, baseline=baseline)
+                    progress=progress, notice=notice, baseline=baseline)

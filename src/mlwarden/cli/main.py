@@ -1,6 +1,7 @@
 """`mlwarden audit | threats | report`. User mistakes print one line and exit 2."""
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
@@ -44,6 +45,17 @@ def run_name(model_path: str | None, default: str = "demo") -> str:
 
 def _names(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _threat_names(text: str | None) -> list[str] | None:
+    """--threats: None when not given (the default audit); an empty value is a mistake, not 'everything'."""
+    if text is None:
+        return None
+    names = _names(text)
+    if not names:
+        raise UserError("--threats is empty: name threats or families (see `mlwarden threats`), or leave it out "
+                        "for the default audit")
+    return names
 
 
 TRUST_HELP = ("comma-separated names a model file may import or call beyond the trust list (see `mlwarden "
@@ -116,10 +128,13 @@ def audit(
         err.print(f"report: {run_dir / 'report.html'} (one critical finding: unsafe-model-file)", markup=False)
         raise
     t = subject.target
-    err.print(f"[bold]mlwarden audit[/] {t.name} ({t.kind}, {t.access.value} access) on {subject.data.name}; "
-              f"input range {subject.data.space.describe()}; profile {cfg.audit.profile}")
+
+    def start(total: int):   # called once every parameter is validated: a bad one prints only its error
+        err.print(f"[bold]mlwarden audit[/] {t.name} ({t.kind}, {t.access.value} access) on {subject.data.name}; "
+                  f"input range {subject.data.space.describe()}; profile {cfg.audit.profile}")
+        return _progress(total)
     report = run_audit(subject, run_dir, settings=cfg.audit.model_dump(), overrides=cfg.threats, resume=resume,
-                       progress=_progress, notice=_notice, baseline=base)
+                       progress=start, notice=_notice, baseline=base)
     _summary(report)
     out.print(f"report: {run_dir / 'report.html'} (also report.json, report.md, report.sarif, junit.xml"
               + (", diff.md, diff.json)" if base else ")"))
@@ -158,7 +173,7 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
             ("data", "label_column"): label_column,
             ("data", "input_range"): _floats(input_range, "--input-range", 2),
             ("data", "input_shape"): _floats(input_shape, "--input-shape", cast=int),
-            ("audit", "threats"): _names(threats),
+            ("audit", "threats"): _threat_names(threats),
             ("audit", "out"): out_dir, ("audit", "profile"): profile, ("audit", "fail_on"): fail_on,
             ("audit", "seed"): seed, ("audit", "threads"): threads, ("audit", "time_budget_s"): time_budget,
             ("audit", "eps"): eps, ("audit", "baseline"): baseline,
@@ -291,7 +306,7 @@ def serve(
     input_shape: Optional[str] = typer.Option(None, help="sample shape, e.g. '1,28,28'"),
     name: str = typer.Option("model", help="model name in the URL /v2/models/NAME"),
     host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8080),
+    port: int = typer.Option(8080, min=1, max=65535),
     output: str = typer.Option("probabilities", help="probabilities | top-k | rounded | label"),
     top_k: int = typer.Option(1, "--top-k"),
     decimals: int = typer.Option(2, help="decimals for --output rounded"),
@@ -436,15 +451,13 @@ def diff_cmd(
 ):
     """Compare two audits: each headline number with the 95% interval of its change; regressions only
     where the interval excludes zero in the worse direction."""
-    import json as _json
-
     from ..report.diff import diff_reports, load_baseline, markdown
-    from ..report.report import Report, write_atomic
+    from ..report.report import Report, dumps, write_atomic
     d = diff_reports(load_baseline(old), Report.load(new))
     if markdown_out:
         write_atomic(Path(markdown_out), markdown(d))
     if json_out:
-        write_atomic(Path(json_out), _json.dumps(d, indent=2, default=float))
+        write_atomic(Path(json_out), dumps(d))
     raise typer.Exit(_judge(d, fail_on_regression))
 
 
@@ -499,5 +512,27 @@ def entry() -> None:
             _interrupted()
         if hasattr(e, "exit_code"):
             sys.exit(e.exit_code)
-        raise
+        _crashed(e)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+INTERNAL_ERROR = 3   # exit 1 means a finding at or above --fail-on, 2 bad input; a bug in mlwarden is neither
+
+
+def _crashed(e: BaseException) -> None:
+    """A bug in mlwarden: one line naming it and where the traceback went, and exit code 3."""
+    import tempfile
+    import traceback
+    fd, path = tempfile.mkstemp(prefix="mlwarden-crash-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"mlwarden {_version()}\ncommand: {' '.join(sys.argv)}\n\n")
+        traceback.print_exception(e, file=f)
+    err.print(f"internal error: {type(e).__name__}: {str(e)[:200]}. This is a bug in mlwarden, not in your input; "
+              f"please report it with the traceback in {path} and the command you ran.", markup=False,
+              highlight=False, soft_wrap=True)
+    sys.exit(INTERNAL_ERROR)
+
+
+def _version() -> str:
+    from .._version import __version__
+    return __version__

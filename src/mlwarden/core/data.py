@@ -1,11 +1,15 @@
 """The data an audit works on: members (train), non-members (test), and how inputs are scaled."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from .errors import UserError
+
+
+MAX_CLASSES = 100_000   # labels are class indices; a larger one is an id or a mistake
 
 
 @dataclass
@@ -82,15 +86,22 @@ def make_dataset(name, x_train, y_train, x_test, y_test, *, input_range=None, mo
             raise UserError(f"{name}: {label} has {y.shape[0]} labels for {x.shape[0]} samples")
         if (y < 0).any():
             raise UserError(f"{name}: {label} has negative labels; classes must be 0..n_classes-1")
+        if y.numel() and int(y.max()) >= MAX_CLASSES:
+            raise UserError(f"{name}: {label} has the label {int(y.max())}; classes must be 0..n_classes-1 with "
+                            f"fewer than {MAX_CLASSES} classes (are the labels ids or one-hot rows?)")
         ys.append(y)
     y_train, y_test = ys
     k = int(max(y_train.max(), y_test.max())) + 1
+    if len(torch.unique(torch.cat(ys))) < 2:
+        raise UserError(f"{name}: every label is {int(y_train[0])}: a classifier needs at least two classes")
     if n_classes is not None:
         if k > n_classes:
             raise UserError(f"{name}: labels go up to {k - 1} but the model has {n_classes} classes")
         k = n_classes
     if input_range is not None:
         lo, hi = float(input_range[0]), float(input_range[1])
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise UserError(f"{name}: input range [{lo}, {hi}] must be finite: eps is a fraction of its width")
         if not hi > lo:
             raise UserError(f"{name}: input range [{lo}, {hi}] is empty")
         both = torch.cat([x_train.flatten(), x_test.flatten()])

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn import datasets as skd
 from sklearn.model_selection import train_test_split
 
-from ..core.data import Dataset, make_dataset
+from ..core.data import MAX_CLASSES, Dataset, make_dataset
 from ..core.errors import UserError
 from .scan.archives import archive_problems
 
@@ -26,7 +26,14 @@ TEXT_DEMO_CHARS = 100_000  # the built-in text corpus is cut here so a character
 
 
 def _split(x, y, test_fraction: float, seed: int):
-    stratify = y if np.bincount(y.astype(int)).min() >= 2 else None
+    """A seeded train/test split, stratified when every class has two rows; odd labels are left for
+    make_dataset to name."""
+    if len(y) < 4:
+        raise UserError(f"the data has {len(y)} rows: at least 4 are needed to split it into members (train) and "
+                        "non-members (test)")
+    labels = np.asarray(y)
+    plain = labels.ndim == 1 and np.all(np.isfinite(labels)) and labels.min() >= 0 and labels.max() < MAX_CLASSES
+    stratify = y if plain and np.bincount(labels.astype(int)).min() >= 2 else None
     return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
 
 
@@ -62,6 +69,12 @@ def load_npz(path: Path, test_fraction: float, seed: int, input_range=None, inpu
         xtr, ytr, xte, yte = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
     elif {"x", "y"} <= arrays.keys():
         x, y = arrays["x"], arrays["y"]
+        if x.ndim == 0 or y.ndim == 0:
+            raise UserError(f"{path}: x has shape {x.shape} and y {y.shape}; x must hold one row per sample and y "
+                            "one label per sample")
+        if y.ndim == 2 and y.shape[0] == x.shape[0] and y.shape[1] > 1 and np.isin(y, (0, 1)).all() \
+                and (y.sum(1) == 1).all():
+            raise UserError(f"{path}: y is one-hot, shape {y.shape}; give class indices (y.argmax(1))")
         if x.shape[0] != y.reshape(-1).shape[0]:
             raise UserError(f"{path}: x has {x.shape[0]} samples but y has {y.reshape(-1).shape[0]} labels")
         _check_numeric(path, x, y)
@@ -76,10 +89,18 @@ def load_npz(path: Path, test_fraction: float, seed: int, input_range=None, inpu
     return make_dataset(path.name, xtr, ytr, xte, yte, input_range=input_range)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def load_csv(path: Path, label_column: str, test_fraction: float, seed: int, input_range=None,
              input_shape=None) -> Dataset:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: a byte-order mark is not a name
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read CSV ({e})") from None
@@ -99,7 +120,9 @@ def load_csv(path: Path, label_column: str, test_fraction: float, seed: int, inp
         try:
             vals = [float(v) for v in r]
         except ValueError:
-            raise UserError(f"{path}: line {ln} has a non-numeric field") from None
+            bad = next(i for i, v in enumerate(r) if not _is_number(v))
+            raise UserError(f"{path}: line {ln}, column '{header[bad]}': '{r[bad][:40]}' is not a number (features "
+                            "must be numeric; encode categories as numbers or drop the column)") from None
         labels.append(vals[li])
         feats.append(vals[:li] + vals[li + 1:])
     x, y = np.asarray(feats, dtype=np.float32), np.asarray(labels)

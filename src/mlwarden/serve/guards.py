@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..core.errors import UserError
+
 
 class GuardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -101,7 +103,10 @@ class QueryLog:
     def __init__(self, path: str | None):
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
-        self._f = self.path.open("a", encoding="utf-8", buffering=1) if self.path else None
+        try:
+            self._f = self.path.open("a", encoding="utf-8", buffering=1) if self.path else None
+        except OSError as e:
+            raise UserError(f"--query-log {path}: cannot append to it ({e.strerror})") from None
 
     def write(self, **record) -> None:
         if self._f is None:

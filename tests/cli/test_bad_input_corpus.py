@@ -1,0 +1,130 @@
+"""The bad-input corpus, run in-process (no interpreter start per case): every case is one line on stderr
+naming the problem, exit code 2, no traceback and no report; an internal bug is exit 3 with a pointer to
+the traceback, never 1 (which means a finding at or above --fail-on)."""
+import sys
+
+import numpy as np
+import pytest
+
+from mlwarden.cli import main as cli
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, digits):
+    d = tmp_path_factory.mktemp("corpus")
+    x, y = digits.x_test.numpy(), digits.y_test.numpy()
+    np.savez(d / "one_class.npz", x=x, y=np.zeros_like(y))
+    np.savez(d / "huge_label.npz", x=x, y=np.where(np.arange(len(y)) == 0, 2 ** 40, y))
+    np.savez(d / "empty.npz", x=x[:0], y=y[:0])
+    np.savez(d / "good.npz", x=x, y=y)
+    np.savez(d / "scalar.npz", x=np.float32(3.0), y=np.int64(1))
+    np.savez(d / "onehot.npz", x=x, y=np.eye(10)[y])
+    (d / "a_file").write_text("not a folder")
+    (d / "bom.csv").write_text("\ufefflabel,a,b\n" + "".join(f"{i % 2},{i},{i * 2}\n" for i in range(40)),
+                               encoding="utf-8")
+    (d / "text_col.csv").write_text("label,a,colour\n" + "".join(f"{i % 2},{i},red\n" for i in range(40)))
+    (d / "registry.jsonl").write_text('{"x": 1}\nnot json\n[1, 2]\n')
+    return d
+
+
+MLP = ["--factory", "mlwarden.core.zoo:mlp"]
+CASES = {
+    "empty --threats": (["audit", "--threats", ""], "--threats is empty"),
+    "empty --threats in harden": (["harden", "--defense", "adversarial-training", "--threats", " , "],
+                                  "--threats is empty"),
+    "Linf eps over the range": (["audit", "--eps", "1.5", "--threats", "fgsm"], "covers the whole input range"),
+    "infinite input range": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/good.npz", "--input-range", "0,inf"],
+                             "must be finite"),
+    "one class": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/one_class.npz"], "at least two classes"),
+    "label 2^40": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/huge_label.npz"], "are the labels ids or one-hot"),
+    "no rows": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/empty.npz"], "the data has 0 rows"),
+    "AT eps over the range": (["harden", "--defense", "adversarial-training", "--param", "eps=2"],
+                              "covers the whole input range"),
+    "AT unknown method": (["harden", "--defense", "adversarial-training", "--param", "method=free"],
+                          "method: Input should be"),
+    "smoothing sigma negative": (["harden", "--defense", "randomized-smoothing", "--param", "sigma=-1"],
+                                 "sigma: Input should be greater than 0"),
+    "jpeg quality 0": (["harden", "--defense", "jpeg", "--param", "quality=0"], "quality: Input should be"),
+    "squeezing nothing": (["harden", "--defense", "feature-squeezing", "--param", "bits=0"], "needs bits or median"),
+    "unknown defence": (["harden", "--defense", "no-such-defence"], "no-such-defence"),
+    "serve smoothing zero": (["serve", "--smoothing", "0"], "smoothing_sigma"),
+    "negative seed": (["audit", "--seed", "-1"], "seed"),
+    "huge seed": (["audit", "--seed", "99999999999999999999"], "seed"),
+    "out is a file": (["audit", "--threats", "fgsm", "--out", "{d}/a_file"], "a_file"),
+    "serve port out of range": (["serve", "--port", "99999"], "port"),
+    "query log is a folder": (["serve", "--query-log", "{d}"], "query-log"),
+    "scalar x": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/scalar.npz"], "scalar.npz"),
+    "one-hot labels": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/onehot.npz"], "one-hot"),
+    "negative input shape": (["audit", "--model", "{sd}", *MLP, "--data", "digits", "--input-shape", "-1,8,8"],
+                             "input_shape.0: Input should be greater than 0"),
+    "non-numeric CSV column": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/text_col.csv",
+                                "--label-column", "label"], "colour"),
+    "malformed watermark registry": (["verify-copy", "--registry", "{d}/registry.jsonl", "--model", "{sd}",
+                                      "--factory", "mlwarden.core.zoo:mlp", "--suspect", "{sd}"], "registry.jsonl"),
+    "serve smoothing with label output": (["serve", "--smoothing", "0.25", "--output", "label"],
+                                          "--smoothing answers labels"),
+}
+
+
+def run(argv, monkeypatch, capsys) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["mlwarden", *map(str, argv)])
+    with pytest.raises(SystemExit) as e:
+        cli.entry()
+    return e.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_exit_2(case, files, mlp_state_dict, tmp_path, monkeypatch, capsys):
+    args, expected = CASES[case]
+    args = [a.format(d=files, sd=mlp_state_dict) for a in args]
+    out = ["--out", tmp_path / "run"] if args[0] in ("audit", "harden") and "--out" not in args else []
+    code, err = run([*args, *out], monkeypatch, capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, (code, err[-2000:])
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert not (tmp_path / "run" / "report.json").exists() and not (tmp_path / "run" / "harden.json").exists()
+
+
+def test_an_internal_bug_exits_3_and_says_where_the_traceback_is(monkeypatch, capsys):
+    import mlwarden.core.registry as registry
+
+    def broken():
+        raise RuntimeError("boom")
+    monkeypatch.setattr(registry, "all_defenses", broken)
+    code, err = run(["defenses"], monkeypatch, capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 3 and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("internal error: RuntimeError: boom") and "bug in mlwarden" in lines[0]
+    path = lines[0].split("traceback in ")[1].split(" and the command")[0]
+    text = open(path, encoding="utf-8").read()
+    assert "Traceback" in text and "boom" in text and "command: mlwarden defenses" in text
+
+
+def test_json_written_is_strict_even_with_infinite_numbers(tmp_path):
+    """Python writes inf as `Infinity`, which strict JSON parsers reject: every file mlwarden writes says null."""
+    import json
+    import math
+
+    from mlwarden.core.finding import Finding, Metric, Severity, Status
+    from mlwarden.report.report import Report
+    f = Finding("t", "fam", "T", Status.OK, Severity.LOW, "h", metrics=[Metric("exposure", math.inf, 10),
+                                                                       Metric("ratio", float("nan"))])
+    paths = Report(subject={"model": {}, "data": {}}, findings=[f], settings={}).save(tmp_path)
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    rep = strict(paths["report.json"].read_text())
+    strict(paths["report.sarif"].read_text())
+    assert [m["value"] for m in rep["findings"][0]["metrics"]] == [None, None]
+    # and the report renders again from that JSON (mlwarden report), the missing numbers shown as such
+    import subprocess
+    r = subprocess.run([sys.executable, "-m", "mlwarden", "report", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "n/a (not a finite number)" in (tmp_path / "report.md").read_text()
+
+
+def test_a_csv_header_with_a_byte_order_mark_reads_as_written(files):
+    """Excel writes a UTF-8 byte-order mark before the first column name; it is not part of the name."""
+    from mlwarden.io.datasets import load_data
+    data = load_data(str(files / "bom.csv"), label_column="label")
+    assert data.n_classes == 2 and data.input_shape == (2,) and len(data.x_train) + len(data.x_test) == 40
