@@ -24,6 +24,14 @@ def files(tmp_path_factory, digits):
                                encoding="utf-8")
     (d / "text_col.csv").write_text("label,a,colour\n" + "".join(f"{i % 2},{i},red\n" for i in range(40)))
     (d / "registry.jsonl").write_text('{"x": 1}\nnot json\n[1, 2]\n')
+    (d / "empty_registry.jsonl").write_text("")
+    (d / "text.npz").write_text("not a zip")
+    np.savez(d / "wrong_keys.npz", a=x, b=y)
+    (d / "ragged.csv").write_text("label,a,b\n" + "".join(f"{i % 2},{i},{i}\n" for i in range(10)) + "1,2\n")
+    (d / "badreport").mkdir()
+    (d / "badreport" / "report.json").write_text('{"schema": "mlwarden.report/1", "findings": [{"threat": 3}]}')
+    (d / "notjson").mkdir()
+    (d / "notjson" / "report.json").write_text("{not json")
     return d
 
 
@@ -59,6 +67,52 @@ CASES = {
                              "input_shape.0: Input should be greater than 0"),
     "non-numeric CSV column": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/text_col.csv",
                                 "--label-column", "label"], "colour"),
+    "param without =": (["harden", "--defense", "dp-sgd", "--param", "epsilon"], "must look like key=value"),
+    "two swept params": (["harden", "--defense", "adversarial-training", "--param", "eps=0.1,0.2", "--param",
+                          "beta=1,2"], "only one parameter may take several values"),
+    "unknown defence param": (["harden", "--defense", "jpeg", "--param", "speed=3"], "has a parameter 'speed'"),
+    "non-numeric sweep": (["harden", "--defense", "adversarial-training", "--param", "method=pgd,trades"],
+                          "only numbers can be swept"),
+    "empty --defense": (["harden", "--defense", " , "], "--defense needs a defence name"),
+    "bad profile": (["audit", "--profile", "fastest"], "audit.profile"),
+    "negative time budget": (["audit", "--time-budget", "-1"], "time_budget_s"),
+    "zero threads": (["audit", "--threads", "0"], "threads"),
+    "bad access": (["audit", "--access", "root"], "access"),
+    "endpoint scheme": (["audit", "--endpoint", "ftp://example.org/m", "--data", "digits"], "must be an http"),
+    "model and endpoint": (["audit", "--model", "{sd}", "--endpoint", "http://127.0.0.1:9/v2/models/m"],
+                           "either --model or --endpoint"),
+    "missing baseline": (["audit", "--threats", "fgsm", "--baseline", "{d}/nope"], "nope"),
+    "report of a folder without one": (["report", "{d}"], "no report.json"),
+    "report not JSON": (["report", "{d}/notjson"], "not valid JSON"),
+    "report of the wrong shape": (["report", "{d}/badreport"], "not an mlwarden report"),
+    "scan of a missing path": (["scan", "{d}/nothing.pt"], "nothing.pt"),
+    "diff of missing runs": (["diff", "{d}/nope1", "{d}/nope2"], "nope1"),
+    "serve bad output": (["serve", "--output", "everything"], "output"),
+    "serve top-k 0": (["serve", "--output", "top-k", "--top-k", "0"], "top_k"),
+    "serve bad detector": (["serve", "--detector", "maybe"], "detector"),
+    "serve bad name": (["serve", "--name", "a/b"], "--name 'a/b'"),
+    "empty watermark registry": (["verify-copy", "--registry", "{d}/empty_registry.jsonl", "--model", "{sd}",
+                                  "--factory", "mlwarden.core.zoo:mlp", "--suspect", "{sd}"], "holds no watermarked"),
+    "missing watermark registry": (["verify-copy", "--registry", "{d}/none.jsonl", "--model", "{sd}",
+                                    "--suspect", "{sd}"], "registry not found"),
+    "data file missing": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/nope.npz"], "data file not found"),
+    "npz that is not a zip": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/text.npz"], "not a readable .npz"),
+    "npz without x and y": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/wrong_keys.npz"],
+                            "expected arrays 'x' and 'y'"),
+    "reversed input range": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/good.npz", "--input-range", "1,0"],
+                             "is empty"),
+    "non-numeric input range": (["audit", "--input-range", "a,b"], "--input-range"),
+    "missing config": (["audit", "--config", "{d}/nope.toml"], "nope.toml"),
+    "missing label column": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/ragged.csv", "--label-column", "y"],
+                             "no label column 'y'"),
+    "ragged CSV": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/ragged.csv"], "line 12 has 2 fields"),
+    "harden unknown threat": (["harden", "--defense", "adversarial-training", "--threats", "nosuch"],
+                              "unknown threat 'nosuch'"),
+    "harden without recipe": (["harden", "--defense", "adversarial-training", "--model", "{sd}", *MLP, "--data",
+                               "digits"], "give its training recipe"),
+    "serve missing model": (["serve", "{d}/nope.pt2"], "model file not found"),
+    "serve zero max batch": (["serve", "--max-batch", "0"], "max_batch"),
+    "serve zero rate": (["serve", "--rate", "0"], "rate_per_s"),
     "malformed watermark registry": (["verify-copy", "--registry", "{d}/registry.jsonl", "--model", "{sd}",
                                       "--factory", "mlwarden.core.zoo:mlp", "--suspect", "{sd}"], "registry.jsonl"),
     "serve smoothing with label output": (["serve", "--smoothing", "0.25", "--output", "label"],
