@@ -182,3 +182,25 @@ def test_a_csv_header_with_a_byte_order_mark_reads_as_written(files):
     from mlwarden.io.datasets import load_data
     data = load_data(str(files / "bom.csv"), label_column="label")
     assert data.n_classes == 2 and data.input_shape == (2,) and len(data.x_train) + len(data.x_test) == 40
+
+
+def test_threats_list_is_readable_at_80_columns():
+    import os
+    import subprocess
+
+    from mlwarden.core.registry import all_threats
+    r = subprocess.run([sys.executable, "-m", "mlwarden", "threats"], capture_output=True, text=True,
+                       env=dict(os.environ, COLUMNS="80"))
+    assert r.returncode == 0 and max(len(line) for line in r.stdout.splitlines()) <= 80
+    assert all(f"{name}  " in r.stdout for name in all_threats())    # every name whole, none cut with '…'
+
+
+def test_report_md_shows_html_in_names_as_text(tmp_path):
+    from mlwarden.core.finding import Finding, Severity, Status
+    from mlwarden.report.report import Report
+    f = Finding("t", "fam", "<img src=x onerror=alert(1)>", Status.OK, Severity.LOW, "<b>bold</b> | pipe")
+    Report(subject={"model": {"name": "<script>alert(1)</script>"}, "data": {"name": "d"}}, findings=[f],
+           settings={}).save(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "<script>" not in md and "<img" not in md and "<b>" not in md
+    assert "&lt;script&gt;" in md

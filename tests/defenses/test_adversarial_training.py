@@ -146,3 +146,32 @@ def test_dp_sgd_and_adversarial_training_train_once_together(digits, digits_mlp,
     assert float((h.model(adv).argmax(1) == y).float().mean()) > float((digits_mlp(adv_plain).argmax(1) == y).float().mean()) + 0.1
     with pytest.raises(UserError, match="set by the defence that wraps it"):
         apply_defenses(subject, [chosen[0], (at, at.params_for("quick", {"epochs": 50}))], DefenseContext(digits, tmp_path))
+
+
+def test_adversarial_training_on_mixed_scale_tabular_data_uses_per_feature_budgets():
+    """Raw breast-cancer features (ranges 0.05 to 4,254): trained and judged at 0.1 of each feature's range."""
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    from mlwarden.core.data import make_dataset, normalized
+    from mlwarden.core.target import RescaledTarget
+    b = load_breast_cancer()
+    xtr, xte, ytr, yte = train_test_split(b.data.astype(np.float32), b.target, test_size=0.25, random_state=0,
+                                          stratify=b.target)
+    data = make_dataset("bc", xtr, ytr, xte, yte)
+    s, z = data.space, normalized(data)
+    assert s.mixed_scales
+
+    def pgd_robust(model):
+        m = RescaledTarget(TorchTarget(model, 2, data.input_shape), s.feature_low, s.feature_high, s.integer).module
+        torch.manual_seed(0)
+        adv = pgd(m, z.x_test, z.y_test, EPS, "linf", 0.0, 1.0, steps=40)
+        with torch.no_grad():
+            return float((m(adv).argmax(1) == z.y_test).float().mean()), float((m(z.x_test).argmax(1) == z.y_test).float().mean())
+    plain = BUILTIN_RECIPES["tabular-mlp"].fit(data.x_train, data.y_train, 2, seed=0)
+    recipe, facts = at_recipe(BUILTIN_RECIPES["tabular-mlp"], ATParams(method="pgd", eps=EPS), data)
+    assert facts["eps_abs"] == EPS                  # a fraction of each feature's range, not of [0, 4254]
+    hardened = recipe.fit(data.x_train, data.y_train, 2, seed=0)
+    (rb, _), (ra, clean) = pgd_robust(plain), pgd_robust(hardened)
+    assert ra > rb + 0.2 and clean > 0.8, (rb, ra, clean)

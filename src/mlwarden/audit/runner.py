@@ -25,11 +25,11 @@ from pydantic import ValidationError
 from .._version import __version__
 from ..core.backend import LocalBackend
 from ..core.cache import tensor_digest
-from ..core.data import Dataset
+from ..core.data import Dataset, normalized
 from ..core.errors import TimeBudgetExceeded, UserError
 from ..core.finding import Finding, Severity, Status
 from ..core.recipe import Recipe
-from ..core.target import Target
+from ..core.target import RescaledTarget, Target
 from ..core.threat import Context, Params, Threat
 from ..report.report import Report, dumps, write_atomic
 from .config import describe_validation_error
@@ -189,7 +189,12 @@ def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, ca
     if item.skip:
         return Finding(t.name, t.family, t.title, Status.SKIPPED, Severity.INFO, f"skipped: {item.skip}",
                        atlas=list(t.atlas), profile=profile)
-    ctx = Context(target=subject.target, data=subject.data, evidence_dir=out_dir / "evidence" / t.name,
+    target, data = subject.target, subject.data
+    per_feature = t.family == "model-tricking" and data.space.per_feature
+    if per_feature:   # tabular evasion: eps is a fraction of each feature's range, not of one global range
+        s = data.space
+        target, data = RescaledTarget(target, s.feature_low, s.feature_high, s.integer), normalized(data)
+    ctx = Context(target=target, data=data, evidence_dir=out_dir / "evidence" / t.name,
                   recipe=subject.recipe, seed=seed, profile=profile, time_budget_s=budget,
                   backend=backend or LocalBackend(), cache=cache)
     seed_everything(seed)
@@ -207,6 +212,17 @@ def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, ca
                       headline=f"attack failed: {type(e).__name__}: {e}", error=f"{type(e).__name__}: {e}")
     f.seconds = time.monotonic() - t0
     f.queries = max(f.queries, subject.target.queries - q0)
+    if per_feature and "eps" in f.params and f.status is not Status.SKIPPED:
+        s = subject.data.space
+        f.headline += "; eps is a fraction of each feature's own range"
+        f.details["per_feature_budget"] = {
+            "rule": "eps x (max - min) of each feature over the data" + (
+                "; integer-valued features (every value a whole number) are rounded" if bool(s.integer.any())
+                else ""),
+            "eps": f.params["eps"], "norm": f.params.get("norm"),
+            "feature_ranges": [[float(lo), float(hi)] for lo, hi in zip(s.feature_low, s.feature_high)],
+            "budget": [float(b) for b in s.feature_budget(f.params["eps"])],
+            "integer_features": [i for i, v in enumerate(s.integer.tolist()) if v]}
     if f.remedy and f.remedy.command.startswith("mlwarden harden") and subject.info.get("cli"):
         f.remedy.command += " " + subject.info["cli"]   # the exact command for this subject
     return f

@@ -465,12 +465,19 @@ def diff_cmd(
 def list_threats():
     """List every threat with its family, the access it needs and its MITRE ATLAS technique IDs."""
     from ..core.registry import all_threats
+    threats = [t.describe() for t in all_threats().values()]
+    if out.width < 140:   # a narrow terminal: one block per threat, nothing cut off
+        for d in threats:
+            out.print(f"[bold]{d['name']}[/]  {d['family']}, needs {d['needs']}, {'/'.join(d['modalities'])} data"
+                      f"{', in the default audit' if d['default'] else ''}", highlight=False)
+            out.print(f"  {escape(d['doc'])}", highlight=False)
+            out.print(f"  ATLAS {' '.join(d['atlas'])}" if d["atlas"] else "", highlight=False)
+        return
     table = Table(title="mlwarden threats")
     for col in ("threat", "family", "needs", "data", "ATLAS", "default"):
         table.add_column(col, no_wrap=True)
     table.add_column("what", overflow="fold", min_width=30)
-    for t in all_threats().values():
-        d = t.describe()
+    for d in threats:
         table.add_row(d["name"], d["family"], d["needs"], "/".join(d["modalities"]), " ".join(d["atlas"]),
                       "yes" if d["default"] else "", d["doc"])
     out.print(table)
@@ -490,7 +497,9 @@ _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Clic
 
 
 def _interrupted():
-    err.print("interrupted: finished findings are kept; run again with --resume to continue", markup=False)
+    err.show_cursor(True)   # a progress spinner hides the cursor; give the terminal back as it was
+    err.print("\ninterrupted: finished findings are kept; run the same command again with --resume to continue",
+              markup=False)
     sys.exit(130)
 
 

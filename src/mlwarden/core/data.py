@@ -14,18 +14,45 @@ MAX_CLASSES = 100_000   # labels are class indices; a larger one is an id or a m
 
 @dataclass
 class InputSpace:
-    """The valid input range. Perturbation budgets (eps) are fractions of (high - low)."""
+    """The valid input range. Perturbation budgets (eps) are fractions of (high - low); for tabular data,
+    whose columns have scales of their own, evasion budgets are fractions of each feature's range
+    (`feature_low`, `feature_high`), and integer-valued columns stay whole numbers."""
     low: float
     high: float
     declared: bool  # False when inferred from the data's min and max
+    feature_low: torch.Tensor | None = None    # per-feature ranges (tabular data)
+    feature_high: torch.Tensor | None = None
+    integer: torch.Tensor | None = None        # per-feature: every value a whole number (inferred)
 
     @property
     def width(self) -> float:
         return self.high - self.low
 
+    @property
+    def per_feature(self) -> bool:
+        return self.feature_low is not None
+
     def describe(self) -> str:
         how = "declared" if self.declared else "inferred from the data"
+        if self.per_feature:
+            k = int(self.integer.sum())
+            return (f"[{self.low:g}, {self.high:g}] overall ({how}); evasion eps is a fraction of each feature's "
+                    f"own range (min to max over the data)" + (f"; {k} integer-valued columns (every value a whole "
+                                                                 "number) stay whole numbers" if k else ""))
         return f"[{self.low:g}, {self.high:g}] ({how}); eps is a fraction of this range"
+
+    @property
+    def mixed_scales(self) -> bool:
+        """Per-feature ranges that differ (raw tabular data), so one global eps would mean different things."""
+        if not self.per_feature:
+            return False
+        w = self.feature_high - self.feature_low
+        w = w[w > 0]
+        return bool(len(w)) and float(w.max() / w.min()) > 1.01
+
+    def feature_budget(self, eps: float) -> torch.Tensor:
+        """The absolute budget of each feature at a range-relative eps."""
+        return eps * (self.feature_high - self.feature_low)
 
 
 @dataclass
@@ -115,4 +142,19 @@ def make_dataset(name, x_train, y_train, x_test, y_test, *, input_range=None, mo
         space = InputSpace(lo, hi if hi > lo else lo + 1.0, False)
     if modality is None:
         modality = "image" if x_train.ndim == 4 else "tabular"
+    if modality == "tabular" and x_train.ndim == 2:
+        both = torch.cat([x_train, x_test])
+        space.feature_low, space.feature_high = both.min(0).values, both.max(0).values
+        space.integer = (both == both.round()).all(0)
     return Dataset(name, x_train, y_train, x_test, y_test, k, space, modality)
+
+
+def normalized(data: Dataset) -> Dataset:
+    """Tabular data with every feature mapped to [0, 1] by its own range (constant features to 0): the
+    coordinates in which a range-relative eps means the same for every feature."""
+    s = data.space
+    lo, w = s.feature_low, s.feature_high - s.feature_low
+    safe = torch.where(w > 0, w, torch.ones_like(w))
+    z = [((x - lo) / safe).clamp(0, 1) for x in (data.x_train, data.x_test)]
+    return Dataset(f"{data.name} (each feature scaled to [0, 1])", z[0], data.y_train, z[1], data.y_test,
+                   data.n_classes, InputSpace(0.0, 1.0, True), data.modality)

@@ -181,3 +181,41 @@ def sklearn_target(estimator, n_classes: int, input_shape, name: str = "sklearn-
         return NumpyTarget(fn, n_classes, input_shape, Access.SCORES, name, "sklearn")
     return NumpyTarget(lambda a: estimator.predict(flat(a)), n_classes, input_shape, Access.LABELS, name,
                        "sklearn")
+
+
+class Denormalize(nn.Module):
+    """[0, 1] per feature -> the feature's own range; integer-valued features rounded, with the identity as
+    the rounding's gradient (BPDA), so white-box attacks still see a gradient."""
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor, integer: torch.Tensor):
+        super().__init__()
+        self.register_buffer("low", low.float())
+        self.register_buffer("width", (high - low).float())
+        self.register_buffer("integer", integer.bool())
+
+    def forward(self, z):
+        x = self.low + z * self.width
+        if bool(self.integer.any()):
+            x = torch.where(self.integer, x + (x.round() - x).detach(), x)
+        return x
+
+
+class RescaledTarget(Target):
+    """A tabular target seen in per-feature [0, 1] coordinates (see data.normalized): queries are mapped back
+    to each feature's range (integer features rounded) before they reach the model, and counted on both."""
+
+    def __init__(self, inner: Target, low: torch.Tensor, high: torch.Tensor, integer: torch.Tensor):
+        super().__init__(inner.access, inner.n_classes, inner.input_shape, inner.name)
+        self.inner, self.kind = inner, inner.kind
+        self.denormalize = Denormalize(low, high, integer)
+
+    def _scores(self, z):
+        with torch.no_grad():
+            return self.inner.scores(self.denormalize(z))
+
+    def _labels(self, z):
+        return self.inner.labels(self.denormalize(z))
+
+    @property
+    def module(self) -> nn.Module:
+        return nn.Sequential(self.denormalize, self.inner.module)

@@ -49,6 +49,8 @@ class AdversarialBatches:
     high: float
     steps: int
     step_size: float    # input units
+    feature_low: torch.Tensor | None = None     # tabular data with mixed scales: attack in per-feature [0, 1]
+    feature_width: torch.Tensor | None = None
 
     def __call__(self, model, xb, yb):
         was_training = model.training
@@ -57,7 +59,12 @@ class AdversarialBatches:
             model.disable_hooks()
         model.eval()
         try:
-            return self._attack(model, xb, yb)
+            if self.feature_low is None:
+                return self._attack(model, xb, yb)
+            lo, w = self.feature_low, self.feature_width
+            z = ((xb - lo) / torch.where(w > 0, w, torch.ones_like(w))).clamp(0, 1)
+            za, ya = self._attack(lambda a: model(lo + a * w), z, yb)
+            return lo + za * w, ya
         finally:
             model.train(was_training)
             if hooks is not None:
@@ -111,6 +118,8 @@ class OverfittingCheck:
     n_points: int
     drop: float
     previous_filter: object = None
+    feature_low: torch.Tensor | None = None     # mixed-scale tabular data: attack in per-feature [0, 1]
+    feature_width: torch.Tensor | None = None
     history: list = field(default_factory=list, repr=False, compare=False)
     fired_epoch: int | None = field(default=None, repr=False, compare=False)
     best_epoch: int | None = field(default=None, repr=False, compare=False)
@@ -130,7 +139,13 @@ class OverfittingCheck:
         was_training = model.training
         model.eval()
         try:
-            acc = pgd_accuracy(model, *self._held, self.eps, self.norm, self.low, self.high)
+            x, y = self._held
+            if self.feature_low is not None:
+                lo, w = self.feature_low, self.feature_width
+                z = ((x - lo) / torch.where(w > 0, w, torch.ones_like(w))).clamp(0, 1)
+                acc = pgd_accuracy(lambda a: model(lo + a * w), z, y, self.eps, self.norm, 0.0, 1.0)
+            else:
+                acc = pgd_accuracy(model, x, y, self.eps, self.norm, self.low, self.high)
         finally:
             model.train(was_training)
         self.history.append(acc)
@@ -207,11 +222,11 @@ def at_recipe(recipe: Recipe, p: ATParams, data: Dataset) -> tuple[Recipe, dict]
         raise UserError(f"the recipe already transforms its batches ({recipe.batch_transform!r}): adversarial "
                         "training cannot be applied twice")
     s = data.space
-    eps = p.eps * s.width
+    eps = p.eps * (1.0 if s.mixed_scales else s.width)
     if p.norm == "linf" and p.eps >= 1:
         raise UserError(f"adversarial-training eps {p.eps:g} covers the whole input range; give a fraction below 1")
     default_step = 1.25 * eps if p.method == "fast" else 2.5 * eps / p.steps
-    step = p.step_size * s.width if p.step_size else default_step
+    step = p.step_size * (1.0 if s.mixed_scales else s.width) if p.step_size else default_step
     defaults = AT_TRAINING.get(recipe.name, {})
     changes = {k: getattr(p, k) if getattr(p, k) is not None else defaults.get(k, getattr(recipe, k))
                for k in RECIPE_KEYS}
@@ -222,12 +237,17 @@ def at_recipe(recipe: Recipe, p: ATParams, data: Dataset) -> tuple[Recipe, dict]
             raise UserError(f"adversarial-training {', '.join(given)}: the training run is set by the defence that "
                             f"wraps it ({type(recipe.wrap).__name__}), which accounts for it; set them there")
         changes, defaults = {k: getattr(recipe, k) for k in RECIPE_KEYS}, {}
-    batches = AdversarialBatches(p.method, eps, p.norm, s.low, s.high, p.steps, step)
+    if s.mixed_scales:   # eps is a fraction of each feature's range, as the audit measures it
+        batches = AdversarialBatches(p.method, eps, p.norm, 0.0, 1.0, p.steps, step, s.feature_low,
+                                     s.feature_high - s.feature_low)
+    else:
+        batches = AdversarialBatches(p.method, eps, p.norm, s.low, s.high, p.steps, step)
     hooks = {"batch_transform": batches}
     if p.method == "trades":
         hooks["loss"] = TradesLoss(p.beta)
     if p.method == "fast":
-        check = OverfittingCheck(eps, p.norm, s.low, s.high, p.overfit_points, p.overfit_drop, recipe.data_filter)
+        check = OverfittingCheck(eps, p.norm, s.low, s.high, p.overfit_points, p.overfit_drop, recipe.data_filter,
+                                 batches.feature_low, batches.feature_width)
         hooks.update(data_filter=check.hold_out, on_epoch=check)
     tag = {"pgd": f"pgd-at({p.steps} steps)", "trades": f"trades(beta={p.beta:g})", "fast": "fast-at"}[p.method]
     rec = recipe.with_(name=f"{recipe.name}+{tag}({p.norm} eps={p.eps:g})", **changes, **hooks)

@@ -64,6 +64,9 @@ class FeatureSqueezing(PreprocessingDefense):
             raise UserError("feature-squeezing median applies to images of shape (channels, height, width)")
         if data.modality == "text":
             raise UserError("feature-squeezing applies to continuous inputs; this data is text")
+        if p.bits and data.space.mixed_scales:
+            raise UserError("feature-squeezing bits reduce one range to 2^bits levels, and these features have "
+                            "ranges of their own: scale them to a common range first")
 
     def defend_target(self, target, p: SqueezeParams, ctx):
         data = ctx.data

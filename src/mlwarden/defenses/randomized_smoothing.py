@@ -168,6 +168,10 @@ class RandomizedSmoothing(Defense):
         if recipe.batch_transform is not None:
             raise UserError(f"the recipe already transforms its batches ({recipe.batch_transform!r}): "
                             "randomized smoothing trains with noise and cannot be combined with it")
+        if data.space.mixed_scales:
+            raise UserError("randomized smoothing certifies an L2 radius in one scale, and these features have "
+                            "ranges of their own: scale them to a common range first (min-max to [0, 1], as the "
+                            "built-in tabular data sets are)")
         sigma = p.sigma * data.space.width
         changes = {"epochs": p.epochs or SMOOTHING_TRAINING.get(recipe.name, {}).get("epochs", recipe.epochs)}
         rec = recipe.with_(name=f"{recipe.name}+gaussian-noise(sigma={p.sigma:g})", batch_transform=GaussianNoise(sigma),
