@@ -32,7 +32,7 @@ def test_time_budget_turns_a_slow_attack_into_a_failed_finding(tmp_path, digits,
                          params={"pgd-linf": {"steps": 1000}})
     f = rep.finding("pgd-linf")
     assert f.status is Status.FAILED and "time budget" in f.error
-    assert rep.exit_code("low") == 1
+    assert rep.exit_code("low") == 3   # the gate cannot vouch for what it did not measure; 1 is for findings
 
 
 def test_harden_from_python_sweeps_and_returns_the_comparison(tmp_path, digits, digits_mlp):

@@ -204,3 +204,18 @@ def test_report_md_shows_html_in_names_as_text(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "<script>" not in md and "<img" not in md and "<b>" not in md
     assert "&lt;script&gt;" in md
+
+
+def test_exit_1_means_only_a_finding_at_or_above_fail_on():
+    from mlwarden.core.finding import Finding, Severity, Status
+    from mlwarden.report.report import Report
+
+    def rep(*findings):
+        return Report(subject={"model": {}, "data": {}}, findings=list(findings), settings={})
+    high = Finding("a", "f", "A", Status.OK, Severity.HIGH, "h")
+    crashed = Finding("b", "f", "B", Status.FAILED, Severity.INFO, "attack failed: ZeroDivisionError: x")
+    slow = Finding("c", "f", "C", Status.FAILED, Severity.INFO, "attack did not finish: time budget of 1s exceeded")
+    assert rep(high).exit_code("high") == 1 and rep(high).exit_code("critical") == 0
+    assert rep(high, crashed).exit_code("high") == 1                   # the finding decides
+    assert rep(crashed).exit_code(None) == 3 and rep(crashed).exit_code("critical") == 3   # a bug is not a finding
+    assert rep(slow).exit_code(None) == 0 and rep(slow).exit_code("low") == 3   # the gate cannot vouch for it

@@ -34,6 +34,10 @@ class DataConfig(_Strict):
     label_column: str = "label"
     input_range: tuple[float, float] | None = None
     input_shape: list[Annotated[int, Field(gt=0)]] | None = None
+    feature_ranges: list[tuple[float, float]] | None = Field(None, description="tabular: each feature's "
+                                                               "[low, high]; evasion eps is a fraction of it")
+    integer_features: list[Annotated[int, Field(ge=0)]] | None = Field(None, description="tabular: indices of "
+                                                                        "features that only take whole numbers")
     test_fraction: float = Field(0.25, gt=0, lt=1)
 
 

@@ -216,9 +216,8 @@ def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, ca
         s = subject.data.space
         f.headline += "; eps is a fraction of each feature's own range"
         f.details["per_feature_budget"] = {
-            "rule": "eps x (max - min) of each feature over the data" + (
-                "; integer-valued features (every value a whole number) are rounded" if bool(s.integer.any())
-                else ""),
+            "rule": f"eps x (high - low) of each feature, its range {s.feature_rule}" + (
+                f"; integer-valued features ({s.integer_rule}) are rounded" if bool(s.integer.any()) else ""),
             "eps": f.params["eps"], "norm": f.params.get("norm"),
             "feature_ranges": [[float(lo), float(hi)] for lo, hi in zip(s.feature_low, s.feature_high)],
             "budget": [float(b) for b in s.feature_budget(f.params["eps"])],

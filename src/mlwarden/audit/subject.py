@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.data import Dataset, make_dataset
+from ..core.data import Dataset, declare_features, make_dataset
 from ..core.errors import UserError
 from ..core.recipe import get_recipe
 from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
@@ -34,8 +34,9 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
             target.access = Access(m.access)
         cli = _cli([("--data", d.path if d.path != "digits" else None), ("--recipe", m.recipe)])
         return Subject(target, data, recipe, {"path": None, "demo": True, "cli": cli})
-    data = load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction, seed=cfg.audit.seed,
-                     input_range=d.input_range, input_shape=d.input_shape)
+    data = declare_features(load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction,
+                                      seed=cfg.audit.seed, input_range=d.input_range, input_shape=d.input_shape),
+                            d.feature_ranges, d.integer_features)
     target = load_target(m.path, data, fmt=m.format, factory=m.factory, allow_pickle=m.allow_pickle, access=m.access,
                          trust=m.trust)
     probe(target, data)
@@ -92,8 +93,9 @@ def _endpoint_subject(cfg: AuditConfig) -> Subject:
         raise UserError("give either --model or --endpoint, not both")
     if not m.endpoint.startswith(("http://", "https://")):
         raise UserError(f"--endpoint '{m.endpoint}' must be an http:// or https:// URL")
-    data = load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction, seed=cfg.audit.seed,
-                     input_range=d.input_range, input_shape=d.input_shape)
+    data = declare_features(load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction,
+                                      seed=cfg.audit.seed, input_range=d.input_range, input_shape=d.input_shape),
+                            d.feature_ranges, d.integer_features)
     target = HttpTarget(m.endpoint, data.n_classes, data.input_shape,
                         api_key=m.api_key or os.environ.get("MLWARDEN_API_KEY"))
     if m.access:

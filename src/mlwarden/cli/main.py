@@ -139,8 +139,11 @@ def audit(
     out.print(f"report: {run_dir / 'report.html'} (also report.json, report.md, report.sarif, junit.xml"
               + (", diff.md, diff.json)" if base else ")"))
     code = report.exit_code(cfg.audit.fail_on)
-    if code:
+    if code == 1:
         err.print(f"[red]failing: a finding is at or above --fail-on {cfg.audit.fail_on}[/]")
+    elif code == 3:
+        err.print("[red]failing: an attack did not complete (see its finding); the audit cannot vouch for what it "
+                  "did not measure[/]")
     if base is not None:
         code = max(code, _judge(report.diff, cfg.audit.fail_on_regression))
     raise typer.Exit(code)

@@ -23,6 +23,8 @@ class InputSpace:
     feature_low: torch.Tensor | None = None    # per-feature ranges (tabular data)
     feature_high: torch.Tensor | None = None
     integer: torch.Tensor | None = None        # per-feature: every value a whole number (inferred)
+    feature_rule: str = "min to max over the data"
+    integer_rule: str = "every value a whole number"
 
     @property
     def width(self) -> float:
@@ -37,8 +39,8 @@ class InputSpace:
         if self.per_feature:
             k = int(self.integer.sum())
             return (f"[{self.low:g}, {self.high:g}] overall ({how}); evasion eps is a fraction of each feature's "
-                    f"own range (min to max over the data)" + (f"; {k} integer-valued columns (every value a whole "
-                                                                 "number) stay whole numbers" if k else ""))
+                    f"own range ({self.feature_rule})" + (f"; {k} integer-valued columns ({self.integer_rule}) stay "
+                                                          "whole numbers" if k else ""))
         return f"[{self.low:g}, {self.high:g}] ({how}); eps is a fraction of this range"
 
     @property
@@ -158,3 +160,32 @@ def normalized(data: Dataset) -> Dataset:
     z = [((x - lo) / safe).clamp(0, 1) for x in (data.x_train, data.x_test)]
     return Dataset(f"{data.name} (each feature scaled to [0, 1])", z[0], data.y_train, z[1], data.y_test,
                    data.n_classes, InputSpace(0.0, 1.0, True), data.modality)
+
+
+def declare_features(data: Dataset, feature_ranges=None, integer_features=None) -> Dataset:
+    """A declared per-feature scale (each feature's [low, high]) and declared integer-valued features, in
+    place of what the data suggests; every problem is a UserError naming it."""
+    s = data.space
+    if feature_ranges is None and integer_features is None:
+        return data
+    if not s.per_feature:
+        raise UserError(f"{data.name}: per-feature ranges and integer features apply to tabular data (one row of "
+                        f"features per sample); this data is {data.modality} of shape {list(data.input_shape)}")
+    d = data.input_shape[0]
+    if feature_ranges is not None:
+        r = torch.as_tensor(feature_ranges, dtype=torch.float32)
+        if r.shape != (d, 2) or not torch.isfinite(r).all() or (r[:, 1] < r[:, 0]).any():
+            raise UserError(f"{data.name}: data.feature_ranges must give {d} finite [low, high] pairs, low <= high")
+        both = torch.cat([data.x_train, data.x_test])
+        outside = ((both < r[:, 0] - 1e-6) | (both > r[:, 1] + 1e-6)).any(0).nonzero()[:, 0].tolist()
+        if outside:
+            raise UserError(f"{data.name}: feature {outside[0]} has values outside its declared range "
+                            f"{r[outside[0]].tolist()} (features outside: {outside[:10]})")
+        s.feature_low, s.feature_high, s.feature_rule = r[:, 0], r[:, 1], "declared in data.feature_ranges"
+    if integer_features is not None:
+        bad = [i for i in integer_features if not 0 <= i < d]
+        if bad:
+            raise UserError(f"{data.name}: data.integer_features {bad} are not feature indices 0..{d - 1}")
+        s.integer, s.integer_rule = torch.zeros(d, dtype=torch.bool), "declared in data.integer_features"
+        s.integer[list(integer_features)] = True
+    return data

@@ -83,12 +83,16 @@ class Report:
         return max(ranked, key=lambda s: s.rank) if ranked else Severity.INFO
 
     def exit_code(self, fail_on: str | None) -> int:
-        """1 when a finding is at or above `fail_on`, or an attack failed; 0 otherwise."""
-        if fail_on is None:
-            return 0
-        limit = Severity(fail_on).rank
-        bad = [f for f in self.ran if f.severity.rank >= limit or f.status is Status.FAILED]
-        return 1 if bad else 0
+        """1 when a finding is at or above `fail_on` (and only then); 3 when an attack crashed (a bug in
+        mlwarden) or, with `fail_on`, did not finish (the gate cannot vouch for what it did not measure);
+        0 otherwise."""
+        failed = [f for f in self.ran if f.status is Status.FAILED]
+        if fail_on is not None:
+            limit = Severity(fail_on).rank
+            if any(f.severity.rank >= limit for f in self.ran if f.status is not Status.FAILED):
+                return 1
+            return 3 if failed else 0
+        return 3 if any(f.headline.startswith("attack failed") for f in failed) else 0
 
     def finding(self, threat: str) -> Finding:
         for f in self.findings:

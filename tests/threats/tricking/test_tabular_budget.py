@@ -60,3 +60,26 @@ def test_integer_columns_stay_whole_numbers():
     z = normalized(data).x_test + 0.013                      # a perturbation in per-feature coordinates
     back = Denormalize(s.feature_low, s.feature_high, s.integer)(z)
     assert torch.equal(back[:, 1], back[:, 1].round()) and not torch.equal(back[:, 0], back[:, 0].round())
+
+
+def test_declared_feature_ranges_and_integer_features_replace_the_inferred_ones(raw, tmp_path):
+    from mlwarden.audit.config import AuditConfig
+    from mlwarden.audit.subject import subject_from_config
+    from mlwarden.core.errors import UserError
+    xtr, ytr, xte, yte = raw
+    np.savez(tmp_path / "bc.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    import torch as _torch
+    from mlwarden.core.zoo import tabular_mlp
+    _torch.save(tabular_mlp((30,), 2).state_dict(), tmp_path / "m.pt")
+    both = np.concatenate([xtr, xte])
+    ranges = [[0.0, float(hi) * 2] for hi in both.max(0)]
+    cfg = AuditConfig.model_validate({"model": {"path": str(tmp_path / "m.pt"), "factory": "mlwarden.core.zoo:tabular_mlp"},
+                                      "data": {"path": str(tmp_path / "bc.npz"), "feature_ranges": ranges,
+                                               "integer_features": [3]}})
+    s = subject_from_config(cfg).data.space
+    assert s.feature_high.tolist() == pytest.approx([r[1] for r in ranges])
+    assert s.integer.nonzero()[:, 0].tolist() == [3]
+    assert "declared in data.feature_ranges" in s.describe() and "declared in data.integer_features" in s.describe()
+    cfg.data.feature_ranges = [[0.0, 1.0]] * 30                 # 'area' lies far outside [0, 1]
+    with pytest.raises(UserError, match="has values outside its declared range"):
+        subject_from_config(cfg)
