@@ -59,6 +59,8 @@ CASES = {
     "negative seed": (["audit", "--seed", "-1"], "seed"),
     "huge seed": (["audit", "--seed", "99999999999999999999"], "seed"),
     "out is a file": (["audit", "--threats", "fgsm", "--out", "{d}/a_file"], "a_file"),
+    "out not writable": (["audit", "--threats", "fgsm", "--out", "/proc/mlwarden-run"], "/proc/mlwarden-run"),
+    "out under a file": (["audit", "--threats", "fgsm", "--out", "{d}/a_file/run"], "a_file/run"),
     "serve port out of range": (["serve", "--port", "99999"], "port"),
     "query log is a folder": (["serve", "--query-log", "{d}"], "query-log"),
     "scalar x": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/scalar.npz"], "scalar.npz"),

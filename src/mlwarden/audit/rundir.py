@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,13 @@ def claim(folder: Path, *, resume: bool, fingerprint: str, what: str = "--out") 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{what} {folder}: exists and is not a folder")
+    if not folder.exists() and not resume:
+        try:
+            folder.mkdir(parents=True)
+        except OSError as e:
+            raise UserError(f"{what} {folder}: cannot create it ({e.strerror})") from None
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {folder}: not writable")
     prev = read_state(folder) if folder.is_dir() else None
     if folder.is_dir() and prev is None and any(folder.iterdir()):
         raise UserError(f"{what} {folder}: exists, is not empty and is not an mlwarden run directory (no run.json); "

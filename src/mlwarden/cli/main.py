@@ -1,6 +1,7 @@
 """`mlwarden audit | threats | report`. User mistakes print one line and exit 2."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -508,6 +509,7 @@ def _interrupted():
 
 def entry() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    logging.getLogger("torch").setLevel(logging.CRITICAL)   # its loaders log tracebacks before raising; ours is the one line
     cmd = typer.main.get_command(app)
     try:
         code = cmd.main(args=sys.argv[1:], prog_name="mlwarden", standalone_mode=False)
