@@ -47,3 +47,11 @@ def test_harden_from_python_sweeps_and_returns_the_comparison(tmp_path, digits, 
     assert res.before.finding("membership-inference").status is Status.OK
     assert len(res.after) == 2 and res.exit_code(None) == 0
     assert (tmp_path / "harden.html").exists() and (tmp_path / "plots" / "tradeoff.png").exists()
+
+
+def test_importing_the_subpackages_keeps_the_api_functions():
+    """`import mlwarden.harden.run` (the CLI does) must not rebind mlwarden.harden to the subpackage."""
+    import importlib
+    importlib.import_module("mlwarden.harden.run")
+    importlib.import_module("mlwarden.audit.runner")
+    assert callable(mlwarden.harden) and callable(mlwarden.audit)
