@@ -52,6 +52,10 @@ CASES = {
                           "method: Input should be"),
     "smoothing sigma negative": (["harden", "--defense", "randomized-smoothing", "--param", "sigma=-1"],
                                  "sigma: Input should be greater than 0"),
+    "smoothing radius not a number": (["harden", "--defense", "randomized-smoothing", "--param", "radii=0,big"],
+                                      "radii.1: Input should be a valid number"),
+    "smoothing with adversarial training": (["harden", "--defense", "randomized-smoothing,adversarial-training"],
+                                            "cannot be combined with another batch transform"),
     "jpeg quality 0": (["harden", "--defense", "jpeg", "--param", "quality=0"], "quality: Input should be"),
     "squeezing nothing": (["harden", "--defense", "feature-squeezing", "--param", "bits=0"], "needs bits or median"),
     "unknown defence": (["harden", "--defense", "no-such-defence"], "no-such-defence"),
@@ -221,3 +225,10 @@ def test_exit_1_means_only_a_finding_at_or_above_fail_on():
     assert rep(high, crashed).exit_code("high") == 1                   # the finding decides
     assert rep(crashed).exit_code(None) == 3 and rep(crashed).exit_code("critical") == 3   # a bug is not a finding
     assert rep(slow).exit_code(None) == 0 and rep(slow).exit_code("low") == 3   # the gate cannot vouch for it
+
+
+def test_a_list_parameter_takes_every_value_instead_of_sweeping():
+    from mlwarden.harden.run import parse_defenses
+    (d, ov), = parse_defenses("randomized-smoothing", ["radii=0,0.25,0.5"])[0]
+    assert parse_defenses("randomized-smoothing", ["radii=0,0.25,0.5"])[1] is None     # not a sweep
+    assert d.params_for("quick", ov).radii == [0.0, 0.25, 0.5]

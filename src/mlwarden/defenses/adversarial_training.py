@@ -219,8 +219,8 @@ def at_recipe(recipe: Recipe, p: ATParams, data: Dataset) -> tuple[Recipe, dict]
         raise UserError("adversarial-training method=trades replaces the loss and cannot be combined with "
                         f"a defence that wraps training ({recipe.wrap!r}); use method=pgd")
     if recipe.batch_transform is not None:
-        raise UserError(f"the recipe already transforms its batches ({recipe.batch_transform!r}): adversarial "
-                        "training cannot be applied twice")
+        raise UserError(f"adversarial training replaces every training batch and cannot be combined with another "
+                        f"batch transform (the recipe already has {recipe.batch_transform!r})")
     s = data.space
     eps = p.eps * (1.0 if s.mixed_scales else s.width)
     if p.norm == "linf" and p.eps >= 1:

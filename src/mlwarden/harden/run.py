@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args, get_origin
 
 import torch
 from pydantic import ValidationError
@@ -74,6 +74,9 @@ def parse_defenses(spec: str, raw_params: list[str] | None) -> tuple[Chosen, Swe
             raise UserError(f"--param {key}: several defences have '{field}'; write defence.{field}=...")
         d, ov = matches[0]
         values = [v.strip() for v in value.split(",") if v.strip()]
+        if _is_list(d.Params.model_fields[field].annotation):
+            ov[field] = values      # a list parameter (radii=0,0.25,0.5) takes every value, it is not a sweep
+            continue
         if len(values) > 1 and not all(_number(v) for v in values):
             raise UserError(f"--param {key}: only numbers can be swept (a trade-off curve needs an axis), got "
                             f"{value!r}")
@@ -250,6 +253,11 @@ def _reuse_hardened(subject, params, out_dir: Path, state_rel: str, state: dict,
     target = wrap_target(target, params, ctx, {})            # smoothing and other wrappers, applied again
     target.name = saved.get("target_name", target.name)   # the same subject as the first run's audit
     return Hardened(target, recipe, saved["facts"], training_s=saved.get("training_s", 0.0)), saved
+
+
+def _is_list(annotation) -> bool:
+    """list[...] or list[...] | None: a parameter that holds several values."""
+    return get_origin(annotation) is list or any(get_origin(a) is list for a in get_args(annotation))
 
 
 def _number(text: str) -> bool:
