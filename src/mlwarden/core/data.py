@@ -9,6 +9,15 @@ import torch
 from .errors import UserError
 
 
+def is_number(text: str) -> bool:
+    """Whether a text field (a CSV cell, a --param value) reads as a number."""
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 MAX_CLASSES = 100_000   # labels are class indices; a larger one is an id or a mistake
 
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ..audit.config import describe_validation_error
 from ..audit.rundir import RunDir, claim, sha256
 from ..audit.runner import Subject, run_audit, seed_everything
+from ..core.data import is_number
 from ..core.defense import Defense, DefenseContext, Hardened, apply_defenses, check_applicable, wrap_target
 from ..core.errors import UserError
 from ..core.measure import correct, paired_difference
@@ -77,7 +78,7 @@ def parse_defenses(spec: str, raw_params: list[str] | None) -> tuple[Chosen, Swe
         if _is_list(d.Params.model_fields[field].annotation):
             ov[field] = values      # a list parameter (radii=0,0.25,0.5) takes every value, it is not a sweep
             continue
-        if len(values) > 1 and not all(_number(v) for v in values):
+        if len(values) > 1 and not all(is_number(v) for v in values):
             raise UserError(f"--param {key}: only numbers can be swept (a trade-off curve needs an axis), got "
                             f"{value!r}")
         if len(values) > 1:
@@ -258,14 +259,6 @@ def _reuse_hardened(subject, params, out_dir: Path, state_rel: str, state: dict,
 def _is_list(annotation) -> bool:
     """list[...] or list[...] | None: a parameter that holds several values."""
     return get_origin(annotation) is list or any(get_origin(a) is list for a in get_args(annotation))
-
-
-def _number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def _short(p) -> str:

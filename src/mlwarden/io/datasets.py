@@ -9,7 +9,7 @@ import numpy as np
 from sklearn import datasets as skd
 from sklearn.model_selection import train_test_split
 
-from ..core.data import MAX_CLASSES, Dataset, make_dataset
+from ..core.data import MAX_CLASSES, Dataset, is_number, make_dataset
 from ..core.errors import UserError
 from .scan.archives import archive_problems
 
@@ -89,14 +89,6 @@ def load_npz(path: Path, test_fraction: float, seed: int, input_range=None, inpu
     return make_dataset(path.name, xtr, ytr, xte, yte, input_range=input_range)
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
 def load_csv(path: Path, label_column: str, test_fraction: float, seed: int, input_range=None,
              input_shape=None) -> Dataset:
     try:
@@ -120,7 +112,7 @@ def load_csv(path: Path, label_column: str, test_fraction: float, seed: int, inp
         try:
             vals = [float(v) for v in r]
         except ValueError:
-            bad = next(i for i, v in enumerate(r) if not _is_number(v))
+            bad = next(i for i, v in enumerate(r) if not is_number(v))
             raise UserError(f"{path}: line {ln}, column '{header[bad]}': '{r[bad][:40]}' is not a number (features "
                             "must be numeric; encode categories as numbers or drop the column)") from None
         labels.append(vals[li])
