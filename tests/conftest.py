@@ -47,3 +47,27 @@ def clean_env():
     env = dict(os.environ)
     env["COLUMNS"] = "200"
     return env
+
+
+SHARED_SMS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sms-spam", "SMSSpamCollection")
+
+
+def place_sms_spam(cache) -> None:
+    """Fill a cache folder with the SMS Spam Collection from ../shared (what `--data sms-spam` reads)."""
+    import shutil
+    from pathlib import Path
+    dest = Path(cache) / "data" / "sms-spam" / "SMSSpamCollection"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists():
+        shutil.copyfile(SHARED_SMS, dest)
+
+
+@pytest.fixture(scope="session")
+def sms_spam(tmp_path_factory):
+    """The SMS Spam Collection, 70/30 stratified split, seed 0, read through `--data sms-spam`'s cache."""
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    place_sms_spam(cache)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLWARDEN_CACHE", str(cache))
+        from mlwarden.io.datasets import load_data
+        return load_data("sms-spam", test_fraction=0.3, seed=0)

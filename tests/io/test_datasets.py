@@ -32,3 +32,25 @@ def test_shared_mnist_idx_reader():
     imgs = read_idx(root / "t10k-images-idx3-ubyte.gz")
     labels = read_idx(root / "t10k-labels-idx1-ubyte.gz")
     assert imgs.shape == (10000, 28, 28) and labels.shape == (10000,) and labels.max() == 9
+
+
+def test_sms_spam_reads_as_labelled_messages(sms_spam):
+    from mlwarden.text.messages import decode
+    assert sms_spam.modality == "messages" and sms_spam.n_classes == 2
+    assert len(sms_spam.x_train) + len(sms_spam.x_test) == 5574
+    assert int(sms_spam.y_train.sum() + sms_spam.y_test.sum()) == 747          # spam, as the collection ships
+    assert abs(len(sms_spam.x_test) / 5574 - 0.3) < 0.001
+    assert abs(float(sms_spam.y_test.float().mean()) - 747 / 5574) < 0.002     # stratified
+    assert any("£" in t for t in decode(sms_spam.x_train))                     # UTF-8 survives
+
+
+def test_a_csv_with_a_text_column_holds_messages(tmp_path):
+    from mlwarden.io.datasets import load_data
+    from mlwarden.text.messages import MAX_MESSAGE_BYTES, decode
+    rows = [(i % 2, f'"message, number {i}"') for i in range(40)] + [(0, "x" * (MAX_MESSAGE_BYTES + 50))]
+    (tmp_path / "m.csv").write_text("label,text\n" + "".join(f"{y},{t}\n" for y, t in rows), encoding="utf-8")
+    d = load_data(str(tmp_path / "m.csv"), test_fraction=0.25)
+    texts = decode(d.x_train) + decode(d.x_test)
+    assert d.modality == "messages" and len(texts) == 41
+    assert "message, number 7" in texts
+    assert max(len(t) for t in texts) == MAX_MESSAGE_BYTES                    # cut, never an error

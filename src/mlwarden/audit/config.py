@@ -32,6 +32,7 @@ class ModelConfig(_Strict):
 class DataConfig(_Strict):
     path: str = "digits"
     label_column: str = "label"
+    text_column: str = Field("text", description="labelled messages in a CSV: the column holding the text")
     input_range: tuple[float, float] | None = None
     input_shape: list[Annotated[int, Field(gt=0)]] | None = None
     feature_ranges: list[tuple[float, float]] | None = Field(None, description="tabular: each feature's "

@@ -46,3 +46,11 @@ def demo_subject(seed: int = 0):
     model = _cached_fit(recipe, data, seed, DEMO_VERSION)
     target = TorchTarget(model.eval(), data.n_classes, data.input_shape, name="demo digits CNN")
     return target, data, recipe
+
+
+def spam_demo_subject(data, seed: int = 0):
+    """(target, recipe) for labelled messages given without a model: the built-in SpamBayes-style filter trained
+    on the training split (in well under a second, so nothing is cached)."""
+    from ..text.filters import FilterTarget, spambayes_recipe
+    recipe = spambayes_recipe()
+    return FilterTarget(recipe.fit(data.x_train, data.y_train, seed=seed), "built-in SpamBayes-style filter"), recipe

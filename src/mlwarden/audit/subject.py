@@ -14,7 +14,9 @@ from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_targ
 from ..io.datasets import load_data
 from ..io.models import load_target, probe
 from .config import AuditConfig
-from .demo import demo_subject, demo_text_subject
+from ..io.messages import is_messages
+from ..text.filters import FilterTarget, sklearn_recipe
+from .demo import demo_subject, demo_text_subject, spam_demo_subject
 from .runner import Subject
 
 
@@ -22,6 +24,10 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
     m, d = cfg.model, cfg.data
     if m.endpoint is not None:
         return _endpoint_subject(cfg)
+    if m.path is None and is_messages(d.path, d.text_column) and not (m.factory or m.recipe):
+        data = _load(cfg)
+        target, recipe = spam_demo_subject(data, cfg.audit.seed)
+        return Subject(target, data, recipe, {"path": None, "demo": True, "cli": _cli([("--data", d.path)])})
     if m.path is None:
         if d.path not in ("digits", "stdlib-docstrings") or m.factory or m.format != "auto":
             raise UserError("no model given: pass --model PATH (the demos audit the built-in digits CNN, or with "
@@ -34,16 +40,25 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
             target.access = Access(m.access)
         cli = _cli([("--data", d.path if d.path != "digits" else None), ("--recipe", m.recipe)])
         return Subject(target, data, recipe, {"path": None, "demo": True, "cli": cli})
-    data = declare_features(load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction,
-                                      seed=cfg.audit.seed, input_range=d.input_range, input_shape=d.input_shape),
-                            d.feature_ranges, d.integer_features)
+    data = _load(cfg)
     target = load_target(m.path, data, fmt=m.format, factory=m.factory, allow_pickle=m.allow_pickle, access=m.access,
                          trust=m.trust)
     probe(target, data)
     recipe = get_recipe(m.recipe) if m.recipe else None
+    if isinstance(target, FilterTarget):
+        if m.recipe:
+            raise UserError("--recipe trains networks; a scikit-learn text pipeline is retrained from a clone of itself")
+        recipe = sklearn_recipe(target.filter)
     cli = _cli([("--model", m.path), ("--factory", m.factory), ("--format", None if m.format == "auto" else m.format),
                 ("--data", d.path), ("--recipe", m.recipe or "RECIPE")])
     return Subject(target, data, recipe, {"path": str(Path(m.path)), "format": m.format, "cli": cli})
+
+
+def _load(cfg: AuditConfig) -> Dataset:
+    d = cfg.data
+    return declare_features(load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction,
+                                      seed=cfg.audit.seed, input_range=d.input_range, input_shape=d.input_shape,
+                                      text_column=d.text_column), d.feature_ranges, d.integer_features)
 
 
 def _cli(flags: list[tuple[str, str | None]]) -> str:
@@ -88,14 +103,14 @@ def _endpoint_subject(cfg: AuditConfig) -> Subject:
     from ..core.extras import require
     require("httpx", "serve", "auditing an --endpoint")
     from ..io.http_target import HttpTarget
-    m, d = cfg.model, cfg.data
+    m = cfg.model
     if m.path is not None:
         raise UserError("give either --model or --endpoint, not both")
     if not m.endpoint.startswith(("http://", "https://")):
         raise UserError(f"--endpoint '{m.endpoint}' must be an http:// or https:// URL")
-    data = declare_features(load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction,
-                                      seed=cfg.audit.seed, input_range=d.input_range, input_shape=d.input_shape),
-                            d.feature_ranges, d.integer_features)
+    data = _load(cfg)
+    if data.modality == "messages":
+        raise UserError("--endpoint audits of a spam filter are not supported: poisoning needs its training recipe")
     target = HttpTarget(m.endpoint, data.n_classes, data.input_shape,
                         api_key=m.api_key or os.environ.get("MLWARDEN_API_KEY"))
     if m.access:

@@ -67,7 +67,8 @@ TRUST_HELP = ("comma-separated names a model file may import or call beyond the 
 def audit(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model file: .pt2, TorchScript, state_dict "
                                         "(.pt + --factory), .skops, .onnx; pickles need --allow-pickle"),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .txt, or digits|breast-cancer|iris|wine|stdlib-docstrings"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .tsv (labelled messages), .txt, or "
+                                        "digits|breast-cancer|iris|wine|stdlib-docstrings|sms-spam"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="audit.toml"),
     threats: Optional[str] = typer.Option(None, "--threats", "-t", help="comma-separated threat names or families"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="run directory (default mlwarden-out/<model>)"),
@@ -237,7 +238,7 @@ def harden(
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="a defence parameter, key=value or "
                                               "defence.key=value; several values (epsilon=1,2,4,8) sweep it"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model file (default: the built-in demo)"),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .txt, a built-in name"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .tsv, .txt, a built-in name"),
     recipe: Optional[str] = typer.Option(None, help="how the model was trained (built-in name or module:function)"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="audit.toml"),
     threats: Optional[str] = typer.Option(None, "--threats", "-t", help="threats to audit before and after "
@@ -355,6 +356,8 @@ def serve(
     cfg = _build_config(None, model=model, data=data, factory=factory, fmt=fmt, input_range=input_range,
                         input_shape=input_shape, allow_pickle=allow_pickle, threads=threads, trust=trust)
     subject = subject_from_config(cfg)
+    if subject.data.modality == "messages":
+        raise UserError("mlwarden serve takes numeric tensors; serving a spam filter over raw text is not supported")
     import torch
     import uvicorn
     torch.set_num_threads(threads)
@@ -386,6 +389,8 @@ def verify_copy_cmd(
     if not records:
         raise UserError(f"{registry} holds no watermarked queries yet")
     victim = subject_from_config(_build_config(None, model=model, data=data, factory=factory))
+    if victim.data.modality == "messages":
+        raise UserError("verify-copy compares models on numeric tensors; spam filters are not supported")
     other = subject_from_config(_build_config(None, model=suspect, data=data, factory=suspect_factory or factory))
     v = verify_copy(other.target.scores, victim.target.scores, records, victim.data.x_test, victim.data.input_shape)
     verdict = "COPY" if v.copied else "not shown to be a copy"

@@ -21,7 +21,7 @@ from torch import nn
 from .data import Dataset
 from .errors import UserError
 from .recipe import Recipe
-from .target import Target, TorchTarget
+from .target import Target
 from .threat import Params
 
 KINDS = ("training", "inference", "detection", "aggregation")
@@ -57,6 +57,7 @@ class Defense:
     Params: ClassVar[type[Params]] = Params
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     sweepable: ClassVar[tuple[str, ...]] = ()   # parameters whose values trace a trade-off curve
+    modalities: ClassVar[tuple[str, ...]] = ("image", "tabular", "text")
 
     def params_for(self, profile: str, overrides: dict[str, Any] | None = None) -> Params:
         values = dict(self.profiles.get(profile, {}))
@@ -112,13 +113,12 @@ def apply_defenses(subject, chosen: list[tuple[Defense, Params]], ctx: DefenseCo
         for d, p in training:
             facts[d.name].update(d.after_training(recipe, p))
         names = "+".join(d.name for d, _ in training)
-        target = TorchTarget(model, data.n_classes, data.input_shape, access=subject.target.access,
-                             name=f"{subject.target.name} + {names}")
+        target = recipe.target_for(model, data, subject.target.access, f"{subject.target.name} + {names}")
     target = wrap_target(target, chosen, ctx, facts)
     others = [d.name for d, _ in chosen if d.kind not in ("training", "inference")]
     if others:
         raise UserError(f"{', '.join(others)} cannot be combined with other defences in one run")
-    return Hardened(target, recipe, facts, training_s=seconds, model=model if training else None)
+    return Hardened(target, recipe, facts, training_s=seconds, model=model if isinstance(model, nn.Module) else None)
 
 
 def wraps_target(d: Defense) -> bool:
@@ -140,6 +140,8 @@ def check_applicable(subject, chosen: list[tuple[Defense, Params]], data: Datase
     """Fail with the defence's own error before anything trains or audits: a missing recipe, a value the
     defence rejects (DP's delta), a network it cannot train."""
     for d, p in chosen:
+        if data.modality not in d.modalities:
+            raise UserError(f"{d.name} applies to {'/'.join(d.modalities)} data; this data is {data.modality}")
         d.check(p, data)
     training = [(d, p) for d, p in chosen if d.kind == "training"]
     if training and subject.recipe is None:

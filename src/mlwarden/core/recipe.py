@@ -6,6 +6,9 @@ all train through a Recipe, so it exposes its parts (factory, optimizer, loader,
 make_private fits here), `batch_transform` may rewrite each batch (adversarial training fits here),
 `data_filter` may remove points before training (sanitizers fit here), `loss` may replace the loss and
 `on_epoch` may watch each epoch and stop training early (fast adversarial training's overfitting check).
+
+A `data_filter` that also has `keep_mask(x, y) -> bool tensor` is a sanitizer: a caller that knows which
+points were planted (a poisoning threat) asks it which it keeps, and reports what it removed.
 """
 from __future__ import annotations
 
@@ -53,6 +56,11 @@ class Recipe:
 
     def make_model(self, input_shape, n_classes: int) -> nn.Module:
         return self.factory(tuple(input_shape), n_classes)
+
+    def target_for(self, model: nn.Module, data, access, name: str):
+        """The trained model as a Target (filter recipes, text/filters.py, return their own kind)."""
+        from .target import TorchTarget
+        return TorchTarget(model, data.n_classes, data.input_shape, access=access, name=name)
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":

@@ -11,6 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from ..core.data import MAX_CLASSES, Dataset, is_number, make_dataset
 from ..core.errors import UserError
+from .messages import SMS_SPAM, is_message_csv, load_messages
 from .scan.archives import archive_problems
 
 BUILTIN = {
@@ -149,18 +150,28 @@ def _reshape(path, x, shape):
 
 
 def load_data(spec: str, *, label_column: str = "label", test_fraction: float = 0.25, seed: int = 0,
-              input_range=None, input_shape=None) -> Dataset:
+              input_range=None, input_shape=None, text_column: str = "text") -> Dataset:
     if spec in BUILTIN:
         return load_builtin(spec, test_fraction, seed)
+    messages = dict(label_column=label_column, text_column=text_column, test_fraction=test_fraction, seed=seed,
+                    split=_split)
+    if spec == SMS_SPAM:
+        return load_messages(spec, **messages)
     if spec == "stdlib-docstrings" or spec.lower().endswith(".txt"):
         from ..text.corpus import load_text
         return load_text(spec, TEXT_DEMO_CHARS if spec == "stdlib-docstrings" else None)
     path = Path(spec)
     if not path.exists():
-        raise UserError(f"data file not found: {spec} (built-in sets: {', '.join(BUILTIN)}, stdlib-docstrings)")
+        raise UserError(f"data file not found: {spec} (built-in sets: {', '.join(BUILTIN)}, stdlib-docstrings, "
+                        f"{SMS_SPAM})")
+    if not path.is_file():
+        raise UserError(f"{spec}: not a file")
     suffix = path.suffix.lower()
+    if suffix == ".tsv" or (suffix == ".csv" and is_message_csv(path, text_column)):
+        return load_messages(spec, **messages)
     if suffix == ".npz":
         return load_npz(path, test_fraction, seed, input_range, input_shape)
     if suffix == ".csv":
         return load_csv(path, label_column, test_fraction, seed, input_range, input_shape)
-    raise UserError(f"{spec}: unknown data format '{suffix}'; use .npz, .csv, .txt (text corpus) or a built-in name")
+    raise UserError(f"{spec}: unknown data format '{suffix}'; use .npz, .csv, .tsv (labelled messages), .txt "
+                    "(text corpus) or a built-in name")

@@ -15,6 +15,8 @@ from ..core.errors import UserError
 from ..core.extras import require
 from ..core.recipe import load_entry_point
 from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
+from ..text.filters import FilterTarget, check_text_pipeline
+from ..text.messages import MODALITY
 from .scan import FileScan, UnsafeModelFile, scan_file
 from .scan.pickles import normalize
 from .scan.trust import classify, resolve, torch_weights_types
@@ -239,10 +241,13 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
         raise UnsafeModelFile(scan)
     if fmt == "auto":
         fmt = detect_format(p, factory)
+    if data.modality == MODALITY and fmt not in ("skops", "pickle"):
+        raise UserError(f"{path}: a spam filter is audited as a scikit-learn text pipeline (.skops) or, without a "
+                        f"model, as the built-in filter; this is a {fmt} model")
     if fmt == "onnx":
         target = _onnx_target(p, data)
     elif fmt == "skops":
-        target = sklearn_target(_load_skops(p, scan), data.n_classes, data.input_shape, p.name)
+        target = _estimator_target(_load_skops(p, scan), data, p.name)
     else:
         if fmt == "pickle" and p.suffix.lower() in (".pkl", ".pickle", ".joblib"):
             _refuse_pickle(p, allow_pickle)
@@ -252,7 +257,7 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
         if isinstance(obj, torch.nn.Module):
             target = TorchTarget(obj, data.n_classes, data.input_shape, name=p.name)
         elif hasattr(obj, "predict"):
-            target = sklearn_target(obj, data.n_classes, data.input_shape, p.name)
+            target = _estimator_target(obj, data, p.name)
         else:
             raise UserError(f"{path}: holds a {type(obj).__name__}, not a model")
     target.source = scan.to_dict()
@@ -262,6 +267,12 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
             raise UserError(f"{path}: a {target.kind} model gives at most {target.access.value} access, not {access}")
         target.access = want
     return target
+
+
+def _estimator_target(est, data: Dataset, name: str) -> Target:
+    if data.modality == MODALITY:   # labelled messages: a text pipeline, queried with raw text
+        return FilterTarget(check_text_pipeline(est, name), name)
+    return sklearn_target(est, data.n_classes, data.input_shape, name)
 
 
 def probe(target: Target, data: Dataset) -> None:

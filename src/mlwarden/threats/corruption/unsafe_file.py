@@ -60,7 +60,7 @@ class UnsafeModelFile(Threat):
     family = FAMILY
     title = TITLE
     needs = Access.LABELS
-    modalities = ("image", "tabular", "text")
+    modalities = ("image", "tabular", "text", "messages")
     atlas = ATLAS
     remedy = REMEDY
 
