@@ -179,3 +179,22 @@ def certified_curve(path, rows: list[dict], sigma: float, n: int):
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     _finish(fig, ax, path, f"randomized smoothing, sigma={sigma:g}, n={n}")
+
+
+def rate_curves(path, xs, series: dict, *, xlabel: str, ylabel: str, title="", percent_x=False):
+    """Rates against a budget, each series (label -> (values, ci_low, ci_high)) with its 95% interval."""
+    fig, ax = plt.subplots(figsize=(5.4, 3.3))
+    shown = [100 * x for x in xs] if percent_x else list(xs)
+    for i, (label, (v, lo, hi)) in enumerate(series.items()):
+        ax.fill_between(shown, lo, hi, alpha=0.15, color=f"C{i}")
+        ax.plot(shown, v, "o-", color=f"C{i}", label=label)
+    if min(shown) > 0 and max(shown) / min(shown) >= 8:
+        ax.set_xscale("log")
+    ax.set_xticks(shown)
+    ax.set_xticklabels([f"{x:g}" for x in shown])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    _finish(fig, ax, path, title)

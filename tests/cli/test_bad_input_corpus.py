@@ -32,6 +32,13 @@ def files(tmp_path_factory, digits):
     (d / "badreport" / "report.json").write_text('{"schema": "mlwarden.report/1", "findings": [{"threat": 3}]}')
     (d / "notjson").mkdir()
     (d / "notjson" / "report.json").write_text("{not json")
+    msgs = "".join(f"{'spam' if i % 5 == 0 else 'ham'}\tmessage number {i} about lunch\n" for i in range(60))
+    (d / "msgs.tsv").write_text(msgs)
+    (d / "no_tab.tsv").write_text("ham hello there\n")
+    (d / "bad_label.tsv").write_text("ham\thello\nmaybe\tcall now\n")
+    (d / "all_ham.tsv").write_text("ham\thello\nham\tlunch?\nham\tok\n")
+    (d / "latin1.tsv").write_bytes(b"ham\tcaf\xe9 at noon\nspam\twin\n")
+    (d / "msgs_no_label.csv").write_text("kind,text\nham,hello\nspam,win now\n")
     return d
 
 
@@ -121,6 +128,19 @@ CASES = {
     "serve zero rate": (["serve", "--rate", "0"], "rate_per_s"),
     "malformed watermark registry": (["verify-copy", "--registry", "{d}/registry.jsonl", "--model", "{sd}",
                                       "--factory", "mlwarden.core.zoo:mlp", "--suspect", "{sd}"], "registry.jsonl"),
+    "messages TSV without a tab": (["audit", "--data", "{d}/no_tab.tsv"], "line 1 has no tab"),
+    "messages label neither ham nor spam": (["audit", "--data", "{d}/bad_label.tsv"], "label 'maybe' is neither"),
+    "messages of one class": (["audit", "--data", "{d}/all_ham.tsv"], "3 ham and 0 spam"),
+    "messages not UTF-8": (["audit", "--data", "{d}/latin1.tsv"], "not UTF-8"),
+    "messages CSV without the label column": (["audit", "--data", "{d}/msgs_no_label.csv"], "no column 'label'"),
+    "torch model for messages": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/msgs.tsv"],
+                                 "scikit-learn text pipeline"),
+    "dp-sgd on messages": (["harden", "--defense", "dp-sgd", "--data", "{d}/msgs.tsv"],
+                           "dp-sgd applies to image/tabular/text data; this data is messages"),
+    "roni on images": (["harden", "--defense", "roni"], "roni applies to messages data; this data is image"),
+    "roni trusting more than the data": (["harden", "--defense", "roni", "--data", "{d}/msgs.tsv", "--param",
+                                          "trusted=1000"], "trusted=1000 is more than the 45 training messages"),
+    "serve a spam filter": (["serve", "--data", "{d}/msgs.tsv"], "serving a spam filter"),
     "serve smoothing with label output": (["serve", "--smoothing", "0.25", "--output", "label"],
                                           "--smoothing answers labels"),
 }
@@ -232,3 +252,21 @@ def test_a_list_parameter_takes_every_value_instead_of_sweeping():
     (d, ov), = parse_defenses("randomized-smoothing", ["radii=0,0.25,0.5"])[0]
     assert parse_defenses("randomized-smoothing", ["radii=0,0.25,0.5"])[1] is None     # not a sweep
     assert d.params_for("quick", ov).radii == [0.0, 0.25, 0.5]
+
+
+def test_sms_spam_without_the_internet_says_where_to_put_the_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLWARDEN_CACHE", str(tmp_path / "empty-cache"))
+    code, err = run(["audit", "--data", "sms-spam", "--out", tmp_path / "run"], monkeypatch, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "cannot download the SMS Spam Collection" in lines[0] and "place the file SMSSpamCollection" in lines[0]
+    assert str(tmp_path / "empty-cache" / "data" / "sms-spam" / "SMSSpamCollection") in lines[0]
+
+
+def test_a_tampered_sms_spam_file_in_the_cache_is_refused(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "c" / "data" / "sms-spam" / "SMSSpamCollection"
+    path.parent.mkdir(parents=True)
+    path.write_text("ham\thello\nspam\twin\n" * 10)
+    monkeypatch.setenv("MLWARDEN_CACHE", str(tmp_path / "c"))
+    code, err = run(["audit", "--data", "sms-spam", "--out", tmp_path / "run"], monkeypatch, capsys)
+    assert code == 2 and "checksum mismatch" in err and len(err.strip().splitlines()) == 1, err

@@ -35,6 +35,10 @@ MEMBERSHIP = Ladder("lower 95% bound of the strongest attack's TPR at 1% FPR (ch
 EXTRACTION = Ladder("test agreement of the stolen copy (capped by its query cost, see extraction())",
                     ((0.99, Severity.CRITICAL), (0.95, Severity.HIGH), (0.90, Severity.MEDIUM)))
 
+POISONING = Ladder("lower 95% bound of the rise in the victim's worst error rate (ham flagged or spam let through) "
+                   "at the headline attacker control",
+                   ((0.5, Severity.CRITICAL), (0.2, Severity.HIGH), (0.05, Severity.MEDIUM)))
+
 
 def secret_exposure(max_bits: float) -> Ladder:
     """Canary exposure in bits, against the most the secret space allows (log2 |R|); an extracted

@@ -171,6 +171,8 @@ def facts(point: dict) -> list[str]:
         if "plain_training_s" in ev:
             lines.append(f"{name}: training took {point['training_s']:.1f} s, {ev['training_time_ratio']:.1f}x the "
                          f"{ev['plain_training_s']:.1f} s of the same recipe trained plainly on this machine")
+        if "summary" in ev:   # a defence's own measurement, in its own words
+            lines.append(f"{name}: {ev['summary']}")
         if ev.get("pipeline_bug"):
             lines.insert(0, f"BUG: {name}: " + ("the certified accuracy exceeds the accuracy measured under attack: "
                                                 "the certificate or the smoothing pipeline is wrong."

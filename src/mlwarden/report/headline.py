@@ -15,6 +15,8 @@ def headline(f: Finding, name: str | None = None) -> dict | None:
     ms = {m.name: m for m in f.metrics}
     if name is not None and name in ms:
         m = ms[name]
+    elif f.details.get("headline_metric") in ms:   # a threat that names its own headline number (higher is worse)
+        m = ms[f.details["headline_metric"]]
     elif f.threat == "membership-inference":
         tpr = [m for m in f.metrics if m.name.endswith("TPR at 1% FPR") and "audited model only" not in m.name]
         m = max(tpr, key=lambda m: m.ci_low or 0.0) if tpr else None

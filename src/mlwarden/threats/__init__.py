@@ -1,5 +1,5 @@
 """Built-in threats, one attack per file, grouped by family. Importing this package registers them."""
-from .corruption import unsafe_file  # noqa: F401
+from .corruption import spam_dictionary, spam_focused, unsafe_file  # noqa: F401
 from .membership import membership_inference  # noqa: F401
 from .memorization import secret_sharer  # noqa: F401
 from .model_extraction import equation_solving, jacobian, knockoff, path_finding, retraining  # noqa: F401

@@ -1,0 +1,145 @@
+"""Reject On Negative Impact (RONI; Nelson et al. 2008, "Exploiting Machine Learning to Subvert Your Spam
+Filter", LEET '08, section 5.1; Barreno et al. 2010, "The security of machine learning", section 5.1).
+
+Each incoming training message, attack mail and legitimate mail alike, is judged by its impact: over
+`trials` pairs of a small training set T and a quiz set Q drawn from the defender's trusted calibration
+mail, the filter is trained on T and on T plus the message, and the change in its accuracy on Q is
+averaged (a verdict is correct when ham is ham and spam is spam; unsure counts as wrong). A message whose
+impact falls below the threshold is kept out of the training mail. The threshold is calibrated, as in ART's
+RONIDefense: the median minus three standard deviations of the impacts of the trusted messages themselves,
+or a fixed harm (`threshold`, a share of the quiz set).
+
+Every message is judged against the same trials, so a message's impact depends on nothing else in the
+training mail: it is computed once and remembered (identical attack copies cost one evaluation)."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from ..core.defense import Defense
+from ..core.errors import UserError
+from ..core.finding import Metric
+from ..core.registry import register
+from ..core.threat import Params
+from ..text.filters import FilterRecipe
+from ..text.messages import MODALITY, decode
+from ..text.spambayes import HAM, SPAM
+
+
+def impacts(make, texts: list[str], labels: np.ndarray, trials) -> np.ndarray:
+    """Mean change in quiz accuracy (a share of the quiz set) when each message joins each trial's training
+    set. `make()` returns an untrained filter; `trials` is a list of (T texts, T labels, Q texts, Q labels)."""
+    out = np.zeros(len(texts))
+    for t_texts, t_labels, q_texts, q_labels in trials:
+        want = np.where(q_labels == 1, SPAM, HAM)
+        base = (make().fit(t_texts, t_labels).verdicts(q_texts) == want).mean()
+        for i, (text, y) in enumerate(zip(texts, labels)):
+            flt = make().fit(t_texts + [text], np.append(t_labels, y))
+            out[i] += (flt.verdicts(q_texts) == want).mean() - base
+    return out / len(trials)
+
+
+class RoniFilter:
+    """The sanitizer in the recipe's data_filter: `keep_mask(x, y)` says which encoded messages RONI keeps."""
+
+    def __init__(self, make, trusted: list[str], trusted_labels: np.ndarray, trials: int, train_size: int,
+                 quiz_size: int, threshold: float | None, seed: int):
+        rng = np.random.default_rng(seed)
+        if len(trusted) < train_size + quiz_size:
+            raise UserError(f"roni: {len(trusted)} trusted messages cannot make a training set of {train_size} and a "
+                            f"quiz set of {quiz_size}; lower train_size or quiz_size, or raise trusted")
+        self.make = make
+        self.trials = []
+        for _ in range(trials):
+            idx = rng.permutation(len(trusted))
+            t, q = idx[:train_size], idx[train_size:train_size + quiz_size]
+            self.trials.append(([trusted[i] for i in t], trusted_labels[t], [trusted[i] for i in q], trusted_labels[q]))
+        self._memo: dict[bytes, float] = {}
+        if threshold is None:
+            cal = self.impact(trusted, trusted_labels)
+            self.threshold = float(np.median(cal) - 3 * cal.std())
+            self.rule = (f"calibrated: median - 3 std of the impacts of the {len(trusted)} trusted messages "
+                         f"({self.threshold:+.3f})")
+        else:
+            self.threshold, self.rule = -threshold, f"fixed: a harm of more than {threshold:g} of the quiz set"
+
+    def impact(self, texts: list[str], labels: np.ndarray) -> np.ndarray:
+        keys = [hashlib.sha256(f"{int(y)}\x00{t}".encode()).digest() for t, y in zip(texts, labels)]
+        todo = {k: (t, y) for k, t, y in zip(keys, texts, labels) if k not in self._memo}
+        if todo:
+            vals = impacts(self.make, [t for t, _ in todo.values()], np.array([y for _, y in todo.values()]),
+                           self.trials)
+            self._memo.update(zip(todo, vals.tolist()))
+        return np.array([self._memo[k] for k in keys])
+
+    def keep_mask(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.impact(decode(x), y.numpy()) >= self.threshold)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor):
+        keep = self.keep_mask(x, y)
+        return x[keep], y[keep]
+
+    def __repr__(self) -> str:
+        return f"RoniFilter({len(self.trials)} trials, {self.rule})"
+
+
+class RoniParams(Params):
+    trusted: int = Field(500, ge=10, description="training messages the defender has checked by hand (the "
+                                                  "calibration mail the trials are drawn from)")
+    trials: int = Field(5, ge=1, le=50, description="training/quiz set pairs each message is judged on")
+    train_size: int = Field(20, ge=2, description="messages in each trial's training set")
+    quiz_size: int = Field(50, ge=2, description="messages in each trial's quiz set")
+    threshold: float | None = Field(None, gt=0, lt=1, description="reject a message that costs more than this "
+                                    "share of the quiz set; unset: calibrated on the trusted mail")
+
+
+@register
+class Roni(Defense):
+    """RONI (Nelson et al. 2008): a training message is kept only if it does not hurt a trusted quiz set."""
+
+    name = "roni"
+    title = "Reject on negative impact (training-mail sanitizer)"
+    kind = "training"
+    mitigates = ("spam-dictionary", "spam-focused")
+    modalities = (MODALITY,)
+    Params = RoniParams
+    sweepable = ("threshold", "trusted")
+
+    def check(self, p: RoniParams, data) -> None:
+        n = len(data.x_train)
+        if p.trusted > n:
+            raise UserError(f"roni: trusted={p.trusted} is more than the {n} training messages")
+        if p.train_size + p.quiz_size > p.trusted:
+            raise UserError(f"roni: train_size + quiz_size ({p.train_size + p.quiz_size}) is more than trusted "
+                            f"({p.trusted})")
+
+    def defend_recipe(self, recipe, p: RoniParams, data):
+        if not isinstance(recipe, FilterRecipe):
+            raise UserError("roni sanitizes a spam filter's training mail: the subject must be a spam filter trained "
+                            "on labelled messages")
+        self.check(p, data)
+        rng = np.random.default_rng(0)
+        idx = np.sort(rng.choice(len(data.x_train), p.trusted, replace=False))
+        flt = RoniFilter(recipe.make, decode(data.x_train[idx]), data.y_train[idx].numpy(), p.trials, p.train_size,
+                         p.quiz_size, p.threshold, seed=1)
+        return recipe.with_(data_filter=flt), {"trusted_messages": p.trusted, "rule": flt.rule,
+                                               "threshold": flt.threshold}
+
+    def evaluate(self, subject, hardened, p: RoniParams, ctx) -> dict:
+        """What RONI costs on clean mail: the legitimate training messages it rejects (no attack present)."""
+        flt = hardened.recipe.data_filter
+        keep = flt.keep_mask(ctx.data.x_train, ctx.data.y_train)
+        texts = decode(ctx.data.x_train[~keep])
+        labels = ctx.data.y_train[~keep].tolist()
+        path = ctx.out_dir / "roni-rejected.tsv"
+        path.write_text("".join(f"{'spam' if y else 'ham'}\t{' '.join(t.split())}\n" for t, y in zip(texts, labels)),
+                        encoding="utf-8")
+        removed = Metric.rate("clean training messages rejected", int((~keep).sum()), len(keep))
+        return {"rejected": vars(removed), "rejected_ham": labels.count(0), "rejected_spam": labels.count(1),
+                "rule": flt.rule, "rejected_file": path.name,
+                "summary": f"with no attack, it rejects {removed.text()} of the clean training messages "
+                           f"({labels.count(0)} ham, {labels.count(1)} spam; listed in {path.name}); threshold "
+                           f"{flt.rule}"}
