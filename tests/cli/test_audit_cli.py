@@ -11,6 +11,8 @@ import pytest
 
 from .run import mlwarden
 
+pytestmark = pytest.mark.slow   # end-to-end runs through the CLI
+
 CONFIG = """
 [model]
 path = "{model}"

@@ -9,6 +9,8 @@ import torch
 
 from .run import infer_body, mlwarden, screenshot, served
 
+pytestmark = pytest.mark.slow   # end-to-end runs through the CLI
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, mlp_state_dict):

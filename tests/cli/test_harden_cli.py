@@ -1,10 +1,13 @@
-"""`mlwarden harden --defense dp-sgd` through the generic harden path, end to end on a real digits MLP: the\nbefore/after report, the saved hardened model in audit and serve, a sweep, and bad-input errors."""
+"""`mlwarden harden --defense dp-sgd` through the generic harden path, end to end on a real digits MLP: the
+before/after report, the saved hardened model in audit and serve, a sweep, and bad-input errors."""
 import json
 
 import httpx
 import pytest
 
 from .run import infer_body, mlwarden, screenshot, served
+
+pytestmark = pytest.mark.slow   # end-to-end runs through the CLI
 
 
 @pytest.fixture(scope="module")

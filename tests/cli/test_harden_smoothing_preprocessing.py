@@ -8,6 +8,8 @@ import torch
 
 from .run import infer_body, mlwarden, screenshot, served
 
+pytestmark = pytest.mark.slow   # end-to-end runs through the CLI
+
 FLAGS = ["--factory", "mlwarden.core.zoo:mlp", "--recipe", "mlp", "--data", "digits"]
 
 
