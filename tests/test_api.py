@@ -55,3 +55,22 @@ def test_importing_the_subpackages_keeps_the_api_functions():
     importlib.import_module("mlwarden.harden.run")
     importlib.import_module("mlwarden.audit.runner")
     assert callable(mlwarden.harden) and callable(mlwarden.audit)
+
+
+def test_audit_a_text_pipeline_from_python(sms_spam, tmp_path):
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from mlwarden.text.messages import decode
+    pipe = make_pipeline(CountVectorizer(), LogisticRegression(max_iter=1000))
+    pipe.fit(decode(sms_spam.x_train), sms_spam.y_train.numpy())
+    rep = mlwarden.audit(pipe, sms_spam, threats=["spam-dictionary"], out=tmp_path / "run",
+                         params={"spam-dictionary": {"controls": [0.05], "headline_control": 0.05,
+                                                     "dictionaries": ["optimal"]}})
+    f = rep.finding("spam-dictionary")
+    assert f.status.value == "ok" and "LogisticRegression" in f.details["notes"][0]
+    clean = f.metric("clean: test spam let through (marked ham)")
+    assert clean.n == 224 and clean.value < 0.3                       # the pipeline is a working filter
+    assert f.details["headline_metric"].startswith("strongest attack at 5% control")
+    assert f.metric(f.details["headline_metric"]).n in (224, 1449)

@@ -6,7 +6,7 @@ from typing import Any
 
 from .audit.config import AuditSettings
 from .audit.runner import Subject, run_audit
-from .audit.subject import as_dataset, as_target
+from .audit.subject import as_dataset, as_target, default_recipe
 from .core.recipe import get_recipe
 from .io.models import probe
 from .report.report import Report
@@ -18,9 +18,10 @@ def audit(model, data, *, threats: list[str] | None = None, profile: str = "quic
           input_range=None, resume: bool = False, progress=None) -> Report:
     """Audit `model` on `data` and return the Report (also written to `out`, default ./mlwarden-out/api).
 
-    model: torch nn.Module (white-box), scikit-learn estimator (scores), callable x -> scores, or a Target.
-    data: a Dataset, a built-in name ('digits', 'breast-cancer', 'iris', 'wine'), a .npz/.csv path,
-          or (x_train, y_train, x_test, y_test).
+    model: torch nn.Module (white-box), scikit-learn estimator (scores), callable x -> scores, or a Target;
+          with labelled messages, a scikit-learn text pipeline (retrained from a clone of itself).
+    data: a Dataset, a built-in name ('digits', 'breast-cancer', 'iris', 'wine', 'sms-spam'), a .npz, .csv or
+          .tsv path, or (x_train, y_train, x_test, y_test).
     recipe: how the model was trained (a Recipe or a built-in name such as 'mlp'); the data-extraction
           threats train reference models and canary models through it.
     """
@@ -31,7 +32,7 @@ def audit(model, data, *, threats: list[str] | None = None, profile: str = "quic
     probe(target, ds)
     if isinstance(recipe, str):
         recipe = get_recipe(recipe)
-    subject = Subject(target, ds, recipe, {"path": None})
+    subject = Subject(target, ds, default_recipe(target, recipe), {"path": None})
     return run_audit(subject, Path(out or "mlwarden-out/api"), settings=settings.model_dump(), overrides=params,
                      resume=resume, progress=(lambda total: progress) if progress else None)
 
@@ -52,7 +53,8 @@ def harden(model, data, defense: str, *, params: dict[str, Any] | None = None, r
     ds = as_dataset(data, input_range)
     target = as_target(model, ds, access)
     probe(target, ds)
-    subject = Subject(target, ds, get_recipe(recipe) if isinstance(recipe, str) else recipe, {"path": None})
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    subject = Subject(target, ds, default_recipe(target, recipe), {"path": None})
     settings = AuditSettings(threats=threats, profile=profile, seed=seed, threads=threads, time_budget_s=time_budget_s)
     return run_harden(subject, chosen, Path(out or "mlwarden-out/api-harden"), settings=settings.model_dump(),
                       sweep=sweep, threats=threats, overrides=threat_params, resume=resume)

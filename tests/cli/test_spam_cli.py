@@ -75,12 +75,19 @@ def test_harden_with_roni(cache, tmp_path):
     point = h["points"][0]
     rows = {c["threat"]: c for c in point["comparison"]}
     dic = rows["spam-dictionary"]
+    assert dic["before"]["metric"] == "strongest attack at 1% control: test ham marked spam or unsure"
     assert dic["before"]["value"] >= 0.9 and dic["after"]["ci_high"] < dic["before"]["ci_low"]
-    assert dic["severity"] == ["critical", "low"]
+    assert dic["severity"][0] == "critical" and dic["severity"][1] != "critical"
     ev = point["evaluation"]["roni"]
     assert ev["rejected"]["value"] <= 0.05 and (out / ev["rejected_file"]).exists()
     after = json.loads((out / "after" / "report.json").read_text())
     d = next(f for f in after["findings"] if f["threat"] == "spam-dictionary")
-    removed = [m for m in d["metrics"] if m["name"].endswith("attack messages removed by the sanitizer")]
-    assert len(removed) == 2 and all(m["value"] >= 0.95 for m in removed)
+    whole = [m for m in d["metrics"] if m["name"].endswith("dictionary, 1% control: attack messages removed by the "
+                                                           "sanitizer")]
+    assert len(whole) == 2 and all(m["value"] >= 0.95 for m in whole)   # Nelson et al.'s attack mail: stopped
+    # the attack adapted to RONI (smaller messages) slips mail past it and is what the verdict reports
+    assert "words per message" in d["details"]["strongest"]
+    adapted = next(m for m in d["metrics"] if m["name"] == d["details"]["headline_metric"])
+    clean = next(m for m in d["metrics"] if m["name"] == "clean: test ham marked spam or unsure")
+    assert adapted["ci_low"] > clean["ci_high"]
     assert "RONI" not in h["verdict"] and "spam-dictionary" in h["verdict"]

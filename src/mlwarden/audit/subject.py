@@ -15,7 +15,7 @@ from ..io.datasets import load_data
 from ..io.models import load_target, probe
 from .config import AuditConfig
 from ..io.messages import is_messages
-from ..text.filters import FilterTarget, sklearn_recipe
+from ..text.filters import FilterTarget, as_filter_target, recipe_for
 from .demo import demo_subject, demo_text_subject, spam_demo_subject
 from .runner import Subject
 
@@ -48,10 +48,17 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
     if isinstance(target, FilterTarget):
         if m.recipe:
             raise UserError("--recipe trains networks; a scikit-learn text pipeline is retrained from a clone of itself")
-        recipe = sklearn_recipe(target.filter)
+        recipe = recipe_for(target.filter)
     cli = _cli([("--model", m.path), ("--factory", m.factory), ("--format", None if m.format == "auto" else m.format),
                 ("--data", d.path), ("--recipe", m.recipe or "RECIPE")])
     return Subject(target, data, recipe, {"path": str(Path(m.path)), "format": m.format, "cli": cli})
+
+
+def default_recipe(target: Target, recipe):
+    """A spam filter given without a recipe is retrained as itself (a clone of the pipeline)."""
+    if recipe is None and isinstance(target, FilterTarget):
+        return recipe_for(target.filter)
+    return recipe
 
 
 def _load(cfg: AuditConfig) -> Dataset:
@@ -80,6 +87,8 @@ def as_dataset(data, input_range=None) -> Dataset:
 def as_target(model, data: Dataset, access: str | None = None) -> Target:
     if isinstance(model, Target):
         target = model
+    elif data.modality == "messages":
+        target = as_filter_target(model, type(model).__name__)
     elif isinstance(model, nn.Module):
         target = TorchTarget(model, data.n_classes, data.input_shape, name=type(model).__name__)
     elif hasattr(model, "predict"):

@@ -115,7 +115,7 @@ def is_message_csv(path: Path, text_column: str) -> bool:
 def is_messages(spec: str, text_column: str = "text") -> bool:
     """Whether a --data value names labelled messages (sms-spam, a .tsv, a CSV with a text column)."""
     p = Path(spec)
-    return spec == SMS_SPAM or (p.suffix.lower() == ".tsv" and p.is_file()) or (
+    return spec == SMS_SPAM or p.suffix.lower() == ".tsv" or (
         p.suffix.lower() == ".csv" and p.is_file() and is_message_csv(p, text_column))
 
 

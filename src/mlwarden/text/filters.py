@@ -13,7 +13,7 @@ import torch
 
 from ..core.errors import UserError
 from ..core.target import Access, Target
-from .messages import MODALITY, decode
+from .messages import decode
 from .spambayes import HAM, SPAM, SpamBayes
 
 
@@ -120,5 +120,15 @@ def sklearn_recipe(flt: SklearnTextFilter) -> FilterRecipe:
     return FilterRecipe(f"scikit-learn ({flt.name})", flt.fresh)
 
 
-def is_filter_subject(recipe, data) -> bool:
-    return data.modality == MODALITY and isinstance(recipe, FilterRecipe)
+def recipe_for(flt) -> FilterRecipe:
+    """How to train a fresh filter like `flt`: a clone of a scikit-learn pipeline, or a new filter of its class."""
+    if isinstance(flt, SklearnTextFilter):
+        return sklearn_recipe(flt)
+    return FilterRecipe(getattr(flt, "name", type(flt).__name__), type(flt))
+
+
+def as_filter_target(model, name: str) -> FilterTarget:
+    """A Python object as a spam-filter target: a filter (fit/spam_scores/verdicts) or a text pipeline."""
+    if all(hasattr(model, a) for a in ("fit", "spam_scores", "verdicts")):
+        return FilterTarget(model, name)
+    return FilterTarget(check_text_pipeline(model, name), name)

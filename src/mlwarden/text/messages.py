@@ -14,6 +14,7 @@ from ..core.errors import UserError
 
 MODALITY = "messages"
 MAX_MESSAGE_BYTES = 65_536     # longer messages are cut here (a row per message, padded to the longest)
+MAX_PADDED_BYTES = 2 * 2**30   # all messages, each padded to the longest: beyond this, a one-line error
 LABELS = {"ham": 0, "spam": 1, "0": 0, "1": 1}
 
 
@@ -23,6 +24,10 @@ def encode(texts: list[str]) -> torch.Tensor:
     raw = [t.replace("\x00", "").encode("utf-8")[:MAX_MESSAGE_BYTES].decode("utf-8", "ignore").encode("utf-8")
            for t in texts]
     width = max((len(b) for b in raw), default=1) or 1
+    if len(raw) * width > MAX_PADDED_BYTES:
+        raise UserError(f"{len(raw)} messages padded to the longest ({width} bytes) would take "
+                        f"{len(raw) * width / 2**30:.1f} GiB (limit {MAX_PADDED_BYTES / 2**30:g} GiB): shorten the "
+                        "longest messages or audit fewer")
     out = np.zeros((len(raw), width), dtype=np.uint8)
     for i, b in enumerate(raw):
         out[i, :len(b)] = np.frombuffer(b, dtype=np.uint8)

@@ -40,10 +40,16 @@ def error_rates(flt, x: torch.Tensor, y: torch.Tensor) -> dict[str, Metric]:
             SPAM_PASSED: Metric.rate(SPAM_PASSED, int((v[~ham] == HAM).sum()), int((~ham).sum()))}
 
 
-def attack_messages(words: list[str], copies: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`copies` identical spam-labelled messages made of `words` (the attacker's mail, labelled spam by the
-    victim's users, as Nelson et al. assume)."""
-    return encode([" ".join(words)] * copies), torch.ones(copies, dtype=torch.int64)
+def attack_messages(words: list[str], copies: int, per_message: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`copies` spam-labelled messages (the attacker's mail, labelled spam by the victim's users, as Nelson et
+    al. assume), each holding all of `words` (per_message 0), or the words cut into chunks of `per_message`,
+    message i holding chunk i (cycling): smaller messages, each with less impact, to slip past a sanitizer."""
+    if not per_message or per_message >= len(words):
+        texts = [" ".join(words)] * copies
+    else:
+        chunks = [words[i:i + per_message] for i in range(0, len(words), per_message)]
+        texts = [" ".join(chunks[i % len(chunks)]) for i in range(copies)]
+    return encode(texts), torch.ones(copies, dtype=torch.int64)
 
 
 def copies_for(control: float, n_train: int) -> int:

@@ -34,6 +34,9 @@ class DictionaryParams(Params):
                                   description="attack messages as fractions of the clean training mail")
     headline_control: float = Field(0.01, gt=0, le=0.5, description="the control the headline and severity use")
     dictionaries: list[Dictionary] = Field(["optimal", "realistic"], min_length=1)
+    split: list[int] = Field([300, 100, 30], description="the adapted attack, at the headline control: messages of "
+                             "this many words each (the dictionary cut into chunks), small enough to slip past a "
+                             "sanitizer that judges each message by its impact; [] for the whole dictionary only")
 
 
 def dictionary(kind: str, x_train, y_train) -> list[str]:
@@ -45,16 +48,19 @@ def dictionary(kind: str, x_train, y_train) -> list[str]:
     return words(stdlib_docstrings())
 
 
-def dictionary_attack(recipe, data, kind: str, controls: list[float], seed: int = 0) -> list[dict]:
-    """The victim retrained at each control with dictionary attack messages: one row per control with its
-    error rates (Metric objects) and, through a sanitizer, what it removed."""
+def dictionary_attack(recipe, data, kind: str, controls: list[float], seed: int = 0,
+                      per_message: int = 0) -> list[dict]:
+    """The victim retrained at each control with dictionary attack messages (each the whole dictionary, or
+    `per_message` words of it): one row per control with its error rates (Metric objects) and, through a
+    sanitizer, what it removed."""
     words_ = dictionary(kind, data.x_train, data.y_train)
     rows = []
     for c in controls:
         k = copies_for(c, len(data.x_train))
-        flt, kept_attack, kept_legit = fit_poisoned(recipe, data, *attack_messages(words_, k), seed)
+        flt, kept_attack, kept_legit = fit_poisoned(recipe, data, *attack_messages(words_, k, per_message), seed)
         rows.append({"control": c, "messages": k, "rates": error_rates(flt, data.x_test, data.y_test),
-                     "removal": removal_metrics(kept_attack, kept_legit), "words": len(words_)})
+                     "removal": removal_metrics(kept_attack, kept_legit), "words": len(words_),
+                     "per_message": per_message if 0 < per_message < len(words_) else len(words_), "kind": kind})
     return rows
 
 
@@ -78,37 +84,49 @@ class SpamDictionary(Threat):
         controls = sorted(set(params.controls) | {params.headline_control})
         if min(controls) <= 0 or max(controls) > 0.5:
             raise ValueError("controls must lie in (0, 0.5]")
+        if any(n < 1 for n in params.split):
+            raise ValueError("split sizes must be at least one word per message")
         clean_flt = ctx.recipe.fit(ctx.data.x_train, ctx.data.y_train, seed=ctx.seed)
         clean = error_rates(clean_flt, ctx.data.x_test, ctx.data.y_test)
-        curves, table = {}, []
-        metrics = [replace(m, name=f"clean: {m.name}") for m in clean.values()]
-        worst = None
+        at = f"{100 * params.headline_control:g}% control"
+        curves, table, candidates = {}, [], []
         for kind in params.dictionaries:
             ctx.check_time()
             rows = dictionary_attack(ctx.recipe, ctx.data, kind, controls, ctx.seed)
             curves[kind] = rows
-            for r in rows:
-                table.append({"dictionary": kind, "control": f"{100 * r['control']:g}%", "attack messages": r["messages"],
-                              **{k: m.text() for k, m in r["rates"].items() if k != HAM_SPAM},
-                              **{m.name: m.text() for m in r["removal"]}})
-            head = next(r for r in rows if r["control"] == params.headline_control)
-            mode, rise = failure_mode(clean, head["rates"])
-            at = f"{kind} dictionary, {100 * params.headline_control:g}% control"
-            metrics += [replace(m, name=f"{at}: {m.name}") for m in head["rates"].values()]
-            metrics += [replace(m, name=f"{at}: {m.name}") for m in head["removal"]]
-            if worst is None or rise > worst[1]:
-                worst = (kind, rise, mode, head, f"{at}: {worst_rate(clean, head['rates'])}")
-        kind, rise, mode, head, headline_metric = worst
+            candidates.append(next(r for r in rows if r["control"] == params.headline_control))
+            for per in params.split:
+                ctx.check_time()
+                candidates += dictionary_attack(ctx.recipe, ctx.data, kind, [params.headline_control], ctx.seed, per)
+        for r in [r for rows in curves.values() for r in rows] + [c for c in candidates if c not in curves[c["kind"]]]:
+            table.append({"dictionary": r["kind"], "words per message": r["per_message"],
+                          "control": f"{100 * r['control']:g}%", "attack messages": r["messages"],
+                          **{k: m.text() for k, m in r["rates"].items() if k != HAM_SPAM},
+                          **{m.name: m.text() for m in r["removal"]}})
+        scored = [(failure_mode(clean, c["rates"]), c) for c in candidates]
+        (mode, rise), head = max(scored, key=lambda s: s[0][1])
+        worst = worst_rate(clean, head["rates"])
+        metrics = [replace(m, name=f"clean: {m.name}") for m in clean.values()]
+        for c in candidates:
+            if c["per_message"] == c["words"]:      # the whole-dictionary attack of each word list
+                metrics += [replace(m, name=f"{c['kind']} dictionary, {at}: {m.name}")
+                            for m in [*c["rates"].values(), *c["removal"]]]
+        strongest = f"strongest attack at {at}"
+        metrics += [replace(m, name=f"{strongest}: {m.name}") for m in [*head["rates"].values(), *head["removal"]]]
+        how = f"{head['kind']} dictionary, " + ("whole dictionary per message" if head["per_message"] == head["words"]
+                                                 else f"{head['per_message']} words per message")
         sev = severity.POISONING.grade(rise)
         r = head["rates"]
         headline = (f"{head['messages']} attack messages ({100 * params.headline_control:g}% of the training mail, "
-                    f"{kind} dictionary): {r[HAM_FLAGGED].text()} of test ham marked spam or unsure "
+                    f"{how}): {r[HAM_FLAGGED].text()} of test ham marked spam or unsure "
                     f"(clean {100 * clean[HAM_FLAGGED].value:.1f}%), {r[SPAM_PASSED].text()} of spam let through "
                     f"(clean {100 * clean[SPAM_PASSED].value:.1f}%)")
-        evidence = [self._plot(ctx, curves, clean)]
         notes = [f"Victim: {getattr(clean_flt, 'name', ctx.recipe.name)}, retrained on {len(ctx.data.x_train)} clean "
                  "messages plus the attack mail at each control.",
                  f"How it failed: {mode}.",
+                 f"Strongest attack at {at}: {how} (of the whole-dictionary messages of Nelson et al. and the "
+                 f"adapted ones of {', '.join(map(str, params.split)) or 'no'} words each, the one that raised an "
+                 "error rate most beyond the clean filter's interval).",
                  "Dictionaries: " + "; ".join(f"{k} {rows[0]['words']} words" for k, rows in curves.items()) +
                  " (optimal: every word of the victim's ham training mail, an upper bound; realistic: the words of "
                  "the Python standard library's docstrings, independent of the victim's mail, where Nelson et al. "
@@ -117,8 +135,9 @@ class SpamDictionary(Threat):
             notes.append("The recipe's sanitizer judged every training message, the attack mail included: the "
                          "removal rows count what it took out.")
         return self.finding(ctx, params, status=Status.OK, severity=sev if rise > 0 else Severity.LOW,
-                            headline=headline, metrics=metrics, evidence=evidence,
-                            details={"headline_metric": headline_metric, "failure_mode": mode, "rise_lower_bound": rise, "table": table, "notes": notes,
+                            headline=headline, metrics=metrics, evidence=[self._plot(ctx, curves, clean)],
+                            details={"headline_metric": f"{strongest}: {worst}", "strongest": how,
+                                     "failure_mode": mode, "rise_lower_bound": rise, "table": table, "notes": notes,
                                      "severity_rule": severity.POISONING.measures})
 
     def _plot(self, ctx: Context, curves: dict, clean) -> str:
