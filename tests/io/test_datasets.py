@@ -54,3 +54,59 @@ def test_a_csv_with_a_text_column_holds_messages(tmp_path):
     assert d.modality == "messages" and len(texts) == 41
     assert "message, number 7" in texts
     assert max(len(t) for t in texts) == MAX_MESSAGE_BYTES                    # cut, never an error
+
+
+def _serve_bytes(blob: bytes):
+    import http.server
+    import threading
+
+    class One(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(blob)))
+            self.end_headers()
+            self.wfile.write(blob)
+
+        def log_message(self, *a):
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", 0), One)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/sms+spam+collection.zip"
+
+
+def _zip(**members) -> bytes:
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_sms_spam_is_downloaded_once_and_checked(tmp_path, monkeypatch):
+    """The download path, against a local server holding the archive as UCI ships it."""
+    import pytest as _pytest
+
+    from mlwarden.core.errors import UserError
+    from mlwarden.io import messages
+    from ..conftest import SHARED_SMS
+    real = open(SHARED_SMS, "rb").read()
+    monkeypatch.setenv("MLWARDEN_CACHE", str(tmp_path / "cache"))
+    server, url = _serve_bytes(_zip(SMSSpamCollection=real, readme="SMS Spam Collection v.1"))
+    try:
+        monkeypatch.setattr(messages, "SMS_SPAM_URL", url)
+        path = messages.fetch_sms_spam()
+        assert path == messages.sms_spam_path() and path.read_bytes() == real
+    finally:
+        server.shutdown()
+    assert messages.fetch_sms_spam() == path          # the second call reads the cache (the server is gone)
+    path.unlink()
+    server, url = _serve_bytes(_zip(SMSSpamCollection=real[:-100]))   # a changed file: refused, nothing cached
+    try:
+        monkeypatch.setattr(messages, "SMS_SPAM_URL", url)
+        with _pytest.raises(UserError, match="the downloaded file has md5"):
+            messages.fetch_sms_spam()
+        assert not path.exists()
+    finally:
+        server.shutdown()
