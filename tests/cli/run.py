@@ -17,15 +17,16 @@ def infer_body(x) -> dict:
 
 
 @contextlib.contextmanager
-def served(model, *extra):
-    """`mlwarden serve MODEL --data digits` in a subprocess on a free port, until the block ends."""
+def served(model, *extra, data="digits", env=None):
+    """`mlwarden serve MODEL --data digits` (or other --data; None: no --data) in a subprocess on a free port,
+    until the block ends."""
     import httpx
 
     from .test_serve_cli import free_port
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "mlwarden", "serve", str(model), "--data", "digits", "--port",
-                          str(port), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    p = subprocess.Popen([sys.executable, "-m", "mlwarden", "serve", str(model),
+                          *(["--data", data] if data else []), "--port", str(port), *extra], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -141,6 +141,11 @@ CASES = {
     "roni trusting more than the data": (["harden", "--defense", "roni", "--data", "{d}/msgs.tsv", "--param",
                                           "trusted=1000"], "trusted=1000 is more than the 45 training messages"),
     "serve a spam filter": (["serve", "--data", "{d}/msgs.tsv"], "serving a spam filter"),
+    "serve a model without data or shape": (["serve", "{sd}", *MLP], "needs --input-shape"),
+    "serve with a missing key file": (["serve", "--api-key-file", "{d}/no-keys.txt"], "cannot read it"),
+    "serve with an empty key file": (["serve", "--api-key-file", "{d}/empty_registry.jsonl"], "holds no secret"),
+    "serve with an unwritable watermark registry": (["serve", "--watermark-key", "k", "--watermark-registry",
+                                                     "/proc/wm.jsonl"], "cannot append"),
     "serve smoothing with label output": (["serve", "--smoothing", "0.25", "--output", "label"],
                                           "--smoothing answers labels"),
 }

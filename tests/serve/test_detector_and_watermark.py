@@ -24,10 +24,13 @@ def send(url, key, x):
                                         "data": x.reshape(-1).tolist()}]})
 
 
+SALT = "fixed-for-the-test"   # the log's key ids are salted; the server takes this salt instead of a random one
+
+
 def alerts(log, key_prefix):
     from mlwarden.serve.guards import key_id
     rows = [json.loads(s) for s in log.read_text().splitlines()]
-    kid = key_id(key_prefix)
+    kid = key_id(key_prefix, SALT)
     seen, first = 0, None
     for r in rows:
         if r["key"] != kid or r.get("status") != 200:
@@ -41,7 +44,7 @@ def alerts(log, key_prefix):
 
 def test_detector_flags_jacobian_attacker_not_benign_client_with_repeats(digits, digits_mlp, tmp_path):
     log = tmp_path / "q.jsonl"
-    guards = GuardConfig(detector="alert", api_keys=["benign", "attacker"], query_log=str(log))
+    guards = GuardConfig(detector="alert", api_keys=["benign", "attacker"], query_log=str(log), key_salt=SALT)
     with running(TorchTarget(digits_mlp, 10, digits.input_shape), digits.space, guards) as url:
         x = torch.cat([digits.x_test, digits.x_test[:100]])  # ordinary data, 100 exact repeats
         for i in range(0, len(x), 10):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.data import Dataset, declare_features, make_dataset
+from ..core.data import Dataset, declare_features, make_dataset, shape_only
 from ..core.errors import UserError
 from ..core.recipe import get_recipe
 from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
@@ -52,6 +52,16 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
     cli = _cli([("--model", m.path), ("--factory", m.factory), ("--format", None if m.format == "auto" else m.format),
                 ("--data", d.path), ("--recipe", m.recipe or "RECIPE")])
     return Subject(target, data, recipe, {"path": str(Path(m.path)), "format": m.format, "cli": cli})
+
+
+def subject_for_shape(cfg: AuditConfig) -> Subject:
+    """A model file with only its input shape (and range) given: what `mlwarden serve` needs without data."""
+    m, d = cfg.model, cfg.data
+    data = shape_only(d.input_shape, d.input_range)
+    target = load_target(m.path, data, fmt=m.format, factory=m.factory, allow_pickle=m.allow_pickle, access=m.access,
+                         trust=m.trust)
+    probe(target, data)
+    return Subject(target, data, None, {"path": str(Path(m.path)), "format": m.format})
 
 
 def default_recipe(target: Target, recipe):

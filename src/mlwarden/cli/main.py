@@ -315,7 +315,11 @@ def serve(
     output: str = typer.Option("probabilities", help="probabilities | top-k | rounded | label"),
     top_k: int = typer.Option(1, "--top-k"),
     decimals: int = typer.Option(2, help="decimals for --output rounded"),
-    api_key: Optional[list[str]] = typer.Option(None, "--api-key", help="accepted bearer token (repeat for more)"),
+    api_key: Optional[list[str]] = typer.Option(None, "--api-key", help="accepted bearer token (repeat for more; "
+                                                "visible in the process list: prefer --api-key-file or "
+                                                "$MLWARDEN_API_KEYS)"),
+    api_key_file: Optional[str] = typer.Option(None, "--api-key-file", help="file of accepted bearer tokens, one "
+                                               "per line"),
     rate: Optional[float] = typer.Option(None, help="requests per second per key"),
     burst: int = typer.Option(20, help="requests a key may send at once before --rate applies"),
     budget: Optional[int] = typer.Option(None, help="total rows (queries) per key"),
@@ -323,7 +327,10 @@ def serve(
     query_log: Optional[str] = typer.Option(None, "--query-log", help="append every query to this JSONL file"),
     detector: str = typer.Option("off", help="extraction detector (PRADA-style): off | alert | block"),
     detector_delta: float = typer.Option(0.96, "--detector-delta", help="Shapiro-Wilk W below this flags a key"),
-    watermark_key: Optional[str] = typer.Option(None, "--watermark-key", help="secret for the DAWN-style watermark"),
+    watermark_key: Optional[str] = typer.Option(None, "--watermark-key", help="secret for the DAWN-style watermark "
+                                                "(or --watermark-key-file, or $MLWARDEN_WATERMARK_KEY)"),
+    watermark_key_file: Optional[str] = typer.Option(None, "--watermark-key-file", help="file holding the "
+                                                     "watermark secret"),
     watermark_rate: float = typer.Option(0.005, "--watermark-rate", help="share of queries watermarked"),
     watermark_registry: Optional[str] = typer.Option(None, "--watermark-registry",
                                                      help="JSONL of watermarked queries (for verify-copy)"),
@@ -336,26 +343,41 @@ def serve(
     from pydantic import ValidationError
 
     from ..audit.config import describe_validation_error
-    from ..audit.subject import subject_from_config
+    from ..audit.subject import subject_for_shape, subject_from_config
     from ..core.extras import require
     require("fastapi", "serve", "mlwarden serve")
     require("uvicorn", "serve", "mlwarden serve")
     from ..serve.app import build_app
     from ..serve.guards import GuardConfig
 
+    keys = _secrets(api_key, api_key_file, "MLWARDEN_API_KEYS", "--api-key-file")
+    marks = _secrets([watermark_key] if watermark_key else None, watermark_key_file, "MLWARDEN_WATERMARK_KEY",
+                     "--watermark-key-file")
+    if len(marks) > 1:
+        raise UserError("the watermark takes one secret; --watermark-key-file holds several lines")
+    watermark_key = marks[0] if marks else None
     try:
-        guards = GuardConfig(output=output, top_k=top_k, decimals=decimals, api_keys=api_key or [],
+        guards = GuardConfig(output=output, top_k=top_k, decimals=decimals, api_keys=keys,
                              rate_per_s=rate, burst=burst, budget=budget, max_batch=max_batch, query_log=query_log,
                              detector=detector, detector_delta=detector_delta, watermark_key=watermark_key,
                              watermark_rate=watermark_rate, watermark_registry=watermark_registry,
-                             smoothing_sigma=smoothing, smoothing_draws=smoothing_draws)
+                             smoothing_sigma=smoothing, smoothing_draws=smoothing_draws,
+                             key_salt=os.environ.get("MLWARDEN_KEY_SALT"))
     except ValidationError as e:
         raise UserError(describe_validation_error("options", e)) from None
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise UserError(f"--name '{name}' may hold only letters, digits, '_', '.', '-'")
     cfg = _build_config(None, model=model, data=data, factory=factory, fmt=fmt, input_range=input_range,
                         input_shape=input_shape, allow_pickle=allow_pickle, threads=threads, trust=trust)
-    subject = subject_from_config(cfg)
+    if model is not None and data is None:   # no data set: the shape (and range) come from the user, not digits
+        if not Path(model).exists():
+            raise UserError(f"model file not found: {model}")
+        if input_shape is None:
+            raise UserError(f"serving {model} without --data needs --input-shape (the sample shape, e.g. 1,28,28); "
+                            "add --input-range low,high to refuse inputs outside it")
+        subject = subject_for_shape(cfg)
+    else:
+        subject = subject_from_config(cfg)
     if subject.data.modality == "messages":
         raise UserError("mlwarden serve takes numeric tensors; serving a spam filter over raw text is not supported")
     import torch
@@ -365,6 +387,20 @@ def serve(
     err.print(f"[bold]mlwarden serve[/] {subject.target.name} at http://{host}:{port}/v2/models/{name} "
               f"(docs at /docs); guards: {guards.describe()}")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def _secrets(given: list[str] | None, path: str | None, env: str, flag: str) -> list[str]:
+    """Secrets from the command line, a file (one a line) and an environment variable (comma-separated)."""
+    found = list(given or [])
+    if path is not None:
+        try:
+            found += [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{flag} {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+        if not found:
+            raise UserError(f"{flag} {path}: the file holds no secret")
+    found += [k.strip() for k in os.environ.get(env, "").split(",") if k.strip()]
+    return list(dict.fromkeys(found))
 
 
 @app.command("verify-copy")

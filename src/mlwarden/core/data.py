@@ -198,3 +198,21 @@ def declare_features(data: Dataset, feature_ranges=None, integer_features=None) 
         s.integer, s.integer_rule = torch.zeros(d, dtype=torch.bool), "declared in data.integer_features"
         s.integer[list(integer_features)] = True
     return data
+
+
+def shape_only(shape, input_range=None) -> Dataset:
+    """No data, only what a server needs to validate requests: the sample shape and, when given, the input
+    range (unbounded otherwise). Two zero rows let the model be probed; the class count comes from it."""
+    shape = tuple(int(d) for d in shape)
+    if not shape or any(d < 1 for d in shape):
+        raise UserError(f"input shape {list(shape)} must list positive sizes")
+    x = torch.zeros((2, *shape))
+    y = torch.tensor([0, 1])
+    if input_range is None:
+        space = InputSpace(-math.inf, math.inf, False)
+    else:
+        lo, hi = float(input_range[0]), float(input_range[1])
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise UserError(f"input range [{lo}, {hi}] must be finite and not empty")
+        space = InputSpace(lo, hi, True)
+    return Dataset("input shape only", x, y, x, y, 2, space, "image" if len(shape) == 3 else "tabular")

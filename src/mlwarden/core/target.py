@@ -172,6 +172,8 @@ def sklearn_target(estimator, n_classes: int, input_shape, name: str = "sklearn-
     flat = lambda a: a.reshape(a.shape[0], -1)  # noqa: E731
     if hasattr(estimator, "predict_proba"):
         classes = np.asarray(estimator.classes_)
+        if np.issubdtype(classes.dtype, np.integer) and classes.size and classes.min() >= 0:
+            n_classes = max(n_classes, int(classes.max()) + 1)   # a model may know more classes than the data shows
 
         def fn(a):
             p = estimator.predict_proba(flat(a))

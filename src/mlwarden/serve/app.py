@@ -2,6 +2,9 @@
 {"error": "..."} naming the field; the model is only called on validated input."""
 from __future__ import annotations
 
+import asyncio
+import math
+import secrets
 import time
 
 import numpy as np
@@ -9,6 +12,10 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .._version import __version__
 
 from ..core.data import InputSpace
 from ..core.errors import UserError
@@ -16,7 +23,7 @@ from ..core.target import Target, TorchTarget
 from .guards import GuardConfig, Limits, QueryLog, key_id, retry_after_header, shape_output
 from .prada import Prada
 from .watermark import Watermark
-from .protocol import InferRequest, InferResponse, ModelMetadata, TensorMeta
+from .protocol import InferRequest, InferResponse, ModelMetadata, ModelReady, ServerMetadata, TensorMeta
 
 RANGE_TOLERANCE = 1e-6
 
@@ -30,38 +37,97 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-class BodyLimit:
-    """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs about a millisecond a request): a body
-    declared larger than the limit is refused with 413 before it is read; a body sent without a length
-    is cut off at the limit and refused the same way."""
+class Gate:
+    """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs about a millisecond a request) that does
+    what must happen before a body is read: refuse binary-tensor requests (415) and bodies declared larger
+    than the limit (413), authenticate model routes (401/403), give a JSON body sent without a Content-Type
+    the JSON type (tritonclient sends none), and read the body under a size limit (413) and a deadline (408).
+    Every refusal is logged."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout_s: float, authorize, identify, log):
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
+        self.authorize, self.identify, self.log = authorize, identify, log
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        size = dict(scope["headers"]).get(b"content-length")
-        if size is not None and (not size.isdigit() or int(size) > self.limit):
-            return await _error(413, f"body of {size.decode(errors='replace')} bytes exceeds the limit of "
-                                     f"{self.limit}")(scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
+        headers = dict(scope["headers"])
+        refusal = None
+        if b"inference-header-content-length" in headers:
+            refusal = ClientError(415, "binary tensor data is not supported: send the tensors as JSON (tritonclient: "
+                                       "binary_data=False on inputs and outputs)")
+        size = headers.get(b"content-length")
+        if refusal is None and size is not None and (not size.isdigit() or int(size) > self.limit):
+            refusal = ClientError(413, f"body of {size.decode(errors='replace')} bytes exceeds the limit of "
+                                       f"{self.limit}")
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        if refusal is None and scope["path"].startswith("/v2/models/") and not scope["path"].endswith("/ready"):
+            try:
+                self.authorize(auth)
+            except ClientError as e:
+                refusal = e
+        if refusal is not None:
+            self.log.write(key=self.identify(auth), rows=0, status=refusal.status, reason=refusal.message,
+                           path=scope["path"])
+            return await _error(refusal.status, refusal.message, refusal.headers)(scope, receive, send)
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        if b"content-type" not in headers:
+            scope = {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
+        # the body is read here, whole, under the size limit and the deadline, then handed to the app: an
+        # error raised while the app reads it would reach the client as FastAPI's generic 400
+        chunks, seen, more = [], 0, True
+        deadline = time.monotonic() + self.timeout_s
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.001))
+            except asyncio.TimeoutError:
+                refusal = ClientError(408, f"the request body took longer than {self.timeout_s:g} s to arrive")
+                break
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
             if seen > self.limit:
-                raise ClientError(413, f"body exceeds the limit of {self.limit} bytes")
-            return message
+                refusal = ClientError(413, f"body exceeds the limit of {self.limit} bytes")
+                break
+            more = message.get("more_body", False)
+        if refusal is not None:
+            self.log.write(key=self.identify(auth), rows=0, status=refusal.status, reason=refusal.message,
+                           path=scope["path"])
+            return await _error(refusal.status, refusal.message)(scope, receive, send)
+        body, delivered = b"".join(chunks), False
 
-        return await self.app(scope, counted, send)
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+ERRORS = {400: "the body is not valid JSON", 401: "missing API key", 403: "API key not accepted, or the key "
+          "is blocked", 404: "no such model or version", 405: "method not allowed", 408: "the body arrived too "
+          "slowly", 413: "body or batch too large", 415: "binary tensor data (send JSON)", 422: "the request "
+          "does not match the model's input", 429: "rate limit or query budget reached"}
+
+
+def _responses(*codes: int) -> dict:
+    return {c: {"model": ErrorBody, "description": ERRORS[c]} for c in codes}
 
 
 def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig) -> FastAPI:
-    app = FastAPI(title=f"mlwarden serve: {name}", version="0.1.0",
-                  description="Open Inference Protocol v2 with mlwarden guards; see /v2/models/{name}.")
+    app = FastAPI(title=f"mlwarden serve: {name}", version=__version__,
+                  description="Open Inference Protocol v2 (REST) with mlwarden guards. Every error is "
+                              "{\"error\": \"...\"}; tensors travel as JSON.")
     limits, log = Limits(guards), QueryLog(guards.query_log)
+    salt = guards.key_salt if guards.key_salt is not None else secrets.token_hex(16)
     detector = Prada(guards.detector_delta, guards.detector_min_queries) if guards.detector != "off" else None
     marker = Watermark(guards.watermark_key, guards.watermark_rate, guards.watermark_registry) \
         if guards.watermark_key else None
@@ -76,37 +142,65 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
         if not isinstance(target, TorchTarget):
             raise UserError(f"--smoothing draws noisy copies through a PyTorch network; {target.name} is a "
                             f"{type(target).__name__}")
+        if not math.isfinite(space.width):
+            raise UserError("--smoothing needs the input range (--data or --input-range): sigma is a fraction of it")
         base = target.module
         sigma = guards.smoothing_sigma * space.width
 
-    app.add_middleware(BodyLimit, limit=guards.max_body_bytes)
+    def token(header: str) -> str | None:
+        return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+    def authorize(header: str) -> str | None:
+        """The accepted key, None when the server has no keys; 401/403 otherwise (before any body is read)."""
+        if not guards.api_keys:
+            return None
+        key = token(header)
+        if key is None:
+            raise ClientError(401, "missing API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
+        if key not in guards.api_keys:
+            raise ClientError(403, "API key not accepted")
+        return key
+
+    def identify(header: str) -> str:
+        """The salted id of the key a request presents (accepted or not); 'anonymous' without one."""
+        return key_id(token(header) if guards.api_keys else None, salt)
+
+    def kid_of(request: Request) -> str:
+        return identify(request.headers.get("authorization", ""))
+
+    app.add_middleware(Gate, limit=guards.max_body_bytes, timeout_s=guards.body_timeout_s, authorize=authorize,
+                       identify=identify, log=log)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request, exc: RequestValidationError):
+    async def invalid(request: Request, exc: RequestValidationError):
         e = exc.errors()[0]
         loc = ".".join(str(p) for p in e["loc"] if p != "body") or "body"
         msg = "body is not valid JSON" if e["type"] == "json_invalid" else e["msg"]
-        return _error(400 if e["type"] == "json_invalid" else 422, f"{loc}: {msg}")
+        status = 400 if e["type"] == "json_invalid" else 422
+        log.write(key=kid_of(request), rows=0, status=status, reason=f"{loc}: {msg}", path=request.url.path)
+        return _error(status, f"{loc}: {msg}")
 
     @app.exception_handler(ClientError)
-    async def client_error(_request, exc: ClientError):
+    async def client_error(request: Request, exc: ClientError):
+        if exc.status not in (429,):    # 429s and blocked keys are logged where they are decided
+            log.write(key=kid_of(request), rows=0, status=exc.status, reason=exc.message, path=request.url.path)
         return _error(exc.status, exc.message, exc.headers)
 
-    def authorize(request: Request) -> str | None:
-        if not guards.api_keys:
-            return None
-        auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-        if token is None:
-            raise ClientError(401, "missing API key: send 'Authorization: Bearer <key>'",
-                              {"WWW-Authenticate": "Bearer"})
-        if token not in guards.api_keys:
-            raise ClientError(403, "API key not accepted")
-        return token
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        what = {404: f"no such route: {request.method} {request.url.path}",
+                405: f"method {request.method} not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, what, getattr(exc, "headers", None))
 
-    def check_name(model_name: str) -> None:
+    def check_name(model_name: str, version: str | None = None) -> None:
         if model_name != name:
             raise ClientError(404, f"model '{model_name}' is not served here (this server serves '{name}')")
+        if version is not None and version != "1":
+            raise ClientError(404, f"model '{name}' has version 1 only, not '{version}'")
+
+    @app.get("/v2", response_model=ServerMetadata)
+    def server_metadata():
+        return ServerMetadata(name="mlwarden", version=__version__, extensions=[])
 
     @app.get("/v2/health/live")
     def live():
@@ -116,10 +210,7 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
     def ready():
         return {"ready": True}
 
-    @app.get("/v2/models/{model_name}", response_model=ModelMetadata)
-    def metadata(model_name: str, request: Request):
-        check_name(model_name)
-        authorize(request)
+    def model_metadata() -> ModelMetadata:
         out_name, out_type, _ = shape_output(np.full((1, target.n_classes), 1.0 / target.n_classes), guards)
         out_shape = [-1] if guards.output == "label" else [-1, target.n_classes]
         extra = {}
@@ -127,19 +218,52 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
             out_name, out_type, out_shape = "label", "INT64", [-1]
             extra = {"smoothing": {"sigma": guards.smoothing_sigma, "draws_per_row": guards.smoothing_draws,
                                    "alpha": guards.smoothing_alpha, "abstain_label": ABSTAIN}}
-        return ModelMetadata(name=name, versions=["1"], platform="mlwarden/pytorch",
+        bounded = math.isfinite(space.low) and math.isfinite(space.high)
+        return ModelMetadata(name=name, versions=["1"], platform=f"mlwarden/{target.kind}",
                              inputs=[TensorMeta(name="input", datatype="FP32", shape=[-1, *in_shape])],
                              outputs=[TensorMeta(name=out_name, datatype=out_type, shape=out_shape)],
-                             parameters={"guards": guards.describe(), "input_range": [space.low, space.high],
+                             parameters={"guards": guards.describe(),
+                                         "input_range": [space.low, space.high] if bounded else None,
                                          "n_classes": target.n_classes, **extra})
 
-    @app.post("/v2/models/{model_name}/infer", response_model=InferResponse)
-    async def infer(model_name: str, body: InferRequest, request: Request):
-        t0 = time.monotonic()
+    @app.get("/v2/models/{model_name}", response_model=ModelMetadata, responses=_responses(401, 403, 404))
+    def metadata(model_name: str):
         check_name(model_name)
-        key = authorize(request)
+        return model_metadata()
+
+    @app.get("/v2/models/{model_name}/versions/{version}", response_model=ModelMetadata,
+             responses=_responses(401, 403, 404))
+    def metadata_version(model_name: str, version: str):
+        check_name(model_name, version)
+        return model_metadata()
+
+    @app.get("/v2/models/{model_name}/ready", response_model=ModelReady, responses=_responses(404))
+    def model_ready(model_name: str):
+        check_name(model_name)
+        return ModelReady(name=name, ready=True)
+
+    @app.get("/v2/models/{model_name}/versions/{version}/ready", response_model=ModelReady, responses=_responses(404))
+    def model_ready_version(model_name: str, version: str):
+        check_name(model_name, version)
+        return ModelReady(name=name, ready=True)
+
+    infer_errors = _responses(400, 401, 403, 404, 408, 413, 415, 422, 429)
+
+    @app.post("/v2/models/{model_name}/infer", response_model=InferResponse, responses=infer_errors)
+    async def infer(model_name: str, body: InferRequest, request: Request):
+        check_name(model_name)
+        return run_infer(body, request)
+
+    @app.post("/v2/models/{model_name}/versions/{version}/infer", response_model=InferResponse,
+              responses=infer_errors)
+    async def infer_version(model_name: str, version: str, body: InferRequest, request: Request):
+        check_name(model_name, version)
+        return run_infer(body, request)
+
+    def run_infer(body: InferRequest, request: Request):
+        t0 = time.monotonic()
         x = _validate(body, in_shape, space, guards)
-        kid = key_id(key)
+        kid = kid_of(request)
         if detector is not None and guards.detector == "block" and kid in detector.clients \
                 and detector.clients[kid].flagged:
             log.write(key=kid, rows=len(x), status=403, reason="extraction suspected")
@@ -147,7 +271,7 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
         denied = limits.check(kid, len(x))
         if denied is not None:
             reason, retry = denied
-            log.write(key=key_id(key), rows=len(x), status=429, reason=reason)
+            log.write(key=kid, rows=len(x), status=429, reason=reason)
             headers = {"Retry-After": retry_after_header(retry)} if retry is not None else {}
             raise ClientError(429, reason, headers)
         if smoothed:   # Cohen et al.'s PREDICT: n forward passes a row, -1 when the vote is not significant
@@ -172,6 +296,7 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
         if marker is not None:
             probs = marker.apply(x, probs, kid)
         out_name, out_type, values = shape_output(probs, guards)
+        _check_requested(body, out_name)
         log.write(key=kid, rows=len(x), status=200, ms=round(1e3 * (time.monotonic() - t0), 2),
                   input_sha=_digest(x))
         # built as a plain dict and rendered directly: response_model stays for the OpenAPI schema, but
@@ -181,6 +306,18 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
                                           "data": values.reshape(-1).tolist()}]})
 
     return app
+
+
+def _check_requested(body: InferRequest, out_name: str) -> None:
+    """A request may name the outputs it wants (tritonclient does): only this server's one output exists, and
+    binary output data is refused like binary input."""
+    for i, o in enumerate(body.outputs or []):
+        want = o.get("name") if isinstance(o, dict) else None
+        if want != out_name:
+            raise ClientError(422, f"outputs.{i}.name: this server answers one output, '{out_name}', not {want!r}")
+        params = o.get("parameters") or {}
+        if isinstance(params, dict) and params.get("binary_data"):
+            raise ClientError(415, f"outputs.{i}: binary tensor data is not supported (binary_data=False)")
 
 
 def _digest(x: np.ndarray) -> str:
@@ -203,11 +340,15 @@ def _validate(body: InferRequest, in_shape: list[int], space: InputSpace, g: Gua
         arr = np.asarray(inp.data, dtype=np.float64).reshape(-1)
     except (ValueError, TypeError):
         raise ClientError(422, f"{field}.data: must be numbers (flat or nested lists)") from None
+    except OverflowError:   # an integer such as 10**400 has no float64
+        raise ClientError(422, f"{field}.data: a number is too large for a float") from None
     if arr.size != int(np.prod(shape)):
         raise ClientError(422, f"{field}.data: {arr.size} values do not fill shape {shape}")
     if not np.isfinite(arr).all():
         raise ClientError(422, f"{field}.data: contains NaN or infinite values")
     lo, hi = space.low - RANGE_TOLERANCE, space.high + RANGE_TOLERANCE
+    if np.abs(arr).max() > np.finfo(np.float32).max:
+        raise ClientError(422, f"{field}.data: a value is out of the float32 range")
     if arr.min() < lo or arr.max() > hi:
         raise ClientError(422, f"{field}.data: values must lie in [{space.low:g}, {space.high:g}]")
     return arr.astype(np.float32).reshape(shape[0], *in_shape)

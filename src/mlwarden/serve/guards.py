@@ -38,9 +38,11 @@ class GuardConfig(BaseModel):
                                           "range); the answer is Cohen et al.'s PREDICT, -1 when it abstains")
     smoothing_draws: int = Field(1000, ge=10, le=100000, description="noise draws (forward passes) per row")
     smoothing_alpha: float = Field(0.001, gt=0, lt=0.5)
+    key_salt: str | None = None          # salt of the key ids in the log; None: random per server start
+    body_timeout_s: float = Field(30.0, gt=0, description="seconds a client may take to send a request body")
 
     def describe(self) -> dict:
-        d = self.model_dump(exclude={"api_keys", "query_log", "watermark_key", "watermark_registry"})
+        d = self.model_dump(exclude={"api_keys", "query_log", "watermark_key", "watermark_registry", "key_salt"})
         d["watermark"] = bool(self.watermark_key)
         d["auth"] = "bearer API key" if self.api_keys else "none"
         d["query_log"] = bool(self.query_log)
@@ -62,8 +64,12 @@ def shape_output(probs: np.ndarray, g: GuardConfig) -> tuple[str, str, np.ndarra
     return "probabilities", "FP32", probs.astype(np.float32)
 
 
-def key_id(key: str | None) -> str:
-    return "anonymous" if key is None else hashlib.sha256(key.encode()).hexdigest()[:12]
+def key_id(key: str | None, salt: str = "") -> str:
+    """What the log and the per-key limits call a key: a salted hash, so a leaked log cannot be used to test
+    guesses of short keys offline (the salt is random per server start unless the operator fixes it)."""
+    if key is None:
+        return "anonymous"
+    return hashlib.sha256(f"{salt}\x00{key}".encode()).hexdigest()[:12]
 
 
 class Limits:

@@ -54,3 +54,14 @@ class ModelMetadata(BaseModel):
     inputs: list[TensorMeta]
     outputs: list[TensorMeta]
     parameters: dict[str, Any]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool

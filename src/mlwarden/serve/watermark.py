@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
+from ..core.errors import UserError
 from ..core.stats import clopper_pearson
 
 
@@ -23,6 +24,12 @@ class Watermark:
     def __init__(self, key: str, rate: float, registry: str | None):
         self.key, self.rate = key.encode(), rate
         self.registry = Path(registry) if registry else None
+        if self.registry is not None:   # checked at start: a failure per query would reveal the marked inputs
+            try:
+                with self.registry.open("a", encoding="utf-8"):
+                    pass
+            except OSError as e:
+                raise UserError(f"--watermark-registry {registry}: cannot append to it ({e.strerror})") from None
         self._lock = threading.Lock()
         self.records: list[dict] = []
 
