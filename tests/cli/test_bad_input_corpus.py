@@ -39,6 +39,9 @@ def files(tmp_path_factory, digits):
     (d / "all_ham.tsv").write_text("ham\thello\nham\tlunch?\nham\tok\n")
     (d / "latin1.tsv").write_bytes(b"ham\tcaf\xe9 at noon\nspam\twin\n")
     (d / "msgs_no_label.csv").write_text("kind,text\nham,hello\nspam,win now\n")
+    (d / "four.tsv").write_text("ham\thello there\nspam\tfree money\nham\tsee you\nspam\twin cash\n")
+    (d / "numeric_text.csv").write_text("f1,text,label\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(20)))
+    (d / "bad_controls.toml").write_text('[threats.spam-dictionary]\ncontrols = [0.01, 0]\n')
     return d
 
 
@@ -141,6 +144,11 @@ CASES = {
     "roni trusting more than the data": (["harden", "--defense", "roni", "--data", "{d}/msgs.tsv", "--param",
                                           "trusted=1000"], "trusted=1000 is more than the 45 training messages"),
     "serve a spam filter": (["serve", "--data", "{d}/msgs.tsv"], "serving a spam filter"),
+    "messages too few to split": (["audit", "--data", "{d}/four.tsv"], "cannot split 4 rows"),
+    "messages CSV whose text column is numbers": (["audit", "--data", "{d}/numeric_text.csv"], "holds only numbers"),
+    "a recipe for the spam filter": (["audit", "--data", "{d}/msgs.tsv", "--recipe", "mlp"], "--recipe trains networks"),
+    "a control of 0": (["audit", "--data", "{d}/msgs.tsv", "--config", "{d}/bad_controls.toml"],
+                       "controls.1: Input should be greater than 0"),
     "serve a model without data or shape": (["serve", "{sd}", *MLP], "needs --input-shape"),
     "serve with a missing key file": (["serve", "--api-key-file", "{d}/no-keys.txt"], "cannot read it"),
     "serve with an empty key file": (["serve", "--api-key-file", "{d}/empty_registry.jsonl"], "holds no secret"),

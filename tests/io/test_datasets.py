@@ -110,3 +110,14 @@ def test_sms_spam_is_downloaded_once_and_checked(tmp_path, monkeypatch):
         assert not path.exists()
     finally:
         server.shutdown()
+
+
+def test_a_tsv_message_may_hold_form_feeds_and_line_separators(tmp_path):
+    from mlwarden.io.datasets import load_data
+    from mlwarden.text.messages import decode
+    lines = [f"{'spam' if i % 3 == 0 else 'ham'}\tmessage {i}" for i in range(20)]
+    lines[4] = "ham\tpage one\x0cpage two\u2028third"
+    (tmp_path / "m.tsv").write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    d = load_data(str(tmp_path / "m.tsv"))
+    texts = decode(d.x_train) + decode(d.x_test)
+    assert len(texts) == 20 and "page one\x0cpage two\u2028third" in texts and "message 3" in texts

@@ -24,14 +24,18 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
     m, d = cfg.model, cfg.data
     if m.endpoint is not None:
         return _endpoint_subject(cfg)
-    if m.path is None and is_messages(d.path, d.text_column) and not (m.factory or m.recipe):
+    if m.path is None and is_messages(d.path, d.text_column) and not m.factory:
+        if m.recipe:
+            raise UserError("--recipe trains networks; labelled messages are audited with the built-in spam filter "
+                            "or a scikit-learn text pipeline (--model pipe.skops), which are retrained as themselves")
         data = _load(cfg)
         target, recipe = spam_demo_subject(data, cfg.audit.seed)
         return Subject(target, data, recipe, {"path": None, "demo": True, "cli": _cli([("--data", d.path)])})
     if m.path is None:
         if d.path not in ("digits", "stdlib-docstrings") or m.factory or m.format != "auto":
-            raise UserError("no model given: pass --model PATH (the demos audit the built-in digits CNN, or with "
-                            "--data stdlib-docstrings a character language model)")
+            raise UserError("no model given: pass --model PATH (the demos audit the built-in digits CNN, with "
+                            "--data stdlib-docstrings a character language model, and with labelled messages, a .tsv "
+                            "or a .csv whose header has a 'text' column, the built-in spam filter)")
         user_recipe = get_recipe(m.recipe) if m.recipe else None
         make = demo_subject if d.path == "digits" else demo_text_subject
         target, data, recipe = make(cfg.audit.seed)

@@ -42,6 +42,18 @@ def impacts(make, texts: list[str], labels: np.ndarray, trials) -> np.ndarray:
     return out / len(trials)
 
 
+def _stratified_pair(labels: np.ndarray, n_train: int, n_quiz: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint training and quiz sets drawn at random, each holding at least one ham and one spam (a filter
+    cannot be trained, nor its harm measured, on one class); the labels hold at least two of each."""
+    idx = rng.permutation(len(labels))
+    ham, spam = idx[labels[idx] == 0], idx[labels[idx] == 1]
+    seeds = [[ham[0], spam[0]], [ham[1], spam[1]]]
+    rest = [i for i in idx if i not in {ham[0], spam[0], ham[1], spam[1]}]
+    train = np.array(seeds[0] + rest[:n_train - 2])
+    quiz = np.array(seeds[1] + rest[n_train - 2:n_train - 2 + n_quiz - 2])
+    return train, quiz
+
+
 class RoniFilter:
     """The sanitizer in the recipe's data_filter: `keep_mask(x, y)` says which encoded messages RONI keeps."""
 
@@ -51,11 +63,12 @@ class RoniFilter:
         if len(trusted) < train_size + quiz_size:
             raise UserError(f"roni: {len(trusted)} trusted messages cannot make a training set of {train_size} and a "
                             f"quiz set of {quiz_size}; lower train_size or quiz_size, or raise trusted")
+        if np.bincount(trusted_labels, minlength=2).min() < 2:
+            raise UserError("roni: the trusted messages must hold at least two ham and two spam")
         self.make = make
         self.trials = []
         for _ in range(trials):
-            idx = rng.permutation(len(trusted))
-            t, q = idx[:train_size], idx[train_size:train_size + quiz_size]
+            t, q = _stratified_pair(trusted_labels, train_size, quiz_size, rng)
             self.trials.append(([trusted[i] for i in t], trusted_labels[t], [trusted[i] for i in q], trusted_labels[q]))
         self._memo: dict[bytes, float] = {}
         if threshold is None:
@@ -87,13 +100,18 @@ class RoniFilter:
 
 
 class RoniParams(Params):
-    trusted: int = Field(500, ge=10, description="training messages the defender has checked by hand (the "
-                                                  "calibration mail the trials are drawn from)")
+    trusted: int | None = Field(None, ge=10, description="training messages the defender has checked by hand (the "
+                                "calibration mail the trials are drawn from); unset: 500, or half the training "
+                                "mail when that is less")
     trials: int = Field(5, ge=1, le=50, description="training/quiz set pairs each message is judged on")
     train_size: int = Field(20, ge=2, description="messages in each trial's training set")
     quiz_size: int = Field(50, ge=2, description="messages in each trial's quiz set")
     threshold: float | None = Field(None, gt=0, lt=1, description="reject a message that costs more than this "
                                     "share of the quiz set; unset: calibrated on the trusted mail")
+
+
+def trusted_count(p: RoniParams, n_train: int) -> int:
+    return p.trusted if p.trusted is not None else min(500, n_train // 2)
 
 
 @register
@@ -110,11 +128,14 @@ class Roni(Defense):
 
     def check(self, p: RoniParams, data) -> None:
         n = len(data.x_train)
-        if p.trusted > n:
-            raise UserError(f"roni: trusted={p.trusted} is more than the {n} training messages")
-        if p.train_size + p.quiz_size > p.trusted:
-            raise UserError(f"roni: train_size + quiz_size ({p.train_size + p.quiz_size}) is more than trusted "
-                            f"({p.trusted})")
+        trusted = trusted_count(p, n)
+        if trusted > n:
+            raise UserError(f"roni: trusted={trusted} is more than the {n} training messages")
+        if p.train_size + p.quiz_size > trusted:
+            raise UserError(f"roni: train_size + quiz_size ({p.train_size + p.quiz_size}) is more than the {trusted} "
+                            "trusted messages: lower them, or raise trusted")
+        if p.train_size < 2 or p.quiz_size < 2:
+            raise UserError("roni: train_size and quiz_size must each hold a ham and a spam (2 or more)")
 
     def defend_recipe(self, recipe, p: RoniParams, data):
         if not isinstance(recipe, FilterRecipe):
@@ -122,10 +143,11 @@ class Roni(Defense):
                             "on labelled messages")
         self.check(p, data)
         rng = np.random.default_rng(0)
-        idx = np.sort(rng.choice(len(data.x_train), p.trusted, replace=False))
+        trusted = trusted_count(p, len(data.x_train))
+        idx = np.sort(rng.choice(len(data.x_train), trusted, replace=False))
         flt = RoniFilter(recipe.make, decode(data.x_train[idx]), data.y_train[idx].numpy(), p.trials, p.train_size,
                          p.quiz_size, p.threshold, seed=1)
-        return recipe.with_(data_filter=flt), {"trusted_messages": p.trusted, "rule": flt.rule,
+        return recipe.with_(data_filter=flt), {"trusted_messages": trusted, "rule": flt.rule,
                                                "threshold": flt.threshold}
 
     def evaluate(self, subject, hardened, p: RoniParams, ctx) -> dict:

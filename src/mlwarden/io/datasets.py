@@ -35,7 +35,11 @@ def _split(x, y, test_fraction: float, seed: int):
     labels = np.asarray(y)
     plain = labels.ndim == 1 and np.all(np.isfinite(labels)) and labels.min() >= 0 and labels.max() < MAX_CLASSES
     stratify = y if plain and np.bincount(labels.astype(int)).min() >= 2 else None
-    return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
+    try:
+        return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
+    except ValueError as e:   # e.g. a test split too small to hold every class
+        raise UserError(f"cannot split {len(y)} rows into train and test at test_fraction {test_fraction:g}: "
+                        f"{' '.join(str(e).split())[:200]} (give more rows or a larger test_fraction)") from None
 
 
 def load_builtin(name: str, test_fraction: float = 0.25, seed: int = 0) -> Dataset:

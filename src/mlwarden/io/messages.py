@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from ..core.cache import cache_dir
-from ..core.data import Dataset
+from ..core.data import Dataset, is_number
 from ..core.errors import UserError
 from ..text.messages import messages_dataset, parse_label
 
@@ -73,7 +73,8 @@ def _read(path: Path) -> str:
 
 def read_tsv(path: Path) -> tuple[list[str], list[int]]:
     texts, labels = [], []
-    for ln, line in enumerate(_read(path).splitlines(), start=1):
+    for ln, line in enumerate(_read(path).split("\n"), start=1):   # not splitlines(): \f, \v, U+2028 are text
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         label, sep, text = line.partition("\t")
@@ -99,6 +100,9 @@ def read_csv_messages(path: Path, label_column: str, text_column: str) -> tuple[
             raise UserError(f"{path}: line {ln} has {len(r)} fields, the header has {len(header)}")
         labels.append(parse_label(r[li], f"{path}: line {ln}"))
         texts.append(r[ti])
+    if texts and all(is_number(t) for t in texts):
+        raise UserError(f"{path}: column '{text_column}' holds only numbers, not messages; for numeric features "
+                        f"name the text column something else ([data] text_column picks the column of messages)")
     return texts, labels
 
 

@@ -54,14 +54,18 @@ def check_text_pipeline(estimator, where: str) -> SklearnTextFilter:
     """A loaded scikit-learn model that can filter raw messages, or a one-line error saying why not."""
     if not (hasattr(estimator, "predict") and hasattr(estimator, "fit")):
         raise UserError(f"{where}: not a scikit-learn estimator")
-    classes = [int(c) if isinstance(c, (int, np.integer)) else c for c in getattr(estimator, "classes_", [])]
-    if sorted(classes) != [0, 1]:
+    if not hasattr(estimator, "classes_"):
+        raise UserError(f"{where}: the model is not fitted (it has no classes_); save it after fit()")
+    classes = [int(c) if isinstance(c, (int, np.integer)) else c for c in estimator.classes_]
+    if sorted(classes, key=str) != [0, 1]:
+        shown = ", ".join(str(c) for c in classes[:6])
         raise UserError(f"{where}: a spam filter predicts the classes 0 (ham) and 1 (spam); this model's classes are "
-                        f"{classes[:6]}")
+                        f"[{shown}] (train it on 0/1 labels)")
     try:
         estimator.predict(["a test message"])
     except Exception as e:  # noqa: BLE001 - any failure means the model does not take raw text
-        raise UserError(f"{where}: the model cannot classify raw text messages ({type(e).__name__}: {str(e)[:120]}); "
+        why = " ".join(str(e).split())[:120]
+        raise UserError(f"{where}: the model cannot classify raw text messages ({type(e).__name__}: {why}); "
                         "give a pipeline that starts with a text vectorizer") from None
     return SklearnTextFilter(estimator)
 

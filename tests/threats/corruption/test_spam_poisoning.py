@@ -98,3 +98,17 @@ def test_multinomial_nb_lets_spam_through_and_the_report_says_so(sms_spam, tmp_p
     assert "lets spam through" in f.details["failure_mode"]
     assert f.details["headline_metric"].endswith(SPAM_PASSED)
     assert (tmp_path / f.evidence[0]).exists()
+
+
+def test_roni_trials_hold_both_classes_so_any_pipeline_can_be_judged(sms_spam):
+    """A LinearSVC cannot be fitted on one class: each trial's training and quiz sets hold ham and spam."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import LinearSVC
+
+    from mlwarden.defenses.roni import RoniFilter
+    texts, labels = decode(sms_spam.x_train[:60]), sms_spam.y_train[:60].numpy()
+    flt = RoniFilter(lambda: SklearnTextFilter(make_pipeline(TfidfVectorizer(), LinearSVC())), texts, labels,
+                     trials=5, train_size=4, quiz_size=10, threshold=None, seed=3)
+    assert all(set(t_y) == {0, 1} and set(q_y) == {0, 1} for _, t_y, _, q_y in flt.trials)
+    assert flt.keep_mask(sms_spam.x_train[60:80], sms_spam.y_train[60:80]).shape == (20,)

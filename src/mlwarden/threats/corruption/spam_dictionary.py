@@ -11,7 +11,7 @@ Measured: share of test ham marked spam or unsure and share of test spam let thr
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -30,11 +30,12 @@ Dictionary = Literal["optimal", "realistic"]
 
 
 class DictionaryParams(Params):
-    controls: list[float] = Field([0.001, 0.005, 0.01, 0.02, 0.05], min_length=1,
-                                  description="attack messages as fractions of the clean training mail")
+    controls: list[Annotated[float, Field(gt=0, le=0.5)]] = Field(
+        [0.001, 0.005, 0.01, 0.02, 0.05], min_length=1, description="attack messages as fractions of the clean "
+                                                                     "training mail")
     headline_control: float = Field(0.01, gt=0, le=0.5, description="the control the headline and severity use")
     dictionaries: list[Dictionary] = Field(["optimal", "realistic"], min_length=1)
-    split: list[int] = Field([300, 100, 30], description="the adapted attack, at the headline control: messages of "
+    split: list[Annotated[int, Field(ge=1)]] = Field([300, 100, 30], description="the adapted attack, at the headline control: messages of "
                              "this many words each (the dictionary cut into chunks), small enough to slip past a "
                              "sanitizer that judges each message by its impact; [] for the whole dictionary only")
 
@@ -82,10 +83,6 @@ class SpamDictionary(Threat):
 
     def run(self, ctx: Context, params: DictionaryParams) -> Finding:
         controls = sorted(set(params.controls) | {params.headline_control})
-        if min(controls) <= 0 or max(controls) > 0.5:
-            raise ValueError("controls must lie in (0, 0.5]")
-        if any(n < 1 for n in params.split):
-            raise ValueError("split sizes must be at least one word per message")
         clean_flt = ctx.recipe.fit(ctx.data.x_train, ctx.data.y_train, seed=ctx.seed)
         clean = error_rates(clean_flt, ctx.data.x_test, ctx.data.y_test)
         at = f"{100 * params.headline_control:g}% control"
@@ -124,9 +121,9 @@ class SpamDictionary(Threat):
         notes = [f"Victim: {getattr(clean_flt, 'name', ctx.recipe.name)}, retrained on {len(ctx.data.x_train)} clean "
                  "messages plus the attack mail at each control.",
                  f"How it failed: {mode}.",
-                 f"Strongest attack at {at}: {how} (of the whole-dictionary messages of Nelson et al. and the "
-                 f"adapted ones of {', '.join(map(str, params.split)) or 'no'} words each, the one that raised an "
-                 "error rate most beyond the clean filter's interval).",
+                 f"Strongest attack at {at}: {how} (of the whole-dictionary messages of Nelson et al." +
+                 (f" and the adapted ones of {', '.join(map(str, params.split))} words each" if params.split else "") +
+                 ", the one that raised an error rate most beyond the clean filter's interval).",
                  "Dictionaries: " + "; ".join(f"{k} {rows[0]['words']} words" for k, rows in curves.items()) +
                  " (optimal: every word of the victim's ham training mail, an upper bound; realistic: the words of "
                  "the Python standard library's docstrings, independent of the victim's mail, where Nelson et al. "

@@ -9,6 +9,8 @@ target messages that leave the inbox (marked spam or unsure) against p, over tar
 in the inbox."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from pydantic import Field
 
@@ -25,8 +27,8 @@ SUCCESS = "targets moved out of the inbox"
 
 
 class FocusedParams(Params):
-    known_fractions: list[float] = Field([0.1, 0.3, 0.5, 0.9], min_length=1,
-                                         description="shares p of the target's words the attacker knows")
+    known_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        [0.1, 0.3, 0.5, 0.9], min_length=1, description="shares p of the target's words the attacker knows")
     headline_fraction: float = Field(0.5, gt=0, le=1)
     targets: int = Field(40, ge=1, le=1000, description="target messages (test ham the clean filter lets in)")
     control: float = Field(0.01, gt=0, le=0.5, description="attack messages per target, as a fraction of the "
@@ -83,8 +85,6 @@ class SpamFocused(Threat):
 
     def run(self, ctx: Context, params: FocusedParams) -> Finding:
         fractions = sorted(set(params.known_fractions) | {params.headline_fraction})
-        if min(fractions) <= 0 or max(fractions) > 1:
-            raise ValueError("known_fractions must lie in (0, 1]")
         clean = ctx.recipe.fit(ctx.data.x_train, ctx.data.y_train, seed=ctx.seed)
         targets = inbox_targets(clean, ctx.data, params.targets, ctx.seed)
         if not targets:
