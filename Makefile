@@ -11,13 +11,22 @@ $(BIN)/mlwarden: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[all,test]'
 	touch $(BIN)/mlwarden
 
+# MLServer (a third-party OIP v2 server the interop tests attack) lives in its own environment, as its
+# users run it; the tests start it from here.
+MLSERVER := .venv-mlserver/bin/mlserver
+$(MLSERVER):
+	$(PY) -m venv .venv-mlserver
+	.venv-mlserver/bin/pip install -q --upgrade pip
+	.venv-mlserver/bin/pip install -q mlserver==1.7.1 mlserver-sklearn==1.7.1
+	touch $(MLSERVER)
+
 .PHONY: install demo test bench
 install: $(BIN)/mlwarden
 
 demo: install
 	$(BIN)/mlwarden audit
 
-test: install
+test: install $(MLSERVER)
 	$(BIN)/python -m pytest
 
 bench: install

@@ -85,3 +85,53 @@ def test_retry_after_is_honoured_and_a_final_429_ends_the_attack(digits, digits_
             t.scores(digits.x_test[5:10])
     finally:
         server.should_exit = True
+
+
+def custom_api(model, seen):
+    """A hand-written Flask-style service: its own field names, answers a bare list or a nested object, and
+    one route that redirects to another host."""
+    app = FastAPI()
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        body = await request.json()
+        seen.append(request.headers.get("authorization"))
+        x = torch.tensor(body["payload"]["features"], dtype=torch.float32)
+        return model(x).softmax(1).tolist()
+
+    @app.post("/nested")
+    async def nested(request: Request):
+        x = torch.tensor((await request.json())["rows"], dtype=torch.float32)
+        return {"result": {"probs": model(x).softmax(1).tolist(), "version": 3}}
+
+    @app.post("/moved")
+    async def moved():
+        return JSONResponse({}, status_code=307, headers={"location": "http://attacker.example/steal"})
+
+    return app
+
+
+def test_any_json_api_by_template_and_response_path_and_no_key_on_redirect(digits, digits_mlp):
+    import pytest
+
+    from mlwarden.core.errors import UserError
+    seen = []
+    server, port = serve_app(custom_api(digits_mlp, seen))
+    x = digits.x_test[:30]
+    want = digits_mlp(x).softmax(1)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        t = HttpTarget(base + "/predict", 10, digits.input_shape, api_key="k",
+                       template={"payload": {"features": "{rows}", "model": "v1"}}, response_path="")
+        assert t.protocol == "json" and t.access.value == "scores"
+        assert torch.allclose(t.scores(x), want, atol=1e-5) and set(seen) == {"Bearer k"}
+        t = HttpTarget(base + "/nested", 10, digits.input_shape, template={"rows": "{rows}"},
+                       response_path="result.probs")
+        assert torch.equal(t.labels(x), want.argmax(1))
+        with pytest.raises(UserError, match="redirects to http://attacker.example/steal"):
+            HttpTarget(base + "/moved", 10, digits.input_shape, api_key="k", template={"rows": "{rows}"},
+                       response_path="")
+        with pytest.raises(UserError, match="cannot read the answer"):
+            HttpTarget(base + "/nested", 10, digits.input_shape, template={"rows": "{rows}"}, response_path="nope")
+    finally:
+        server.should_exit = True

@@ -27,6 +27,10 @@ class ModelConfig(_Strict):
     recipe: str | None = None
     endpoint: str | None = None          # a live prediction API instead of a model file
     api_key: str | None = None           # bearer token for the endpoint (or $MLWARDEN_API_KEY)
+    endpoint_outputs: list[str] = []     # OIP outputs to request and read (MLServer: predict_proba)
+    endpoint_template: Any = Field(None, description="a custom JSON API: the request body, '{rows}' where the "
+                                                     "rows go")
+    endpoint_response: str | None = Field(None, description="a custom JSON API: dotted path of the answers")
 
 
 class DataConfig(_Strict):

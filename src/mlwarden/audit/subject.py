@@ -75,11 +75,11 @@ def default_recipe(target: Target, recipe):
     return recipe
 
 
-def _load(cfg: AuditConfig) -> Dataset:
+def _load(cfg: AuditConfig, raw: bool = False) -> Dataset:
     d = cfg.data
     return declare_features(load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction,
                                       seed=cfg.audit.seed, input_range=d.input_range, input_shape=d.input_shape,
-                                      text_column=d.text_column), d.feature_ranges, d.integer_features)
+                                      text_column=d.text_column, raw=raw), d.feature_ranges, d.integer_features)
 
 
 def _cli(flags: list[tuple[str, str | None]]) -> str:
@@ -131,15 +131,18 @@ def _endpoint_subject(cfg: AuditConfig) -> Subject:
         raise UserError("give either --model or --endpoint, not both")
     if not m.endpoint.startswith(("http://", "https://")):
         raise UserError(f"--endpoint '{m.endpoint}' must be an http:// or https:// URL")
-    data = _load(cfg)
+    data = _load(cfg, raw=True)   # a model served elsewhere was trained on natural feature values
     if data.modality == "messages":
         raise UserError("--endpoint audits of a spam filter are not supported: poisoning needs its training recipe")
     target = HttpTarget(m.endpoint, data.n_classes, data.input_shape,
-                        api_key=m.api_key or os.environ.get("MLWARDEN_API_KEY"))
+                        api_key=m.api_key or os.environ.get("MLWARDEN_API_KEY"), outputs=m.endpoint_outputs,
+                        template=m.endpoint_template, response_path=m.endpoint_response)
     if m.access:
         wanted = Access(m.access)
         if not target.access.allows(wanted):
             raise UserError(f"--access {wanted.value}: the endpoint answers {target.access.value} only")
         target.access = wanted
     recipe = get_recipe(m.recipe) if m.recipe else None
-    return Subject(target, data, recipe, {"endpoint": m.endpoint, "protocol": target.protocol})
+    return Subject(target, data, recipe, {"endpoint": m.endpoint, "protocol": target.protocol,
+                                          "sent": f"{data.name}, each row as {target.input_name} "
+                                                  f"{list(target.wire_shape)} {target.datatype}"})

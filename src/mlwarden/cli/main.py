@@ -95,6 +95,12 @@ def audit(
                                            ".../v2/models/NAME, MLflow .../invocations, TF Serving ...:predict)"),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="bearer token for --endpoint "
                                           "(default $MLWARDEN_API_KEY)"),
+    endpoint_output: Optional[list[str]] = typer.Option(None, "--endpoint-output", help="OIP output to request "
+                                                        "and read (repeat; e.g. predict_proba on MLServer)"),
+    endpoint_template: Optional[str] = typer.Option(None, "--endpoint-template", help="a custom JSON API: the "
+                                                    "request body as JSON, \"{rows}\" where the rows go"),
+    endpoint_response: Optional[str] = typer.Option(None, "--endpoint-response", help="a custom JSON API: the "
+                                                    "dotted path of the answers in its reply ('' for a bare list)"),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="an earlier run directory, report.json or "
                                            "URL to compare with (writes diff.md, diff.json; SARIF baselineState)"),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="exit 1 when a headline number "
@@ -106,6 +112,9 @@ def audit(
                         threats=threats, out_dir=out_dir, profile=profile, fail_on=fail_on, seed=seed,
                         threads=threads, time_budget=time_budget, eps=eps, allow_pickle=allow_pickle, recipe=recipe,
                         endpoint=endpoint, api_key=api_key, trust=trust, baseline=baseline,
+                        endpoint_output=endpoint_output, endpoint_template=_json_option(endpoint_template,
+                                                                                        "--endpoint-template"),
+                        endpoint_response=endpoint_response,
                         fail_on_regression=fail_on_regression or None)
     from ..audit.runner import run_audit, write_refused
     from ..audit.subject import subject_from_config
@@ -167,7 +176,8 @@ def _judge(diff: dict, fail_on_regression: bool) -> int:
 def _build_config(config, *, model=None, factory=None, fmt=None, access=None, data=None, label_column=None,
                   input_range=None, input_shape=None, threats=None, out_dir=None, profile=None, fail_on=None,
                   seed=None, threads=None, time_budget=None, eps=None, allow_pickle=False, recipe=None,
-                  endpoint=None, api_key=None, trust=None, baseline=None, fail_on_regression=None):
+                  endpoint=None, api_key=None, trust=None, baseline=None, fail_on_regression=None,
+                  endpoint_output=None, endpoint_template=None, endpoint_response=None):
     from ..audit.config import AuditConfig, describe_validation_error, load_config
     from pydantic import ValidationError
 
@@ -175,6 +185,8 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
     sets = {("model", "path"): model, ("model", "factory"): factory, ("model", "format"): fmt,
             ("model", "access"): access, ("model", "recipe"): recipe, ("model", "endpoint"): endpoint,
             ("model", "api_key"): api_key, ("model", "trust"): _names(trust), ("data", "path"): data,
+            ("model", "endpoint_outputs"): endpoint_output or None, ("model", "endpoint_template"): endpoint_template,
+            ("model", "endpoint_response"): endpoint_response,
             ("data", "label_column"): label_column,
             ("data", "input_range"): _floats(input_range, "--input-range", 2),
             ("data", "input_shape"): _floats(input_shape, "--input-shape", cast=int),
@@ -192,6 +204,16 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
         return AuditConfig.model_validate(cfg)
     except ValidationError as e:
         raise UserError(describe_validation_error("options", e)) from None
+
+
+def _json_option(text: str | None, flag: str):
+    if text is None:
+        return None
+    import json
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{flag}: not valid JSON ({e.msg} at character {e.pos})") from None
 
 
 def _progress(total: int):

@@ -42,21 +42,40 @@ def _split(x, y, test_fraction: float, seed: int):
                         f"{' '.join(str(e).split())[:200]} (give more rows or a larger test_fraction)") from None
 
 
-def load_builtin(name: str, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
+def load_builtin(name: str, test_fraction: float = 0.25, seed: int = 0, *, raw: bool = False, input_range=None,
+                 input_shape=None) -> Dataset:
+    """A data set that ships with scikit-learn. Digits are scaled to [0, 1] (or to a declared input range);
+    tabular features are min-max scaled to [0, 1] so that eps means the same on every feature, or with
+    `raw` kept in the units scikit-learn ships them in (what a model served elsewhere was trained on). A
+    declared input shape reshapes each sample (digits as 64 features for a model that takes them flat)."""
     loader, modality, shape, div = BUILTIN[name]
     b = loader()
     x, y = b.data.astype(np.float32), b.target.astype(np.int64)
+    label = name
     if div is not None:
-        x = x / div
-        rng = (0.0, 1.0)
+        lo, hi = (0.0, 1.0) if input_range is None else (float(input_range[0]), float(input_range[1]))
+        if not hi > lo:
+            raise UserError(f"{name}: input range [{lo:g}, {hi:g}] is empty")
+        x = lo + x / div * (hi - lo)
+        rng = (lo, hi)
+        if (lo, hi) != (0.0, 1.0):
+            label = f"{name} (pixels scaled to [{lo:g}, {hi:g}])"
+    elif raw:
+        rng = input_range
+        label = f"{name} (raw feature values, as scikit-learn ships them)"
     else:
-        # tabular features are min-max scaled to [0, 1] so that eps means the same on every feature
         x = (x - x.min(0)) / np.maximum(x.max(0) - x.min(0), 1e-12)
-        rng = (0.0, 1.0)
+        rng = (0.0, 1.0) if input_range is None else tuple(input_range)
+        if rng != (0.0, 1.0):
+            raise UserError(f"{name}: features are scaled to [0, 1]; a declared range applies to its raw values "
+                            "(audit an endpoint, which gets raw values) or to your own data file")
     if shape is not None:
         x = x.reshape(-1, *shape)
+    if input_shape is not None:
+        x = _reshape(Path(name), x, input_shape)
     xtr, xte, ytr, yte = _split(x, y, test_fraction, seed)
-    return make_dataset(name, xtr, ytr, xte, yte, input_range=rng, modality=modality)
+    ds = make_dataset(label, xtr, ytr, xte, yte, input_range=rng, modality=modality)
+    return ds
 
 
 def load_npz(path: Path, test_fraction: float, seed: int, input_range=None, input_shape=None) -> Dataset:
@@ -154,9 +173,10 @@ def _reshape(path, x, shape):
 
 
 def load_data(spec: str, *, label_column: str = "label", test_fraction: float = 0.25, seed: int = 0,
-              input_range=None, input_shape=None, text_column: str = "text") -> Dataset:
+              input_range=None, input_shape=None, text_column: str = "text", raw: bool = False) -> Dataset:
+    """`raw`: built-in tabular sets keep their natural feature values (for a model served elsewhere)."""
     if spec in BUILTIN:
-        return load_builtin(spec, test_fraction, seed)
+        return load_builtin(spec, test_fraction, seed, raw=raw, input_range=input_range, input_shape=input_shape)
     messages = dict(label_column=label_column, text_column=text_column, test_fraction=test_fraction, seed=seed,
                     split=_split)
     if spec == SMS_SPAM:

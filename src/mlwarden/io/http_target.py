@@ -1,5 +1,11 @@
 """A live prediction endpoint as a Target: Open Inference Protocol v2 (KServe, Triton, MLServer,
-`mlwarden serve`), MLflow `/invocations` and TF Serving `:predict` request shapes.
+`mlwarden serve`), MLflow `/invocations` and TF Serving `:predict` request shapes, and any JSON API
+described by a request template and a response path.
+
+For OIP v2 the model's metadata (`GET /v2/models/NAME`) gives the input's name, shape and datatype, which
+every request then uses; `outputs` names the outputs to ask for (MLServer's scikit-learn runtime answers
+`predict` unless `predict_proba` is requested). A URL given with its `/infer` suffix is accepted. Redirects
+are not followed: the API key would travel with them.
 
 httpx with connection reuse; rows are sent in chunks over a bounded number of concurrent requests;
 transient failures are retried with exponential backoff; 429 answers are honoured by sleeping for
@@ -23,39 +29,79 @@ class HttpTarget(Target):
 
     def __init__(self, url: str, n_classes: int, input_shape, *, api_key: str | None = None,
                  chunk: int = 256, concurrency: int = 4, retries: int = 4, timeout_s: float = 30.0,
-                 max_wait_s: float = 60.0, name: str | None = None):
+                 max_wait_s: float = 60.0, name: str | None = None, outputs: list[str] | None = None,
+                 template: dict | None = None, response_path: str | None = None):
         import httpx
+        url = url.rstrip("/")
+        if url.endswith("/infer"):
+            url = url.removesuffix("/infer")
         super().__init__(Access.SCORES, n_classes, input_shape, name or url)
-        self.url = url.rstrip("/")
-        self.protocol = ("mlflow" if self.url.endswith("/invocations") else
+        self.url = url
+        self.outputs = list(outputs or [])
+        self.template, self.response_path = template, response_path
+        self.protocol = ("json" if template is not None else "mlflow" if self.url.endswith("/invocations") else
                          "tfserving" if self.url.endswith(":predict") else "oip")
+        if (template is None) != (response_path is None):
+            raise UserError("a custom JSON API needs both a request template and a response path")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(headers=headers, timeout=timeout_s,
+        self.client = httpx.Client(headers=headers, timeout=timeout_s, follow_redirects=False,
                                    limits=httpx.Limits(max_connections=concurrency))
         self.chunk, self.concurrency, self.retries, self.max_wait_s = chunk, concurrency, retries, max_wait_s
         self.cache: dict[bytes, np.ndarray] = {}
         self.http_requests = 0
         self.cache_hits = 0
         self.rate_limited_s = 0.0
+        self.meta = self.metadata()
+        self.input_name, self.datatype, self.wire_shape = self._input_spec()
         self.access = self._detect_access()
 
     # -- protocol ---------------------------------------------------------------------------------
+    def _input_spec(self) -> tuple[str, str, tuple[int, ...]]:
+        """The input's name, datatype and per-row shape as the server declares them (OIP metadata), else
+        ('input', 'FP32', the data's shape). A declared shape that holds the same number of values as a row
+        is what each row is reshaped to (digits 1x8x8 sent to a model that takes 64 features)."""
+        inputs = self.meta.get("inputs") or []
+        if not inputs or not isinstance(inputs[0], dict):
+            return "input", "FP32", tuple(self.input_shape)
+        spec = inputs[0]
+        dims = [d for d in (spec.get("shape") or [])[1:] if isinstance(d, int)]
+        shape = tuple(self.input_shape)
+        if dims and all(d > 0 for d in dims) and int(np.prod(dims)) == int(np.prod(self.input_shape)):
+            shape = tuple(dims)
+        elif dims and all(d > 0 for d in dims):
+            raise UserError(f"endpoint {self.url} declares input shape {[-1, *dims]}; the data has samples of shape "
+                            f"{list(self.input_shape)} ({int(np.prod(self.input_shape))} values)")
+        dtype = spec.get("datatype") if spec.get("datatype") in ("FP32", "FP64") else "FP32"
+        return str(spec.get("name") or "input"), dtype, shape
+
     def _infer_url(self) -> str:
         return self.url + "/infer" if self.protocol == "oip" else self.url
 
     def _body(self, x: np.ndarray) -> dict:
         if self.protocol == "oip":
-            return {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                                "data": x.reshape(-1).tolist()}]}
+            rows = x.reshape(len(x), *self.wire_shape)
+            body = {"inputs": [{"name": self.input_name, "shape": list(rows.shape), "datatype": self.datatype,
+                                "data": rows.reshape(-1).tolist()}]}
+            if self.outputs:
+                body["outputs"] = [{"name": n} for n in self.outputs]
+            return body
         if self.protocol == "mlflow":
             return {"inputs": x.tolist()}
+        if self.protocol == "json":
+            return fill_template(self.template, x.reshape(len(x), -1).tolist())
         return {"instances": x.tolist()}
 
-    def _parse(self, payload: dict, n: int) -> np.ndarray:
+    def _parse(self, payload, n: int) -> np.ndarray:
         if self.protocol == "oip":
-            out = payload["outputs"][0]
+            outs = payload["outputs"]
+            out = next((o for o in outs if o.get("name") == self.outputs[0]), None) if self.outputs else outs[0]
+            if out is None:
+                raise UserError(f"endpoint {self._infer_url()} did not answer the output '{self.outputs[0]}' "
+                                f"(it answered {[o.get('name') for o in outs]})")
             return np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
-        values = payload.get("predictions", payload.get("outputs"))
+        if self.protocol == "json":
+            return np.asarray(follow_path(payload, self.response_path), dtype=np.float64).reshape(n, -1)
+        values = payload.get("predictions", payload.get("outputs")) if isinstance(payload, dict) else payload
         return np.asarray(values, dtype=np.float64).reshape(n, -1)
 
     def _post(self, x: np.ndarray) -> np.ndarray:
@@ -66,7 +112,7 @@ class HttpTarget(Target):
                 r = self.client.post(self._infer_url(), json=self._body(x))
             except httpx.TransportError as e:
                 if attempt == self.retries:
-                    raise UserError(f"endpoint {self.url} unreachable: {e}") from None
+                    raise UserError(f"endpoint {self._infer_url()} unreachable: {e}") from None
                 time.sleep(0.2 * 2 ** attempt)
                 continue
             self.http_requests += 1
@@ -84,10 +130,17 @@ class HttpTarget(Target):
             if r.status_code >= 500 and attempt < self.retries:
                 time.sleep(0.2 * 2 ** attempt)
                 continue
+            if 300 <= r.status_code < 400:
+                raise UserError(f"endpoint {self._infer_url()} redirects to {r.headers.get('location', '?')}: give "
+                                "the final URL (redirects are not followed, so the API key stays with its host)")
             if r.status_code >= 400:
-                raise UserError(f"endpoint {self.url} answered {r.status_code}: {r.text[:300]}")
-            return self._parse(r.json(), len(x))
-        raise UserError(f"endpoint {self.url} kept failing after {self.retries} retries")
+                raise UserError(f"endpoint {self._infer_url()} answered {r.status_code}: {r.text[:300]}")
+            try:
+                return self._parse(r.json(), len(x))
+            except (ValueError, KeyError, TypeError, IndexError) as e:
+                raise UserError(f"endpoint {self._infer_url()}: cannot read the answer ({type(e).__name__}: "
+                                f"{str(e)[:120]}): {r.text[:200]}") from None
+        raise UserError(f"endpoint {self._infer_url()} kept failing after {self.retries} retries")
 
     # -- answers ----------------------------------------------------------------------------------
     def _answers(self, x: torch.Tensor) -> np.ndarray:
@@ -115,12 +168,13 @@ class HttpTarget(Target):
             return {}
         try:
             r = self.client.get(self.url)
-            return r.json() if r.status_code == 200 else {}
+            meta = r.json() if r.status_code == 200 else {}
+            return meta if isinstance(meta, dict) else {}
         except Exception:  # noqa: BLE001 - metadata is optional
             return {}
 
     def _detect_access(self) -> Access:
-        rng = self.metadata().get("parameters", {}).get("input_range", [0.0, 1.0])
+        rng = (self.meta.get("parameters") or {}).get("input_range") or [0.0, 1.0]
         probe = torch.full((1, *self.input_shape), float(rng[0]) + 0.5 * (float(rng[1]) - float(rng[0])))
         out = self._answers(probe)
         self.queries = 0  # the probe is set-up, not an attack's cost
@@ -142,4 +196,30 @@ class HttpTarget(Target):
         return torch.from_numpy(out).argmax(1)
 
     def describe(self) -> dict:
-        return {**super().describe(), "url": self.url, "protocol": self.protocol}
+        return {**super().describe(), "url": self.url, "protocol": self.protocol, "input_name": self.input_name,
+                "wire_shape": list(self.wire_shape), "outputs": self.outputs or None}
+
+
+def fill_template(template, rows: list):
+    """The request body: the template with every string "{rows}" replaced by the rows (a list of lists)."""
+    if template == "{rows}":
+        return rows
+    if isinstance(template, dict):
+        return {k: fill_template(v, rows) for k, v in template.items()}
+    if isinstance(template, list):
+        return [fill_template(v, rows) for v in template]
+    return template
+
+
+def follow_path(payload, path: str):
+    """The value at a dotted path in the answer ('predictions', 'result.probs', '' or '.' for the answer
+    itself: an API that answers a bare list); list indices are numbers ('outputs.0.data')."""
+    value = payload
+    for part in [p for p in path.split(".") if p]:
+        if isinstance(value, list) and part.isdigit():
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            raise KeyError(f"no '{part}' in the answer at '{path}'")
+    return value
