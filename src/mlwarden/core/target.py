@@ -181,6 +181,21 @@ def sklearn_target(estimator, n_classes: int, input_shape, name: str = "sklearn-
             full[:, classes.astype(int)] = p  # a class missing from training gets probability 0
             return full
         return NumpyTarget(fn, n_classes, input_shape, Access.SCORES, name, "sklearn")
+    if hasattr(estimator, "decision_function") and hasattr(estimator, "classes_"):
+        # margins (a linear or kernel SVM): the scores are their softmax, binary margins as [0, f], so that
+        # log-ratios of the scores are the margins themselves
+        classes = np.asarray(estimator.classes_)
+        if np.issubdtype(classes.dtype, np.integer) and classes.size and classes.min() >= 0:
+            n_classes = max(n_classes, int(classes.max()) + 1)
+
+        def margins(a):
+            f = np.asarray(estimator.decision_function(flat(a)), dtype=np.float64)
+            f = np.stack([np.zeros_like(f), f], 1) if f.ndim == 1 else f
+            full = np.full((a.shape[0], n_classes), -np.inf)
+            full[:, classes.astype(int)] = f
+            e = np.exp(full - full.max(1, keepdims=True))
+            return (e / e.sum(1, keepdims=True)).astype(np.float32)
+        return NumpyTarget(margins, n_classes, input_shape, Access.SCORES, name, "sklearn")
     return NumpyTarget(lambda a: estimator.predict(flat(a)), n_classes, input_shape, Access.LABELS, name,
                        "sklearn")
 

@@ -2,7 +2,8 @@
 from .corruption import spam_dictionary, spam_focused, unsafe_file  # noqa: F401
 from .membership import membership_inference  # noqa: F401
 from .memorization import secret_sharer  # noqa: F401
-from .model_extraction import equation_solving, jacobian, knockoff, path_finding, retraining  # noqa: F401
+from .model_extraction import (  # noqa: F401
+    equation_solving, jacobian, knockoff, linear_boundary, path_finding, retraining, svm_margin)
 from .tricking import (  # noqa: F401
     apgd, eot, fgsm, hopskipjump, patch, pgd, square, whitebox_cascade,
 )
@@ -11,4 +12,5 @@ from .tricking import (  # noqa: F401
 ORDER = ["unsafe-model-file", "whitebox-cascade", "fgsm", "pgd-linf", "pgd-l2", "apgd-ce", "apgd-dlr-t", "square", "hopskipjump",
          "eot-pgd", "adversarial-patch",
          "membership-inference", "secret-sharer", "extract-equation-solving", "extract-retraining",
-         "extract-knockoff", "extract-jacobian", "extract-path-finding"]
+         "extract-knockoff", "extract-jacobian", "extract-path-finding", "extract-linear-boundary",
+         "extract-svm-margin", "spam-dictionary", "spam-focused"]
