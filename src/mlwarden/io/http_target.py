@@ -134,7 +134,13 @@ class HttpTarget(Target):
                 raise UserError(f"endpoint {self._infer_url()} redirects to {r.headers.get('location', '?')}: give "
                                 "the final URL (redirects are not followed, so the API key stays with its host)")
             if r.status_code >= 400:
-                raise UserError(f"endpoint {self._infer_url()} answered {r.status_code}: {r.text[:300]}")
+                hint = ""
+                if r.status_code >= 500 and self.protocol == "oip" and len(self.wire_shape) > 1 and \
+                        not self.meta.get("inputs"):
+                    hint = (f" (the server declares no input shape and got rows of shape {list(self.wire_shape)}: a "
+                            f"model trained on flat features needs --input-shape {int(np.prod(self.wire_shape))})")
+                raise UserError(f"endpoint {self._infer_url()} answered {r.status_code}: {' '.join(r.text[:300].split())}"
+                                + hint)
             try:
                 return self._parse(r.json(), len(x))
             except (ValueError, KeyError, TypeError, IndexError) as e:
