@@ -1,4 +1,7 @@
 """Defences that `mlwarden harden` applies, one per file. Importing this package registers them."""
-from . import adversarial_training, denoiser, dp_sgd, feature_squeezing, jpeg, randomized_smoothing, roni  # noqa: F401
+from . import (  # noqa: F401
+    adversarial_training, denoiser, dp_sgd, feature_squeezing, jpeg, knn_sanitization, outlier_filter,
+    randomized_smoothing, roni)
 
-ORDER = ["dp-sgd", "adversarial-training", "randomized-smoothing", "feature-squeezing", "jpeg", "denoiser", "roni"]
+ORDER = ["dp-sgd", "adversarial-training", "randomized-smoothing", "feature-squeezing", "jpeg", "denoiser", "roni", "knn-label-sanitization",
+         "outlier-filter"]

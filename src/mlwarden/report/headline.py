@@ -15,7 +15,7 @@ def headline(f: Finding, name: str | None = None) -> dict | None:
     ms = {m.name: m for m in f.metrics}
     if name is not None and name in ms:
         m = ms[name]
-    elif f.details.get("headline_metric") in ms:   # a threat that names its own headline number (higher is worse)
+    elif f.details.get("headline_metric") in ms:   # a threat that names its own headline number
         m = ms[f.details["headline_metric"]]
     elif f.threat == "membership-inference":
         tpr = [m for m in f.metrics if m.name.endswith("TPR at 1% FPR") and "audited model only" not in m.name]
@@ -34,4 +34,4 @@ def headline(f: Finding, name: str | None = None) -> dict | None:
         return pack(m, 0.01, "higher")
     if f.family == "model-tricking":
         return pack(m, None, "lower")
-    return pack(m, None, "higher")
+    return pack(m, None, f.details.get("headline_worse", "higher"))   # a threat's own headline says its direction

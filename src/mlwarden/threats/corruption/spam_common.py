@@ -4,6 +4,8 @@ poisoned mail through its recipe (and through a sanitizer, counting what it remo
 failed."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ...core.finding import Metric, Remedy
@@ -11,6 +13,7 @@ from ...core.threat import Context
 from ...text.filters import FilterRecipe
 from ...text.messages import MODALITY, concat, decode, encode
 from ...text.spambayes import HAM, SPAM
+from .poisoning import sanitized_fit
 
 FAMILY = "model-corruption"
 ATLAS = ["AML.T0020"]   # Poison Training Data
@@ -58,23 +61,20 @@ def copies_for(control: float, n_train: int) -> int:
 
 
 def fit_poisoned(recipe: FilterRecipe, data, x_poison: torch.Tensor, y_poison: torch.Tensor, seed: int):
-    """The victim retrained on its clean training mail plus the attack messages. Through a sanitizer (a
-    data_filter with keep_mask), also what it removed: (filter, attack messages kept mask, legit kept mask)."""
+    """The victim retrained on its clean training mail plus the attack messages, and through a sanitizer what
+    it removed: (filter, removal metrics)."""
     x, y = concat(data.x_train, x_poison), torch.cat([data.y_train, y_poison])
-    sanitizer = recipe.data_filter
-    if sanitizer is not None and hasattr(sanitizer, "keep_mask"):
-        keep = torch.as_tensor(sanitizer.keep_mask(x, y), dtype=torch.bool)
-        n = len(data.x_train)
-        return recipe.with_(data_filter=None).fit(x[keep], y[keep], seed=seed), keep[n:], keep[:n]
-    return recipe.fit(x, y, seed=seed), None, None
+    planted = torch.cat([torch.zeros(len(data.x_train), dtype=torch.bool),
+                         torch.ones(len(x_poison), dtype=torch.bool)])
+    flt, metrics = sanitized_fit(recipe, x, y, planted, 2, seed)
+    return flt, [_renamed(m) for m in metrics]
 
 
-def removal_metrics(kept_attack, kept_legit) -> list[Metric]:
-    if kept_attack is None:
-        return []
-    return [Metric.rate("attack messages removed by the sanitizer", int((~kept_attack).sum()), len(kept_attack)),
-            Metric.rate("legitimate training messages removed by the sanitizer", int((~kept_legit).sum()),
-                        len(kept_legit))]
+def _renamed(m: Metric) -> Metric:
+    """Spam wording: planted points are attack messages, clean points legitimate training messages."""
+    name = m.name.replace("planted points", "attack messages").replace("clean points",
+                                                                        "legitimate training messages")
+    return replace(m, name=name)
 
 
 def worst_rate(clean: dict[str, Metric], poisoned: dict[str, Metric]) -> str:

@@ -24,7 +24,7 @@ from ...text.corpus import stdlib_docstrings
 from ...text.messages import MODALITY, decode
 from ...text.spambayes import tokenize, words
 from .spam_common import (ATLAS, FAMILY, HAM_FLAGGED, HAM_SPAM, REMEDY, SPAM_PASSED, attack_messages, copies_for,
-                          dictionary_words, error_rates, failure_mode, fit_poisoned, worst_rate, removal_metrics, skip_reason)
+                          dictionary_words, error_rates, failure_mode, fit_poisoned, worst_rate, skip_reason)
 
 Dictionary = Literal["optimal", "realistic"]
 
@@ -58,9 +58,9 @@ def dictionary_attack(recipe, data, kind: str, controls: list[float], seed: int 
     rows = []
     for c in controls:
         k = copies_for(c, len(data.x_train))
-        flt, kept_attack, kept_legit = fit_poisoned(recipe, data, *attack_messages(words_, k, per_message), seed)
+        flt, removal = fit_poisoned(recipe, data, *attack_messages(words_, k, per_message), seed)
         rows.append({"control": c, "messages": k, "rates": error_rates(flt, data.x_test, data.y_test),
-                     "removal": removal_metrics(kept_attack, kept_legit), "words": len(words_),
+                     "removal": removal, "words": len(words_),
                      "per_message": per_message if 0 < per_message < len(words_) else len(words_), "kind": kind})
     return rows
 

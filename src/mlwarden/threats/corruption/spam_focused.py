@@ -48,10 +48,10 @@ def focused_attack(recipe, data, targets: list[str], fractions: list[float], con
             check_time()
             ws = words(text)
             known = sorted(rng.choice(ws, max(1, round(p * len(ws))), replace=False).tolist())
-            flt, kept_attack, _ = fit_poisoned(recipe, data, *attack_messages(known, copies), seed)
+            flt, removal = fit_poisoned(recipe, data, *attack_messages(known, copies), seed)
             moved.append(bool(flt.verdicts([text])[0] != HAM))
-            if kept_attack is not None:
-                kept.append(bool(kept_attack.all()))
+            if removal:
+                kept.append(removal[0].value == 0)   # none of this target's attack messages removed
             if len(examples) < 3:
                 examples.append({"target": text[:200], "attack message": " ".join(known)[:200], "left inbox": moved[-1]})
         out[p] = {"moved": moved, "kept": kept, "examples": examples}
