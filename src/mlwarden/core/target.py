@@ -169,6 +169,13 @@ def outputs_are_probabilities(out: torch.Tensor, tol: float = 1e-4) -> bool:
 
 
 def sklearn_target(estimator, n_classes: int, input_shape, name: str = "sklearn-model") -> NumpyTarget:
+    """A scikit-learn estimator as a target (`.estimator` keeps it: poisoning threats retrain a clone)."""
+    target = _sklearn_target(estimator, n_classes, input_shape, name)
+    target.estimator = estimator
+    return target
+
+
+def _sklearn_target(estimator, n_classes: int, input_shape, name: str) -> NumpyTarget:
     flat = lambda a: a.reshape(a.shape[0], -1)  # noqa: E731
     if hasattr(estimator, "predict_proba"):
         classes = np.asarray(estimator.classes_)

@@ -1,5 +1,5 @@
 """Built-in threats, one attack per file, grouped by family. Importing this package registers them."""
-from .corruption import label_flipping, spam_dictionary, spam_focused, unsafe_file  # noqa: F401
+from .corruption import gradient_poisoning, label_flipping, spam_dictionary, spam_focused, unsafe_file  # noqa: F401
 from .membership import membership_inference  # noqa: F401
 from .memorization import secret_sharer  # noqa: F401
 from .model_extraction import (  # noqa: F401
@@ -13,4 +13,4 @@ ORDER = ["unsafe-model-file", "whitebox-cascade", "fgsm", "pgd-linf", "pgd-l2", 
          "eot-pgd", "adversarial-patch",
          "membership-inference", "secret-sharer", "extract-equation-solving", "extract-retraining",
          "extract-knockoff", "extract-jacobian", "extract-path-finding", "extract-linear-boundary",
-         "extract-svm-margin", "label-flipping", "spam-dictionary", "spam-focused"]
+         "extract-svm-margin", "label-flipping", "gradient-poisoning", "spam-dictionary", "spam-focused"]
