@@ -12,6 +12,7 @@ linear solve and one double-backward pass per step; poisons stay inside the inpu
 victim's test error against the number of poisons, beside the same number of plain label flips."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import torch
@@ -120,7 +121,7 @@ class GradientPoisoning(Threat):
             return Metric.rate("test error", int(wrong.sum()), len(wrong)), ~wrong
 
         clean, ok_clean = error()
-        rows, metrics, worst = [], [replace_name(clean, "clean: test error")], None
+        rows, metrics, worst = [], [replace(clean, name="clean: test error")], None
         g = torch.Generator().manual_seed(ctx.seed + 1)
         for n in sorted(p.poisons):
             ctx.check_time()
@@ -132,8 +133,8 @@ class GradientPoisoning(Threat):
             rows.append({"poisons": n, "share of training set": f"{100 * n / len(x):.1f}%",
                          "test error": err.text(), "with as many label flips": base.text(),
                          "change (points, 95% CI)": f"{100 * -d[0]:+.1f} ({100 * -d[2]:+.1f} to {100 * -d[1]:+.1f})"})
-            metrics += [replace_name(err, f"{n} poisons: test error"),
-                        replace_name(base, f"{n} label flips: test error")]
+            metrics += [replace(err, name=f"{n} poisons: test error"),
+                        replace(base, name=f"{n} label flips: test error")]
             worst = (n, err, -d[2])
         n, err, rise = worst
         sev = severity.POISONING.grade(rise) if rise > 0 else Severity.LOW
@@ -146,6 +147,3 @@ class GradientPoisoning(Threat):
                                                f"{type(est).__name__} retrained on the poisoned set; the attacker's "
                                                f"validation set is {len(val)} of its own points."]})
 
-
-def replace_name(m: Metric, name: str) -> Metric:
-    return Metric(name, m.value, m.n, m.ci_low, m.ci_high, m.unit, m.reliable)

@@ -14,6 +14,7 @@ sphere and slab. Budget: flipped points as a fraction of the training set (rando
 clean model's."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal
 
 import torch
@@ -140,8 +141,7 @@ class LabelFlipping(Threat):
                 table.append(row)
                 curves[strategy].append((b, acc))
                 if b == p.headline_budget:
-                    metrics += [acc, *[Metric(f"{strategy} {100 * b:g}%: {m.name}", m.value, m.n, m.ci_low,
-                                              m.ci_high, m.unit) for m in filt]]
+                    metrics += [acc, *[replace(m, name=f"{strategy} {100 * b:g}%: {m.name}") for m in filt]]
                     if worst is None or rise > worst[0]:
                         worst = (rise, strategy, acc, drop)
         rise, strategy, acc, drop = worst
