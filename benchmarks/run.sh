@@ -22,3 +22,4 @@ mkdir -p benchmarks/out
 "$V/bin/python" benchmarks/bench_adv_training.py | tee benchmarks/out/adv_training.txt
 "$V/bin/python" benchmarks/bench_smoothing_preprocessing.py | tee benchmarks/out/smoothing_preprocessing.txt
 "$V/bin/python" benchmarks/bench_spam_poisoning.py | tee benchmarks/out/spam_poisoning.txt
+"$V/bin/python" benchmarks/bench_backdoor_detection.py | tee benchmarks/out/backdoor_detection.txt

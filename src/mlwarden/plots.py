@@ -31,8 +31,9 @@ def image_row(path, images, labels, low, high, title=""):
     plt.close(fig)
 
 
-def adversarial_grid(path, x, x_adv, y, pred_clean, pred_adv, low, high, title=""):
-    """Two rows: clean images with their predicted labels, adversarial ones with theirs."""
+def adversarial_grid(path, x, x_adv, y, pred_clean, pred_adv, low, high, title="", second=("adversarial", "adv")):
+    """Two rows: clean images with their predicted labels, adversarial (or triggered: `second` names the row
+    and its short tag) ones with theirs."""
     n = len(x)
     fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.9), squeeze=False)
     for i in range(n):
@@ -40,9 +41,9 @@ def adversarial_grid(path, x, x_adv, y, pred_clean, pred_adv, low, high, title="
         axes[0, i].set_title(f"true {int(y[i])}\npred {int(pred_clean[i])}", fontsize=7)
         _show(axes[1, i], x_adv[i], low, high)
         ok = int(pred_adv[i]) == int(y[i])
-        axes[1, i].set_title(f"adv pred {int(pred_adv[i])}", fontsize=7, color="black" if ok else "crimson")
+        axes[1, i].set_title(f"{second[1]} pred {int(pred_adv[i])}", fontsize=7, color="black" if ok else "crimson")
     axes[0, 0].set_ylabel("clean", fontsize=8)
-    axes[1, 0].set_ylabel("adversarial", fontsize=8)
+    axes[1, 0].set_ylabel(second[0], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

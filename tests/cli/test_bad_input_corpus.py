@@ -42,6 +42,8 @@ def files(tmp_path_factory, digits):
     (d / "four.tsv").write_text("ham\thello there\nspam\tfree money\nham\tsee you\nspam\twin cash\n")
     (d / "numeric_text.csv").write_text("f1,text,label\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(20)))
     (d / "bad_controls.toml").write_text('[threats.spam-dictionary]\ncontrols = [0.01, 0]\n')
+    (d / "bad_backdoor.toml").write_text('[threats.backdoor]\nrates = [0.05, 0.9]\n')
+    (d / "bad_trigger.toml").write_text('[threats.backdoor]\ntriggers = ["sticker"]\n')
     return d
 
 
@@ -69,6 +71,12 @@ CASES = {
     "jpeg quality 0": (["harden", "--defense", "jpeg", "--param", "quality=0"], "quality: Input should be"),
     "squeezing nothing": (["harden", "--defense", "feature-squeezing", "--param", "bits=0"], "needs bits or median"),
     "unknown defence": (["harden", "--defense", "no-such-defence"], "no-such-defence"),
+    "detector threshold 1": (["harden", "--defense", "spectral-signatures", "--param", "threshold=1"],
+                             "threshold: Input should be less than 1"),
+    "backdoor rate over half": (["audit", "--config", "{d}/bad_backdoor.toml", "--threats", "backdoor"],
+                                "less than or equal to 0.5"),
+    "backdoor unknown trigger": (["audit", "--config", "{d}/bad_trigger.toml", "--threats", "backdoor"],
+                                 "triggers.0: Input should be"),
     "serve smoothing zero": (["serve", "--smoothing", "0"], "smoothing_sigma"),
     "negative seed": (["audit", "--seed", "-1"], "seed"),
     "huge seed": (["audit", "--seed", "99999999999999999999"], "seed"),

@@ -12,6 +12,7 @@ points were planted (a poisoning threat) asks it which it keeps, and reports wha
 """
 from __future__ import annotations
 
+import copy
 import importlib
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -76,15 +77,16 @@ class Recipe:
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, n_classes: int, *, seed: int = 0,
             wrap: Callable | None = None, batch_transform: Callable | None = None,
-            on_epoch: Callable | None = None) -> nn.Module:
-        """The one training loop. `y` holds labels, or probabilities (soft labels, e.g. a victim's answers
+            on_epoch: Callable | None = None, init: nn.Module | None = None) -> nn.Module:
+        """The one training loop. `init`: fine-tune a copy of this model instead of a fresh one (only its
+        parameters that require gradients train: core.layers.new_head freezes the features). `y` holds labels, or probabilities (soft labels, e.g. a victim's answers
         that an extraction copy learns from). `on_epoch(epoch, model)` is called after every epoch; a true
         result ends training there."""
         torch.manual_seed(seed)
         if self.data_filter is not None:
             x, y = self.data_filter(x, y)
-        model = self.make_model(x.shape[1:], n_classes)
-        opt = self.make_optimizer(model.parameters())
+        model = self.make_model(x.shape[1:], n_classes) if init is None else copy.deepcopy(init)
+        opt = self.make_optimizer([p for p in model.parameters() if p.requires_grad])
         loader = self.make_loader(x, y, seed)
         wrap = wrap if wrap is not None else self.wrap
         batch_transform = batch_transform if batch_transform is not None else self.batch_transform

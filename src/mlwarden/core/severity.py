@@ -39,6 +39,10 @@ POISONING = Ladder("lower 95% bound of the rise in the victim's worst error rate
                    "at the headline attacker control",
                    ((0.5, Severity.CRITICAL), (0.2, Severity.HIGH), (0.05, Severity.MEDIUM)))
 
+BACKDOOR = Ladder("lower 95% bound of the attack success rate (triggered inputs of other classes sent to the "
+                  "attacker's class) at the headline poison rate",
+                  ((0.9, Severity.CRITICAL), (0.5, Severity.HIGH), (0.2, Severity.MEDIUM)))
+
 
 def secret_exposure(max_bits: float) -> Ladder:
     """Canary exposure in bits, against the most the secret space allows (log2 |R|); an extracted

@@ -53,5 +53,5 @@ class KnnLabelSanitization(SanitizerDefense):
     Params = KnnParams
     sweepable = ("k", "eta")
 
-    def make(self, p: KnnParams, data) -> KnnSanitizer:
+    def make(self, p: KnnParams, data, recipe) -> KnnSanitizer:
         return KnnSanitizer(p.k, p.eta)

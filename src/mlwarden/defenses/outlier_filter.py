@@ -65,5 +65,5 @@ class OutlierFiltering(SanitizerDefense):
     Params = OutlierParams
     sweepable = ("remove",)
 
-    def make(self, p: OutlierParams, data) -> OutlierFilter:
+    def make(self, p: OutlierParams, data, recipe) -> OutlierFilter:
         return OutlierFilter(p.rule, p.remove)

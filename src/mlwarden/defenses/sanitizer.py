@@ -29,14 +29,15 @@ class SanitizerDefense(Defense):
     mitigates = ("label-flipping",)
     modalities: ClassVar[tuple[str, ...]] = ("image", "tabular")
 
-    def make(self, params, data) -> Sanitizer:
+    def make(self, params, data, recipe) -> Sanitizer:
+        """The filter; `recipe` is the one it joins (a detector trains a model through it to look at)."""
         raise NotImplementedError
 
     def defend_recipe(self, recipe, params, data):
         if recipe.data_filter is not None:
             raise UserError(f"{self.name}: the recipe already filters its training data ({recipe.data_filter!r}); "
                             "apply one sanitizer at a time")
-        flt = self.make(params, data)
+        flt = self.make(params, data, recipe)
         return recipe.with_(data_filter=flt), {"filter": repr(flt)}
 
     def evaluate(self, subject, hardened, params, ctx) -> dict:

@@ -21,11 +21,11 @@ def sanitize(sanitizer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def sanitized_fit(recipe, x: torch.Tensor, y: torch.Tensor, planted: torch.Tensor, n_classes: int, seed: int,
-                  y_true: torch.Tensor | None = None):
+                  y_true: torch.Tensor | None = None, groups: dict[str, torch.Tensor] | None = None):
     """The victim trained through `recipe` on (x, y), of which `planted` marks the attacker's points (y_true:
     their labels before poisoning, for relabelling sanitizers). Returns (model, metrics): through a
-    sanitizer, the planted and clean points it removed, and the planted labels it restored and clean ones
-    it changed."""
+    sanitizer, the planted and clean points it removed (and, for each named mask in `groups`, the share of
+    those points it removed), and the planted labels it restored and clean ones it changed."""
     planted = torch.as_tensor(planted, dtype=torch.bool)
     done = sanitize(recipe.data_filter, x, y) if recipe.data_filter is not None else None
     if done is None:
@@ -38,6 +38,8 @@ def sanitized_fit(recipe, x: torch.Tensor, y: torch.Tensor, planted: torch.Tenso
                                 int(planted.sum())),
                     Metric.rate("clean points removed by the sanitizer", int((~keep & ~planted).sum()),
                                 int((~planted).sum()))]
+        metrics += [Metric.rate(f"{name} removed by the sanitizer", int((~keep & m).sum()), int(m.sum()))
+                    for name, m in (groups or {}).items()]
     if getattr(recipe.data_filter, "relabels", False):
         truth = y if y_true is None else y_true
         metrics += [Metric.rate("planted labels restored by the sanitizer",
