@@ -23,3 +23,5 @@ mkdir -p benchmarks/out
 "$V/bin/python" benchmarks/bench_smoothing_preprocessing.py | tee benchmarks/out/smoothing_preprocessing.txt
 "$V/bin/python" benchmarks/bench_spam_poisoning.py | tee benchmarks/out/spam_poisoning.txt
 "$V/bin/python" benchmarks/bench_backdoor_detection.py | tee benchmarks/out/backdoor_detection.txt
+"$V/bin/python" benchmarks/bench_clean_label.py | tee benchmarks/out/clean_label.txt
+"$V/bin/python" benchmarks/bench_poison_filters.py | tee benchmarks/out/poison_filters.txt

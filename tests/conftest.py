@@ -55,6 +55,11 @@ def mnist_recipe():
     return BUILTIN_RECIPES["cnn"].with_(name="cnn16", factory=small_cnn16, epochs=4)
 
 
+@pytest.fixture(scope="session")
+def mnist_cnn(mnist, mnist_recipe):
+    return mnist_recipe.fit(mnist.x_train, mnist.y_train, 10, seed=0)
+
+
 def small_cnn16(input_shape, n_classes):
     from mlwarden.core.zoo import SmallCNN
     return SmallCNN(input_shape, n_classes, width=16)

@@ -38,3 +38,17 @@ def difference_interval(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> 
 def lower_bound(k: int, n: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson lower confidence bound on a binomial rate."""
     return 0.0 if k == 0 or n <= 0 else float(beta.ppf(alpha, k, n - k + 1))
+
+
+def mean_interval(values, alpha: float = 0.05) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t interval of the mean of a small sample (each value one independent
+    trial, e.g. one target's retrained victim)."""
+    from scipy.stats import t as student
+    v = [float(x) for x in values]
+    n = len(v)
+    mean = sum(v) / n
+    if n < 2:
+        return mean, float("-inf"), float("inf")
+    sd = (sum((x - mean) ** 2 for x in v) / (n - 1)) ** 0.5
+    half = float(student.ppf(1 - alpha / 2, n - 1)) * sd / n ** 0.5
+    return mean, mean - half, mean + half

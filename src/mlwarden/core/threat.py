@@ -67,12 +67,15 @@ class Threat:
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     remedy: ClassVar[Remedy | None] = None
     in_default_audit: ClassVar[bool] = True
+    needs_recipe: ClassVar[bool] = False     # retrains the model: needs the training recipe (--recipe)
 
     def skip_reason(self, ctx: Context) -> str | None:
         if not ctx.target.access.allows(self.needs):
             return f"needs {self.needs.value} access; the target gives {ctx.target.access.value}"
         if ctx.data.modality not in self.modalities:
             return f"applies to {'/'.join(self.modalities)} data; this data is {ctx.data.modality}"
+        if self.needs_recipe and (ctx.recipe is None or not hasattr(ctx.recipe, "factory")):
+            return "needs training access: the recipe (--recipe) the model is trained with"
         return None
 
     def params_for(self, profile: str, overrides: dict[str, Any] | None = None) -> Params:

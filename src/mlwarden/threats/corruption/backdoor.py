@@ -95,12 +95,9 @@ class Backdoor(Threat):
     profiles = {"quick": {"triggers": ["patch"], "rates": [0.05]},
                 "thorough": {"modes": ["all-to-one", "all-to-all"], "rates": [0.005, 0.01, 0.02, 0.05, 0.1]}}
     remedy = REMEDY
+    needs_recipe = True
     in_default_audit = False   # retrains the model once per trigger, rate and mode
 
-    def skip_reason(self, ctx: Context) -> str | None:
-        if ctx.recipe is None or not hasattr(ctx.recipe, "factory"):
-            return "needs training access: the recipe (--recipe) the model is trained with"
-        return super().skip_reason(ctx)
 
     def run(self, ctx: Context, p: BackdoorParams) -> Finding:
         data, c = ctx.data, ctx.data.n_classes

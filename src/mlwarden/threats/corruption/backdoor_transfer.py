@@ -61,11 +61,10 @@ class BackdoorTransfer(Threat):
     atlas = ["AML.T0018", "AML.T0010"]
     Params = TransferParams
     remedy = REMEDY
+    needs_recipe = True
     in_default_audit = False   # pre-trains two models and fine-tunes each per method
 
     def skip_reason(self, ctx: Context) -> str | None:
-        if ctx.recipe is None or not hasattr(ctx.recipe, "factory"):
-            return "needs training access: the recipe (--recipe) the model is trained with"
         if ctx.data.n_classes < 4:
             return "needs at least 4 classes, split into a pre-training task and a fine-tuning task"
         return super().skip_reason(ctx)

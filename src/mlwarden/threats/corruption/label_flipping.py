@@ -92,12 +92,9 @@ class LabelFlipping(Threat):
     profiles = {"quick": {"budgets": [0.1, 0.3]}, "thorough": {"strategies": ["random", "targeted", "adaptive"],
                                                                  "budgets": [0.01, 0.05, 0.1, 0.2, 0.3, 0.4]}}
     remedy = REMEDY
+    needs_recipe = True
     in_default_audit = False   # retrains the model once per budget and strategy
 
-    def skip_reason(self, ctx: Context) -> str | None:
-        if ctx.recipe is None or not hasattr(ctx.recipe, "factory"):
-            return "needs training access: the recipe (--recipe) the model is trained with"
-        return super().skip_reason(ctx)
 
     def run(self, ctx: Context, p: FlipParams) -> Finding:
         data, c = ctx.data, ctx.data.n_classes
