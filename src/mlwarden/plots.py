@@ -35,7 +35,7 @@ def adversarial_grid(path, x, x_adv, y, pred_clean, pred_adv, low, high, title="
     """Two rows: clean images with their predicted labels, adversarial (or triggered: `second` names the row
     and its short tag) ones with theirs."""
     n = len(x)
-    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.9), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 3.2), squeeze=False)
     for i in range(n):
         _show(axes[0, i], x[i], low, high)
         axes[0, i].set_title(f"true {int(y[i])}\npred {int(pred_clean[i])}", fontsize=7)
