@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict
 
 from .backend import LocalBackend
@@ -68,6 +69,7 @@ class Threat:
     remedy: ClassVar[Remedy | None] = None
     in_default_audit: ClassVar[bool] = True
     needs_recipe: ClassVar[bool] = False     # retrains the model: needs the training recipe (--recipe)
+    needs_torch: ClassVar[bool] = False      # reads the model's layers: needs a PyTorch module
 
     def skip_reason(self, ctx: Context) -> str | None:
         if not ctx.target.access.allows(self.needs):
@@ -76,6 +78,8 @@ class Threat:
             return f"applies to {'/'.join(self.modalities)} data; this data is {ctx.data.modality}"
         if self.needs_recipe and (ctx.recipe is None or not hasattr(ctx.recipe, "factory")):
             return "needs training access: the recipe (--recipe) the model is trained with"
+        if self.needs_torch and not isinstance(ctx.target.module, torch.nn.Module):   # white-box checked above
+            return "needs the model's layers and gradients (a PyTorch model)"
         return None
 
     def params_for(self, profile: str, overrides: dict[str, Any] | None = None) -> Params:

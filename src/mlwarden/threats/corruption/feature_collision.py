@@ -112,12 +112,9 @@ class FeatureCollision(Threat):
     Params = CollisionParams
     profiles = {"quick": {"targets": 5, "steps": 60}}
     remedy = REMEDY
+    needs_torch = True
     in_default_audit = False   # crafts poisons and fine-tunes a head per target
 
-    def skip_reason(self, ctx: Context) -> str | None:
-        if not isinstance(getattr(ctx.target, "module", None), torch.nn.Module):
-            return "needs the model's layers (a PyTorch model) to take its features"
-        return super().skip_reason(ctx)
 
     def run(self, ctx: Context, p: CollisionParams) -> Finding:
         module, data, seed = ctx.target.module.eval(), ctx.data, ctx.seed
