@@ -128,15 +128,18 @@ class GradientMatching(Threat):
         g = torch.Generator().manual_seed(seed)
         order = candidates[torch.randperm(len(candidates), generator=g)][:p.targets]
         k = max(1, round(p.budget * len(data.y_train)))
-        turned, accs, rows, losses, shifts, worst = [], [], [], [], [], None
+        turned, accs, rows, losses, shifts, worst, chosen_for = [], [], [], [], [], None, {}
         for t in order.tolist():
             ctx.check_time()
             a = int(data.y_test[t])
             second = logits[t].clone()
             second[a] = -float("inf")
             b = int(second.argmax())                                   # the surrogate's runner-up for t
-            pool = torch.nonzero(data.y_train == b).flatten()
-            chosen = pool[largest_gradients(surrogate, data.x_train[pool], data.y_train[pool], min(k, len(pool)))]
+            if b not in chosen_for:                                    # per class, not per target
+                pool = torch.nonzero(data.y_train == b).flatten()
+                chosen_for[b] = pool[largest_gradients(surrogate, data.x_train[pool], data.y_train[pool],
+                                                       min(k, len(pool)))]
+            chosen = chosen_for[b]
             poisons, loss = brew(surrogates, data.x_test[t], b, data.x_train[chosen], data.y_train[chosen], eps, lo,
                                  hi, p.steps, p.restarts, seed + t)
             x = data.x_train.clone()
