@@ -13,73 +13,19 @@ triggers that are not a small patch (warping, input-specific, large blended patt
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 
-from ...core.finding import Finding, Metric, Severity, Status
+from ...core.finding import Finding, Metric, Remedy, Severity, Status
 from ...core.registry import register
 from ...core.target import Access
-from ...core.threat import Context, Params, Threat
-from .backdoor import REMEDY
-
-SUCCESS = 0.99   # a reversed trigger counts once it sends this share of clean inputs to its class
-FLAG = 2.0       # anomaly index above which a class is flagged (Wang et al. 2019)
+from ...core.threat import Context, Threat
+from ...scans.cleanse import FLAG, SUCCESS, CleanseParams, scan
 
 
-class CleanseParams(Params):
-    clean: int = Field(500, ge=20, le=100_000, description="clean inputs the scan uses (from the training split)")
-    steps: int = Field(300, ge=10, le=10_000, description="optimisation steps per class")
-    batch: int = Field(64, ge=8, le=4096)
-    lr: float = Field(0.1, gt=0)
-    init_cost: float = Field(1e-3, gt=0, description="initial weight lambda of the mask's L1 norm")
-
-
-def reverse_trigger(model, x: torch.Tensor, label: int, low: float, high: float, p: CleanseParams,
-                    seed: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-    """(mask (1, H, W), pattern (C, H, W), the smallest L1 norm of a mask that reached SUCCESS on the
-    inputs (inf if none did), the success it had) for one class."""
-    g = torch.Generator().manual_seed(seed)
-    c, h, w = x.shape[1:]
-    mask_p = torch.zeros(1, h, w).requires_grad_(True)              # mask = sigmoid-like via tanh
-    pat_p = (torch.rand(c, h, w, generator=g) * 0.2 - 0.1).requires_grad_(True)
-    opt = torch.optim.Adam([mask_p, pat_p], lr=p.lr, betas=(0.5, 0.9))
-    cost, up, down = p.init_cost, 0, 0
-    best = (None, None, float("inf"), 0.0)
-    want = torch.full((min(p.batch, len(x)),), label)
-    for step in range(p.steps):
-        idx = torch.randint(0, len(x), (min(p.batch, len(x)),), generator=g)
-        mask = (torch.tanh(mask_p) + 1) / 2
-        pattern = low + (high - low) * (torch.tanh(pat_p) + 1) / 2
-        xs = (1 - mask) * x[idx] + mask * pattern
-        out = model(xs)
-        ce = torch.nn.functional.cross_entropy(out, want)
-        l1 = mask.sum()
-        mask_p.grad, pat_p.grad = torch.autograd.grad(ce + cost * l1, [mask_p, pat_p])  # not the model's
-        opt.step()
-        success = float((out.argmax(1) == label).float().mean())
-        if success >= SUCCESS and float(l1.detach()) < best[2]:
-            best = (mask.detach().clone(), pattern.detach().clone(), float(l1.detach()), success)
-        # the paper's schedule: raise the cost while the trigger works, lower it while it does not
-        if success >= SUCCESS:
-            up, down = up + 1, 0
-        else:
-            up, down = 0, down + 1
-        if up >= 5:
-            cost, up = cost * 1.5, 0
-        elif down >= 5:
-            cost, down = cost / 1.5 ** 1.5, 0
-    if best[0] is None:
-        mask = ((torch.tanh(mask_p) + 1) / 2).detach()
-        pattern = (low + (high - low) * (torch.tanh(pat_p) + 1) / 2).detach()
-        return mask, pattern, float("inf"), success
-    return best
-
-
-def anomaly_index(norms: torch.Tensor) -> torch.Tensor:
-    """(median - norm) / (1.4826 MAD) per class: large for a class whose trigger is unusually small."""
-    finite = norms[torch.isfinite(norms)]
-    med = torch.quantile(finite, 0.5)                 # the mean of the two middle values (torch.median: the lower)
-    mad = 1.4826 * torch.quantile((finite - med).abs(), 0.5)
-    return (med - norms) / mad.clamp_min(1e-12)
+REMEDY = Remedy("nc-unlearning", "Remove the backdoor with the clean data you hold: Neural Cleanse unlearning "
+                "fine-tunes with the reversed trigger stamped on correctly labelled images (fine-pruning prunes "
+                "channels dormant on clean data, then fine-tunes); at inference, refuse triggered inputs with "
+                "`mlwarden serve --strip`. Prefer models whose training data and pipeline you can verify.",
+                "mlwarden harden --defense nc-unlearning")
 
 
 @register
@@ -104,17 +50,10 @@ class NeuralCleanse(Threat):
         idx = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(ctx.seed))[:p.clean]
         x, y = data.x_train[idx], data.y_train[idx]
         lo, hi = data.space.low, data.space.high
-        masks, patterns, norms, rates = [], [], [], []
-        for c in range(data.n_classes):
-            ctx.check_time()
-            m, pat, l1, ok = reverse_trigger(model, x[y != c], c, lo, hi, p, ctx.seed + c)
-            masks.append(m)
-            patterns.append(pat)
-            norms.append(l1)
-            rates.append(ok)
-        norms_t = torch.tensor(norms)
-        index = anomaly_index(norms_t)
-        flagged = [c for c in range(data.n_classes) if float(index[c]) > FLAG]
+        found = scan(model, x, y, data.n_classes, lo, hi, p, ctx.seed, check=ctx.check_time)
+        masks, patterns, norms_t, rates, index, flagged = (found.masks, found.patterns, found.norms, found.rates,
+                                                           found.index, found.flagged)
+        norms = norms_t.tolist()
         top = int(torch.argmax(torch.nan_to_num(index, nan=-1.0)))
         rows = [{"class": c, "smallest trigger (mask L1, pixels)": f"{norms[c]:.1f}",
                  "its success on clean inputs": f"{100 * rates[c]:.1f}%", "anomaly index": f"{float(index[c]):.2f}",
