@@ -60,6 +60,21 @@ def mnist_cnn(mnist, mnist_recipe):
     return mnist_recipe.fit(mnist.x_train, mnist.y_train, 10, seed=0)
 
 
+@pytest.fixture(scope="session")
+def badnets_trigger():
+    from mlwarden.threats.corruption.triggers import Trigger
+    return Trigger("patch", 0.0, 1.0, size=3)
+
+
+@pytest.fixture(scope="session")
+def badnets_cnn(mnist, mnist_recipe, badnets_trigger):
+    """The small CNN trained on MNIST with 10% BadNets poison (3x3 checkerboard patch, all-to-one, target 3):
+    the backdoored twin of `mnist_cnn` (same recipe and seed)."""
+    from mlwarden.threats.corruption.backdoor import plant
+    x, y, _ = plant(mnist.x_train, mnist.y_train, badnets_trigger, 0.1, "all-to-one", 3, 10, 0)
+    return mnist_recipe.fit(x, y, 10, seed=0)
+
+
 def small_cnn16(input_shape, n_classes):
     from mlwarden.core.zoo import SmallCNN
     return SmallCNN(input_shape, n_classes, width=16)

@@ -7,7 +7,10 @@ radius, points removed) in a typed record.
 
 Training defences compose: each one rewrites the recipe (`defend_recipe`), and `apply_defenses` trains
 once with all of them (`--defense dp-sgd,adversarial-training`). Inference defences wrap the target
-(`defend_target`); detection and aggregation defences override `apply` itself.
+(`defend_target`). Repair defences rewrite a trained network (`repair_hook`: backdoor removal by
+fine-pruning or unlearning) with a little clean data and need no recipe: the subject's own model is
+repaired, and the hardened recipe repairs every model it trains, so a re-audit that retrains (the backdoor
+threat) measures the repaired models. Detection and aggregation defences override `apply` itself.
 """
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ from torch import nn
 from .data import Dataset
 from .errors import UserError
 from .recipe import Recipe
-from .target import Target
+from .target import Target, TorchTarget
 from .threat import Params
 
-KINDS = ("training", "inference", "detection", "aggregation")
+KINDS = ("training", "repair", "inference", "detection", "aggregation")
 
 
 @dataclass
@@ -68,6 +71,9 @@ class Defense:
     def check(self, params: Params, data: Dataset) -> None:
         """Refuse, with a UserError, data or settings this defence cannot work with, before anything runs."""
 
+    def check_target(self, target: Target, params: Params) -> None:
+        """Refuse, with a UserError, a model this defence cannot work on (repair defences: not a network)."""
+
     def defend_recipe(self, recipe: Recipe, params: Params, data: Dataset) -> tuple[Recipe, dict[str, Any]]:
         """Training defences: the recipe with this defence applied, and facts known before training."""
         raise NotImplementedError
@@ -78,6 +84,11 @@ class Defense:
 
     def defend_target(self, target: Target, params: Params, ctx: DefenseContext) -> tuple[Target, dict[str, Any]]:
         """Inference defences: the target behind this defence."""
+        raise NotImplementedError
+
+    def repair_hook(self, params: Params, ctx: DefenseContext):
+        """Repair defences: a callable model -> repaired model (with `facts` after each call), holding the
+        clean data it uses; it becomes the hardened recipe's `repair`."""
         raise NotImplementedError
 
     def apply(self, subject, params: Params, ctx: DefenseContext) -> Hardened:
@@ -94,11 +105,16 @@ class Defense:
 
 
 def apply_defenses(subject, chosen: list[tuple[Defense, Params]], ctx: DefenseContext) -> Hardened:
-    """Training defences rewrite the recipe in turn and the model trains once; inference defences then
-    wrap the resulting target in turn. `subject` needs `target`, `data` and (for training) `recipe`."""
+    """Training defences rewrite the recipe in turn and the model trains once; repair defences rewrite the
+    trained network (or the subject's own, when nothing retrains); inference defences then wrap the
+    resulting target in turn. `subject` needs `target`, `data` and (for training) `recipe`."""
     training = [(d, p) for d, p in chosen if d.kind == "training"]
     facts: dict[str, Any] = {}
     target, recipe, seconds, model = subject.target, subject.recipe, 0.0, None
+    hooks = [(d, d.repair_hook(p, ctx)) for d, p in chosen if d.kind == "repair"]
+    repair = chain([h for _, h in hooks]) if hooks else None
+    if repair is not None and recipe is not None:   # every model the recipe trains is repaired
+        recipe = recipe.with_(repair=repair)
     if training:
         if recipe is None:
             raise UserError(f"{', '.join(d.name for d, _ in training)} retrains the model: give its training "
@@ -114,11 +130,70 @@ def apply_defenses(subject, chosen: list[tuple[Defense, Params]], ctx: DefenseCo
             facts[d.name].update(d.after_training(recipe, p))
         names = "+".join(d.name for d, _ in training)
         target = recipe.target_for(model, data, subject.target.access, f"{subject.target.name} + {names}")
+    if hooks:
+        names = "+".join(d.name for d, _ in hooks)
+        if not training:     # no retraining: repair the subject's own network (fit repaired a trained one)
+            t0 = time.monotonic()
+            model = repair(network_of(target, names))
+            seconds = time.monotonic() - t0
+            target = TorchTarget(model, ctx.data.n_classes, ctx.data.input_shape, access=subject.target.access,
+                                 name=f"{subject.target.name} + {names}")
+        for d, h in hooks:
+            facts.setdefault(d.name, {}).update(getattr(h, "facts", {}))
     target = wrap_target(target, chosen, ctx, facts)
-    others = [d.name for d, _ in chosen if d.kind not in ("training", "inference")]
+    recipe = with_inference(recipe, chosen, ctx)
+    others = [d.name for d, _ in chosen if d.kind not in ("training", "repair", "inference")]
     if others:
         raise UserError(f"{', '.join(others)} cannot be combined with other defences in one run")
     return Hardened(target, recipe, facts, training_s=seconds, model=model if isinstance(model, nn.Module) else None)
+
+
+def chain(hooks: list):
+    """One repair hook that applies these in turn."""
+    if len(hooks) == 1:
+        return hooks[0]
+    return Chain(tuple(hooks))
+
+
+@dataclass(frozen=True)
+class Chain:
+    hooks: tuple
+
+    def __call__(self, model):
+        for h in self.hooks:
+            model = h(model)
+        return model
+
+
+def network_of(target: Target, names: str) -> nn.Module:
+    try:
+        module = target.module
+    except (AttributeError, NotImplementedError):
+        module = None
+    if not isinstance(module, nn.Module):
+        raise UserError(f"{names} rewrites the network's weights; {target.name} is not a PyTorch network")
+    return module
+
+
+@dataclass(frozen=True)
+class Inference:
+    """The recipe's `inference`: these defences wrap any target, as they wrapped the hardened one."""
+    chosen: tuple
+    ctx: DefenseContext
+
+    def __call__(self, target: Target) -> Target:
+        return wrap_target(target, list(self.chosen), self.ctx, {})
+
+    def __repr__(self) -> str:   # part of the recipe's description (cache keys)
+        return "inference(" + ", ".join(f"{d.name}({p.model_dump()})" for d, p in self.chosen) + ")"
+
+
+def with_inference(recipe: Recipe | None, chosen: list[tuple[Defense, Params]], ctx: DefenseContext):
+    """The recipe with the chosen inference defences in front of every model it trains (None stays None)."""
+    wrappers = tuple((d, p) for d, p in chosen if wraps_target(d))
+    if recipe is None or not wrappers:
+        return recipe
+    return recipe.with_(inference=Inference(wrappers, ctx))
 
 
 def wraps_target(d: Defense) -> bool:
@@ -143,6 +218,7 @@ def check_applicable(subject, chosen: list[tuple[Defense, Params]], data: Datase
         if data.modality not in d.modalities:
             raise UserError(f"{d.name} applies to {'/'.join(d.modalities)} data; this data is {data.modality}")
         d.check(p, data)
+        d.check_target(subject.target, p)
     training = [(d, p) for d, p in chosen if d.kind == "training"]
     if training and subject.recipe is None:
         raise UserError(f"{', '.join(d.name for d, _ in training)} retrains the model: give its training recipe "

@@ -10,13 +10,19 @@ from torch import nn
 from .errors import UserError
 
 
-def last_linear(module: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
-    """(parent, attribute name, layer) of the module's last nn.Linear in registration order: its head."""
+def last_layer(module: nn.Module, kind: type[nn.Module]) -> tuple[nn.Module, str, nn.Module] | None:
+    """(parent, attribute name, layer) of the module's last layer of this kind in registration order."""
     found = None
     for parent in module.modules():
         for name, child in parent.named_children():
-            if isinstance(child, nn.Linear):
+            if isinstance(child, kind):
                 found = (parent, name, child)
+    return found
+
+
+def last_linear(module: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
+    """(parent, attribute name, layer) of the module's last nn.Linear in registration order: its head."""
+    found = last_layer(module, nn.Linear)
     if found is None:
         raise UserError(f"{type(module).__name__} has no linear layer: a classifier head is needed to take its "
                         "features (the input of the last linear layer)")

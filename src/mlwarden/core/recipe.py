@@ -5,7 +5,11 @@ all train through a Recipe, so it exposes its parts (factory, optimizer, loader,
 `wrap` may replace (model, optimizer, loader), and optionally the loss, before training (Opacus's
 make_private fits here), `batch_transform` may rewrite each batch (adversarial training fits here),
 `data_filter` may remove points before training (sanitizers fit here), `loss` may replace the loss and
-`on_epoch` may watch each epoch and stop training early (fast adversarial training's overfitting check).
+`on_epoch` may watch each epoch and stop training early (fast adversarial training's overfitting check),
+and `repair` may rewrite the trained model (backdoor removal: fine-pruning, Neural Cleanse unlearning).
+`inference` is not a training hook: it puts the hardened model's inference defences (a denoiser, randomized
+smoothing) in front of a model the recipe trained, so a threat that retrains (the backdoor threat) measures
+its models as the defender would serve them.
 
 A `data_filter` that also has `keep_mask(x, y) -> bool tensor` is a sanitizer: a caller that knows which
 points were planted (a poisoning threat) asks it which it keeps, and reports what it removed.
@@ -45,11 +49,13 @@ class Recipe:
     data_filter: Callable | None = None      # (x, y) -> (x, y), once, before training (sanitizers remove points)
     loss: Callable | None = None             # (logits, targets) -> loss; default cross-entropy (hard or soft labels)
     on_epoch: Callable | None = None         # (epoch, model) -> True to stop training now
+    repair: Callable | None = None           # model -> model, once, after training (backdoor removal)
+    inference: Callable | None = None        # Target -> Target: the inference defences in front of each model
 
     def describe(self) -> dict:
         """What identifies the training procedure (cache keys of reference models use it)."""
-        hooks = {k: repr(getattr(self, k)) for k in ("wrap", "batch_transform", "data_filter", "loss", "on_epoch")
-                 if getattr(self, k) is not None}
+        hooks = {k: repr(getattr(self, k)) for k in ("wrap", "batch_transform", "data_filter", "loss", "on_epoch",
+                                                     "repair", "inference") if getattr(self, k) is not None}
         return {"name": self.name, "factory": f"{self.factory.__module__}:{getattr(self.factory, '__qualname__', repr(self.factory))}",
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                 "weight_decay": self.weight_decay, "optimizer": self.optimizer, "extra": self.extra,
@@ -112,6 +118,8 @@ class Recipe:
             if hasattr(model, "cleanup"):
                 model.cleanup()
             model = model._module
+        if self.repair is not None:
+            model = self.repair(model.eval())
         return model.eval()
 
 

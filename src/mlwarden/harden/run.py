@@ -19,7 +19,8 @@ from ..audit.config import describe_validation_error
 from ..audit.rundir import RunDir, claim, sha256
 from ..audit.runner import Subject, run_audit, seed_everything
 from ..core.data import is_number
-from ..core.defense import Defense, DefenseContext, Hardened, apply_defenses, check_applicable, wrap_target
+from ..core.defense import (Defense, DefenseContext, Hardened, apply_defenses, chain, check_applicable,
+                            with_inference, wrap_target)
 from ..core.errors import UserError
 from ..core.measure import correct, paired_difference
 from ..core.finding import Metric
@@ -251,7 +252,11 @@ def _reuse_hardened(subject, params, out_dir: Path, state_rel: str, state: dict,
     for d, p in params:
         if d.kind == "training":
             recipe, _ = d.defend_recipe(recipe, p, subject.data)
+    hooks = [d.repair_hook(p, ctx) for d, p in params if d.kind == "repair"]
+    if hooks and recipe is not None:   # models the re-audit retrains are repaired, as in the first run
+        recipe = recipe.with_(repair=chain(hooks))
     target = wrap_target(target, params, ctx, {})            # smoothing and other wrappers, applied again
+    recipe = with_inference(recipe, params, ctx)
     target.name = saved.get("target_name", target.name)   # the same subject as the first run's audit
     return Hardened(target, recipe, saved["facts"], training_s=saved.get("training_s", 0.0)), saved
 
