@@ -11,34 +11,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import row  # noqa: E402,F401  (sets one torch thread)
-from mlwarden.core.data import make_dataset  # noqa: E402
-from mlwarden.core.recipe import BUILTIN_RECIPES  # noqa: E402
+from common import mnist_5k  # noqa: E402  (sets one torch thread)
 from mlwarden.core.registry import all_threats  # noqa: E402
 from mlwarden.core.target import TorchTarget  # noqa: E402
 from mlwarden.core.threat import Context  # noqa: E402
-from mlwarden.core.zoo import SmallCNN  # noqa: E402
-from mlwarden.io.idx import read_idx  # noqa: E402
 from mlwarden.threats.corruption.backdoor import plant  # noqa: E402
 from mlwarden.threats.corruption.triggers import Trigger  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
-
-
-def cnn16(shape, n):
-    return SmallCNN(shape, n, width=16)
-
 
 def main():
-    from sklearn.model_selection import train_test_split
-    x = read_idx(ROOT / "t10k-images-idx3-ubyte.gz").astype(np.float32)[:, None] / 255.0
-    y = read_idx(ROOT / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.5, random_state=0, stratify=y)
-    data = make_dataset("mnist", xtr, ytr, xte, yte, input_range=(0.0, 1.0), modality="image")
-    recipe = BUILTIN_RECIPES["cnn"].with_(factory=cnn16, epochs=4)
+    data, recipe = mnist_5k()
     t = all_threats()["neural-cleanse"]
     right_bad = right_clean = 0
     print(f"{'seed':4} | {'target':6} | {'backdoored: flagged (index)':30} | {'clean: flagged (index)':26} | scan time")

@@ -48,3 +48,26 @@ class Float32(torch.nn.Module):
 
     def forward(self, x):
         return self.model(x.float())
+
+
+def mnist_5k():
+    """The MNIST test split of ../shared/data as 5k train / 5k test, stratified, seed 0 (the tests' split), and
+    the tests' recipe for it: the small CNN at width 16, 4 epochs."""
+    from pathlib import Path
+
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from mlwarden.core.data import make_dataset
+    from mlwarden.io.idx import read_idx
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
+    x = read_idx(root / "t10k-images-idx3-ubyte.gz").astype(np.float32)[:, None] / 255.0
+    y = read_idx(root / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.5, random_state=0, stratify=y)
+    data = make_dataset("mnist", xtr, ytr, xte, yte, input_range=(0.0, 1.0), modality="image")
+    return data, BUILTIN_RECIPES["cnn"].with_(factory=cnn16, epochs=4)
+
+
+def cnn16(shape, n):
+    from mlwarden.core.zoo import SmallCNN
+    return SmallCNN(shape, n, width=16)

@@ -26,3 +26,4 @@ mkdir -p benchmarks/out
 "$V/bin/python" benchmarks/bench_clean_label.py | tee benchmarks/out/clean_label.txt
 "$V/bin/python" benchmarks/bench_poison_filters.py | tee benchmarks/out/poison_filters.txt
 "$V/bin/python" benchmarks/bench_neural_cleanse.py | tee benchmarks/out/neural_cleanse.txt
+"$V/bin/python" benchmarks/bench_strip.py | tee benchmarks/out/strip.txt

@@ -169,6 +169,15 @@ CASES = {
                                                      "/proc/wm.jsonl"], "cannot append"),
     "serve smoothing with label output": (["serve", "--smoothing", "0.25", "--output", "label"],
                                           "--smoothing answers labels"),
+    "serve STRIP without data": (["serve", "{sd}", *MLP, "--input-shape", "1,8,8", "--input-range", "0,16",
+                                  "--strip"], "--strip needs clean images"),
+    "serve STRIP one draw": (["serve", "--strip", "--strip-draws", "1"], "strip_draws"),
+    "serve STRIP frr 0.9": (["serve", "--strip", "--strip-frr", "0.9"], "strip_frr"),
+    "fine-pruning drops nothing": (["harden", "--defense", "fine-pruning", "--param", "max_prune=0"], "max_prune"),
+    "fine-pruning an unknown layer": (["harden", "--defense", "fine-pruning", "--param", "layer=first"], "layer"),
+    "unlearning with no clean data": (["harden", "--defense", "nc-unlearning", "--param", "clean=0"], "clean"),
+    "fine-pruning a network without conv layers": (["harden", "--defense", "fine-pruning", "--model", "{sd}", *MLP,
+                                                    "--data", "digits"], "has no nn.Conv2d"),
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 
 
 @contextlib.contextmanager
-def running(target, space, guards, name="model"):
+def running(target, space, guards, name="model", clean=None):
     import uvicorn
 
     from mlwarden.serve.app import build_app
@@ -17,7 +17,7 @@ def running(target, space, guards, name="model"):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    server = uvicorn.Server(uvicorn.Config(build_app(target, space, name, guards), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(build_app(target, space, name, guards, clean), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -359,6 +359,10 @@ def serve(
     smoothing: Optional[float] = typer.Option(None, "--smoothing", help="serve the randomized-smoothing classifier "
                                               "at this sigma (fraction of the range): labels, -1 = abstain"),
     smoothing_draws: int = typer.Option(1000, "--smoothing-draws", help="noise draws (forward passes) per row"),
+    strip: bool = typer.Option(False, "--strip", help="STRIP backdoor guard: refuse (422) inputs whose answer "
+                               "survives superimposed clean images of --data (Gao et al. 2019)"),
+    strip_draws: int = typer.Option(20, "--strip-draws", help="STRIP: superimpositions (forward passes) per row"),
+    strip_frr: float = typer.Option(0.01, "--strip-frr", help="STRIP: share of clean inputs it may refuse"),
     threads: int = typer.Option(1),
 ):
     """Serve a model over the Open Inference Protocol v2, behind guards."""
@@ -383,8 +387,8 @@ def serve(
                              rate_per_s=rate, burst=burst, budget=budget, max_batch=max_batch, query_log=query_log,
                              detector=detector, detector_delta=detector_delta, watermark_key=watermark_key,
                              watermark_rate=watermark_rate, watermark_registry=watermark_registry,
-                             smoothing_sigma=smoothing, smoothing_draws=smoothing_draws,
-                             key_salt=os.environ.get("MLWARDEN_KEY_SALT"))
+                             smoothing_sigma=smoothing, smoothing_draws=smoothing_draws, strip=strip,
+                             strip_draws=strip_draws, strip_frr=strip_frr, key_salt=os.environ.get("MLWARDEN_KEY_SALT"))
     except ValidationError as e:
         raise UserError(describe_validation_error("options", e)) from None
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -392,6 +396,9 @@ def serve(
     cfg = _build_config(None, model=model, data=data, factory=factory, fmt=fmt, input_range=input_range,
                         input_shape=input_shape, allow_pickle=allow_pickle, threads=threads, trust=trust)
     if model is not None and data is None:   # no data set: the shape (and range) come from the user, not digits
+        if strip:
+            raise UserError("--strip needs clean images of the model's task to superimpose and calibrate on: give "
+                            "--data")
         if not Path(model).exists():
             raise UserError(f"model file not found: {model}")
         if input_shape is None:
@@ -405,7 +412,8 @@ def serve(
     import torch
     import uvicorn
     torch.set_num_threads(threads)
-    app_ = build_app(subject.target, subject.data.space, name, guards)
+    clean = subject.data.x_train[:1000] if strip and len(subject.data.x_train) else None
+    app_ = build_app(subject.target, subject.data.space, name, guards, clean=clean)
     err.print(f"[bold]mlwarden serve[/] {subject.target.name} at http://{host}:{port}/v2/models/{name} "
               f"(docs at /docs); guards: {guards.describe()}")
     uvicorn.run(app_, host=host, port=port, log_level="warning")

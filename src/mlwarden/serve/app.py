@@ -122,7 +122,10 @@ def _responses(*codes: int) -> dict:
     return {c: {"model": ErrorBody, "description": ERRORS[c]} for c in codes}
 
 
-def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig) -> FastAPI:
+def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig,
+              clean: torch.Tensor | None = None) -> FastAPI:
+    """The OIP v2 application. `clean`: clean inputs of the model's task, which --strip superimposes and
+    calibrates its threshold on."""
     app = FastAPI(title=f"mlwarden serve: {name}", version=__version__,
                   description="Open Inference Protocol v2 (REST) with mlwarden guards. Every error is "
                               "{\"error\": \"...\"}; tensors travel as JSON.")
@@ -146,6 +149,8 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
             raise UserError("--smoothing needs the input range (--data or --input-range): sigma is a fraction of it")
         base = target.module
         sigma = guards.smoothing_sigma * space.width
+
+    strip = _strip(target, space, guards, clean) if guards.strip else None
 
     def token(header: str) -> str | None:
         return header[7:].strip() if header.lower().startswith("bearer ") else None
@@ -214,10 +219,12 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
         out_name, out_type, _ = shape_output(np.full((1, target.n_classes), 1.0 / target.n_classes), guards)
         out_shape = [-1] if guards.output == "label" else [-1, target.n_classes]
         extra = {}
+        if strip is not None:
+            extra["strip"] = strip.describe()
         if smoothed:
             out_name, out_type, out_shape = "label", "INT64", [-1]
-            extra = {"smoothing": {"sigma": guards.smoothing_sigma, "draws_per_row": guards.smoothing_draws,
-                                   "alpha": guards.smoothing_alpha, "abstain_label": ABSTAIN}}
+            extra["smoothing"] = {"sigma": guards.smoothing_sigma, "draws_per_row": guards.smoothing_draws,
+                                   "alpha": guards.smoothing_alpha, "abstain_label": ABSTAIN}
         bounded = math.isfinite(space.low) and math.isfinite(space.high)
         return ModelMetadata(name=name, versions=["1"], platform=f"mlwarden/{target.kind}",
                              inputs=[TensorMeta(name="input", datatype="FP32", shape=[-1, *in_shape])],
@@ -274,6 +281,16 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
             log.write(key=kid, rows=len(x), status=429, reason=reason)
             headers = {"Retry-After": retry_after_header(retry)} if retry is not None else {}
             raise ClientError(429, reason, headers)
+        if strip is not None:   # a trigger keeps its answer under superimposition: refuse the request
+            rejected, h = strip.reject(torch.from_numpy(x), seed=secrets.randbits(31))
+            if bool(rejected.any()):
+                rows = torch.nonzero(rejected).flatten().tolist()
+                log.write(key=kid, rows=len(x), status=422, reason="STRIP", rejected_rows=rows,
+                          input_sha=_digest(x))
+                shown = ", ".join(f"{i} ({float(h[i]):.3f} bits)" for i in rows[:5]) + (" ..." if len(rows) > 5 else "")
+                raise ClientError(422, f"rejected by the STRIP backdoor guard: the answer to row {shown} barely "
+                                       f"changes when clean images are superimposed (entropy below "
+                                       f"{strip.threshold:.3f} bits), the mark of a backdoor trigger")
         if smoothed:   # Cohen et al.'s PREDICT: n forward passes a row, -1 when the vote is not significant
             labels = predict(base, torch.from_numpy(x), sigma, guards.smoothing_draws, target.n_classes,
                              guards.smoothing_alpha).numpy().astype(np.int64)
@@ -283,7 +300,9 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
             log.write(key=kid, rows=len(x), status=200, ms=ms, input_sha=_digest(x),
                       forward_passes=len(x) * guards.smoothing_draws, abstained=int((labels == ABSTAIN).sum()))
             return JSONResponse({"model_name": name, "model_version": "1", "id": body.id,
-                                 "parameters": {"forward_passes": len(x) * guards.smoothing_draws, "ms": ms},
+                                 "parameters": {"forward_passes": len(x) * guards.smoothing_draws, "ms": ms,
+                                                **({"strip_forward_passes": len(x) * guards.strip_draws}
+                                                   if strip is not None else {})},
                                  "outputs": [{"name": "label", "shape": [len(x)], "datatype": "INT64",
                                               "data": labels.tolist()}]})
         with torch.no_grad():
@@ -297,15 +316,31 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig)
             probs = marker.apply(x, probs, kid)
         out_name, out_type, values = shape_output(probs, guards)
         _check_requested(body, out_name)
-        log.write(key=kid, rows=len(x), status=200, ms=round(1e3 * (time.monotonic() - t0), 2),
-                  input_sha=_digest(x))
+        ms = round(1e3 * (time.monotonic() - t0), 2)
+        cost = {"strip_forward_passes": len(x) * guards.strip_draws, "ms": ms} if strip is not None else {}
+        log.write(key=kid, rows=len(x), status=200, input_sha=_digest(x), **(cost or {"ms": ms}))
         # built as a plain dict and rendered directly: response_model stays for the OpenAPI schema, but
         # FastAPI's re-validation and jsonable_encoder pass over every number cost more than the model
-        return JSONResponse({"model_name": name, "model_version": "1", "id": body.id, "parameters": {},
+        return JSONResponse({"model_name": name, "model_version": "1", "id": body.id, "parameters": cost,
                              "outputs": [{"name": out_name, "shape": list(values.shape), "datatype": out_type,
                                           "data": values.reshape(-1).tolist()}]})
 
     return app
+
+
+def _strip(target: Target, space: InputSpace, guards: GuardConfig, clean: torch.Tensor | None):
+    from ..scans.strip import Strip
+    if not isinstance(target, TorchTarget):
+        raise UserError(f"--strip superimposes images through a PyTorch network; {target.name} is a "
+                        f"{type(target).__name__}")
+    if clean is None or len(clean) < 40:
+        raise UserError("--strip needs clean images of the model's task to superimpose and calibrate on (--data "
+                        "with at least 40 training images)")
+    if len(target.input_shape) != 3 or not (math.isfinite(space.low) and math.isfinite(space.high)):
+        raise UserError("--strip guards image models (inputs C,H,W) with a known input range (--data or "
+                        "--input-range)")
+    return Strip.calibrate(target.module.eval(), clean, draws=guards.strip_draws, frr=guards.strip_frr,
+                           low=space.low, high=space.high)
 
 
 def _check_requested(body: InferRequest, out_name: str) -> None:

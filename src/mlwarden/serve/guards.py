@@ -38,6 +38,10 @@ class GuardConfig(BaseModel):
                                           "range); the answer is Cohen et al.'s PREDICT, -1 when it abstains")
     smoothing_draws: int = Field(1000, ge=10, le=100000, description="noise draws (forward passes) per row")
     smoothing_alpha: float = Field(0.001, gt=0, lt=0.5)
+    strip: bool = Field(False, description="STRIP backdoor guard: reject inputs whose answer survives the "
+                        "superimposition of clean images (Gao et al. 2019)")
+    strip_draws: int = Field(20, ge=2, le=1000, description="STRIP: superimpositions (extra forward passes) per row")
+    strip_frr: float = Field(0.01, gt=0, lt=0.5, description="STRIP: share of clean inputs it may reject")
     key_salt: str | None = None          # salt of the key ids in the log; None: random per server start
     body_timeout_s: float = Field(30.0, gt=0, description="seconds a client may take to send a request body")
 

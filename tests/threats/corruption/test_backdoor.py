@@ -47,12 +47,16 @@ def test_badnets_patch_on_mnist_succeeds_and_keeps_clean_accuracy(mnist, mnist_r
     assert asr.value >= 0.95 and asr.n > 4000, asr.text()
     assert clean.ci_low <= acc.value <= clean.ci_high, (clean.text(), acc.text())
     assert f.metric("patch: clean model sends triggered inputs to the goal (control)").value < 0.05
+    # the defender's STRIP, calibrated to 1% false rejection, catches this plain patch
+    assert f.metric("patch 5%: STRIP accepts triggered inputs (FAR)").ci_high < 0.1
+    assert f.details["table"][0]["beats"] == "none"
     assert all((tmp_path / e).exists() for e in f.evidence)
 
 
 @pytest.mark.parametrize("detector", ["spectral-signatures", "activation-clustering"])
 def test_detectors_find_badnets_poison_and_retraining_removes_the_backdoor(detector, mnist, mnist_recipe, tmp_path):
-    f = _run("backdoor", mnist, mnist_recipe, tmp_path, defense=detector, rates=[0.05], headline_rate=0.05)
+    f = _run("backdoor", mnist, mnist_recipe, tmp_path, defense=detector, rates=[0.05], headline_rate=0.05,
+             detectors=[])
     found = f.metric("patch 5%: planted points removed by the sanitizer")
     fpr = f.metric("patch 5%: clean points of class 0 removed by the sanitizer")
     asr = f.metric("patch 5%: attack success rate")
