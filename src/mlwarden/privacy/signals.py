@@ -11,16 +11,32 @@ from ..core.target import Target, outputs_are_probabilities
 
 
 @torch.no_grad()
-def log_probs(model: nn.Module | Target, x: torch.Tensor, batch: int = 2048) -> np.ndarray:
+def log_probs(model: nn.Module | Target, x: torch.Tensor, batch: int = 2048, temperature: float = 1.0,
+              logits: bool = False) -> np.ndarray:
+    """(N, C) log-probabilities of the model's softmax at `temperature`, in float64.
+
+    logits=False: what a scores API gives, float32 probabilities (reference models, which give logits, go
+    through the same float32 softmax, so the target's and the references' signals have the same
+    precision); the temperature then rescales their logarithms, which are the logits up to a constant
+    wherever float32 did not round a probability to 1. logits=True: from the logits themselves (a module,
+    or a white-box target's network), so confident examples keep their differences: a float32 softmax
+    rounds p = 1 - 1e-8 and p = 1 - 1e-12 to the same 1.0."""
+    if logits and isinstance(model, Target):
+        model = model.module
     out = []
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         s = model.scores(xb) if isinstance(model, Target) else model(xb)
-        if not outputs_are_probabilities(s):
-            # reference models give logits; pass them through the same float32 softmax a scores API
-            # returns, so the target's and the references' signals have the same precision
-            s = s.float().softmax(1)
-        out.append(torch.log(s.detach().double().clamp_min(1e-300)))
+        if logits and not outputs_are_probabilities(s):
+            z = s.detach().double()
+        else:
+            if not outputs_are_probabilities(s):
+                s = s.float().softmax(1)
+            z = torch.log(s.detach().double().clamp_min(1e-300))
+            if temperature == 1.0:
+                out.append(z)
+                continue
+        out.append(torch.log_softmax(z / temperature, dim=1))
     return torch.cat(out).numpy()
 
 

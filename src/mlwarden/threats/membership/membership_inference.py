@@ -39,10 +39,23 @@ def run_attack(name: str, a: AttackInput, seed: int) -> np.ndarray:
     return rmia.score(a, rmia.VARIANTS[name])
 
 
+def _has_network(target) -> bool:
+    if not target.access.allows(Access.WHITE_BOX):
+        return False
+    try:
+        return target.module is not None
+    except (PermissionError, AttributeError, NotImplementedError):
+        return False
+
+
 class Mp(Params):
     n_reference: int = Field(8, ge=2, le=256, description="reference models, even; each example IN for half")
     attacks: list[str] = Field(default_factory=lambda: list(ATTACKS))
     pooled: bool = Field(True, description="also evaluate every reference model leave-one-out")
+    temperature: float = Field(1.0, gt=0, le=100, description="softmax temperature of the signal (2 helps against a "
+                               "saturated softmax and hurt a mildly overfit MLP: docs/threats.md)")
+    logits: bool = Field(False, description="compute the signal from the target's logits when white-box access "
+                         "gives them (float64), not from its float32 probabilities")
 
 
 @register
@@ -67,7 +80,8 @@ class MembershipInference(Threat):
         y = torch.cat([d.y_train, d.y_test])
         yn = y.numpy()
         target_in = np.r_[np.ones(len(d.x_train), bool), np.zeros(len(d.x_test), bool)]
-        logp = [log_probs(ctx.target, x)]
+        from_logits = p.logits and _has_network(ctx.target)
+        logp = [log_probs(ctx.target, x, temperature=p.temperature, logits=from_logits)]
         checks, notes = [], []
         attacks = list(p.attacks)
         t_ref = 0.0
@@ -80,7 +94,7 @@ class MembershipInference(Threat):
             refs = train_reference_models(ctx.recipe, x, y, d.n_classes, p.n_reference, ctx.seed, ctx.backend,
                                           ctx.check_time)
             t_ref = time.monotonic() - t0
-            logp += [log_probs(m, x) for m in refs.models]
+            logp += [log_probs(m, x, temperature=p.temperature, logits=from_logits) for m in refs.models]
             in_mask = np.vstack([target_in[None], refs.in_mask])
         logp = np.stack(logp)
         if len(logp) > 1:
@@ -102,6 +116,9 @@ class MembershipInference(Threat):
             if pool:
                 pooled = np.concatenate([run_attack(name, a, ctx.seed) for a in pool_inputs])
                 per_attack[name]["pooled"] = summarize(pooled, pool_members)
+        notes.append(f"Signal: softmax at temperature {p.temperature:g} in float64, from "
+                     + ("the logits (white-box access)" if from_logits else "the float32 probabilities the target "
+                        "returns (a probability float32 rounds to 1 carries no membership signal)"))
         n_models = len(refs_idx) if pool else 1
         return self._finding(ctx, p, per_attack, checks, notes, n_models, t_ref)
 
