@@ -44,6 +44,9 @@ def files(tmp_path_factory, digits):
     (d / "bad_controls.toml").write_text('[threats.spam-dictionary]\ncontrols = [0.01, 0]\n')
     (d / "bad_backdoor.toml").write_text('[threats.backdoor]\nrates = [0.05, 0.9]\n')
     (d / "bad_trigger.toml").write_text('[threats.backdoor]\ntriggers = ["sticker"]\n')
+    (d / "bad_detector.toml").write_text('[threats.backdoor]\ndetectors = ["activation-magic"]\n')
+    (d / "bad_strip_frr.toml").write_text('[threats.backdoor]\nstrip_frr = 0.9\n')
+    (d / "bad_temperature.toml").write_text('[threats.membership-inference]\ntemperature = 0\n')
     return d
 
 
@@ -75,6 +78,11 @@ CASES = {
                              "threshold: Input should be less than 1"),
     "backdoor rate over half": (["audit", "--config", "{d}/bad_backdoor.toml", "--threats", "backdoor"],
                                 "less than or equal to 0.5"),
+    "backdoor unknown detector": (["audit", "--config", "{d}/bad_detector.toml", "--threats", "backdoor"],
+                                  "detectors"),
+    "backdoor STRIP FRR 0.9": (["audit", "--config", "{d}/bad_strip_frr.toml", "--threats", "backdoor"], "strip_frr"),
+    "membership temperature 0": (["audit", "--config", "{d}/bad_temperature.toml", "--threats",
+                                  "membership-inference"], "temperature"),
     "backdoor unknown trigger": (["audit", "--config", "{d}/bad_trigger.toml", "--threats", "backdoor"],
                                  "triggers.0: Input should be"),
     "serve smoothing zero": (["serve", "--smoothing", "0"], "smoothing_sigma"),

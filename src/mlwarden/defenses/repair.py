@@ -34,11 +34,17 @@ def _no_factory(input_shape, n_classes):
 
 def fine_tune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int, p: RepairParams,
               seed: int) -> nn.Module:
-    """A trained copy of `model` after p.epochs of Adam on (x, y); every parameter trains."""
-    for q in model.parameters():
+    """A trained copy of `model` after p.epochs of Adam on (x, y); every parameter trains (the caller's model,
+    whose parameters may be frozen, is left as it was)."""
+    frozen = [q for q in model.parameters() if not q.requires_grad]
+    for q in frozen:
         q.requires_grad_(True)
     recipe = Recipe("repair fine-tuning", _no_factory, epochs=p.epochs, batch_size=p.batch, lr=p.lr)
-    return recipe.fit(x, y, n_classes, seed=seed, init=model)
+    try:
+        return recipe.fit(x, y, n_classes, seed=seed, init=model)   # fit trains a deep copy
+    finally:
+        for q in frozen:
+            q.requires_grad_(False)
 
 
 class RepairHook:
