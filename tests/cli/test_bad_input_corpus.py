@@ -47,6 +47,10 @@ def files(tmp_path_factory, digits):
     (d / "bad_detector.toml").write_text('[threats.backdoor]\ndetectors = ["activation-magic"]\n')
     (d / "bad_strip_frr.toml").write_text('[threats.backdoor]\nstrip_frr = 0.9\n')
     (d / "bad_temperature.toml").write_text('[threats.membership-inference]\ntemperature = 0\n')
+    (d / "bad_sigma.toml").write_text('[threats.label-only-membership]\nsigmas = [0.1, 0]\n')
+    (d / "no_queries.toml").write_text('[threats.label-only-membership]\naugmentations = 1\ndraws = 0\n')
+    (d / "bad_views.toml").write_text('[threats.membership-inference]\naugmentations = 10\n')
+    (d / "bad_min_length.toml").write_text('[threats.lm-membership]\nmin_length = 0\n')
     return d
 
 
@@ -83,6 +87,14 @@ CASES = {
     "backdoor STRIP FRR 0.9": (["audit", "--config", "{d}/bad_strip_frr.toml", "--threats", "backdoor"], "strip_frr"),
     "membership temperature 0": (["audit", "--config", "{d}/bad_temperature.toml", "--threats",
                                   "membership-inference"], "temperature"),
+    "label-only sigma 0": (["audit", "--config", "{d}/bad_sigma.toml", "--threats", "label-only-membership"],
+                           "sigmas.1: Input should be greater than 0"),
+    "label-only one query": (["audit", "--config", "{d}/no_queries.toml", "--threats", "label-only-membership"],
+                             "at least 2 queries per point"),
+    "10 views without flips": (["audit", "--config", "{d}/bad_views.toml", "--threats", "membership-inference"],
+                               "augmentations"),
+    "LM sequences of length 0": (["audit", "--config", "{d}/bad_min_length.toml", "--threats", "lm-membership"],
+                                 "min_length"),
     "backdoor unknown trigger": (["audit", "--config", "{d}/bad_trigger.toml", "--threats", "backdoor"],
                                  "triggers.0: Input should be"),
     "serve smoothing zero": (["serve", "--smoothing", "0"], "smoothing_sigma"),

@@ -52,3 +52,14 @@ def mean_interval(values, alpha: float = 0.05) -> tuple[float, float, float]:
     sd = (sum((x - mean) ** 2 for x in v) / (n - 1)) ** 0.5
     half = float(student.ppf(1 - alpha / 2, n - 1)) * sd / n ** 0.5
     return mean, mean - half, mean + half
+
+
+def auc_interval(auc: float, n_pos: int, n_neg: int, z: float = 1.96) -> tuple[float, float]:
+    """Normal interval of a ROC AUC with the standard error of Hanley & McNeil (1982, "The meaning and use of
+    the area under a ROC curve"), which treats the scored examples as independent."""
+    if n_pos <= 0 or n_neg <= 0:
+        return (0.0, 1.0)
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    half = z * math.sqrt(max(var, 0.0))
+    return (max(0.0, auc - half), min(1.0, auc + half))

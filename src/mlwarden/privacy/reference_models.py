@@ -36,12 +36,18 @@ def balanced_masks(n_models: int, n: int, seed: int) -> np.ndarray:
 
 def train_reference_models(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, n_classes: int, n_models: int,
                            seed: int, backend, check_time: Callable[[], None] | None = None,
-                           on_model: Callable[[int], None] | None = None) -> ReferenceSet:
+                           on_model: Callable[[int], None] | None = None,
+                           subset: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                           input_shape: tuple[int, ...] | None = None, digest: str | None = None) -> ReferenceSet:
+    """`n_models` models, model k trained on the pool examples its mask marks IN. The pool is x, y; with
+    `subset`, an example is a unit of several training examples (a text sequence and its windows) and
+    subset(indices) gives the training set of those units, of `input_shape`, and `digest` names their content
+    in the cache key."""
     if n_models < 2 or n_models % 2:
         raise ValueError("the number of reference models must be even and at least 2")
     t0 = time.monotonic()
     masks = balanced_masks(n_models, len(x), seed)
-    key = key_of("reference-models/1", recipe.describe(), tensor_digest(x, y), n_classes, n_models, seed)
+    key = key_of("reference-models/1", recipe.describe(), digest or tensor_digest(x, y), n_classes, n_models, seed)
     folder = cache_dir() / "reference-models" / key
     trained = []
 
@@ -51,8 +57,9 @@ def train_reference_models(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, n_c
         path = folder / f"model-{k}.pt"
         state = load_state(path)
         if state is None:
-            idx = torch.from_numpy(np.flatnonzero(masks[k]))
-            state = recipe.fit(x[idx], y[idx], n_classes, seed=seed * 1_000 + k + 1).state_dict()
+            idx = np.flatnonzero(masks[k])
+            xs, ys = subset(idx) if subset is not None else (x[torch.from_numpy(idx)], y[torch.from_numpy(idx)])
+            state = recipe.fit(xs, ys, n_classes, seed=seed * 1_000 + k + 1).state_dict()
             save_state(state, path)
             trained.append(k)
         if on_model is not None:
@@ -62,7 +69,7 @@ def train_reference_models(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, n_c
     states = backend.map(one, list(range(n_models)))
     models = []
     for state in states:
-        m = recipe.make_model(tuple(x.shape[1:]), n_classes)
+        m = recipe.make_model(tuple(input_shape or x.shape[1:]), n_classes)
         m.load_state_dict(state)
         models.append(m.eval())
     return ReferenceSet(models, masks, len(trained), time.monotonic() - t0)

@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..core.finding import Metric
+from ..core.stats import auc_interval
 
 MIN_FALSE_POSITIVES = 5  # a TPR at FPR f is a result only if n_nonmembers * f allows this many false positives
 
@@ -25,7 +26,8 @@ class RocSummary:
 
     def metrics(self, prefix: str) -> list[Metric]:
         n = self.n_members + self.n_nonmembers
-        out = [Metric(f"{prefix} AUC", self.auc, n), Metric(f"{prefix} balanced accuracy", self.balanced_accuracy, n)]
+        lo, hi = auc_interval(self.auc, self.n_members, self.n_nonmembers)
+        out = [Metric(f"{prefix} AUC", self.auc, n, lo, hi, "auc"), Metric(f"{prefix} balanced accuracy", self.balanced_accuracy, n)]
         for f, (k, npos) in self.tpr_at.items():
             reliable = self.n_nonmembers * f >= MIN_FALSE_POSITIVES
             out.append(Metric.rate(f"{prefix} TPR at {100 * f:g}% FPR", k, npos, reliable=reliable))

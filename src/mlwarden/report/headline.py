@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ..core.finding import Finding, Status
 
+MEMBERSHIP = ("membership-inference", "label-only-membership", "lm-membership")   # headlined by TPR at 1% FPR, chance 1%
+
 
 def headline(f: Finding, name: str | None = None) -> dict | None:
     """The one number that says how exposed the model is to this threat, with what chance would give.
@@ -17,7 +19,7 @@ def headline(f: Finding, name: str | None = None) -> dict | None:
         m = ms[name]
     elif f.details.get("headline_metric") in ms:   # a threat that names its own headline number
         m = ms[f.details["headline_metric"]]
-    elif f.threat == "membership-inference":
+    elif f.threat in MEMBERSHIP:
         tpr = [m for m in f.metrics if m.name.endswith("TPR at 1% FPR") and "audited model only" not in m.name]
         m = max(tpr, key=lambda m: m.ci_low or 0.0) if tpr else None
     elif f.family == "model-tricking":
@@ -30,7 +32,7 @@ def headline(f: Finding, name: str | None = None) -> dict | None:
         m = None
     if m is None:
         return None
-    if f.threat == "membership-inference":
+    if f.threat in MEMBERSHIP:
         return pack(m, 0.01, "higher")
     if f.family == "model-tricking":
         return pack(m, None, "lower")

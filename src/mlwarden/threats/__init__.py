@@ -1,6 +1,6 @@
 """Built-in threats, one attack per file, grouped by family. Importing this package registers them."""
 from .corruption import backdoor, backdoor_transfer, feature_collision, gradient_matching, gradient_poisoning, neural_cleanse, label_flipping, spam_dictionary, spam_focused, unsafe_file  # noqa: F401
-from .membership import membership_inference  # noqa: F401
+from .membership import label_only, lm_membership, membership_inference  # noqa: F401
 from .memorization import secret_sharer  # noqa: F401
 from .model_extraction import (  # noqa: F401
     equation_solving, jacobian, knockoff, linear_boundary, path_finding, retraining, svm_margin)
@@ -11,6 +11,6 @@ from .tricking import (  # noqa: F401
 # The order the audit runs and lists threats in: the verdict first, then single attacks, then physical.
 ORDER = ["unsafe-model-file", "whitebox-cascade", "fgsm", "pgd-linf", "pgd-l2", "apgd-ce", "apgd-dlr-t", "square", "hopskipjump",
          "eot-pgd", "adversarial-patch",
-         "membership-inference", "secret-sharer", "extract-equation-solving", "extract-retraining",
+         "membership-inference", "label-only-membership", "lm-membership", "secret-sharer", "extract-equation-solving", "extract-retraining",
          "extract-knockoff", "extract-jacobian", "extract-path-finding", "extract-linear-boundary",
          "extract-svm-margin", "label-flipping", "gradient-poisoning", "spam-dictionary", "spam-focused"]

@@ -2,9 +2,25 @@
 the same examples, with which references trained on which example. Higher score = more likely member."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
+import torch
+
+
+@dataclass
+class Pool:
+    """What membership is inferred over: the examples (or sequence ids) a signal is computed on, which of
+    them the audited model trained on, and how a reference model trains on a subset of them."""
+    x: torch.Tensor
+    y: torch.Tensor
+    target_in: np.ndarray    # (N,) bool
+    n_classes: int
+    subset: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None  # default x[idx], y[idx]
+    input_shape: tuple[int, ...] | None = None   # of what subset returns
+    groups: dict[str, np.ndarray] = field(default_factory=dict)  # (N,) bool masks reported on their own
+    digest: str | None = None   # names the content in the reference models' cache key (default: x and y)
 
 
 @dataclass

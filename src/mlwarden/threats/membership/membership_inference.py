@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ...core.finding import Check, Metric, Severity, Status
 from ...core.severity import MEMBERSHIP
@@ -19,9 +19,10 @@ from ...privacy.fix import DP_SGD
 from ...privacy.reference_models import train_reference_models
 from ...privacy.roc import downsample, summarize
 from ...privacy.signals import log_probs, logit_confidence
+from ...privacy.views import MAX_VIEWS, SHIFTS, apply_view, image_views
 from ...plots import roc_loglog
 from . import lira, loss_attack, rmia, shadow_attack
-from .common import AttackInput, equal_counts
+from .common import AttackInput, Pool, equal_counts
 
 ATTACKS = ["loss", "shadow", *lira.VARIANTS, *rmia.VARIANTS]
 PRIMARY = "lira-online"
@@ -48,14 +49,37 @@ def _has_network(target) -> bool:
         return False
 
 
-class Mp(Params):
+class PoolParams(Params):
+    """What every membership threat takes: the reference models and the attacks."""
     n_reference: int = Field(8, ge=2, le=256, description="reference models, even; each example IN for half")
     attacks: list[str] = Field(default_factory=lambda: list(ATTACKS))
     pooled: bool = Field(True, description="also evaluate every reference model leave-one-out")
-    temperature: float = Field(1.0, gt=0, le=100, description="softmax temperature of the signal (2 helps against a "
-                               "saturated softmax and hurt a mildly overfit MLP: docs/threats.md)")
-    logits: bool = Field(False, description="compute the signal from the target's logits when white-box access "
+
+
+class SignalParams(Params):
+    """How scores become the signal."""
+    temperature: float = Field(2.0, gt=0, le=100, description="softmax temperature of the signal; 2 measured best "
+                               "on MNIST and on saturated models, level elsewhere (docs/threats.md)")
+    logits: bool = Field(True, description="compute the signal from the target's logits when white-box access "
                          "gives them (float64), not from its float32 probabilities")
+
+
+class ViewParams(Params):
+    """Which perturbed copies of an image are queried."""
+    augmentations: int = Field(1, ge=1, le=MAX_VIEWS, description="image data: query each point as is and shifted "
+                               "by 1 px (up to 9 views; 18 with flips) and average every attack's score over them")
+    flips: bool = Field(False, description="with augmentations: also query the left-right mirror images")
+
+    @model_validator(mode="after")
+    def _views_exist(self):
+        if self.augmentations > len(SHIFTS) and not self.flips:
+            raise ValueError(f"augmentations: {self.augmentations} views need flips = true (there are {len(SHIFTS)} "
+                             "shifts without them)")
+        return self
+
+
+class Mp(ViewParams, SignalParams, PoolParams):
+    pass
 
 
 @register
@@ -71,68 +95,121 @@ class MembershipInference(Threat):
     remedy = DP_SGD
 
     def run(self, ctx: Context, p: Mp):
-        unknown = set(p.attacks) - set(ATTACKS)
+        unknown = set(p.attacks) - set(self.ATTACKS)
         if unknown or p.n_reference % 2:
             bad = f"unknown attacks {sorted(unknown)}" if unknown else "n_reference must be even"
             return self.finding(ctx, p, status=Status.FAILED, severity=Severity.INFO, headline=bad, error=bad)
-        d = ctx.data
-        x = torch.cat([d.x_train, d.x_test])
-        y = torch.cat([d.y_train, d.y_test])
-        yn = y.numpy()
-        target_in = np.r_[np.ones(len(d.x_train), bool), np.zeros(len(d.x_test), bool)]
-        from_logits = p.logits and _has_network(ctx.target)
-        logp = [log_probs(ctx.target, x, temperature=p.temperature, logits=from_logits)]
         checks, notes = [], []
+        pool = self.pool(ctx, p)
+        x, y, target_in = pool.x, pool.y, pool.target_in
+        if target_in.all() or not target_in.any():
+            bad = (f"the pool has {int(target_in.sum())} members and {int((~target_in).sum())} non-members of the "
+                   "audited model; both are needed")
+            return self.finding(ctx, p, status=Status.FAILED, severity=Severity.INFO, headline=bad, error=bad)
+        signal = self.signal_fn(ctx, p, pool, notes)
+        logp, yn = signal(ctx.target, y)     # (views, N, C); the labels the attacks score
+        logp = [logp]
         attacks = list(p.attacks)
         t_ref = 0.0
         if ctx.recipe is None:
-            attacks = [a for a in attacks if a == "loss"]
-            notes.append("no recipe: only the LOSS attack ran (set model.recipe to train reference models)")
+            attacks = [a for a in attacks if a in self.NO_REFERENCES]
+            notes.append(f"no recipe: only {', '.join(self.NO_REFERENCES)} ran (set model.recipe to train reference "
+                         "models)")
             in_mask = target_in[None]
         else:
             t0 = time.monotonic()
-            refs = train_reference_models(ctx.recipe, x, y, d.n_classes, p.n_reference, ctx.seed, ctx.backend,
-                                          ctx.check_time)
+            refs = train_reference_models(ctx.recipe, x, y, pool.n_classes, p.n_reference, ctx.seed, ctx.backend,
+                                          ctx.check_time, subset=pool.subset, input_shape=pool.input_shape,
+                                          digest=pool.digest)
             t_ref = time.monotonic() - t0
-            logp += [log_probs(m, x, temperature=p.temperature, logits=from_logits) for m in refs.models]
+            logp += [signal(m, y)[0] for m in refs.models]
             in_mask = np.vstack([target_in[None], refs.in_mask])
-        logp = np.stack(logp)
+        logp = np.stack(logp)                # (models, views, N, C)
         if len(logp) > 1:
-            checks.append(self._match_check(logp, yn, target_in))
+            checks.append(self.match_check(logp[:, 0], yn, target_in, in_mask))
         phi = logit_confidence(logp, yn)
         refs_idx = list(range(1, len(logp)))
-        pool = p.pooled and len(refs_idx) > 2
+        pooled = p.pooled and len(refs_idx) > 2
         # the inputs (reference slices, equal-count masks) are built once per attacked model, not per attack;
         # each reference model is attacked with the others as its references; the audited model is left out
         # of the pool because its training set size, and so its calibration, differs
-        target_input = self._input(logp, phi, in_mask, yn, 0, refs_idx)
-        pool_inputs = [self._input(logp, phi, in_mask, yn, m, [k for k in refs_idx if k != m])
-                       for m in refs_idx] if pool else []
-        pool_members = in_mask[refs_idx].reshape(-1) if pool else None
+        target_input = self._inputs(logp, phi, in_mask, yn, 0, refs_idx)
+        pool_inputs = [self._inputs(logp, phi, in_mask, yn, m, [k for k in refs_idx if k != m])
+                       for m in refs_idx] if pooled else []
+        pool_members = in_mask[refs_idx].reshape(-1) if pooled else None
         per_attack = {}
         for name in attacks:
             ctx.check_time()
-            per_attack[name] = {"target": summarize(run_attack(name, target_input, ctx.seed), target_in)}
-            if pool:
-                pooled = np.concatenate([run_attack(name, a, ctx.seed) for a in pool_inputs])
-                per_attack[name]["pooled"] = summarize(pooled, pool_members)
+            s = self.score(name, target_input, ctx.seed)
+            per_attack[name] = {"target": summarize(s, target_in)}
+            if pooled:
+                s = np.concatenate([self.score(name, a, ctx.seed) for a in pool_inputs])
+                per_attack[name]["pooled"] = summarize(s, pool_members)
+            members = pool_members if pooled else target_in
+            for group, mask in pool.groups.items():   # the group's members against the group's non-members
+                g = np.tile(mask, len(s) // len(mask))
+                if members[g].any() and not members[g].all():
+                    per_attack[name][group] = summarize(s[g], members[g])
+        n_models = len(refs_idx) if pooled else 1
+        return self._finding(ctx, p, per_attack, checks, notes, n_models, t_ref)
+
+    def pool(self, ctx: Context, p: Mp) -> Pool:
+        """Members: the data's train split (the audited model trained on it); non-members: its test split."""
+        d = ctx.data
+        return Pool(torch.cat([d.x_train, d.x_test]), torch.cat([d.y_train, d.y_test]),
+                    np.r_[np.ones(len(d.x_train), bool), np.zeros(len(d.x_test), bool)], d.n_classes)
+
+    ATTACKS, PRIMARY, SHOWN = ATTACKS, PRIMARY, SHOWN
+    NO_REFERENCES = ("loss",)   # the attacks that run without reference models
+
+    def signal_fn(self, ctx: Context, p: Mp, pool: Pool, notes: list[str]):
+        """Returns signal(model, y) -> ((views, N, C) log-probabilities, the labels attacks score them at),
+        for the audited target and for each reference model alike; appends what it is to `notes`."""
+        x = pool.x
+        from_logits = p.logits and _has_network(ctx.target)
+        views = self._views(ctx, p, notes)
+        fill = ctx.data.space.low
         notes.append(f"Signal: softmax at temperature {p.temperature:g} in float64, from "
                      + ("the logits (white-box access)" if from_logits else "the float32 probabilities the target "
                         "returns (a probability float32 rounds to 1 carries no membership signal)"))
-        n_models = len(refs_idx) if pool else 1
-        return self._finding(ctx, p, per_attack, checks, notes, n_models, t_ref)
+
+        def signal(model, y):
+            lp = np.stack([log_probs(model, x if v is None else apply_view(x, v, fill), temperature=p.temperature,
+                                     logits=from_logits) for v in views])
+            return lp, y.numpy()
+        return signal
 
     @staticmethod
-    def _input(logp, phi, in_mask, y, m, refs) -> AttackInput:
-        return AttackInput(logp[m], phi[m], logp[refs], phi[refs], in_mask[refs], y,
-                           equal_counts(in_mask[refs], seed=m))
+    def _views(ctx: Context, p: Mp, notes: list[str]) -> list:
+        if p.augmentations == 1 and not p.flips:
+            return [None]
+        if ctx.data.modality != "image" or len(ctx.data.input_shape) != 3:
+            notes.append("augmentations apply to images; this data was queried as is")
+            return [None]
+        views = image_views(p.augmentations, p.flips)
+        notes.append(f"Augmentation queries: every point queried {len(views)} ways ("
+                     + ", ".join(v.describe() for v in views) + "); each attack's score averaged over them")
+        return views
+
+    @staticmethod
+    def _inputs(logp, phi, in_mask, y, m, refs) -> list[AttackInput]:
+        """One attack input per view of the points."""
+        valid = equal_counts(in_mask[refs], seed=m)
+        return [AttackInput(logp[m, v], phi[m, v], logp[refs, v], phi[refs, v], in_mask[refs], y, valid)
+                for v in range(logp.shape[1])]
+
+    @staticmethod
+    def score(name: str, inputs: list[AttackInput], seed: int) -> np.ndarray:
+        """The attack's score averaged over the views (for LiRA, with one variance per view, the mean of the
+        log-likelihood ratios ranks like the likelihood ratio of the views taken together)."""
+        return np.mean([run_attack(name, a, seed) for a in inputs], axis=0)
 
     @staticmethod
     def _tpr1(metrics, attack: str) -> Metric:
         return next(m for m in metrics if m.name == f"{attack} TPR at 1% FPR")
 
     @staticmethod
-    def _match_check(logp, y, target_in) -> Check:
+    def match_check(logp, y, target_in, in_mask) -> Check:
         """Reference models must be trained like the target, or the calibration is wrong."""
         acc = (logp.argmax(-1) == y[None]).astype(float)
         target_acc = acc[0, ~target_in].mean()
@@ -162,13 +239,18 @@ class MembershipInference(Threat):
                           "n_members": scope.n_members, "n_nonmembers": scope.n_nonmembers,
                           "target_only_auc": s["target"].auc, "target_only_tpr_at_1pct": t1[0] / t1[1],
                           "target_only_nonmembers": s["target"].n_nonmembers})
-        primary = PRIMARY if PRIMARY in per_attack else next(iter(per_attack))
+            for group in (k for k in s if k not in ("target", "pooled")):
+                g = s[group]
+                table[-1].update({f"{group}_auc": g.auc, f"{group}_tpr_at_1pct": g.tpr_at[0.01][0] / g.tpr_at[0.01][1]})
+        primary = self.PRIMARY if self.PRIMARY in per_attack else next(iter(per_attack))
         metrics += [m for m in per_attack[primary]["target"].metrics(f"{primary} (audited model only)")
                     if "balanced" not in m.name]
         # the strongest attack at 1% FPR, by the lower end of its interval, decides the severity
         best_name = max(per_attack, key=lambda n: self._tpr1(metrics, n).ci_low)
         best = self._tpr1(metrics, best_name)
-        shown = set(SHOWN) | {best_name}  # the table in details holds every attack
+        for group in (k for k in per_attack[best_name] if k not in ("target", "pooled")):
+            metrics += [m for m in per_attack[best_name][group].metrics(f"{best_name} on {group}") if "AUC" in m.name]
+        shown = set(self.SHOWN) | {best_name}  # the table in details holds every attack
         metrics = [m for m in metrics if m.name.split(" ")[0] in shown]
         path = ctx.evidence_path("mia-roc.png")
         roc_loglog(path, {n: (s[key].fpr, s[key].tpr) for n, s in per_attack.items()},
