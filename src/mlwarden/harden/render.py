@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from ..core.finding import Finding, Status
-from ..report.headline import headline
+from ..report.headline import paired
 from ..report.report import Report, inside
 
 SCHEMA = "mlwarden.harden/2"
@@ -29,8 +29,7 @@ def compare(before: Report, after: Report) -> list[dict]:
         fa = after_by.get(fb.threat)
         if fa is None or fb.status is Status.SKIPPED or fa.status is Status.SKIPPED:
             continue
-        hb = headline(fb)
-        ha = headline(fa, hb["metric"]) if hb else None
+        hb, ha = paired(fb, fa)
         rows.append({"threat": fb.threat, "severity": [fb.severity.value, fa.severity.value],
                      "status": [fb.status.value, fa.status.value], "before": hb, "after": ha,
                      "unreliable_after": _reasons(fa) if fa.status is not Status.OK else []})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..core.errors import UserError
 from ..core.finding import Status
 from ..core.stats import difference_interval
-from .headline import headline
+from .headline import paired
 from .report import Report
 
 # Settings that change what a number means (seed, threads and output paths do not).
@@ -36,8 +36,7 @@ def diff_reports(old: Report, new: Report) -> dict:
             rows.append({"threat": threat, "state": "new" if fo is None else "absent",
                          "severity": [fo.severity.value if fo else None, fn.severity.value if fn else None]})
             continue
-        ho = headline(fo)
-        hn = headline(fn, ho["metric"]) if ho else None
+        ho, hn = paired(fo, fn)
         row = {"threat": threat, "state": "both", "severity": [fo.severity.value, fn.severity.value],
                "before": ho, "after": hn, "regression": False, "improvement": False}
         why = _incomparable(fo, fn, settings)

@@ -37,3 +37,17 @@ def headline(f: Finding, name: str | None = None) -> dict | None:
     if f.family == "model-tricking":
         return pack(m, None, "lower")
     return pack(m, None, f.details.get("headline_worse", "higher"))   # a threat's own headline says its direction
+
+
+def paired(old: Finding, new: Finding) -> tuple[dict | None, dict | None]:
+    """The same headline metric in two findings of one threat. Usually the one the old finding headlines;
+    for membership inference, whose headline is its strongest attack, the attack that is strongest on
+    either side: on a private model every attack is at chance and the strongest is noise, so a baseline's
+    pick would hide the attack that the other model loses to."""
+    name = None
+    if old.threat in MEMBERSHIP:
+        a, b = headline(old), headline(new)
+        if a and b:
+            name = max((a, b), key=lambda h: h["ci_low"] or 0.0)["metric"]
+    ho = headline(old, name)
+    return ho, (headline(new, ho["metric"]) if ho else None)
