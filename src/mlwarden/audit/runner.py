@@ -13,7 +13,7 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -23,13 +23,13 @@ import torch
 from pydantic import ValidationError
 
 from .._version import __version__
-from ..core.backend import LocalBackend
+from ..core.backend import LocalBackend, make_backend
 from ..core.cache import tensor_digest
 from ..core.data import Dataset, normalized
 from ..core.errors import TimeBudgetExceeded, UserError
 from ..core.finding import Finding, Severity, Status
 from ..core.recipe import Recipe
-from ..core.target import RescaledTarget, Target
+from ..core.target import RescaledTarget, Target, TorchTarget
 from ..core.threat import Context, Params, Threat
 from ..report.report import Report, dumps, write_atomic
 from .config import describe_validation_error
@@ -48,6 +48,20 @@ class Subject:
         return {"model": {**self.target.describe(), **info}, "data": self.data.describe(),
                 "input_space": self.data.space.describe(),
                 "recipe": self.recipe.name if self.recipe else None}
+
+
+def placed(subject: Subject, settings: dict[str, Any]) -> tuple[Subject, dict[str, Any]]:
+    """The subject with its network and its recipe on the settings' device (`auto` resolved, and written
+    back into the settings, so a report says where its numbers were computed)."""
+    from ..core.device import resolve_device
+    device = resolve_device(settings.get("device", "auto"))
+    inner = subject.target.inner if isinstance(subject.target, RescaledTarget) else subject.target
+    if isinstance(inner, TorchTarget):
+        inner.to_device(device)
+    recipe = subject.recipe
+    if device.type != "cpu" and isinstance(recipe, Recipe) and getattr(recipe, "factory", None) is not None:
+        recipe = recipe.with_(device=str(device))
+    return replace(subject, recipe=recipe), {**settings, "device": str(device)}
 
 
 @dataclass
@@ -89,7 +103,7 @@ def make_plan(subject: Subject, threats: list[Threat], profile: str, overrides: 
 
 
 # Settings that change where or how the result is shown, never the numbers: not part of the fingerprint.
-PRESENTATION = ("out", "fail_on", "threads", "baseline", "fail_on_regression")
+PRESENTATION = ("out", "fail_on", "threads", "baseline", "fail_on_regression", "backend", "workers")
 
 
 def fingerprint(subject: Subject, plan: list[Planned], settings: dict) -> str:
@@ -116,8 +130,16 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
     `notice(text)` hears about findings that could not be reused on --resume (they are re-run)."""
     seed, profile = settings["seed"], settings["profile"]
     out_dir = Path(out_dir)
+    own_backend = backend is None   # made before the run directory is claimed: a missing extra writes nothing
+    if own_backend:
+        backend = make_backend(settings.get("backend", "local"), settings.get("workers"))
     fp = fingerprint(subject, plan, settings)
-    prev = claim(out_dir, resume=resume, fingerprint=fp)
+    try:
+        prev = claim(out_dir, resume=resume, fingerprint=fp)
+    except BaseException:
+        if own_backend:
+            backend.close()
+        raise
     progress = progress(len(plan)) if progress else None
     run = RunDir(out_dir, {"fingerprint": fp, "settings": settings, "subject": subject.describe(),
                            "threats": [p.threat.name for p in plan], "created": prev.get("created", [])})
@@ -149,6 +171,11 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
                 progress("done", item, f)
     finally:
         torch.set_num_threads(old_threads)
+        if backend.ran_locally and notice:
+            notice(f"{backend.ran_locally} work items could not travel to the {backend.name} backend (they hold what "
+                   "cannot be pickled) and ran in this process: same numbers, no speed-up")
+        if own_backend:
+            backend.close()
     report = Report(subject=subject.describe(), findings=findings, settings=settings,
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     seconds=time.monotonic() - started, version=__version__, run_dir=str(out_dir))
@@ -253,6 +280,7 @@ def run_audit(subject: Subject, out_dir: Path, *, settings: dict[str, Any], thre
     `progress(n_threats)` returns the per-threat callback."""
     from ..core.registry import get_threats
     chosen = get_threats(threats if threats is not None else settings.get("threats"))
+    subject, settings = placed(subject, settings)
     plan = make_plan(subject, chosen, settings["profile"], overrides or {}, settings.get("eps"), Path(out_dir))
     return run_plan(subject, plan, Path(out_dir), settings=settings, resume=resume, backend=backend,
                     progress=progress, notice=notice, baseline=baseline)

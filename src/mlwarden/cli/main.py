@@ -59,6 +59,14 @@ def _threat_names(text: str | None) -> list[str] | None:
     return names
 
 
+# options of several commands, defined once
+BACKEND_OPTION = typer.Option(None, "--backend", help="where independent work runs (reference models, eps curves): "
+                              "local | process | ray | ray://HOST:PORT")
+WORKERS_OPTION = typer.Option(None, "--workers", help="processes for the process backend (more than 1 with the "
+                              "local backend means process)")
+DEVICE_OPTION = typer.Option(None, "--device", help="where the network computes: auto | cpu | cuda | cuda:N | mps "
+                             "(default auto: a GPU when one is visible)")
+
 TRUST_HELP = ("comma-separated names a model file may import or call beyond the trust list (see `mlwarden "
               "scan`); only for a file whose author you trust")
 
@@ -88,6 +96,9 @@ def audit(
     eps: Optional[float] = typer.Option(None, help="perturbation budget as a fraction of the input range"),
     seed: Optional[int] = typer.Option(None),
     threads: Optional[int] = typer.Option(None, help="torch threads (default 1: fastest for small models)"),
+    backend: Optional[str] = BACKEND_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="seconds per threat"),
     recipe: Optional[str] = typer.Option(None, help="training recipe (mlp|cnn|logreg|tabular-mlp|charlm or "
                                          "module:function) for threats that train models"),
@@ -111,7 +122,8 @@ def audit(
                         label_column=label_column, input_range=input_range, input_shape=input_shape,
                         threats=threats, out_dir=out_dir, profile=profile, fail_on=fail_on, seed=seed,
                         threads=threads, time_budget=time_budget, eps=eps, allow_pickle=allow_pickle, recipe=recipe,
-                        endpoint=endpoint, api_key=api_key, trust=trust, baseline=baseline,
+                        backend=backend, workers=workers, device=device, endpoint=endpoint, api_key=api_key,
+                        trust=trust, baseline=baseline,
                         endpoint_output=endpoint_output, endpoint_template=_json_option(endpoint_template,
                                                                                         "--endpoint-template"),
                         endpoint_response=endpoint_response,
@@ -177,7 +189,8 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
                   input_range=None, input_shape=None, threats=None, out_dir=None, profile=None, fail_on=None,
                   seed=None, threads=None, time_budget=None, eps=None, allow_pickle=False, recipe=None,
                   endpoint=None, api_key=None, trust=None, baseline=None, fail_on_regression=None,
-                  endpoint_output=None, endpoint_template=None, endpoint_response=None):
+                  endpoint_output=None, endpoint_template=None, endpoint_response=None, backend=None, workers=None,
+                  device=None):
     from ..audit.config import AuditConfig, describe_validation_error, load_config
     from pydantic import ValidationError
 
@@ -194,7 +207,8 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
             ("audit", "out"): out_dir, ("audit", "profile"): profile, ("audit", "fail_on"): fail_on,
             ("audit", "seed"): seed, ("audit", "threads"): threads, ("audit", "time_budget_s"): time_budget,
             ("audit", "eps"): eps, ("audit", "baseline"): baseline,
-            ("audit", "fail_on_regression"): fail_on_regression}
+            ("audit", "fail_on_regression"): fail_on_regression, ("audit", "backend"): backend,
+            ("audit", "workers"): workers, ("audit", "device"): device}
     if allow_pickle:
         cfg["model"]["allow_pickle"] = True
     for (sec, key), val in sets.items():
@@ -275,6 +289,9 @@ def harden(
     profile: Optional[str] = typer.Option(None, help="quick | standard | thorough"),
     seed: Optional[int] = typer.Option(None),
     threads: Optional[int] = typer.Option(None),
+    backend: Optional[str] = BACKEND_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
 ):
     """Apply defences, re-run the same audit on the hardened model, and write before/after."""
     from ..harden.run import harden as run_harden
@@ -284,7 +301,7 @@ def harden(
     chosen, sweep = parse_defenses(defense, param)
     cfg = _build_config(config, model=model, data=data, recipe=recipe, threats=threats, out_dir=out_dir,
                         factory=factory, access=access, profile=profile, seed=seed, threads=threads, trust=trust,
-                        fail_on=fail_on)
+                        fail_on=fail_on, backend=backend, workers=workers, device=device)
     with err.status("loading the model and data"):
         subject = subject_from_config(cfg)
     run_dir = Path(cfg.audit.out or Path("mlwarden-out") / f"harden-{run_name(cfg.model.path)}")
@@ -364,6 +381,7 @@ def serve(
     strip_draws: int = typer.Option(20, "--strip-draws", help="STRIP: superimpositions (forward passes) per row"),
     strip_frr: float = typer.Option(0.01, "--strip-frr", help="STRIP: share of clean inputs it may refuse"),
     threads: int = typer.Option(1),
+    device: Optional[str] = DEVICE_OPTION,
 ):
     """Serve a model over the Open Inference Protocol v2, behind guards."""
     from pydantic import ValidationError
@@ -394,7 +412,8 @@ def serve(
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise UserError(f"--name '{name}' may hold only letters, digits, '_', '.', '-'")
     cfg = _build_config(None, model=model, data=data, factory=factory, fmt=fmt, input_range=input_range,
-                        input_shape=input_shape, allow_pickle=allow_pickle, threads=threads, trust=trust)
+                        input_shape=input_shape, allow_pickle=allow_pickle, threads=threads, trust=trust,
+                        device=device)
     if model is not None and data is None:   # no data set: the shape (and range) come from the user, not digits
         if strip:
             raise UserError("--strip needs clean images of the model's task to superimpose and calibrate on: give "
@@ -412,6 +431,8 @@ def serve(
     import torch
     import uvicorn
     torch.set_num_threads(threads)
+    from ..audit.runner import placed
+    subject, _ = placed(subject, cfg.audit.model_dump())
     clean = subject.data.x_train[:1000] if strip and len(subject.data.x_train) else None
     app_ = build_app(subject.target, subject.data.space, name, guards, clean=clean)
     err.print(f"[bold]mlwarden serve[/] {subject.target.name} at http://{host}:{port}/v2/models/{name} "

@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from . import zoo
+from .device import OnDevice
 from .errors import UserError
 
 Factory = Callable[[tuple[int, ...], int], nn.Module]
@@ -51,6 +52,7 @@ class Recipe:
     on_epoch: Callable | None = None         # (epoch, model) -> True to stop training now
     repair: Callable | None = None           # model -> model, once, after training (backdoor removal)
     inference: Callable | None = None        # Target -> Target: the inference defences in front of each model
+    device: str | None = None                # trains there (core/device.py); the trained model comes back to the CPU
 
     def describe(self) -> dict:
         """What identifies the training procedure (cache keys of reference models use it)."""
@@ -59,7 +61,8 @@ class Recipe:
         return {"name": self.name, "factory": f"{self.factory.__module__}:{getattr(self.factory, '__qualname__', repr(self.factory))}",
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                 "weight_decay": self.weight_decay, "optimizer": self.optimizer, "extra": self.extra,
-                "wrap": hooks.get("wrap"), **{k: v for k, v in hooks.items() if k != "wrap"}}
+                "wrap": hooks.get("wrap"), **{k: v for k, v in hooks.items() if k != "wrap"},
+                **({"device": self.device} if self.device and self.device != "cpu" else {})}
 
     def make_model(self, input_shape, n_classes: int) -> nn.Module:
         return self.factory(tuple(input_shape), n_classes)
@@ -92,6 +95,9 @@ class Recipe:
         if self.data_filter is not None:
             x, y = self.data_filter(x, y)
         model = self.make_model(x.shape[1:], n_classes) if init is None else copy.deepcopy(init)
+        dev = torch.device(self.device) if self.device and self.device != "cpu" else None
+        if dev is not None:
+            model = model.to(dev)
         opt = self.make_optimizer([p for p in model.parameters() if p.requires_grad])
         loader = self.make_loader(x, y, seed)
         wrap = wrap if wrap is not None else self.wrap
@@ -106,18 +112,22 @@ class Recipe:
         for epoch in range(self.epochs):
             model.train()
             for xb, yb in loader:
+                if dev is not None:
+                    xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
                 if batch_transform is not None:
                     xb, yb = batch_transform(model, xb, yb)
                 opt.zero_grad(set_to_none=True)
                 loss_fn(model(xb), yb).backward()
                 opt.step()
-            if on_epoch is not None and on_epoch(epoch, model):
+            if on_epoch is not None and on_epoch(epoch, model if dev is None else OnDevice(model, dev)):
                 break
         if hasattr(model, "_module"):  # Opacus's GradSampleModule: hand back the plain network, hooks removed
             model.remove_hooks()
             if hasattr(model, "cleanup"):
                 model.cleanup()
             model = model._module
+        if dev is not None:
+            model = model.to("cpu")
         if self.repair is not None:
             model = self.repair(model.eval())
         return model.eval()

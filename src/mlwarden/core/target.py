@@ -116,14 +116,28 @@ class TorchTarget(Target):
         for p in self._module.parameters():
             p.requires_grad_(False)
         self.batch_size = batch_size
+        self.device = torch.device("cpu")
+
+    def to_device(self, device: torch.device) -> "TorchTarget":
+        """Runs the network on `device` (core/device.py); queries and `module` keep CPU tensors outside."""
+        from .device import move
+        if device.type != "cpu":
+            self._module = move(self._module, device)
+            self.device = device
+        return self
 
     @property
     def module(self) -> nn.Module:
         if self.access is not Access.WHITE_BOX:
             raise PermissionError(f"{self.name} is audited with {self.access.value} access")
+        if self.device.type != "cpu":
+            from .device import OnDevice
+            return OnDevice(self._module, self.device)
         return self._module
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cpu":
+            return torch.cat([self._module(c.to(self.device)).cpu() for c in x.split(self.batch_size)])
         return torch.cat([self._module(c) for c in x.split(self.batch_size)])
 
     def _scores(self, x):

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ..audit.config import describe_validation_error
 from ..audit.rundir import RunDir, claim, sha256
 from ..audit.runner import Subject, run_audit, seed_everything
+from ..core.backend import make_backend
 from ..core.data import is_number
 from ..core.defense import (Defense, DefenseContext, Hardened, apply_defenses, chain, check_applicable,
                             with_inference, wrap_target)
@@ -156,16 +157,21 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
     out_dir = Path(out_dir)
     fp = hashlib.sha256(json.dumps({"defenses": [(d.name, ov) for d, ov in chosen], "sweep": vars(sweep) if sweep
                                     else None, "threats": threats, "settings": {k: v for k, v in settings.items()
-                                    if k not in ("out", "fail_on", "threads")}, "subject": subject.describe()},
+                                    if k not in ("out", "fail_on", "threads", "backend", "workers")}, "subject": subject.describe()},
                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
-    prev = claim(out_dir, resume=resume, fingerprint=fp)
+    backend = make_backend(settings.get("backend", "local"), settings.get("workers"))  # a missing extra: nothing written
+    try:
+        prev = claim(out_dir, resume=resume, fingerprint=fp)
+    except BaseException:
+        backend.close()
+        raise
     run = RunDir(out_dir, {"fingerprint": fp, "command": "harden", "created": prev.get("created", [])})
     run.save()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(settings.get("threads", 1))
     try:
         audit = dict(settings=settings, threats=threats, overrides=overrides, resume=resume, progress=progress,
-                     notice=notice)
+                     notice=notice, backend=backend)
         stage(f"auditing the model as it is ({', '.join(threats)})")
         before = run_audit(subject, out_dir / "before", **audit)
         base_ok = correct(subject.target, subject.data.x_test, subject.data.y_test)
@@ -177,6 +183,7 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
             reports.append(results[-1].pop("report"))
     finally:
         torch.set_num_threads(old_threads)
+        backend.close()
     summary = render.summarize(subject, chosen, sweep, threats, before, base_ok, results, reports, out_dir)
     files = {"harden.json": dumps(summary), "harden.md": render.markdown(summary),
              "harden.html": render.html(summary, out_dir),
@@ -190,7 +197,7 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
 def _apply_and_audit(subject, params, out_dir: Path, label: str, settings, audit, base_ok, run: RunDir,
                      stage) -> dict:
     seed = settings["seed"]
-    ctx = DefenseContext(subject.data, out_dir, seed=seed, profile=settings["profile"])
+    ctx = DefenseContext(subject.data, out_dir, seed=seed, profile=settings["profile"], backend=audit["backend"])
     state_rel = f"hardened/{label}.json"
     state = {"params": {d.name: p.model_dump() for d, p in params}}
     reused = _reuse_hardened(subject, params, out_dir, state_rel, state, run, ctx) if audit["resume"] else None

@@ -34,9 +34,17 @@ def balanced_masks(n_models: int, n: int, seed: int) -> np.ndarray:
     return ranks < n_models // 2
 
 
+def fit_reference(k: int, shared) -> dict:
+    """Reference model k's weights: trained by the recipe on the pool examples its mask marks IN. A pure
+    function of (k, shared), so any backend can run it."""
+    recipe, x, y, n_classes, masks, seed, subset = shared
+    idx = np.flatnonzero(masks[k])
+    xs, ys = subset(idx) if subset is not None else (x[torch.from_numpy(idx)], y[torch.from_numpy(idx)])
+    return recipe.fit(xs, ys, n_classes, seed=seed * 1_000 + k + 1).state_dict()
+
+
 def train_reference_models(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, n_classes: int, n_models: int,
                            seed: int, backend, check_time: Callable[[], None] | None = None,
-                           on_model: Callable[[int], None] | None = None,
                            subset: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
                            input_shape: tuple[int, ...] | None = None, digest: str | None = None) -> ReferenceSet:
     """`n_models` models, model k trained on the pool examples its mask marks IN. The pool is x, y; with
@@ -49,27 +57,21 @@ def train_reference_models(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, n_c
     masks = balanced_masks(n_models, len(x), seed)
     key = key_of("reference-models/1", recipe.describe(), digest or tensor_digest(x, y), n_classes, n_models, seed)
     folder = cache_dir() / "reference-models" / key
-    trained = []
-
-    def one(k: int) -> dict:
+    states = {k: load_state(folder / f"model-{k}.pt") for k in range(n_models)}
+    todo = [k for k, state in states.items() if state is None]
+    shared = (recipe, x, y, n_classes, masks, seed, subset)
+    # one item at a time on one worker (the time budget is checked between models); all at once on several
+    batches = [[k] for k in todo] if backend.workers == 1 else ([todo] if todo else [])
+    for batch in batches:
         if check_time is not None:
             check_time()
-        path = folder / f"model-{k}.pt"
-        state = load_state(path)
-        if state is None:
-            idx = np.flatnonzero(masks[k])
-            xs, ys = subset(idx) if subset is not None else (x[torch.from_numpy(idx)], y[torch.from_numpy(idx)])
-            state = recipe.fit(xs, ys, n_classes, seed=seed * 1_000 + k + 1).state_dict()
-            save_state(state, path)
-            trained.append(k)
-        if on_model is not None:
-            on_model(k)
-        return state
-
-    states = backend.map(one, list(range(n_models)))
+        for k, state in zip(batch, backend.map(fit_reference, batch, shared=shared)):
+            save_state(state, folder / f"model-{k}.pt")   # the caller writes the cache, never a worker
+            states[k] = state
+    states = [states[k] for k in range(n_models)]
     models = []
     for state in states:
         m = recipe.make_model(tuple(input_shape or x.shape[1:]), n_classes)
         m.load_state_dict(state)
         models.append(m.eval())
-    return ReferenceSet(models, masks, len(trained), time.monotonic() - t0)
+    return ReferenceSet(models, masks, len(todo), time.monotonic() - t0)

@@ -129,7 +129,7 @@ class WhiteBoxCascade(Threat):
                      f"{4 * p.check_steps} steps x 2 restarts (limit {100 * MORE_STEPS_MARGIN:.0f} points)")
 
     def _curve(self, ctx, model, x, y, grid, p, kw, data):
-        def point(e):  # independent per eps: the backend may run them elsewhere
+        def point(e, _shared=None):  # independent per eps: the backend may run them elsewhere
             if e == 0:
                 k = int((predict(model, x) == y).sum())
             else:

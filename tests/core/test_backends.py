@@ -1,0 +1,152 @@
+"""Backends: the same seed gives the same reference models and the same membership findings in this
+process, in a pool of fresh processes, and on a local Ray; work that cannot travel runs here, counted."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from mlwarden.core.backend import LocalBackend, ProcessBackend, make_backend
+from mlwarden.core.errors import UserError
+from mlwarden.core.recipe import BUILTIN_RECIPES
+from mlwarden.core.registry import all_threats
+from mlwarden.core.target import TorchTarget
+from mlwarden.core.threat import Context
+from mlwarden.privacy.reference_models import train_reference_models
+
+RECIPE = BUILTIN_RECIPES["mlp"].with_(epochs=8)
+
+
+def _refs(digits, backend, cache, monkeypatch):
+    monkeypatch.setenv("MLWARDEN_CACHE", str(cache))
+    x = torch.cat([digits.x_train, digits.x_test])
+    y = torch.cat([digits.y_train, digits.y_test])
+    return train_reference_models(RECIPE, x, y, 10, 4, 0, backend)
+
+
+def _mia(digits, model, backend, cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLWARDEN_CACHE", str(cache))
+    threat = all_threats()["membership-inference"]
+    ctx = Context(target=TorchTarget(model, 10, digits.input_shape), data=digits, recipe=RECIPE,
+                  evidence_dir=tmp_path / "evidence" / threat.name, backend=backend)
+    return threat.run(ctx, threat.params_for("quick", {"n_reference": 4}))
+
+
+def _same_weights(a, b):
+    for ma, mb in zip(a.models, b.models):
+        for (ka, ta), (kb, tb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+            assert ka == kb and torch.equal(ta, tb), ka
+
+
+@pytest.fixture
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)   # the workers' thread count: the same arithmetic, bit for bit
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def pool():
+    backend = ProcessBackend(2)
+    yield backend
+    backend.close()
+
+
+def test_process_pool_trains_the_same_reference_models(digits, tmp_path, monkeypatch, one_thread, pool):
+    local = _refs(digits, LocalBackend(), tmp_path / "a", monkeypatch)
+    remote = _refs(digits, pool, tmp_path / "b", monkeypatch)
+    assert local.trained == remote.trained == 4 and pool.ran_locally == 0
+    _same_weights(local, remote)
+    assert np.array_equal(local.in_mask, remote.in_mask)
+    # the caller, not the workers, wrote the cache: a second run trains nothing
+    assert _refs(digits, pool, tmp_path / "b", monkeypatch).trained == 0
+    # the pool is kept between calls, and new work reaches the same workers
+    again = _refs(digits, pool, tmp_path / "c", monkeypatch)
+    assert again.trained == 4
+    _same_weights(local, again)
+
+
+def test_the_membership_finding_is_the_same_on_every_backend(digits, tmp_path, monkeypatch, one_thread, pool):
+    model = RECIPE.fit(digits.x_train, digits.y_train, 10, seed=0)
+    a = _mia(digits, model, LocalBackend(), tmp_path / "a", monkeypatch, tmp_path / "ra")
+    b = _mia(digits, model, pool, tmp_path / "b", monkeypatch, tmp_path / "rb")
+    assert [(m.name, m.value, m.n) for m in a.metrics] == [(m.name, m.value, m.n) for m in b.metrics]
+    assert a.headline == b.headline
+
+
+def test_audit_with_workers_reports_what_the_local_audit_reports(tmp_path, mlp_state_dict):
+    """Through the CLI: --workers 2 changes where the reference models train, not one number; the report
+    records the backend, and the run's fingerprint ignores it (a --resume may change it)."""
+    import json
+
+    from ..cli.run import mlwarden
+    (tmp_path / "a.toml").write_text("[threats.membership-inference]\nn_reference = 4\n")
+    args = ["audit", "--model", mlp_state_dict, "--factory", "mlwarden.core.zoo:mlp", "--data", "digits",
+            "--recipe", "mlp", "--threats", "membership-inference", "--config", tmp_path / "a.toml"]
+    runs = {}
+    for name, extra in (("local", []), ("process", ["--workers", "2"])):
+        r = mlwarden(*args, *extra, "--out", tmp_path / name, env_cache=tmp_path / f"cache-{name}")
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs[name] = json.loads((tmp_path / name / "report.json").read_text())
+    (a,), (b,) = runs["local"]["findings"], runs["process"]["findings"]
+    assert a["metrics"] == b["metrics"] and a["headline"] == b["headline"]
+    assert runs["process"]["settings"]["workers"] == 2 and runs["local"]["settings"]["device"] == "cpu"
+
+
+def test_work_that_cannot_travel_runs_here_and_is_counted(pool):
+    lock = threading.Lock()   # a lock cannot be pickled
+
+    def holds_lock(i, _shared):
+        with lock:
+            return i * 2
+    assert pool.map(holds_lock, [1, 2, 3]) == [2, 4, 6] and pool.ran_locally == 3
+
+
+def test_shared_reaches_every_item_and_order_is_kept(pool):
+    assert pool.map(_scale, list(range(5)), shared=10) == [0, 10, 20, 30, 40] and pool.ran_locally == 0
+    assert pool.map(_scale, list(range(3)), shared=-1) == [0, -1, -2]   # new shared data, the same workers
+    assert LocalBackend().map(_scale, [1, 2], shared=3) == [3, 6]
+
+
+def _scale(i, k):
+    return i * k
+
+
+def test_backend_names():
+    assert isinstance(make_backend("local"), LocalBackend) and make_backend("local").workers == 1
+    assert make_backend("local", 3).workers == 3 and make_backend("process", 2).name == "process"
+    with pytest.raises(UserError, match="expected local, process, ray"):
+        make_backend("threads")
+    with pytest.raises(UserError, match="at least 1"):
+        ProcessBackend(0)
+
+
+def test_ray_gives_the_same_reference_models(digits, tmp_path, monkeypatch, one_thread):
+    """A local Ray (the extra `ray`, which CI installs) trains the very same models."""
+    from mlwarden.core.backend import RayBackend
+    ray = RayBackend(None, workers=2)
+    try:
+        remote = _refs(digits, ray, tmp_path / "r", monkeypatch)
+        assert ray.ran_locally == 0 and ray.workers == 2
+    finally:
+        ray.close()
+    local = _refs(digits, LocalBackend(), tmp_path / "l", monkeypatch)
+    _same_weights(local, remote)
+
+
+def test_devices_resolve_and_a_network_on_a_device_keeps_cpu_tensors_outside():
+    from mlwarden.core.device import OnDevice, resolve_device
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="expected auto"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU is visible"):
+            resolve_device("cuda:0")
+    net = torch.nn.Linear(3, 2)
+    wrapped = OnDevice(net, resolve_device("auto"))
+    x = torch.ones(4, 3, requires_grad=True)
+    wrapped(x).sum().backward()
+    assert x.grad is not None and x.grad.device.type == "cpu"
