@@ -150,3 +150,48 @@ def test_devices_resolve_and_a_network_on_a_device_keeps_cpu_tensors_outside():
     x = torch.ones(4, 3, requires_grad=True)
     wrapped(x).sum().backward()
     assert x.grad is not None and x.grad.device.type == "cpu"
+
+
+def test_threats_of_one_audit_run_side_by_side_with_the_findings_of_a_sequential_run(tmp_path, monkeypatch,
+                                                                                       one_thread):
+    """--workers 2 runs independent threats in two processes; every finding is the one a sequential run
+    writes (each threat seeds itself), and skipped threats are still reported."""
+    from mlwarden.audit.runner import Subject, run_audit
+    from mlwarden.audit.config import AuditSettings
+    from mlwarden.io.datasets import load_builtin
+    monkeypatch.setenv("MLWARDEN_CACHE", str(tmp_path / "cache"))
+    data = load_builtin("digits", seed=0)
+    model = RECIPE.fit(data.x_train, data.y_train, 10, seed=0)
+    subject = Subject(TorchTarget(model, 10, data.input_shape, name="mlp"), data, RECIPE)
+    threats = ["fgsm", "pgd-linf", "square", "membership-inference", "secret-sharer"]
+    reports, notes = {}, []
+    for name, workers in (("seq", None), ("par", 2)):
+        settings = AuditSettings(workers=workers, threads=1).model_dump()
+        reports[name] = run_audit(subject, tmp_path / name, settings=settings, threats=threats,
+                                  overrides={"membership-inference": {"n_reference": 4}}, notice=notes.append)
+    assert notes == []   # nothing fell back to this process: the threats did run in the workers
+    seq, par = reports["seq"].findings, reports["par"].findings
+    assert [f.threat for f in seq] == [f.threat for f in par] == threats
+    assert par[-1].status.value == "skipped"
+    for a, b in zip(seq, par):
+        assert [(m.name, m.value, m.n) for m in a.metrics] == [(m.name, m.value, m.n) for m in b.metrics], a.threat
+        assert a.headline == b.headline and a.queries == b.queries
+        assert [e.split("/")[-1] for e in a.evidence] == [e.split("/")[-1] for e in b.evidence]
+    assert (tmp_path / "par" / "findings" / "membership-inference.json").exists()
+    assert (tmp_path / "par" / par[3].evidence[0]).exists()
+
+
+def test_a_poison_rate_sweep_on_a_pool_gives_the_sequential_finding(digits, tmp_path, one_thread, pool):
+    """The backdoor threat's retraining per (trigger, rate) goes through the backend: the same finding."""
+    threat = all_threats()["backdoor"]
+    model = RECIPE.fit(digits.x_train, digits.y_train, 10, seed=0)
+    params = threat.params_for("quick", {"triggers": ["patch", "blend"], "rates": [0.05, 0.1], "detectors": []})
+    out = []
+    for name, backend in (("local", LocalBackend()), ("pool", pool)):
+        ctx = Context(target=TorchTarget(model, 10, digits.input_shape), data=digits, recipe=RECIPE,
+                      evidence_dir=tmp_path / name / "evidence" / threat.name, backend=backend)
+        out.append(threat.run(ctx, params))
+    a, b = out
+    assert a.status.value == "ok" and pool.ran_locally == 0
+    assert [(m.name, m.value, m.n) for m in a.metrics] == [(m.name, m.value, m.n) for m in b.metrics]
+    assert a.details["table"] == b.details["table"] and len(a.details["table"]) == 4

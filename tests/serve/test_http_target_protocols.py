@@ -135,3 +135,38 @@ def test_any_json_api_by_template_and_response_path_and_no_key_on_redirect(digit
             HttpTarget(base + "/nested", 10, digits.input_shape, template={"rows": "{rows}"}, response_path="nope")
     finally:
         server.should_exit = True
+
+
+def test_an_http_target_travels_to_a_worker_as_its_description(digits, digits_logreg):
+    """A backend worker gets the target without its open connection and opens its own: same answers."""
+    import cloudpickle
+
+    from mlwarden.core.backend import ProcessBackend
+    from mlwarden.core.target import TorchTarget
+    from mlwarden.io.http_target import HttpTarget
+    from mlwarden.serve.guards import GuardConfig
+
+    from .conftest import running
+    with running(TorchTarget(digits_logreg, 10, digits.input_shape), digits.space, GuardConfig()) as url:
+        target = HttpTarget(url, 10, digits.input_shape, api_key=None)
+        copy = cloudpickle.loads(cloudpickle.dumps(target))
+        assert copy.client is not target.client and copy.url == target.url
+        x = digits.x_test[:20]
+        assert torch.equal(copy.labels(x), target.labels(x))
+        fresh = HttpTarget(url, 10, digits.input_shape)   # nothing cached: the workers must ask the server
+        sent = fresh.http_requests                        # the metadata and access probes
+        pool = ProcessBackend(2)
+        try:
+            labels = pool.map(_labels_of, [0, 10], shared=(fresh, x))
+        finally:
+            pool.close()
+        assert pool.ran_locally == 0 and torch.equal(torch.cat(labels), target.labels(x))
+        assert fresh.http_requests == sent   # the parent's copy sent nothing more: the workers asked
+
+
+def _labels_of(start, shared):
+    target, x = shared
+    before = target.http_requests
+    labels = target.labels(x[start:start + 10])
+    assert target.http_requests > before
+    return labels

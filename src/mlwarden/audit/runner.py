@@ -148,27 +148,46 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
     torch.set_num_threads(settings.get("threads", 1))
     started = time.monotonic()
     cache: dict = {}
-    findings = []
+    findings: list[Finding | None] = [None] * len(plan)
+    budget = settings.get("time_budget_s")
     try:
-        for item in plan:
+        todo = []
+        for i, item in enumerate(plan):
             rel = f"findings/{item.threat.name}.json"
             if resume:
                 f = _reuse(out_dir, rel, item, {c["path"]: c["sha256"] for c in run.created}, notice)
                 if f is not None:
-                    findings.append(f)
+                    findings[i] = f
                     if progress:
                         progress("cached", item, f)
                     continue
-            if progress:
-                progress("start", item, None)
-            before = run.files_under(f"evidence/{item.threat.name}")
-            f = _run_one(subject, item, out_dir, seed, profile, settings.get("time_budget_s"), backend, cache)
-            write_atomic(out_dir / rel, dumps(f.to_dict()))
-            after = run.files_under(f"evidence/{item.threat.name}")
-            run.add(*sorted((after - before) | (after & run.created_paths)), rel)
-            findings.append(f)
-            if progress:
-                progress("done", item, f)
+            todo.append(i)
+        runnable = [i for i in todo if not plan[i].skip]
+        if backend.workers > 1 and len(runnable) > 1:
+            # independent threats side by side, each in a worker with a local backend of its own; each seeds
+            # itself, so the findings are the ones a sequential run gives
+            before = {i: run.files_under(f"evidence/{plan[i].threat.name}") for i in todo}
+            results = dict(zip(runnable, backend.map(run_planned, [plan[i] for i in runnable],
+                                                     shared=(subject, out_dir, seed, profile, budget))))
+            for i in todo:
+                item = plan[i]
+                f = results.get(i) or _run_one(subject, item, out_dir, seed, profile, budget, backend, cache)
+                findings[i] = f
+                _record(run, out_dir, item, f, before[i])
+                if progress:
+                    progress("start", item, None)
+                    progress("done", item, f)
+        else:
+            for i in todo:
+                item = plan[i]
+                if progress:
+                    progress("start", item, None)
+                before = run.files_under(f"evidence/{item.threat.name}")
+                f = _run_one(subject, item, out_dir, seed, profile, budget, backend, cache)
+                findings[i] = f
+                _record(run, out_dir, item, f, before)
+                if progress:
+                    progress("done", item, f)
     finally:
         torch.set_num_threads(old_threads)
         if backend.ran_locally and notice:
@@ -209,6 +228,20 @@ def _reuse(out_dir: Path, rel: str, item: Planned, created: dict[str, str], noti
     if notice:
         notice(f"{path}: {why}; running {item.threat.name} again")
     return None
+
+
+def _record(run: RunDir, out_dir: Path, item: Planned, f: Finding, before: set) -> None:
+    """Write the finding and register the evidence files its threat created."""
+    rel = f"findings/{item.threat.name}.json"
+    write_atomic(out_dir / rel, dumps(f.to_dict()))
+    after = run.files_under(f"evidence/{item.threat.name}")
+    run.add(*sorted((after - before) | (after & run.created_paths)), rel)
+
+
+def run_planned(item: Planned, shared) -> Finding:
+    """One planned threat as a backend work item (a pure function of the item and the shared subject)."""
+    subject, out_dir, seed, profile, budget = shared
+    return _run_one(subject, item, out_dir, seed, profile, budget, LocalBackend(), {})
 
 
 def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, cache) -> Finding:

@@ -43,6 +43,23 @@ class LocalBackend:
         pass
 
 
+def map_checked(backend, fn: Callable[[Any, Any], Any], items: list, shared: Any = None,
+                check: Callable[[], None] | None = None) -> list:
+    """backend.map with a time budget: on one worker the check runs before every item (an over-budget
+    sweep stops between items); on several, before the batch."""
+    items = list(items)
+    if backend.workers == 1:
+        out = []
+        for i in items:
+            if check is not None:
+                check()
+            out += backend.map(fn, [i], shared=shared)
+        return out
+    if check is not None:
+        check()
+    return backend.map(fn, items, shared=shared)
+
+
 def _travels(fn, shared) -> bytes | None:
     import cloudpickle
     try:
@@ -122,6 +139,9 @@ class ProcessBackend(LocalBackend):
             self._pool.shutdown()
             self._pool = None
 
+    def __reduce__(self):   # inside a worker (a closure that captured a context), work runs where it is
+        return (LocalBackend, ())
+
 
 def _ray_call(payload: bytes, item, threads: int):
     import torch
@@ -163,6 +183,9 @@ class RayBackend(LocalBackend):
     def close(self) -> None:
         if self.address is None:
             self.ray.shutdown()
+
+    def __reduce__(self):
+        return (LocalBackend, ())
 
 
 def make_backend(spec: str = "local", workers: int | None = None) -> LocalBackend:

@@ -31,7 +31,7 @@ class HttpTarget(Target):
                  chunk: int = 256, concurrency: int = 4, retries: int = 4, timeout_s: float = 30.0,
                  max_wait_s: float = 60.0, name: str | None = None, outputs: list[str] | None = None,
                  template: dict | None = None, response_path: str | None = None):
-        import httpx
+        import httpx  # noqa: F401  (a missing extra fails here, before anything else)
         url = url.rstrip("/")
         if url.endswith("/infer"):
             url = url.removesuffix("/infer")
@@ -43,9 +43,8 @@ class HttpTarget(Target):
                          "tfserving" if self.url.endswith(":predict") else "oip")
         if (template is None) != (response_path is None):
             raise UserError("a custom JSON API needs both a request template and a response path")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(headers=headers, timeout=timeout_s, follow_redirects=False,
-                                   limits=httpx.Limits(max_connections=concurrency))
+        self._client_args = ({"Authorization": f"Bearer {api_key}"} if api_key else {}, timeout_s, concurrency)
+        self.client = self._make_client()
         self.chunk, self.concurrency, self.retries, self.max_wait_s = chunk, concurrency, retries, max_wait_s
         self.cache: dict[bytes, np.ndarray] = {}
         self.http_requests = 0
@@ -54,6 +53,21 @@ class HttpTarget(Target):
         self.meta = self.metadata()
         self.input_name, self.datatype, self.wire_shape = self._input_spec()
         self.access = self._detect_access()
+
+    def _make_client(self):
+        import httpx
+        headers, timeout_s, concurrency = self._client_args
+        return httpx.Client(headers=headers, timeout=timeout_s, follow_redirects=False,
+                            limits=httpx.Limits(max_connections=concurrency))
+
+    # An open HTTP client cannot travel to a backend's worker: the target travels as its description and
+    # the worker opens a client of its own (same URL, key, limits; the answers cached so far come along).
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "client"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.client = self._make_client()
 
     # -- protocol ---------------------------------------------------------------------------------
     def _input_spec(self) -> tuple[str, str, tuple[int, ...]]:

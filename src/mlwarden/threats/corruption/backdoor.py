@@ -26,6 +26,7 @@ import torch
 from pydantic import Field
 
 from ...core import measure
+from ...core.backend import map_checked
 from ...core.finding import Finding, Metric, Remedy, Status
 from ...core.registry import register
 from ...core.severity import BACKDOOR
@@ -81,6 +82,19 @@ def make_trigger(kind: str, p: BackdoorParams, low: float, high: float, seed: in
 def goal(y: torch.Tensor, mode: str, target: int, n_classes: int) -> torch.Tensor:
     """The label the attacker wants for inputs of true label y once triggered."""
     return torch.full_like(y, target) if mode == "all-to-one" else (y + 1) % n_classes
+
+
+def fit_poisoned(item: tuple[str, str, float], shared) -> tuple:
+    """One point of the poison-rate sweep: the model the recipe trains on data with (mode, trigger kind,
+    rate) planted, its sanitizer's metrics and the planted mask. A pure function of (item, shared), so a
+    backend can run the sweep's points side by side."""
+    mode, kind, rate = item
+    recipe, x, y, p, low, high, c, seed = shared
+    trig = make_trigger(kind.removesuffix(ANTI_STRIP), p, low, high, seed)
+    x_bad, y_bad, planted = plant(x, y, trig, rate, mode, p.target, c, seed, anti_strip=kind.endswith(ANTI_STRIP))
+    groups = {f"clean points of class {p.target}": (y_bad == p.target) & ~planted} if mode == "all-to-one" else None
+    model, filt = sanitized_fit(recipe, x_bad, y_bad, planted, c, seed, groups=groups)
+    return model, filt, planted
 
 
 def plant(x: torch.Tensor, y: torch.Tensor, trigger: Trigger, rate: float, mode: str, target: int,
@@ -149,9 +163,12 @@ class Backdoor(Threat):
         metrics = [Metric.rate("clean: test accuracy", int(ok_clean.sum()), len(ok_clean)),
                    *[replace(m, name=f"clean data: {m.name}") for m in clean_filter]]
         table, curves, best = [], {}, None
+        # the retraining of every (mode, trigger, rate) is independent: the backend may run them side by side
+        items = [(mode, kind, rate) for mode in p.modes for kind in p.triggers for rate in rates]
+        fits = dict(zip(items, map_checked(ctx.backend, fit_poisoned, items, (ctx.recipe, data.x_train, data.y_train,
+                                                                              p, lo, hi, c, ctx.seed), ctx.check_time)))
         for mode in p.modes:
             for kind in p.triggers:
-                anti = kind.endswith(ANTI_STRIP)
                 trig = make_trigger(kind.removesuffix(ANTI_STRIP), p, lo, hi, ctx.seed)
                 base = attack_success(self._served(ctx, clean), xe, ye, trig, mode, p.target, c)
                 label = kind if len(p.modes) == 1 else f"{kind}, {mode}"
@@ -160,11 +177,7 @@ class Backdoor(Threat):
                 curves[label] = []
                 for rate in rates:
                     ctx.check_time()
-                    x_bad, y_bad, planted = plant(data.x_train, data.y_train, trig, rate, mode, p.target, c,
-                                                  ctx.seed, anti_strip=anti)
-                    groups = {f"clean points of class {p.target}": (y_bad == p.target) & ~planted} \
-                        if mode == "all-to-one" else None
-                    model, filt = sanitized_fit(ctx.recipe, x_bad, y_bad, planted, c, ctx.seed, groups=groups)
+                    model, filt, planted = fits[(mode, kind, rate)]
                     served = self._served(ctx, model)
                     hit = attack_success(served, xe, ye, trig, mode, p.target, c)
                     ok = measure.correct(served, xe, ye)
