@@ -34,6 +34,7 @@ mkdir -p benchmarks/out
 "$V/bin/python" benchmarks/bench_cost_growth.py cpu 1 | tee benchmarks/out/cost_growth_cpu.txt
 # on a machine with a GPU: bash benchmarks/gpu_check.sh (the demo audit and a harden on CPU and CUDA)
 "$V/bin/python" benchmarks/bench_dp_step_time.py | tee benchmarks/out/dp_step_time.txt
+"$V/bin/python" benchmarks/bench_dp_modes.py | tee benchmarks/out/dp_modes.txt
 "$V/bin/python" benchmarks/bench_secret_sharer.py | tee benchmarks/out/secret_sharer.txt
 "$V/bin/python" benchmarks/bench_scan.py | tee benchmarks/out/scan.txt
 "$V/bin/python" benchmarks/bench_adv_training.py | tee benchmarks/out/adv_training.txt
