@@ -14,6 +14,8 @@ threat) measures the repaired models. Detection and aggregation defences overrid
 """
 from __future__ import annotations
 
+import copy
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +174,9 @@ def network_of(target: Target, names: str) -> nn.Module:
         module = None
     if not isinstance(module, nn.Module):
         raise UserError(f"{names} rewrites the network's weights; {target.name} is not a PyTorch network")
+    from .device import OnDevice
+    if isinstance(module, OnDevice):   # the audited network on a GPU: repairs work on a CPU copy of it
+        module = copy.deepcopy(module.inner).to("cpu")
     return module
 
 

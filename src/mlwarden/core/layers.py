@@ -40,7 +40,7 @@ def penultimate(module: nn.Module):
             module(x)
         finally:
             handle.remove()
-        return store["f"].flatten(1)
+        return store["f"].flatten(1).to(x.device)   # a network on a GPU (core/device.OnDevice) answers here
     return features
 
 
