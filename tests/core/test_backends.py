@@ -195,3 +195,25 @@ def test_a_poison_rate_sweep_on_a_pool_gives_the_sequential_finding(digits, tmp_
     assert a.status.value == "ok" and pool.ran_locally == 0
     assert [(m.name, m.value, m.n) for m in a.metrics] == [(m.name, m.value, m.n) for m in b.metrics]
     assert a.details["table"] == b.details["table"] and len(a.details["table"]) == 4
+
+
+def test_a_harden_sweep_trains_its_points_side_by_side_with_the_sequential_results(tmp_path, mlp_state_dict):
+    """--workers 2 trains the sweep's points (adversarial training at two eps) in two workers: the same
+    hardened models, so the same after-audits and accuracies."""
+    import json
+
+    from ..cli.run import mlwarden
+    args = ["harden", "--defense", "adversarial-training", "--param", "eps=0.05,0.1", "--param", "epochs=4",
+            "--model", mlp_state_dict, "--factory", "mlwarden.core.zoo:mlp", "--data", "digits", "--recipe", "mlp",
+            "--threats", "fgsm"]
+    out = {}
+    for name, extra in (("local", []), ("pool", ["--workers", "2"])):
+        r = mlwarden(*args, *extra, "--out", tmp_path / name)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out[name] = json.loads((tmp_path / name / "harden.json").read_text())
+        if extra:   # the points went to the workers; none fell back to this process
+            assert "side by side" in r.stderr and "could not travel" not in r.stderr
+    for a, b in zip(out["local"]["points"], out["pool"]["points"]):
+        assert a["label"] == b["label"] and a["accuracy"] == b["accuracy"] and a["facts"] == b["facts"]
+        assert [c["after"] for c in a["comparison"]] == [c["after"] for c in b["comparison"]]
+    assert len(out["pool"]["points"]) == 2

@@ -97,7 +97,8 @@ def _call(task):
         with open(path, "rb") as f:
             _WORK = (key, pickle.loads(f.read()))
     fn, shared = _WORK[1]
-    return fn(item, shared)
+    import cloudpickle
+    return cloudpickle.dumps(fn(item, shared))   # results travel back as the work came: closures too
 
 
 class ProcessBackend(LocalBackend):
@@ -132,7 +133,7 @@ class ProcessBackend(LocalBackend):
             path = os.path.join(folder, "work.pkl")
             with open(path, "wb") as f:
                 f.write(payload)
-            return list(self._pool.map(_call, [(path, key, i) for i in items]))
+            return [pickle.loads(r) for r in self._pool.map(_call, [(path, key, i) for i in items])]
 
     def close(self) -> None:
         if self._pool is not None:

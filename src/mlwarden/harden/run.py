@@ -176,10 +176,18 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
         before = run_audit(subject, out_dir / "before", **audit)
         base_ok = correct(subject.target, subject.data.x_test, subject.data.y_test)
         results, reports = [], []
+        applied = {}
+        if backend.workers > 1 and len(points) > 1 and not resume:   # a sweep's points train side by side
+            stage(f"applying {len(points)} settings side by side ({backend.workers} workers)")
+            ctx = DefenseContext(subject.data, out_dir, seed=settings["seed"], profile=settings["profile"])
+            applied = dict(zip([label for label, _ in points],
+                               backend.map(apply_point, [params for _, params in points],
+                                           shared=(subject, ctx, settings["seed"]))))
         for label, params in points:
             what = ", ".join(f"{d.name}({_short(p)})" for d, p in params)
-            stage(f"applying {what}")
-            results.append(_apply_and_audit(subject, params, out_dir, label, settings, audit, base_ok, run, stage))
+            stage(f"applying {what}" if label not in applied else f"auditing {what}")
+            results.append(_apply_and_audit(subject, params, out_dir, label, settings, audit, base_ok, run, stage,
+                                            applied.get(label)))
             reports.append(results[-1].pop("report"))
     finally:
         torch.set_num_threads(old_threads)
@@ -194,8 +202,17 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
     return HardenResult(summary, before, reports, out_dir)
 
 
+def apply_point(params, shared) -> tuple[Hardened, float]:
+    """One point of a sweep: the defences applied to the subject, seeded as in a sequential run, and the
+    seconds it took. A pure function of (params, shared), so a backend can run a sweep's points side by side."""
+    subject, ctx, seed = shared
+    seed_everything(seed)
+    t0 = time.monotonic()
+    return apply_defenses(subject, params, ctx), time.monotonic() - t0
+
+
 def _apply_and_audit(subject, params, out_dir: Path, label: str, settings, audit, base_ok, run: RunDir,
-                     stage) -> dict:
+                     stage, applied: tuple[Hardened, float] | None = None) -> dict:
     seed = settings["seed"]
     ctx = DefenseContext(subject.data, out_dir, seed=seed, profile=settings["profile"], backend=audit["backend"])
     state_rel = f"hardened/{label}.json"
@@ -205,10 +222,8 @@ def _apply_and_audit(subject, params, out_dir: Path, label: str, settings, audit
         hardened, state = reused
         stage(f"reusing the hardened model of the earlier run ({state['model']['path']})")
     else:
-        seed_everything(seed)
-        t0 = time.monotonic()
-        hardened = apply_defenses(subject, params, ctx)
-        state.update(facts=hardened.facts, training_s=hardened.training_s, apply_s=time.monotonic() - t0, model=None,
+        hardened, apply_s = applied or apply_point(params, (subject, ctx, seed))
+        state.update(facts=hardened.facts, training_s=hardened.training_s, apply_s=apply_s, model=None,
                      target_name=hardened.target.name)
         if hardened.model is not None:
             state["model"] = save_module(hardened.model, subject.data,
