@@ -217,3 +217,23 @@ def test_a_harden_sweep_trains_its_points_side_by_side_with_the_sequential_resul
         assert a["label"] == b["label"] and a["accuracy"] == b["accuracy"] and a["facts"] == b["facts"]
         assert [c["after"] for c in a["comparison"]] == [c["after"] for c in b["comparison"]]
     assert len(out["pool"]["points"]) == 2
+
+
+def test_the_time_budget_stops_a_parallel_run_between_rounds_and_keeps_what_finished(digits, tmp_path, monkeypatch,
+                                                                                      pool):
+    """Reference models train in rounds of as many as there are workers; the budget is checked before
+    each round, and every finished round is already in the cache."""
+    from mlwarden.core.errors import TimeBudgetExceeded
+    monkeypatch.setenv("MLWARDEN_CACHE", str(tmp_path))
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) > 1:
+            raise TimeBudgetExceeded("over budget")
+    x = torch.cat([digits.x_train, digits.x_test])
+    y = torch.cat([digits.y_train, digits.y_test])
+    with pytest.raises(TimeBudgetExceeded):
+        train_reference_models(RECIPE, x, y, 10, 6, 0, pool, check)
+    assert len(list(tmp_path.rglob("model-*.pt"))) == 2   # the first round of 2 workers
+    assert train_reference_models(RECIPE, x, y, 10, 6, 0, pool).trained == 4

@@ -23,7 +23,7 @@ import torch
 from pydantic import ValidationError
 
 from .._version import __version__
-from ..core.backend import LocalBackend, make_backend
+from ..core.backend import LocalBackend, make_backend, rounds
 from ..core.cache import tensor_digest
 from ..core.data import Dataset, normalized
 from ..core.errors import TimeBudgetExceeded, UserError
@@ -56,7 +56,7 @@ def placed(subject: Subject, settings: dict[str, Any]) -> tuple[Subject, dict[st
     from ..core.device import resolve_device
     device = resolve_device(settings.get("device", "auto"))
     inner = subject.target.inner if isinstance(subject.target, RescaledTarget) else subject.target
-    if isinstance(inner, TorchTarget):
+    if type(inner) is TorchTarget:   # a defence's own target (randomized smoothing) keeps its network here
         inner.to_device(device)
     recipe = subject.recipe
     if device.type != "cpu" and isinstance(recipe, Recipe) and getattr(recipe, "factory", None) is not None:
@@ -132,7 +132,7 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
     out_dir = Path(out_dir)
     own_backend = backend is None   # made before the run directory is claimed: a missing extra writes nothing
     if own_backend:
-        backend = make_backend(settings.get("backend", "local"), settings.get("workers"))
+        backend = make_backend(settings.get("backend", "local"), settings.get("workers"), settings.get("threads", 1))
     fp = fingerprint(subject, plan, settings)
     try:
         prev = claim(out_dir, resume=resume, fingerprint=fp)
@@ -165,18 +165,21 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
         runnable = [i for i in todo if not plan[i].skip]
         if backend.workers > 1 and len(runnable) > 1:
             # independent threats side by side, each in a worker with a local backend of its own; each seeds
-            # itself, so the findings are the ones a sequential run gives
-            before = {i: run.files_under(f"evidence/{plan[i].threat.name}") for i in todo}
-            results = dict(zip(runnable, backend.map(run_planned, [plan[i] for i in runnable],
-                                                     shared=(subject, out_dir, seed, profile, budget))))
+            # itself, so the findings are the ones a sequential run gives. Findings are written round by
+            # round, so an interrupted run keeps what finished for --resume.
             for i in todo:
-                item = plan[i]
-                f = results.get(i) or _run_one(subject, item, out_dir, seed, profile, budget, backend, cache)
-                findings[i] = f
-                _record(run, out_dir, item, f, before[i])
-                if progress:
-                    progress("start", item, None)
-                    progress("done", item, f)
+                if plan[i].skip:
+                    findings[i] = _run_one(subject, plan[i], out_dir, seed, profile, budget, backend, cache)
+                    _record(run, out_dir, plan[i], findings[i], set())
+            for chunk, results in rounds(backend, run_planned, runnable,
+                                         (plan, subject, out_dir.absolute(), seed, profile, budget)):
+                # (absolute: a worker's working directory may not be this one)
+                for i, f in zip(chunk, results):
+                    findings[i] = f
+                    _record(run, out_dir, plan[i], f, set())
+                    if progress:
+                        progress("start", plan[i], None)
+                        progress("done", plan[i], f)
         else:
             for i in todo:
                 item = plan[i]
@@ -238,10 +241,10 @@ def _record(run: RunDir, out_dir: Path, item: Planned, f: Finding, before: set) 
     run.add(*sorted((after - before) | (after & run.created_paths)), rel)
 
 
-def run_planned(item: Planned, shared) -> Finding:
-    """One planned threat as a backend work item (a pure function of the item and the shared subject)."""
-    subject, out_dir, seed, profile, budget = shared
-    return _run_one(subject, item, out_dir, seed, profile, budget, LocalBackend(), {})
+def run_planned(i: int, shared) -> Finding:
+    """Planned threat i as a backend work item (a pure function of the index and the shared plan and subject)."""
+    plan, subject, out_dir, seed, profile, budget = shared
+    return _run_one(subject, plan[i], out_dir, seed, profile, budget, LocalBackend(), {})
 
 
 def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, cache) -> Finding:

@@ -43,28 +43,31 @@ class LocalBackend:
         pass
 
 
+def rounds(backend, fn: Callable[[Any, Any], Any], items: list, shared: Any = None,
+           check: Callable[[], None] | None = None):
+    """backend.map in rounds of as many items as the backend has workers, yielding (items, results) after
+    each: the time budget is checked before every round (an over-budget sweep stops between rounds) and
+    the caller can keep what a round produced (cache it, write it) before the next starts."""
+    items = list(items)
+    step = max(int(backend.workers), 1)
+    for start in range(0, len(items), step):
+        if check is not None:
+            check()
+        chunk = items[start:start + step]
+        yield chunk, backend.map(fn, chunk, shared=shared)
+
+
 def map_checked(backend, fn: Callable[[Any, Any], Any], items: list, shared: Any = None,
                 check: Callable[[], None] | None = None) -> list:
-    """backend.map with a time budget: on one worker the check runs before every item (an over-budget
-    sweep stops between items); on several, before the batch."""
-    items = list(items)
-    if backend.workers == 1:
-        out = []
-        for i in items:
-            if check is not None:
-                check()
-            out += backend.map(fn, [i], shared=shared)
-        return out
-    if check is not None:
-        check()
-    return backend.map(fn, items, shared=shared)
+    """backend.map with the time budget checked between rounds (see `rounds`)."""
+    return [r for _, results in rounds(backend, fn, items, shared, check) for r in results]
 
 
 def _travels(fn, shared) -> bytes | None:
     import cloudpickle
     try:
         return cloudpickle.dumps((fn, shared))
-    except (TypeError, pickle.PicklingError, AttributeError, NotImplementedError):
+    except Exception:  # noqa: BLE001 - whatever cannot be pickled runs here instead, and is counted
         return None
 
 
@@ -189,17 +192,18 @@ class RayBackend(LocalBackend):
         return (LocalBackend, ())
 
 
-def make_backend(spec: str = "local", workers: int | None = None) -> LocalBackend:
-    """`--backend local|process|ray|ray://HOST:PORT` with `--workers N` (process: default the CPU count)."""
+def make_backend(spec: str = "local", workers: int | None = None, threads: int = 1) -> LocalBackend:
+    """`--backend local|process|ray|ray://HOST:PORT` with `--workers N` (process: default the CPU count);
+    each worker computes with `threads` torch threads, as the calling process does (`--threads`)."""
     spec = (spec or "local").strip()
     if spec == "local":
         if workers and workers > 1:
-            return ProcessBackend(workers)
+            return ProcessBackend(workers, threads)
         return LocalBackend()
     if spec == "process":
-        return ProcessBackend(workers or os.cpu_count() or 1)
+        return ProcessBackend(workers or os.cpu_count() or 1, threads)
     if spec == "ray":
-        return RayBackend(None, workers=workers)
+        return RayBackend(None, threads=threads, workers=workers)
     if spec.startswith("ray://"):
-        return RayBackend(spec)
+        return RayBackend(spec, threads=threads)
     raise UserError(f"--backend {spec!r}: expected local, process, ray or ray://HOST:PORT")

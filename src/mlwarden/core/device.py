@@ -23,7 +23,7 @@ def resolve_device(spec: str | None) -> torch.device:
     has_mps = bool(mps and mps.is_available())
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", torch.cuda.current_device())   # written as cuda:N, like --device cuda
         return torch.device("mps") if has_mps else torch.device("cpu")
     if spec == "cpu":
         return torch.device("cpu")

@@ -159,7 +159,9 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
                                     else None, "threats": threats, "settings": {k: v for k, v in settings.items()
                                     if k not in ("out", "fail_on", "threads", "backend", "workers")}, "subject": subject.describe()},
                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
-    backend = make_backend(settings.get("backend", "local"), settings.get("workers"))  # a missing extra: nothing written
+    from ..core.device import resolve_device
+    resolve_device(settings.get("device", "auto"))   # a missing GPU or extra: one line, nothing written
+    backend = make_backend(settings.get("backend", "local"), settings.get("workers"), settings.get("threads", 1))
     try:
         prev = claim(out_dir, resume=resume, fingerprint=fp)
     except BaseException:
@@ -179,7 +181,7 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
         applied = {}
         if backend.workers > 1 and len(points) > 1 and not resume:   # a sweep's points train side by side
             stage(f"applying {len(points)} settings side by side ({backend.workers} workers)")
-            ctx = DefenseContext(subject.data, out_dir, seed=settings["seed"], profile=settings["profile"])
+            ctx = DefenseContext(subject.data, out_dir.absolute(), seed=settings["seed"], profile=settings["profile"])
             applied = dict(zip([label for label, _ in points],
                                backend.map(apply_point, [params for _, params in points],
                                            shared=(subject, ctx, settings["seed"]))))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.backend import map_checked
+from ..core.backend import rounds
 from ..core.cache import cache_dir, key_of, load_state, save_state, tensor_digest
 from ..core.recipe import Recipe
 
@@ -61,10 +61,8 @@ def train_reference_models(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, n_c
     states = {k: load_state(folder / f"model-{k}.pt") for k in range(n_models)}
     todo = [k for k, state in states.items() if state is None]
     shared = (recipe, x, y, n_classes, masks, seed, subset)
-    step = 1 if backend.workers == 1 else max(len(todo), 1)   # one worker: each model cached as it ends
-    for start in range(0, len(todo), step):
-        chunk = todo[start:start + step]
-        for k, state in zip(chunk, map_checked(backend, fit_reference, chunk, shared, check_time)):
+    for chunk, results in rounds(backend, fit_reference, todo, shared, check_time):
+        for k, state in zip(chunk, results):   # cached round by round: an interrupted run keeps what it trained
             save_state(state, folder / f"model-{k}.pt")   # the caller writes the cache, never a worker
             states[k] = state
     states = [states[k] for k in range(n_models)]

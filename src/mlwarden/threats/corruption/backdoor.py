@@ -178,6 +178,7 @@ class Backdoor(Threat):
                 for rate in rates:
                     ctx.check_time()
                     model, filt, planted = fits[(mode, kind, rate)]
+                    torch.manual_seed(ctx.seed)   # scoring (a smoothed model's draws) alike on every backend
                     served = self._served(ctx, model)
                     hit = attack_success(served, xe, ye, trig, mode, p.target, c)
                     ok = measure.correct(served, xe, ye)
