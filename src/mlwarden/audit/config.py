@@ -67,9 +67,25 @@ class AuditSettings(_Strict):
     fail_on_regression: bool = Field(False, description="exit 1 on a significant regression against the baseline")
 
 
+class FederatedConfig(_Strict):
+    """How the model is trained across clients (mlwarden audit --federated): the recipe is each client's."""
+    enabled: bool = False
+    clients: int = Field(6, ge=2, le=10_000)
+    rounds: int = Field(5, ge=1, le=10_000)
+    local_epochs: int = Field(1, ge=1, le=1000, description="FedAvg: local epochs per round")
+    mode: Literal["fedavg", "fedsgd"] = "fedavg"
+    sample: float = Field(1.0, gt=0, le=1, description="fraction of clients sampled each round")
+    partition: Literal["iid", "dirichlet", "shards"] = "iid"
+    alpha: float = Field(0.5, gt=0, description="dirichlet concentration (smaller: more skewed clients)")
+    shards: int = Field(2, ge=1, description="label shards per client (partition 'shards')")
+    aggregator: str = Field("fedavg", description="fedavg or a registered aggregation defence")
+    aggregator_params: dict[str, Any] = {}
+
+
 class AuditConfig(_Strict):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
+    federated: FederatedConfig = FederatedConfig()
     audit: AuditSettings = AuditSettings()
     threats: dict[str, dict[str, Any]] = {}
 

@@ -54,3 +54,9 @@ def spam_demo_subject(data, seed: int = 0):
     from ..text.filters import FilterTarget, spambayes_recipe
     recipe = spambayes_recipe()
     return FilterTarget(recipe.fit(data.x_train, data.y_train, seed=seed), "built-in SpamBayes-style filter"), recipe
+
+
+def federated_client_recipe():
+    """The built-in federation's client: softmax regression with Adam (lr 0.05, batch 8), which reaches about
+    95% on digits in 5 rounds of one local epoch across 6 clients (tests/federated)."""
+    return BUILTIN_RECIPES["logreg"].with_(lr=0.05, batch_size=8, epochs=1)

@@ -315,7 +315,10 @@ def run_audit(subject: Subject, out_dir: Path, *, settings: dict[str, Any], thre
     the default audit's when none), validate every parameter, run the plan, write the report.
     `progress(n_threats)` returns the per-threat callback."""
     from ..core.registry import get_threats
-    chosen = get_threats(threats if threats is not None else settings.get("threats"))
+    names = threats if threats is not None else settings.get("threats")
+    if not names and getattr(subject.recipe, "federated", False):   # a federation's audit: its malicious clients
+        names = ["federated"]
+    chosen = get_threats(names)
     subject, settings = placed(subject, settings)
     plan = make_plan(subject, chosen, settings["profile"], overrides or {}, settings.get("eps"), Path(out_dir))
     return run_plan(subject, plan, Path(out_dir), settings=settings, resume=resume, backend=backend,

@@ -13,15 +13,17 @@ from ..core.recipe import get_recipe
 from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
 from ..io.datasets import load_data
 from ..io.models import load_target, probe
-from .config import AuditConfig
+from .config import AuditConfig, describe_validation_error
 from ..io.messages import is_messages
 from ..text.filters import FilterTarget, as_filter_target, recipe_for
-from .demo import demo_subject, demo_text_subject, spam_demo_subject
+from .demo import demo_subject, demo_text_subject, federated_client_recipe, spam_demo_subject
 from .runner import Subject
 
 
 def subject_from_config(cfg: AuditConfig) -> Subject:
     m, d = cfg.model, cfg.data
+    if cfg.federated.enabled:
+        return _federated_subject(cfg)
     if m.endpoint is not None:
         return _endpoint_subject(cfg)
     if m.path is None and is_messages(d.path, d.text_column) and not m.factory:
@@ -146,3 +148,44 @@ def _endpoint_subject(cfg: AuditConfig) -> Subject:
     return Subject(target, data, recipe, {"endpoint": m.endpoint, "protocol": target.protocol,
                                           "sent": f"{data.name}, each row as {target.input_name} "
                                                   f"{list(target.wire_shape)} {target.datatype}"})
+
+
+def _federated_subject(cfg: AuditConfig) -> Subject:
+    """A federation: the data split across clients that train with the recipe, and the global model (the
+    given --model, or the one the federation trains here)."""
+    from pydantic import ValidationError
+
+    from ..federated.aggregate import rule_for
+    from ..federated.recipe import FederatedRecipe
+    m, f = cfg.model, cfg.federated
+    if m.endpoint is not None:
+        raise UserError("--federated describes how a model is trained across clients; it cannot audit an --endpoint")
+    data = _load(cfg)
+    if data.modality not in ("image", "tabular"):
+        raise UserError(f"--federated trains networks on image or tabular data; {data.name} is {data.modality}")
+    client = get_recipe(m.recipe) if m.recipe else federated_client_recipe()
+    fed = FederatedRecipe.of(client.with_(epochs=f.local_epochs), clients=f.clients, rounds=f.rounds, mode=f.mode,
+                             sample=f.sample, partition=f.partition, alpha=f.alpha, shards=f.shards,
+                             aggregator=f.aggregator, aggregator_params=dict(f.aggregator_params))
+    try:
+        rule_for(fed.aggregator, fed.aggregator_params)
+    except ValidationError as e:
+        raise UserError(describe_validation_error(f"federated.aggregator_params ({fed.aggregator})", e)) from None
+    except TypeError as e:
+        raise UserError(f"federated.aggregator_params ({fed.aggregator}): {e}") from None
+    if m.path is not None:
+        target = load_target(m.path, data, fmt=m.format, factory=m.factory, allow_pickle=m.allow_pickle,
+                             access=m.access, trust=m.trust)
+        probe(target, data)
+    else:
+        from ..federated.partition import partition
+        partition(data.y_train, fed.clients, fed.partition, alpha=fed.alpha, shards=fed.shards, seed=cfg.audit.seed)
+        model = fed.fit(data.x_train, data.y_train, data.n_classes, seed=cfg.audit.seed)
+        target = TorchTarget(model, data.n_classes, data.input_shape, name=f"federated {client.name}")
+        if m.access:
+            target.access = Access(m.access)
+    flags = [("--model", m.path), ("--data", d if (d := cfg.data.path) != "digits" else None), ("--recipe", m.recipe),
+             ("--clients", str(f.clients)), ("--rounds", str(f.rounds)),
+             ("--partition", f.partition if f.partition != "iid" else None)]
+    return Subject(target, data, fed, {"path": str(Path(m.path)) if m.path else None, "demo": m.path is None,
+                                       "federation": fed.summary(), "cli": "--federated " + _cli(flags)})

@@ -64,6 +64,14 @@ BACKEND_OPTION = typer.Option(None, "--backend", help="where independent work ru
                               "local | process | ray | ray://HOST:PORT")
 WORKERS_OPTION = typer.Option(None, "--workers", help="processes for the process backend (more than 1 with the "
                               "local backend means process)")
+FEDERATED_OPTION = typer.Option(False, "--federated", help="audit a federation: the data split across clients that "
+                                "train with --recipe, and their malicious clients (family 'federated')")
+CLIENTS_OPTION = typer.Option(None, "--clients", help="--federated: number of clients (default 6)")
+ROUNDS_OPTION = typer.Option(None, "--rounds", help="--federated: rounds of training (default 5)")
+PARTITION_OPTION = typer.Option(None, "--partition", help="--federated: iid | dirichlet | shards (non-IID)")
+ALPHA_OPTION = typer.Option(None, "--alpha", help="--federated --partition dirichlet: concentration (default 0.5)")
+AGGREGATOR_OPTION = typer.Option(None, "--aggregator", help="--federated: the server's rule, fedavg or an "
+                                 "aggregation defence (krum, median, trimmed-mean, ...)")
 DEVICE_OPTION = typer.Option(None, "--device", help="where the network computes: auto | cpu | cuda | cuda:N | mps "
                              "(default auto: a GPU when one is visible)")
 
@@ -114,6 +122,12 @@ def audit(
                                                     "dotted path of the answers in its reply ('' for a bare list)"),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="an earlier run directory, report.json or "
                                            "URL to compare with (writes diff.md, diff.json; SARIF baselineState)"),
+    federated: bool = FEDERATED_OPTION,
+    clients: Optional[int] = CLIENTS_OPTION,
+    rounds: Optional[int] = ROUNDS_OPTION,
+    partition: Optional[str] = PARTITION_OPTION,
+    alpha: Optional[float] = ALPHA_OPTION,
+    aggregator: Optional[str] = AGGREGATOR_OPTION,
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="exit 1 when a headline number "
                                             "got significantly worse than in the baseline"),
 ):
@@ -127,7 +141,9 @@ def audit(
                         endpoint_output=endpoint_output, endpoint_template=_json_option(endpoint_template,
                                                                                         "--endpoint-template"),
                         endpoint_response=endpoint_response,
-                        fail_on_regression=fail_on_regression or None)
+                        fail_on_regression=fail_on_regression or None,
+                        federation=dict(enabled=federated or None, clients=clients, rounds=rounds, partition=partition,
+                                        alpha=alpha, aggregator=aggregator))
     from ..audit.runner import run_audit, write_refused
     from ..audit.subject import subject_from_config
     from ..core.registry import get_threats
@@ -190,7 +206,7 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
                   seed=None, threads=None, time_budget=None, eps=None, allow_pickle=False, recipe=None,
                   endpoint=None, api_key=None, trust=None, baseline=None, fail_on_regression=None,
                   endpoint_output=None, endpoint_template=None, endpoint_response=None, backend=None, workers=None,
-                  device=None):
+                  device=None, federation=None):
     from ..audit.config import AuditConfig, describe_validation_error, load_config
     from pydantic import ValidationError
 
@@ -209,6 +225,8 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
             ("audit", "eps"): eps, ("audit", "baseline"): baseline,
             ("audit", "fail_on_regression"): fail_on_regression, ("audit", "backend"): backend,
             ("audit", "workers"): workers, ("audit", "device"): device}
+    for key, val in (federation or {}).items():
+        sets[("federated", key)] = val
     if allow_pickle:
         cfg["model"]["allow_pickle"] = True
     for (sec, key), val in sets.items():
@@ -292,6 +310,11 @@ def harden(
     backend: Optional[str] = BACKEND_OPTION,
     workers: Optional[int] = WORKERS_OPTION,
     device: Optional[str] = DEVICE_OPTION,
+    federated: bool = FEDERATED_OPTION,
+    clients: Optional[int] = CLIENTS_OPTION,
+    rounds: Optional[int] = ROUNDS_OPTION,
+    partition: Optional[str] = PARTITION_OPTION,
+    alpha: Optional[float] = ALPHA_OPTION,
 ):
     """Apply defences, re-run the same audit on the hardened model, and write before/after."""
     from ..harden.run import harden as run_harden
@@ -301,7 +324,9 @@ def harden(
     chosen, sweep = parse_defenses(defense, param)
     cfg = _build_config(config, model=model, data=data, recipe=recipe, threats=threats, out_dir=out_dir,
                         factory=factory, access=access, profile=profile, seed=seed, threads=threads, trust=trust,
-                        fail_on=fail_on, backend=backend, workers=workers, device=device)
+                        fail_on=fail_on, backend=backend, workers=workers, device=device,
+                        federation=dict(enabled=federated or None, clients=clients, rounds=rounds,
+                                        partition=partition, alpha=alpha))
     with err.status("loading the model and data"):
         subject = subject_from_config(cfg)
     run_dir = Path(cfg.audit.out or Path("mlwarden-out") / f"harden-{run_name(cfg.model.path)}")

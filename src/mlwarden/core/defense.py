@@ -10,7 +10,9 @@ once with all of them (`--defense dp-sgd,adversarial-training`). Inference defen
 (`defend_target`). Repair defences rewrite a trained network (`repair_hook`: backdoor removal by
 fine-pruning or unlearning) with a little clean data and need no recipe: the subject's own model is
 repaired, and the hardened recipe repairs every model it trains, so a re-audit that retrains (the backdoor
-threat) measures the repaired models. Detection and aggregation defences override `apply` itself.
+threat) measures the repaired models. Aggregation defences replace a federation's rule for combining client updates: like training defences they
+rewrite the recipe (a FederatedRecipe, federated/recipe.py) and the federation trains again. Detection
+defences override `apply` itself.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from .target import Target, TorchTarget
 from .threat import Params
 
 KINDS = ("training", "repair", "inference", "detection", "aggregation")
+RETRAINS = ("training", "aggregation")   # kinds that rewrite the recipe and train the model again
 
 
 @dataclass
@@ -110,7 +113,10 @@ def apply_defenses(subject, chosen: list[tuple[Defense, Params]], ctx: DefenseCo
     """Training defences rewrite the recipe in turn and the model trains once; repair defences rewrite the
     trained network (or the subject's own, when nothing retrains); inference defences then wrap the
     resulting target in turn. `subject` needs `target`, `data` and (for training) `recipe`."""
-    training = [(d, p) for d, p in chosen if d.kind == "training"]
+    training = [(d, p) for d, p in chosen if d.kind in RETRAINS]
+    if sum(d.kind == "aggregation" for d, _ in chosen) > 1:
+        raise UserError("a federation has one aggregation rule: choose one of "
+                        + ", ".join(d.name for d, _ in chosen if d.kind == "aggregation"))
     facts: dict[str, Any] = {}
     target, recipe, seconds, model = subject.target, subject.recipe, 0.0, None
     hooks = [(d, d.repair_hook(p, ctx)) for d, p in chosen if d.kind == "repair"]
@@ -144,7 +150,7 @@ def apply_defenses(subject, chosen: list[tuple[Defense, Params]], ctx: DefenseCo
             facts.setdefault(d.name, {}).update(getattr(h, "facts", {}))
     target = wrap_target(target, chosen, ctx, facts)
     recipe = with_inference(recipe, chosen, ctx)
-    others = [d.name for d, _ in chosen if d.kind not in ("training", "repair", "inference")]
+    others = [d.name for d, _ in chosen if d.kind not in (*RETRAINS, "repair", "inference")]
     if others:
         raise UserError(f"{', '.join(others)} cannot be combined with other defences in one run")
     return Hardened(target, recipe, facts, training_s=seconds, model=model if isinstance(model, nn.Module) else None)
@@ -224,7 +230,7 @@ def check_applicable(subject, chosen: list[tuple[Defense, Params]], data: Datase
             raise UserError(f"{d.name} applies to {'/'.join(d.modalities)} data; this data is {data.modality}")
         d.check(p, data)
         d.check_target(subject.target, p)
-    training = [(d, p) for d, p in chosen if d.kind == "training"]
+    training = [(d, p) for d, p in chosen if d.kind in RETRAINS]
     if training and subject.recipe is None:
         raise UserError(f"{', '.join(d.name for d, _ in training)} retrains the model: give its training recipe "
                         "(--recipe NAME or module:function)")

@@ -7,7 +7,7 @@ from types import ModuleType
 
 from .errors import UserError
 
-EXTRAS = {"dp": "opacus", "serve": "fastapi, uvicorn, httpx", "onnx": "onnx, onnxruntime", "ray": "ray"}
+EXTRAS = {"dp": "opacus", "serve": "fastapi, uvicorn, httpx", "onnx": "onnx, onnxruntime", "ray": "ray", "flower": "flwr"}
 
 
 def require(module: str, extra: str, what: str) -> ModuleType:

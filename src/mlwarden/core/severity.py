@@ -43,6 +43,11 @@ BACKDOOR = Ladder("lower 95% bound of the attack success rate (triggered inputs 
                   "attacker's class) at the headline poison rate",
                   ((0.9, Severity.CRITICAL), (0.5, Severity.HIGH), (0.2, Severity.MEDIUM)))
 
+FEDERATED = Ladder("lower 95% bound of the drop in the global model's final test accuracy (clean federation minus "
+                   "attacked, paired by seed) at the headline fraction of malicious clients",
+                   ((0.5, Severity.CRITICAL), (0.2, Severity.HIGH), (0.05, Severity.MEDIUM),
+                    (math.nextafter(0.0, 1), Severity.LOW)), otherwise=Severity.INFO)
+
 
 def secret_exposure(max_bits: float) -> Ladder:
     """Canary exposure in bits, against the most the secret space allows (log2 |R|); an extracted

@@ -20,7 +20,7 @@ from ..audit.rundir import RunDir, claim, sha256
 from ..audit.runner import Subject, run_audit, seed_everything
 from ..core.backend import make_backend
 from ..core.data import is_number
-from ..core.defense import (Defense, DefenseContext, Hardened, apply_defenses, chain, check_applicable,
+from ..core.defense import (RETRAINS, Defense, DefenseContext, Hardened, apply_defenses, chain, check_applicable,
                             with_inference, wrap_target)
 from ..core.errors import UserError
 from ..core.measure import correct, paired_difference
@@ -274,7 +274,7 @@ def _reuse_hardened(subject, params, out_dir: Path, state_rel: str, state: dict,
     target.access = subject.target.access
     recipe = subject.recipe
     for d, p in params:
-        if d.kind == "training":
+        if d.kind in RETRAINS:
             recipe, _ = d.defend_recipe(recipe, p, subject.data)
     hooks = [d.repair_hook(p, ctx) for d, p in params if d.kind == "repair"]
     if hooks and recipe is not None:   # models the re-audit retrains are repaired, as in the first run

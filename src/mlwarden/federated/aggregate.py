@@ -1,0 +1,90 @@
+"""The server's side of a round: model parameters as one flat vector, FedAvg (McMahan et al. 2017), and
+the base of the aggregation defences, which replace FedAvg with a robust rule.
+
+An aggregation rule is a callable `(updates, weights, info) -> update`: `updates` is a (K, P) tensor of the
+K sampled clients' deltas (local model minus global model), `weights` their example counts, `info` the
+round (RoundInfo). Only parameters are aggregated (the built-in networks have no buffers)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..core.defense import Defense
+from ..core.errors import UserError
+from ..core.recipe import Recipe
+
+
+@dataclass
+class RoundInfo:
+    round: int
+    clients: int                          # the federation's size (N), of which `updates` are the sampled K
+    expected: float                       # clients expected per round (sample * N)
+    generator: torch.Generator            # the server's seeded randomness (DP noise)
+    root_update: torch.Tensor | None = None   # the server's own update on its root set (FLTrust)
+
+
+Rule = Callable[[torch.Tensor, torch.Tensor, RoundInfo], torch.Tensor]
+
+
+def as_vector(model: nn.Module) -> torch.Tensor:
+    return torch.nn.utils.parameters_to_vector([p.detach() for p in model.parameters()]).clone()
+
+
+def load_vector(model: nn.Module, vec: torch.Tensor) -> nn.Module:
+    torch.nn.utils.vector_to_parameters(vec.to(next(model.parameters()).dtype), model.parameters())
+    return model
+
+
+def fedavg(updates: torch.Tensor, weights: torch.Tensor, info: RoundInfo | None = None) -> torch.Tensor:
+    """The mean of the updates weighted by the clients' example counts."""
+    w = weights.to(updates.dtype)
+    return (w[:, None] * updates).sum(0) / w.sum()
+
+
+def median_of(values: torch.Tensor) -> torch.Tensor:
+    """Coordinate-wise median along dim 0, the mean of the two middle values for an even count (as numpy)."""
+    s = values.sort(0).values
+    k = len(s)
+    return s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2
+
+
+def krum_scores(updates: torch.Tensor, f: int) -> torch.Tensor:
+    """Krum's score (Blanchard et al. 2017): the sum of squared distances to the K - f - 2 nearest others."""
+    k = len(updates)
+    d = torch.cdist(updates.double(), updates.double()).pow(2)
+    d.fill_diagonal_(float("inf"))
+    return d.sort(1).values[:, :max(k - f - 2, 1)].sum(1)
+
+
+def rule_for(name: str, params: dict[str, Any]) -> Rule:
+    """FedAvg, or the registered aggregation defence `name` with these parameters."""
+    if name == "fedavg":
+        return fedavg
+    from ..core.registry import get_defense
+    d = get_defense(name)
+    if d.kind != "aggregation":
+        raise UserError(f"'{name}' is a {d.kind} defence, not an aggregation rule")
+    return d.rule(d.Params(**params))
+
+
+class AggregationDefense(Defense):
+    """An aggregation rule as a defence: it rewrites a federation's recipe to aggregate with `rule`, so harden
+    retrains the federation with it (its cost with no attacker) and re-audits the federated threats."""
+    kind = "aggregation"
+    mitigates = ("federated",)
+    modalities = ("image", "tabular")
+
+    def rule(self, params) -> Rule:
+        raise NotImplementedError
+
+    def check(self, params, data) -> None:
+        self.rule(params)   # a rule that cannot be built fails before anything trains
+
+    def defend_recipe(self, recipe: Recipe, params, data) -> tuple[Recipe, dict[str, Any]]:
+        if not getattr(recipe, "federated", False):
+            raise UserError(f"{self.name} is an aggregation rule: it hardens a federation (mlwarden audit/harden "
+                            "--federated)")
+        return recipe.with_aggregator(self.name, params.model_dump()), {"aggregator": self.name}

@@ -1,0 +1,211 @@
+"""Flower adapters (extra `[flower]`, flwr >= 1.20 and its simulation, which needs Ray).
+
+- `strategy(rule, params)`: any mlwarden aggregation rule (fedavg, krum, multi-krum, median, trimmed-mean,
+  bulyan, norm-clipping, dp-fedavg) as a Flower strategy (the Message API's FedAvg with `aggregate_train`
+  replaced): the server turns the replies into updates against the global model it sent and aggregates
+  them with the rule, as the in-process simulation does. FLTrust needs a server-side root set and is not
+  offered here.
+- `malicious_mod(partitions, transform)`: a Flower client mod that rewrites the model a malicious client
+  sends back (only for the partition ids given); `scaling_mod` flips and boosts it (sign flipping at -10,
+  model-replacement boosting at K). Attacks that need the other clients' updates (A Little Is Enough,
+  inner-product manipulation, Fang et al.) need collusion that a client mod cannot see; run them in process.
+- `with_mods(client_app, *mods)`: a user's ClientApp with mods in front of it.
+- `client_app(recipe, data, clients, ...)`: a ClientApp whose clients train exactly as the in-process
+  simulation's (same partition, same seeds, the recipe's one loop), so the two can be compared.
+- `run_flower(...)` runs a ServerApp built around a strategy in Flower's simulation and returns the central
+  evaluation per round; `audit_flower(...)` runs it without and with malicious clients.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..core.errors import UserError
+from ..core.extras import require
+from .aggregate import RoundInfo, rule_for
+
+
+def _flwr():
+    require("flwr", "flower", "the Flower adapters")
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")   # no network calls from a security tool
+    import flwr
+    logging.getLogger("flwr").setLevel(logging.ERROR)   # its INFO lines and deprecation notices
+    return flwr
+
+
+def _flat(arrays: list[np.ndarray]) -> torch.Tensor:
+    return torch.cat([torch.from_numpy(np.asarray(a, dtype=np.float64)).flatten() for a in arrays])
+
+
+def _unflat(vec: torch.Tensor, like: list[np.ndarray]) -> list[np.ndarray]:
+    out, i = [], 0
+    for a in like:
+        n = int(np.prod(a.shape))
+        out.append(vec[i:i + n].numpy().reshape(a.shape).astype(a.dtype))
+        i += n
+    return out
+
+
+def _record(arrays: list[np.ndarray], keys: list[str]):
+    from flwr.app import ArrayRecord
+    return ArrayRecord({k: v for k, v in zip(keys, ArrayRecord([np.ascontiguousarray(a) for a in arrays]).values())})
+
+
+def strategy(rule: str = "fedavg", params: dict | None = None, *, seed: int = 0, **kwargs):
+    """A Flower strategy (flwr.serverapp.strategy.FedAvg) that aggregates with an mlwarden rule. `kwargs` go
+    to FedAvg (fraction_train, min_train_nodes, ...)."""
+    _flwr()
+    from flwr.serverapp.strategy import FedAvg
+    if rule == "fltrust":
+        raise UserError("fltrust needs the server's own root set; it runs in the in-process simulation only")
+    fn = rule_for(rule, dict(params or {}))
+
+    class MlwardenStrategy(FedAvg):
+        def __init__(self):
+            super().__init__(**kwargs)
+            self.rule_name, self.rule, self.globals = rule, fn, {}
+            self.generator = torch.Generator().manual_seed(seed + 7919)
+
+        def configure_train(self, server_round, arrays, config, grid):
+            self.globals[server_round] = (list(arrays.keys()), arrays.to_numpy_ndarrays())
+            return super().configure_train(server_round, arrays, config, grid)
+
+        def aggregate_train(self, server_round, replies):
+            valid = [m for m in replies if not m.has_error()]
+            if not valid:
+                return None, None
+            keys, start = self.globals.pop(server_round)
+            g = _flat(start)
+            updates = torch.stack([_flat(m.content["arrays"].to_numpy_ndarrays()) - g for m in valid])
+            weights = torch.tensor([float(m.content["metrics"][self.weighted_by_key]) for m in valid],
+                                   dtype=updates.dtype)
+            info = RoundInfo(server_round - 1, len(valid), float(len(valid)), self.generator)
+            new = g + self.rule(updates, weights, info)
+            metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
+            return _record(_unflat(new, start), keys), metrics
+
+    s = MlwardenStrategy()
+    s.__class__.__name__ = f"Mlwarden[{rule}]"
+    return s
+
+
+def malicious_mod(partitions, transform: Callable[[list, list], list]):
+    """A client mod: for TRAIN messages of the given partition ids, the reply's model becomes
+    transform(global arrays, trained arrays)."""
+    _flwr()
+    bad = frozenset(int(p) for p in partitions)
+
+    def mod(msg, context, call_next):
+        from flwr.app import MessageType
+        pid = int(context.node_config.get("partition-id", -1))
+        if msg.metadata.message_type != MessageType.TRAIN or pid not in bad:
+            return call_next(msg, context)
+        sent = next(iter(msg.content.array_records.values())).to_numpy_ndarrays()
+        reply = call_next(msg, context)
+        if reply.has_error():
+            return reply
+        key, rec = next(iter(reply.content.array_records.items()))
+        reply.content.array_records[key] = _record(transform(sent, rec.to_numpy_ndarrays()), list(rec.keys()))
+        return reply
+    return mod
+
+
+def scaling_mod(partitions, scale: float = -10.0):
+    """Malicious clients send global + scale x (their update): sign flipping (-1, -10) or boosting (K)."""
+    return malicious_mod(partitions, lambda g, w: [gi + scale * (wi - gi) for gi, wi in zip(g, w)])
+
+
+def with_mods(app, *mods):
+    """A ClientApp that runs `app` behind `mods` (for an app whose functions are already registered)."""
+    _flwr()
+    from flwr.clientapp import ClientApp
+    wrapped = ClientApp(mods=list(mods))
+
+    @wrapped.train()
+    def train(msg, context):
+        return app(msg, context)
+
+    @wrapped.evaluate()
+    def evaluate(msg, context):
+        return app(msg, context)
+    return wrapped
+
+
+def client_app(recipe, x: torch.Tensor, y: torch.Tensor, n_classes: int, clients: int, *, seed: int = 0,
+               partition_kind: str = "iid", alpha: float = 0.5, shards: int = 2):
+    """A ClientApp whose client `partition-id` trains like client `partition-id` of the in-process simulation
+    (same partition, seeds and recipe)."""
+    _flwr()
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    from .partition import partition
+    from .simulation import client_seed
+    idx = partition(y, clients, partition_kind, alpha=alpha, shards=shards, seed=seed)
+    parts = [(x[i], y[i]) for i in idx]
+    local = recipe.local() if getattr(recipe, "federated", False) else recipe
+    shape = tuple(x.shape[1:])
+    app = ClientApp()
+
+    @app.train()
+    def train(msg, context):
+        torch.set_num_threads(1)
+        pid = int(context.node_config["partition-id"])
+        rnd = int(msg.content["config"]["server-round"]) - 1
+        xs, ys = parts[pid]
+        start = local.make_model(shape, n_classes)
+        start.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        model = local.fit(xs, ys, n_classes, seed=client_seed(seed, rnd, pid), init=start)
+        content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
+                              "metrics": MetricRecord({"num-examples": len(xs)})})
+        return Message(content=content, reply_to=msg)
+    return app
+
+
+def run_flower(client_app, strategy, initial_model: torch.nn.Module, *, num_supernodes: int, num_rounds: int,
+               evaluate: Callable[[torch.nn.Module], float], cpus: int = 2) -> list[float]:
+    """Run a federation in Flower's simulation; the central `evaluate(model)` after every round (round 0, the
+    initial model, left out)."""
+    _flwr()
+    import copy
+
+    from flwr.app import ArrayRecord, MetricRecord
+    from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
+    history: dict[int, float] = {}
+    template = copy.deepcopy(initial_model)
+
+    def central(server_round, arrays):
+        template.load_state_dict(arrays.to_torch_state_dict())
+        history[server_round] = float(evaluate(template.eval()))
+        return MetricRecord({"accuracy": history[server_round]})
+
+    server = ServerApp()
+
+    @server.main()
+    def main(grid, context):
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_model.state_dict()), num_rounds=num_rounds,
+                       evaluate_fn=central)
+
+    path = os.environ.get("PYTHONPATH")
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run_simulation(server_app=server, client_app=client_app, num_supernodes=num_supernodes,
+                           backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                           "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False,
+                                                         "logging_level": "ERROR", "log_to_driver": False}})
+    finally:   # flwr appends sys.path to PYTHONPATH on every call
+        if path is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = path
+    if len(history) < num_rounds + 1:
+        raise RuntimeError(f"the Flower simulation stopped after {max(len(history) - 1, 0)} of {num_rounds} rounds")
+    return [history[r] for r in range(1, num_rounds + 1)]
