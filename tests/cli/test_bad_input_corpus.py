@@ -38,6 +38,10 @@ def files(tmp_path_factory, digits):
     (d / "bad_label.tsv").write_text("ham\thello\nmaybe\tcall now\n")
     (d / "all_ham.tsv").write_text("ham\thello\nham\tlunch?\nham\tok\n")
     (d / "latin1.tsv").write_bytes(b"ham\tcaf\xe9 at noon\nspam\twin\n")
+    (d / "fed_badparam.toml").write_text('[federated]\naggregator = "trimmed-mean"\n[federated.aggregator_params]\n'
+                                         'beta = 0.7\n')
+    (d / "fed_krum_f.toml").write_text('[federated]\naggregator = "krum"\n[federated.aggregator_params]\nf = 3\n')
+    (d / "fed_fraction.toml").write_text('[threats.sign-flipping]\nfractions = [1.0]\n')
     (d / "msgs_no_label.csv").write_text("kind,text\nham,hello\nspam,win now\n")
     (d / "four.tsv").write_text("ham\thello there\nspam\tfree money\nham\tsee you\nspam\twin cash\n")
     (d / "numeric_text.csv").write_text("f1,text,label\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(20)))
@@ -204,6 +208,25 @@ CASES = {
     "unlearning with no clean data": (["harden", "--defense", "nc-unlearning", "--param", "clean=0"], "clean"),
     "fine-pruning a network without conv layers": (["harden", "--defense", "fine-pruning", "--model", "{sd}", *MLP,
                                                     "--data", "digits"], "has no nn.Conv2d"),
+    # federations (--federated): every flag and config value a user can get wrong
+    "one client": (["audit", "--federated", "--clients", "1"], "federated.clients"),
+    "more clients than points": (["audit", "--federated", "--clients", "5000"], "cannot split 1347 training points"),
+    "unknown partition": (["audit", "--federated", "--partition", "zipf"], "federated.partition"),
+    "dirichlet alpha 0": (["audit", "--federated", "--partition", "dirichlet", "--alpha", "0"], "federated.alpha"),
+    "unknown aggregator": (["audit", "--federated", "--aggregator", "mean-of-medians"], "unknown defence"),
+    "training defence as aggregator": (["audit", "--federated", "--aggregator", "dp-sgd"],
+                                       "not an aggregation rule"),
+    "bad aggregator parameter": (["audit", "--federated", "--config", "{d}/fed_badparam.toml"],
+                                 "federated.aggregator_params (trimmed-mean)"),
+    "krum needing too many attackers": (["audit", "--federated", "--aggregator", "krum", "--config",
+                                         "{d}/fed_krum_f.toml"], "more than this rule tolerates"),
+    "federated text": (["audit", "--federated", "--data", "stdlib-docstrings"], "image or tabular"),
+    "federated endpoint": (["audit", "--federated", "--endpoint", "http://127.0.0.1:9"], "--endpoint"),
+    "malicious fraction 1": (["audit", "--federated", "--config", "{d}/fed_fraction.toml"],
+                             "threats.sign-flipping"),
+    "aggregation rule without a federation": (["harden", "--defense", "krum"], "hardens a federation"),
+    "two aggregation rules swept": (["harden", "--federated", "--defense", "krum,median", "--param", "f=0,1"],
+                                    "not both"),
 }
 
 

@@ -181,7 +181,8 @@ def _federated_subject(cfg: AuditConfig) -> Subject:
         from ..federated.partition import partition
         partition(data.y_train, fed.clients, fed.partition, alpha=fed.alpha, shards=fed.shards, seed=cfg.audit.seed)
         model = fed.fit(data.x_train, data.y_train, data.n_classes, seed=cfg.audit.seed)
-        target = TorchTarget(model, data.n_classes, data.input_shape, name=f"federated {client.name}")
+        target = TorchTarget(model, data.n_classes, data.input_shape,
+                             name=f"federated {client.name} ({fed.clients} clients, {fed.aggregator})")
         if m.access:
             target.access = Access(m.access)
     flags = [("--model", m.path), ("--data", d if (d := cfg.data.path) != "digits" else None), ("--recipe", m.recipe),

@@ -83,8 +83,29 @@ class AggregationDefense(Defense):
     def check(self, params, data) -> None:
         self.rule(params)   # a rule that cannot be built fails before anything trains
 
+    def evaluate(self, subject, hardened, params, ctx) -> dict[str, Any]:
+        """The cost per client with no attacker: each client's accuracy on its own training data under the
+        federation's global model before and after (robust rules can leave out clients whose data differs)."""
+        return per_client(subject.recipe, ctx.data, subject.target, hardened.target, ctx.seed)
+
     def defend_recipe(self, recipe: Recipe, params, data) -> tuple[Recipe, dict[str, Any]]:
         if not getattr(recipe, "federated", False):
             raise UserError(f"{self.name} is an aggregation rule: it hardens a federation (mlwarden audit/harden "
                             "--federated)")
         return recipe.with_aggregator(self.name, params.model_dump()), {"aggregator": self.name}
+
+
+def per_client(fed, data, before, after, seed: int) -> dict[str, Any]:
+    """Accuracy of each client's own training points under two global models (targets), and the worst client."""
+    from ..core.measure import correct
+    from .partition import partition
+    if not getattr(fed, "federated", False):
+        return {}
+    idx = partition(data.y_train, fed.clients, fed.partition, alpha=fed.alpha, shards=fed.shards, seed=seed)
+    rows = []
+    for c, i in enumerate(idx):
+        x, y = data.x_train[i], data.y_train[i]
+        rows.append({"client": c, "n": len(i), "before": float(correct(before, x, y).float().mean()),
+                     "after": float(correct(after, x, y).float().mean())})
+    worst = min(rows, key=lambda r: r["after"] - r["before"])
+    return {"per_client": rows, "worst_client": worst, "partition": fed.partition}

@@ -148,6 +148,12 @@ def facts(point: dict) -> list[str]:
                  and not (isinstance(v, list) and len(v) > 8)}   # per-epoch series stay in harden.json
         lines.append(f"{name}: " + ", ".join(f"{k} {_num(v)}" for k, v in shown.items()))
     for name, ev in point["evaluation"].items():
+        if "worst_client" in ev:
+            w = ev["worst_client"]
+            changes = [r["after"] - r["before"] for r in ev["per_client"]]
+            lines.append(f"{name}: per client with no attacker ({ev['partition']} data, {len(changes)} clients), accuracy "
+                         f"on its own data changes {100 * min(changes):+.1f} to {100 * max(changes):+.1f} points; worst: "
+                         f"client {w['client']} (n={w['n']}) {_pct(w['before'])} -> {_pct(w['after'])}")
         ora = ev.get("one_run_audit")
         if ora:
             lines.append(f"{name}: empirical epsilon, 95% lower bound (one-run audit, Steinke et al. 2023): "

@@ -120,7 +120,18 @@ def audit_budget(chosen: Chosen, sweep: Sweep | None, threats: list[str], settin
 def _points(chosen: Chosen, sweep: Sweep | None, profile: str, budget: dict[str, Any] | None = None
             ) -> list[tuple[str, list]]:
     """(label, [(defence, validated params)]) for every point of the sweep; every value is validated
-    before anything trains."""
+    before anything trains. Several aggregation rules are alternatives (a federation has one rule): each
+    is a point of its own, so harden compares them under the same attacks."""
+    if len(chosen) > 1 and all(d.kind == "aggregation" for d, _ in chosen):
+        if sweep is not None:
+            raise UserError("compare aggregation rules or sweep one parameter, not both in one run")
+        out = []
+        for d, ov in chosen:
+            try:
+                out.append((f"after-{d.name}", [(d, d.params_for(profile, ov))]))
+            except ValidationError as e:
+                raise UserError(describe_validation_error(f"--param ({d.name})", e)) from None
+        return out
     points = []
     for value in (sweep.values if sweep else [None]):
         params = []

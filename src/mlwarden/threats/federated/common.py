@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 from pydantic import Field
@@ -28,7 +28,8 @@ REMEDY = Remedy("trimmed-mean", "Aggregate with a robust rule instead of the mea
 
 
 class FederatedParams(Params):
-    fractions: list[float] = Field([0.2], min_length=1, description="share of clients that are malicious")
+    fractions: list[Annotated[float, Field(gt=0, lt=1)]] = Field([0.2], min_length=1,
+                                                                 description="share of clients that are malicious")
     headline_fraction: float | None = Field(None, gt=0, lt=1, description="the fraction the headline reports "
                                             "(default: the first)")
     seeds: int = Field(3, ge=1, le=50, description="federations run per setting (intervals are over seeds)")
@@ -64,6 +65,7 @@ class FederatedThreat(Threat):
     Params = FederatedParams
     remedy = REMEDY
     what: ClassVar[str] = ""   # the attack, for the headline
+    worse: ClassVar[str] = "lower"   # the direction in which the headline number (the first metric) is worse
 
     def skip_reason(self, ctx: Context) -> str | None:
         if not getattr(ctx.recipe, "federated", False):
@@ -94,7 +96,8 @@ class FederatedThreat(Threat):
         evidence = [self.plot(ctx, clean, runs[head], head)]
         return self.finding(ctx, params, status=Status.OK, severity=severity, headline=headline, metrics=metrics,
                             evidence=evidence, seconds=time.monotonic() - t0,
-                            details={"federation": fed.summary(), "aggregator": fed.aggregator, "table": rows,
+                            details={"headline_metric": metrics[0].name, "headline_worse": self.worse,
+                                     "federation": fed.summary(), "aggregator": fed.aggregator, "table": rows,
                                      "malicious_clients": {str(f): max(1, round(f * fed.clients)) for f in runs},
                                      "rounds": {"clean": [describe_rounds(h) for h in clean],
                                                 "attacked": [describe_rounds(h) for h in runs[head]]}})
@@ -102,8 +105,8 @@ class FederatedThreat(Threat):
     def row(self, ctx, fraction, clean, attacked, params) -> dict:
         acc = seed_metric("accuracy", [h.accuracy[-1] for h in attacked])
         drop = seed_metric("drop", [c.accuracy[-1] - h.accuracy[-1] for c, h in zip(clean, attacked)], -1.0)
-        return {"fraction": fraction, "accuracy": acc.value, "accuracy_ci": [acc.ci_low, acc.ci_high],
-                "drop": drop.value, "drop_ci": [drop.ci_low, drop.ci_high], "seeds": len(attacked)}
+        return {"fraction": fraction, "accuracy": _r(acc.value), "accuracy_ci": [_r(acc.ci_low), _r(acc.ci_high)],
+                "drop": _r(drop.value), "drop_ci": [_r(drop.ci_low), _r(drop.ci_high)], "seeds": len(attacked)}
 
     def summarize(self, ctx, row, clean, attacked, params):
         n, fed = len(attacked), ctx.recipe
@@ -130,6 +133,10 @@ class FederatedThreat(Threat):
         rate_curves(path, list(range(1, len(clean[0].accuracy) + 1)), series, xlabel="round",
                     ylabel="test accuracy", title=f"{self.name} against {ctx.recipe.aggregator}")
         return ctx.rel(path)
+
+
+def _r(v):
+    return None if v is None else round(float(v), 4)
 
 
 def _band(curves: list[list[float]]):

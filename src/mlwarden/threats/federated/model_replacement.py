@@ -13,7 +13,7 @@ more), and the main task's final accuracy against the clean federation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -24,7 +24,7 @@ from ...core.severity import BACKDOOR
 from ...core.stats import clopper_pearson
 from ...federated.simulation import Adversary
 from ..corruption.triggers import KINDS, Trigger
-from .common import FederatedParams, FederatedThreat, seed_metric
+from .common import FederatedParams, FederatedThreat, _r, seed_metric
 
 
 def backdoor_data(x: torch.Tensor, y: torch.Tensor, trigger: Trigger, target: int, share: float,
@@ -65,7 +65,8 @@ class Replacement(Adversary):
 
 
 class ReplacementParams(FederatedParams):
-    fractions: list[float] = Field([0.1], min_length=1, description="share of clients that are malicious")
+    fractions: list[Annotated[float, Field(gt=0, lt=1)]] = Field([0.1], min_length=1,
+                                                                 description="share of clients that are malicious")
     at_round: int | None = Field(None, ge=0, description="the malicious round, from 0 (default: the middle one)")
     trigger: Literal[KINDS] = "patch"
     target: int = Field(0, ge=0, description="the attacker's class")
@@ -83,6 +84,7 @@ class ModelReplacement(FederatedThreat):
     modalities = ("image",)
     Params = ReplacementParams
     what = "Model replacement"
+    worse = "higher"
 
     def at(self, ctx, params) -> int:
         rounds = ctx.recipe.rounds
@@ -98,7 +100,7 @@ class ModelReplacement(FederatedThreat):
         row = super().row(ctx, fraction, clean, attacked, params)
         at = self.at(ctx, params)
         after = seed_metric("backdoor", [h.backdoor[at] for h in attacked])
-        row.update(backdoor_after=after.value, backdoor_after_ci=[after.ci_low, after.ci_high],
+        row.update(backdoor_after=_r(after.value), backdoor_after_ci=[_r(after.ci_low), _r(after.ci_high)],
                    survives=[survival(h.backdoor, at) for h in attacked])
         return row
 
