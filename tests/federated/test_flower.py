@@ -42,11 +42,20 @@ def test_flower_runs_the_in_process_federation(digits, setup):
     assert max(abs(a - b) for a, b in zip(ours, theirs)) < 1e-6, (ours, theirs)
 
 
-def test_fedavg_collapses_and_robust_strategies_hold(setup):
+def test_fedavg_collapses_and_robust_strategies_hold(digits, setup):
+    """audit_flower runs the user's ClientApp with and without the sign-flipping client mod."""
     from flwr.serverapp.strategy import FedMedian
     _, app, go = setup
+    torch.manual_seed(0)
+    init = federation().local().make_model(digits.input_shape, digits.n_classes)
+
+    def evaluate(model):
+        with torch.no_grad():
+            return float((model(digits.x_test).argmax(1) == digits.y_test).float().mean())
+    res = flower.audit_flower(app, lambda: _ours("fedavg"), init, num_supernodes=6, num_rounds=3, evaluate=evaluate,
+                              malicious={2})
+    assert res["clean"][-1] >= 0.9 and res["attacked"][-1] <= 0.2, res
     attacked = flower.with_mods(app, flower.scaling_mod({2}, -10.0))
-    assert go(_ours("fedavg"), attacked)[-1] <= 0.2
     assert go(_ours("median"), attacked)[-1] >= 0.88
     flowers = FedMedian(fraction_evaluate=0.0, min_train_nodes=6, min_available_nodes=6)
     assert go(flowers, attacked)[-1] >= 0.88

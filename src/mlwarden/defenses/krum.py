@@ -19,7 +19,7 @@ def krum(updates: torch.Tensor, weights: torch.Tensor, f: int, keep: int = 1) ->
     """(aggregate, indices chosen): the best-scored update (keep 1) or the weighted mean of the `keep` best."""
     chosen = torch.argsort(krum_scores(updates, f), stable=True)[:keep]
     w = weights[chosen].to(updates.dtype)
-    return (w[:, None] * updates[chosen]).sum(0) / w.sum(), chosen
+    return (w @ updates[chosen]) / w.sum(), chosen
 
 
 def assumed(f: int | None, k: int, most: int) -> int:

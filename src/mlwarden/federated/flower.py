@@ -209,3 +209,17 @@ def run_flower(client_app, strategy, initial_model: torch.nn.Module, *, num_supe
     if len(history) < num_rounds + 1:
         raise RuntimeError(f"the Flower simulation stopped after {max(len(history) - 1, 0)} of {num_rounds} rounds")
     return [history[r] for r in range(1, num_rounds + 1)]
+
+
+def audit_flower(client_app, strategy_factory: Callable[[], object], initial_model: torch.nn.Module, *,
+                 num_supernodes: int, num_rounds: int, evaluate: Callable[[torch.nn.Module], float],
+                 malicious, mod=None) -> dict:
+    """A user's ClientApp and strategy in Flower's simulation, without and with malicious clients (`mod`,
+    default: `scaling_mod(malicious, -10)`, sign flipping): accuracy per round of both runs and the drop.
+    `strategy_factory` makes a fresh strategy for each run (a strategy keeps state between rounds)."""
+    mod = mod or scaling_mod(malicious, -10.0)
+    run = dict(num_supernodes=num_supernodes, num_rounds=num_rounds, evaluate=evaluate)
+    clean = run_flower(client_app, strategy_factory(), initial_model, **run)
+    attacked = run_flower(with_mods(client_app, mod), strategy_factory(), initial_model, **run)
+    return {"clean": clean, "attacked": attacked, "drop": clean[-1] - attacked[-1],
+            "malicious": sorted(int(p) for p in malicious), "strategy": type(strategy_factory()).__name__}
