@@ -33,3 +33,15 @@ def test_impossible_splits_are_user_errors(digits):
         partition(digits.y_train, 4, "dirichlet", alpha=0)
     with pytest.raises(UserError, match="unknown partition"):
         partition(digits.y_train, 4, "bogus")
+
+
+def test_fedsgd_and_client_sampling_train(digits):
+    """FedSGD (one full-batch step per client and round) learns, and sampling takes the asked share of clients."""
+    from mlwarden.core.recipe import BUILTIN_RECIPES
+    from mlwarden.federated.recipe import FederatedRecipe
+    from mlwarden.federated.simulation import simulate
+    fed = FederatedRecipe.of(BUILTIN_RECIPES["logreg"].with_(lr=0.5), clients=6, rounds=20, mode="fedsgd",
+                             sample=0.5)
+    h = simulate(fed, digits.x_train, digits.y_train, 10, seed=0, test=(digits.x_test, digits.y_test))
+    assert all(len(s) == 3 for s in h.sampled) and len({tuple(s) for s in h.sampled}) > 1
+    assert h.accuracy[-1] > 0.7 and h.accuracy[-1] > h.accuracy[0]

@@ -50,6 +50,7 @@ class History:
     seconds: float
     norms: list[dict[str, float]] = field(default_factory=list)   # median update norm per round, honest/malicious
     backdoor_n: int = 0
+    sampled: list[list[int]] = field(default_factory=list)        # the clients of each round
 
 
 def client_seed(seed: int, rnd: int, cid: int) -> int:
@@ -89,13 +90,14 @@ def simulate(fed: FederatedRecipe, x: torch.Tensor, y: torch.Tensor, n_classes: 
     root = _root_set(rule, x, y, seed)
     bad_ids = adversary.malicious if adversary is not None else frozenset()
     trigger = getattr(adversary, "trigger", None)
-    acc, bd, norms = [], [] if trigger is not None else None, []
+    acc, bd, norms, rounds = [], [] if trigger is not None else None, [], []
     k = max(1, round(fed.sample * fed.clients))
     for rnd in range(fed.rounds):
         if check is not None:
             check()
         sampled = sorted(torch.randperm(fed.clients, generator=g)[:k].tolist()) if k < fed.clients \
             else list(range(fed.clients))
+        rounds.append(sampled)
         attacking = adversary is not None and adversary.attacks_in(rnd)
         items = [(c, rnd, seed, attacking and c in bad_ids) for c in sampled]
         state = {n: t.detach().clone() for n, t in model.state_dict().items()}
@@ -122,7 +124,7 @@ def simulate(fed: FederatedRecipe, x: torch.Tensor, y: torch.Tensor, n_classes: 
             on_round(rnd, model)
     correct = _correct(model, *test) if test is not None else None
     n_bd = int((test[1] != adversary.target_label).sum()) if bd is not None else 0
-    return History(acc, correct, bd, model.eval(), time.monotonic() - t0, norms, n_bd)
+    return History(acc, correct, bd, model.eval(), time.monotonic() - t0, norms, n_bd, rounds)
 
 
 def _copy(model: nn.Module) -> nn.Module:
