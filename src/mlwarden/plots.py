@@ -31,6 +31,22 @@ def image_row(path, images, labels, low, high, title=""):
     plt.close(fig)
 
 
+def two_rows(path, top, bottom, bottom_titles, low, high, title=""):
+    """Originals above, what became of each below (reconstructions, perturbed copies)."""
+    n = len(top)
+    fig, axes = plt.subplots(2, n, figsize=(1.3 * max(n, 2), 3.0), squeeze=False)
+    for j in range(n):
+        _show(axes[0][j], top[j], low, high)
+        axes[0][j].set_title("original", fontsize=8)
+        _show(axes[1][j], bottom[j], low, high)
+        axes[1][j].set_title(bottom_titles[j], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def adversarial_grid(path, x, x_adv, y, pred_clean, pred_adv, low, high, title="", second=("adversarial", "adv")):
     """Two rows: clean images with their predicted labels, adversarial (or triggered: `second` names the row
     and its short tag) ones with theirs."""

@@ -42,6 +42,8 @@ def files(tmp_path_factory, digits):
                                          'beta = 0.7\n')
     (d / "fed_krum_f.toml").write_text('[federated]\naggregator = "krum"\n[federated.aggregator_params]\nf = 3\n')
     (d / "fed_fraction.toml").write_text('[threats.sign-flipping]\nfractions = [1.0]\n')
+    (d / "dlg_batch0.toml").write_text('[threats.dlg]\nbatch_sizes = [0]\n')
+    (d / "he_ring.toml").write_text('[federated.aggregator_params]\npoly_modulus_degree = 1000\n')
     (d / "msgs_no_label.csv").write_text("kind,text\nham,hello\nspam,win now\n")
     (d / "four.tsv").write_text("ham\thello there\nspam\tfree money\nham\tsee you\nspam\twin cash\n")
     (d / "numeric_text.csv").write_text("f1,text,label\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(20)))
@@ -225,6 +227,10 @@ CASES = {
     "malicious fraction 1": (["audit", "--federated", "--config", "{d}/fed_fraction.toml"],
                              "threats.sign-flipping"),
     "aggregation rule without a federation": (["harden", "--defense", "krum"], "hardens a federation"),
+    "leakage batch of 0": (["audit", "--federated", "--threats", "dlg", "--config", "{d}/dlg_batch0.toml"],
+                           "threats.dlg"),
+    "secure aggregation with a bad ring": (["audit", "--federated", "--aggregator", "secure-aggregation",
+                                            "--config", "{d}/he_ring.toml"], "poly_modulus_degree"),
     "two aggregation rules swept": (["harden", "--federated", "--defense", "krum,median", "--param", "f=0,1"],
                                     "not both"),
 }

@@ -48,6 +48,8 @@ class Metric:
                 f"{100 * self.value:.1f}% (n={self.n})"
         if self.unit == "rate":
             s = f"{100 * self.value:.1f}% (n={self.n}, 95% CI {100 * self.ci_low:.1f}-{100 * self.ci_high:.1f}%)"
+        elif self.unit == "dB" and self.ci_low is not None:
+            s = f"{self.value:.1f} dB (n={self.n}, 95% CI {self.ci_low:.1f}-{self.ci_high:.1f})"
         elif self.unit == "auc" and self.ci_low is not None:
             s = f"{self.value:.3f} (n={self.n}, 95% CI {self.ci_low:.3f}-{self.ci_high:.3f})"
         else:

@@ -48,6 +48,11 @@ FEDERATED = Ladder("lower 95% bound of the drop in the global model's final test
                    ((0.5, Severity.CRITICAL), (0.2, Severity.HIGH), (0.05, Severity.MEDIUM),
                     (math.nextafter(0.0, 1), Severity.LOW)), otherwise=Severity.INFO)
 
+LEAKAGE = Ladder("lower 95% bound of the share of a client's training images a curious server reconstructs at "
+                 ">= 25 dB PSNR (or of its labels, for label recovery) at the smallest audited batch",
+                 ((0.5, Severity.CRITICAL), (0.2, Severity.HIGH), (0.05, Severity.MEDIUM),
+                  (math.nextafter(0.0, 1), Severity.LOW)), otherwise=Severity.INFO)
+
 
 def secret_exposure(max_bits: float) -> Ladder:
     """Canary exposure in bits, against the most the secret space allows (log2 |R|); an extracted

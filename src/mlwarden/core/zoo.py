@@ -80,6 +80,12 @@ def tabular_mlp(input_shape, n_classes):
     return MLP(input_shape, n_classes, hidden=(64,))
 
 
+def sigmoid_mlp(input_shape, n_classes):
+    """One hidden layer of 100 sigmoid units: the kind of network gradient-leakage papers attack (Zhu et al. 2019)."""
+    d = math.prod(input_shape)
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, 100), nn.Sigmoid(), nn.Linear(100, n_classes))
+
+
 def charlm(input_shape, n_classes):
     return CharLM(input_shape, n_classes)
 

@@ -53,7 +53,7 @@ def verdict(point: dict, before_acc: dict) -> str:
     ratio = [ev["training_time_ratio"] for ev in point["evaluation"].values() if "training_time_ratio" in ev]
     cost = (f"accuracy {_pct(before_acc['value'])} -> {_pct(point['accuracy']['value'])} "
             f"({100 * ch['points']:+.1f} points, 95% CI {100 * ch['ci_low']:+.1f} to {100 * ch['ci_high']:+.1f}; "
-            f"n={point['accuracy']['n']}), training {point['training_s']:.0f} s"
+            f"n={point['accuracy']['n']}), training {point['training_s']:.{1 if point['training_s'] < 10 else 0}f} s"
             + (f" ({ratio[0]:.1f}x plain training)" if ratio else ""))
     return "Risk: " + ("; ".join(risks) or "no comparable finding") + ". Cost: " + cost + "."
 
@@ -148,6 +148,13 @@ def facts(point: dict) -> list[str]:
                  and not (isinstance(v, list) and len(v) > 8)}   # per-epoch series stay in harden.json
         lines.append(f"{name}: " + ", ".join(f"{k} {_num(v)}" for k, v in shown.items()))
     for name, ev in point["evaluation"].items():
+        if "ckks" in ev:
+            c = ev["ckks"]
+            lines.append(f"{name}: CKKS on {c['parameters']:,} parameters, {c['clients']} clients: "
+                         f"{c['bytes_per_client']:,} bytes per client against {c['plaintext_bytes_per_client']:,} in "
+                         f"plaintext ({c['expansion']:.0f}x), encrypting {c['encrypt_s_per_client']:.3f} s per client, "
+                         f"adding {c['sum_s']:.3f} s, decrypting {c['decrypt_s']:.3f} s; largest error of the sum "
+                         f"{c['max_abs_error']:.1e}. Trust: {c['trust']}")
         if "worst_client" in ev:
             w = ev["worst_client"]
             changes = [r["after"] - r["before"] for r in ev["per_client"]]

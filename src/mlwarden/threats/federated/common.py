@@ -49,11 +49,11 @@ def clean_history(ctx: Context, seed: int) -> History:
     return ctx.cache[key]
 
 
-def seed_metric(name: str, values: list[float], low: float = 0.0) -> Metric:
-    """Mean over seeds with its Student-t interval, clipped to [low, 1] (low -1 for a difference of rates)."""
+def seed_metric(name: str, values: list[float], low: float = 0.0, high: float = 1.0, unit: str = "rate") -> Metric:
+    """Mean over seeds with its Student-t interval, clipped to [low, high] (low -1 for a difference of rates)."""
     mean, lo, hi = mean_interval(values)
     return Metric(name, mean, len(values), max(lo, low) if math.isfinite(lo) else None,
-                  min(hi, 1.0) if math.isfinite(hi) else None, "rate")
+                  min(hi, high) if math.isfinite(hi) else None, unit)
 
 
 class FederatedThreat(Threat):

@@ -116,7 +116,7 @@ class ModelReplacement(FederatedThreat):
                             [h.backdoor[-1] for h in attacked])
         lasting = [survival(h.backdoor, at) for h in attacked]
         survives = Metric(f"rounds the backdoor keeps half its strength (of {len(attacked[0].backdoor) - at - 1} "
-                          "after it)", sum(lasting) / n, n, min(lasting), max(lasting), "rounds")
+                          "after it; mean of seeds)", sum(lasting) / n, n, unit="rounds")
         severity = BACKDOOR.grade(clopper_pearson(k, total)[0])
         headline = (f"Model replacement by {row['fraction']:.0%} of clients in round {at + 1}: "
                     f"{100 * after.value:.1f}% of triggered inputs go to class {params.target} against "
