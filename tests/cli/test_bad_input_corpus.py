@@ -227,6 +227,8 @@ CASES = {
     "malicious fraction 1": (["audit", "--federated", "--config", "{d}/fed_fraction.toml"],
                              "threats.sign-flipping"),
     "aggregation rule without a federation": (["harden", "--defense", "krum"], "hardens a federation"),
+    "a model factory given as the recipe": (["audit", "--federated", "--recipe", "mlwarden.core.zoo:sigmoid_mlp"],
+                                            "function of no arguments"),
     "leakage batch of 0": (["audit", "--federated", "--threats", "dlg", "--config", "{d}/dlg_batch0.toml"],
                            "threats.dlg"),
     "secure aggregation with a bad ring": (["audit", "--federated", "--aggregator", "secure-aggregation",

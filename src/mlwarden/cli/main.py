@@ -108,7 +108,7 @@ def audit(
     workers: Optional[int] = WORKERS_OPTION,
     device: Optional[str] = DEVICE_OPTION,
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="seconds per threat"),
-    recipe: Optional[str] = typer.Option(None, help="training recipe (mlp|cnn|logreg|tabular-mlp|charlm or "
+    recipe: Optional[str] = typer.Option(None, help="training recipe (mlp|cnn|logreg|tabular-mlp|charlm|sigmoid-mlp or "
                                          "module:function) for threats that train models"),
     endpoint: Optional[str] = typer.Option(None, help="audit a live prediction API (OIP v2 base URL "
                                            ".../v2/models/NAME, MLflow .../invocations, TF Serving ...:predict)"),

@@ -139,6 +139,7 @@ BUILTIN_RECIPES = {
     "logreg": Recipe("logreg", zoo.logreg, epochs=60, lr=1e-2),
     "tabular-mlp": Recipe("tabular-mlp", zoo.tabular_mlp, epochs=60),
     "charlm": Recipe("charlm", zoo.charlm, epochs=4, batch_size=256, lr=2e-3),
+    "sigmoid-mlp": Recipe("sigmoid-mlp", zoo.sigmoid_mlp, epochs=40),
 }
 
 
@@ -161,7 +162,11 @@ def get_recipe(name_or_spec: str) -> Recipe:
     if name_or_spec in BUILTIN_RECIPES:
         return BUILTIN_RECIPES[name_or_spec]
     obj = load_entry_point(name_or_spec, "recipe")
-    recipe = obj() if callable(obj) and not isinstance(obj, Recipe) else obj
+    try:
+        recipe = obj() if callable(obj) and not isinstance(obj, Recipe) else obj
+    except TypeError as e:
+        raise UserError(f"recipe '{name_or_spec}' must be a Recipe or a function of no arguments returning one ({e}); "
+                        "a function that builds the network goes in --factory") from None
     if not isinstance(recipe, Recipe):
         raise UserError(f"recipe '{name_or_spec}' did not return an mlwarden Recipe")
     return recipe

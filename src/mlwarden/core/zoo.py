@@ -90,4 +90,5 @@ def charlm(input_shape, n_classes):
     return CharLM(input_shape, n_classes)
 
 
-ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "logreg": logreg, "tabular-mlp": tabular_mlp, "charlm": charlm}
+ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "logreg": logreg, "tabular-mlp": tabular_mlp, "charlm": charlm,
+                 "sigmoid-mlp": sigmoid_mlp}

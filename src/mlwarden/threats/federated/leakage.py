@@ -165,7 +165,7 @@ class LeakageThreat(Threat):
                     ps += p_.tolist()
                     ss += ssim(matched, xs, span).tolist()
                     recovered += int((p_ >= RECOVERED_DB).sum())
-                    if shown is None:
+                    if trial == 0 and (shown is None or len(xs) > len(shown[0])):   # the largest batch, up to 8
                         shown = (xs[:8], matched[:8], p_[:8])
             row = {"batch": b, "clients_summed": k, "trials": params.trials}
             if labels:
