@@ -164,7 +164,35 @@ def client_app(recipe, x: torch.Tensor, y: torch.Tensor, n_classes: int, clients
         content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
                               "metrics": MetricRecord({"num-examples": len(xs)})})
         return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg, context):
+        pid = int(context.node_config["partition-id"])
+        xs, ys = parts[pid]
+        model = local.make_model(shape, n_classes)
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        with torch.no_grad():
+            acc = float((model.eval()(xs).argmax(1) == ys).float().mean())
+        return Message(content=RecordDict({"metrics": MetricRecord({"accuracy": acc, "num-examples": len(xs)})}),
+                       reply_to=msg)
     return app
+
+
+def _simulate(server_app, client_app, num_supernodes: int, cpus: int = 2) -> None:
+    from flwr.simulation import run_simulation
+    path = os.environ.get("PYTHONPATH")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_supernodes,
+                           backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                           "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False,
+                                                         "logging_level": "ERROR", "log_to_driver": False}})
+    finally:   # flwr appends sys.path to PYTHONPATH on every call
+        if path is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = path
 
 
 def run_flower(client_app, strategy, initial_model: torch.nn.Module, *, num_supernodes: int, num_rounds: int,
@@ -176,7 +204,6 @@ def run_flower(client_app, strategy, initial_model: torch.nn.Module, *, num_supe
 
     from flwr.app import ArrayRecord, MetricRecord
     from flwr.serverapp import ServerApp
-    from flwr.simulation import run_simulation
     history: dict[int, float] = {}
     template = copy.deepcopy(initial_model)
 
@@ -192,20 +219,7 @@ def run_flower(client_app, strategy, initial_model: torch.nn.Module, *, num_supe
         strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_model.state_dict()), num_rounds=num_rounds,
                        evaluate_fn=central)
 
-    path = os.environ.get("PYTHONPATH")
-    logging.getLogger("flwr").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            run_simulation(server_app=server, client_app=client_app, num_supernodes=num_supernodes,
-                           backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                           "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False,
-                                                         "logging_level": "ERROR", "log_to_driver": False}})
-    finally:   # flwr appends sys.path to PYTHONPATH on every call
-        if path is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = path
+    _simulate(server, client_app, num_supernodes, cpus)
     if len(history) < num_rounds + 1:
         raise RuntimeError(f"the Flower simulation stopped after {max(len(history) - 1, 0)} of {num_rounds} rounds")
     return [history[r] for r in range(1, num_rounds + 1)]
@@ -223,3 +237,61 @@ def audit_flower(client_app, strategy_factory: Callable[[], object], initial_mod
     attacked = run_flower(with_mods(client_app, mod), strategy_factory(), initial_model, **run)
     return {"clean": clean, "attacked": attacked, "drop": clean[-1] - attacked[-1],
             "malicious": sorted(int(p) for p in malicious), "strategy": type(strategy_factory()).__name__}
+
+
+def recording_mod(folder):
+    """A client mod that saves every global model a client receives (TRAIN: the model after the previous round;
+    EVALUATE: after this round) as a weights-only state dict under `folder`, so the driver can evaluate the
+    rounds of a ServerApp it does not control."""
+    folder = str(folder)
+
+    def mod(msg, context, call_next):
+        from flwr.app import MessageType
+        kind = msg.metadata.message_type
+        rec = next(iter(msg.content.array_records.values()), None)
+        if rec is not None and kind in (MessageType.TRAIN, MessageType.EVALUATE):
+            config = next(iter(msg.content.config_records.values()), {})
+            rnd = config.get("server-round")
+            if rnd is not None:
+                done = int(rnd) - 1 if kind == MessageType.TRAIN else int(rnd)   # rounds finished in this model
+                pid = int(context.node_config.get("partition-id", 0))
+                state = {k: torch.from_numpy(np.array(v)) for k, v in zip(rec.keys(), rec.to_numpy_ndarrays())}
+                tmp = os.path.join(folder, f".round-{done}-p{pid}.tmp")
+                torch.save(state, tmp)
+                os.replace(tmp, os.path.join(folder, f"round-{done}-p{pid}.pt"))
+        return call_next(msg, context)
+    return mod
+
+
+def audit_flower_app(server_app, client_app, model: torch.nn.Module, *, num_supernodes: int, malicious,
+                     evaluate: Callable[[torch.nn.Module], float], mod=None, cpus: int = 2) -> dict:
+    """A user's own ServerApp and ClientApp, run unchanged in Flower's simulation without and with malicious
+    clients (`mod`, default sign flipping at -10): the accuracy of the global model after every round, read
+    from the models the clients receive (the last round only when the strategy sends evaluation messages).
+    `model` is a network of the federation's architecture to load them into."""
+    import copy
+    import tempfile
+    _flwr()
+    mod = mod or scaling_mod(malicious, -10.0)
+    out = {}
+    for name, mods in (("clean", []), ("attacked", [mod])):
+        with tempfile.TemporaryDirectory(prefix="mlwarden-flower-") as folder:
+            _simulate(server_app, with_mods(client_app, recording_mod(folder), *mods), num_supernodes, cpus)
+            rounds: dict[int, str] = {}
+            for f in sorted(os.listdir(folder)):
+                if f.startswith("round-") and f.endswith(".pt"):
+                    rounds.setdefault(int(f.split("-")[1]), os.path.join(folder, f))
+            curve = []
+            for r in sorted(rounds):
+                if r == 0:
+                    continue
+                net = copy.deepcopy(model)
+                net.load_state_dict(torch.load(rounds[r], weights_only=True))
+                curve.append(float(evaluate(net.eval())))
+            out[name] = curve
+    if not out["clean"] or not out["attacked"]:
+        raise UserError("the Flower run sent no global model after round 1 to its clients; use at least 2 rounds or "
+                        "a strategy that evaluates on the clients (fraction_evaluate > 0)")
+    out["drop"] = out["clean"][-1] - out["attacked"][-1]
+    out["malicious"] = sorted(int(p) for p in malicious)
+    return out
