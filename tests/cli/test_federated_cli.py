@@ -17,7 +17,8 @@ def test_federated_demo_audit(tmp_path):
     report = json.loads((out / "report.json").read_text())
     found = {f["threat"]: f for f in report["findings"]}
     assert set(found) == {"sign-flipping", "client-label-flipping", "a-little-is-enough",
-                          "inner-product-manipulation", "fang-tailored", "model-replacement"}
+                          "inner-product-manipulation", "fang-tailored", "model-replacement",
+                          "idlg", "dlg", "analytic-fc", "inverting-gradients"}
     assert found["sign-flipping"]["severity"] == "critical"
     assert found["model-replacement"]["severity"] == "critical"
     assert all(f["status"] == "ok" for f in found.values())

@@ -48,7 +48,7 @@ class SecureAggregationDefense(AggregationDefense):
     name = "secure-aggregation"
     title = "secure aggregation with CKKS homomorphic encryption"
     Params = SecureAggregationParams
-    mitigates = ("idlg", "dlg", "analytic-fc")
+    mitigates = ("idlg", "dlg", "analytic-fc", "inverting-gradients")
 
     def rule(self, params):
         return SecureAggregation(CKKS(params.poly_modulus_degree, params.scale_bits))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+import torch
+
 from ..core.errors import UserError
 from ..core.recipe import Recipe
 from .partition import KINDS
@@ -25,6 +27,7 @@ class FederatedRecipe(Recipe):
     shards: int = 2               # shards per client (partition "shards")
     aggregator: str = "fedavg"    # a registered aggregation defence, or fedavg
     aggregator_params: dict = field(default_factory=dict)
+    update_transforms: tuple = ()  # what each client does to its update before sending it (pruning, noise)
 
     @classmethod
     def of(cls, recipe: Recipe, **federation) -> "FederatedRecipe":
@@ -60,7 +63,8 @@ class FederatedRecipe(Recipe):
             "clients": self.clients, "rounds": self.rounds, "mode": self.mode, "sample": self.sample,
             "partition": self.partition, **({"alpha": self.alpha} if self.partition == "dirichlet" else {}),
             **({"shards": self.shards} if self.partition == "shards" else {}),
-            "aggregator": self.aggregator, "aggregator_params": self.aggregator_params}}
+            "aggregator": self.aggregator, "aggregator_params": self.aggregator_params,
+            **({"update_transforms": [repr(t) for t in self.update_transforms]} if self.update_transforms else {})}}
 
     def summary(self) -> str:
         part = {"iid": "IID", "dirichlet": f"non-IID (Dirichlet alpha {self.alpha:g})",
@@ -82,3 +86,13 @@ class FederatedRecipe(Recipe):
         if self.repair is not None:
             model = self.repair(model.eval())
         return model.eval()
+
+
+def transform_update(vec: torch.Tensor, transforms: tuple, seed: int) -> torch.Tensor:
+    """A client's flat update after its own defences (each `t(vec, generator) -> vec`), seeded per client."""
+    if not transforms:
+        return vec
+    g = torch.Generator().manual_seed(seed)
+    for t in transforms:
+        vec = t(vec, g)
+    return vec

@@ -18,7 +18,7 @@ from torch import nn
 from ..core.backend import LocalBackend, map_checked
 from .aggregate import RoundInfo, as_vector, load_vector, rule_for
 from .partition import partition
-from .recipe import FederatedRecipe
+from .recipe import FederatedRecipe, transform_update
 
 
 class Adversary:
@@ -61,14 +61,15 @@ def client_update(item, shared) -> tuple[torch.Tensor, int]:
     """One client's round: train the global model on its data; its delta and example count. Pure (a backend
     may run it anywhere)."""
     cid, rnd, seed, poisoned = item
-    recipe, state, parts, adversary, shape, n_classes = shared
+    recipe, state, parts, adversary, shape, n_classes, transforms = shared
     x, y = parts[cid]
     if poisoned:
         x, y, recipe = adversary.poison(cid, x, y, recipe, client_seed(seed, rnd, cid))
     start = recipe.make_model(shape, n_classes)
     start.load_state_dict(state)
     trained = recipe.fit(x, y, n_classes, seed=client_seed(seed, rnd, cid), init=start)
-    return as_vector(trained) - as_vector(start), len(x)
+    delta = as_vector(trained) - as_vector(start)
+    return transform_update(delta, transforms, client_seed(seed, rnd, cid) + 1), len(x)
 
 
 def simulate(fed: FederatedRecipe, x: torch.Tensor, y: torch.Tensor, n_classes: int, *, seed: int = 0,
@@ -101,14 +102,15 @@ def simulate(fed: FederatedRecipe, x: torch.Tensor, y: torch.Tensor, n_classes: 
         attacking = adversary is not None and adversary.attacks_in(rnd)
         items = [(c, rnd, seed, attacking and c in bad_ids) for c in sampled]
         state = {n: t.detach().clone() for n, t in model.state_dict().items()}
-        results = map_checked(backend, client_update, items, (local, state, parts, adversary, shape, n_classes), check)
+        results = map_checked(backend, client_update, items,
+                              (local, state, parts, adversary, shape, n_classes, fed.update_transforms), check)
         updates = torch.stack([u for u, _ in results])
         weights = torch.tensor([n for _, n in results], dtype=updates.dtype)
         bad = torch.tensor([attacking and c in bad_ids for c in sampled])
         info = RoundInfo(rnd, fed.clients, fed.sample * fed.clients, g)
         if root is not None:
             info.root_update = client_update((0, rnd, seed + 1, False), (local, state, [root], None, shape,
-                                                                            n_classes))[0]
+                                                                            n_classes, ()))[0]
         if attacking and bool(bad.any()):
             updates = adversary.craft(updates, weights, bad, info, (fed.aggregator, dict(fed.aggregator_params)))
         n = updates.norm(dim=1)

@@ -103,6 +103,19 @@ def label_hits(true: torch.Tensor, found: torch.Tensor) -> int:
     return hits
 
 
+def defended(update: list[torch.Tensor], transforms: tuple, seed: int) -> list[torch.Tensor]:
+    """The update after the client's own defences (gradient pruning, noise), as the federation applies them."""
+    if not transforms:
+        return update
+    from ...federated.recipe import transform_update
+    flat = transform_update(torch.cat([t.flatten() for t in update]), transforms, seed)
+    out, i = [], 0
+    for t in update:
+        out.append(flat[i:i + t.numel()].view_as(t))
+        i += t.numel()
+    return out
+
+
 def secure_sum(parts: list[list[torch.Tensor]], params: dict) -> list[torch.Tensor]:
     """What the server decrypts under secure aggregation: the clients' updates summed as CKKS ciphertexts."""
     from ...federated.ckks import CKKS
@@ -151,8 +164,9 @@ class LeakageThreat(Threat):
                 ctx.check_time()
                 pick = torch.randperm(len(d.x_train), generator=g)[:b * k]
                 xs, ys = d.x_train[pick], d.y_train[pick]
-                parts = [client_update(model, xs[i * b:(i + 1) * b], ys[i * b:(i + 1) * b], params.local_steps,
-                                       params.lr) for i in range(k)]
+                parts = [defended(client_update(model, xs[i * b:(i + 1) * b], ys[i * b:(i + 1) * b],
+                                                params.local_steps, params.lr), fed.update_transforms,
+                                  ctx.seed * 1009 + trial * 31 + i) for i in range(k)]
                 update = secure_sum(parts, ctx.recipe.aggregator_params) if secure else parts[0]
                 images, found = self.reconstruct(model, update, b * k, xs.shape, d.n_classes, ctx.seed + trial,
                                                  params, ctx)
