@@ -132,3 +132,17 @@ def test_pruning_and_noise_stop_dlg_at_a_price(fed_ctx):
         fed, _ = d.defend_recipe(base, d.Params(**p), None)
         got = threat.run(fed_ctx(fed), params).metric("originals recovered at >= 25 dB, batch 1")
         assert got.value == 0.0, (name, got)
+
+
+def test_a_malicious_server_robs_the_secure_sum(fed_ctx):
+    """Through the CKKS sum of 8 clients' updates (batch 4 each), the imprint module recovers far more originals
+    than the honest model's analytic attack (disjoint Clopper-Pearson intervals)."""
+    pytest.importorskip("tenseal", reason="the [he] extra (CI installs it)")
+    fed = federation(Recipe("mlp", zoo.mlp), clients=8, aggregator="secure-aggregation")
+    t = all_threats()
+    params = {"batch_sizes": [4], "trials": 3}
+    name = "originals recovered at >= 25 dB, batch 4"
+    robbed = t["robbing-the-fed"].run(fed_ctx(fed), t["robbing-the-fed"].params_for("quick", params)).metric(name)
+    honest = t["analytic-fc"].run(fed_ctx(fed), t["analytic-fc"].params_for("quick", params)).metric(name)
+    assert robbed.n == 96 and robbed.value >= 0.5, robbed
+    assert robbed.ci_low > honest.ci_high, (robbed, honest)

@@ -124,6 +124,7 @@ def test_python_api_audits_a_federation(digits, tmp_path):
                                     "client-label-flipping": {"seeds": 2}, "a-little-is-enough": {"seeds": 2},
                                     "inner-product-manipulation": {"seeds": 2}, "fang-tailored": {"seeds": 2}})
     found = {f.threat: f for f in report.findings}
-    assert len(found) == 10 and all(f.status.value == "ok" for f in found.values())   # 6 clients' attacks, 4 leakage
+    assert len(found) == 11                       # 6 clients' attacks, 5 leakage (robbing-the-fed needs an MLP)
+    assert all(f.status.value == "ok" for n, f in found.items() if n != "robbing-the-fed")
     assert found["sign-flipping"].details["aggregator"] == "median"
     assert found["sign-flipping"].metric("final accuracy under attack (mean of 2 seeds)").value > 0.85

@@ -2,7 +2,7 @@
 from .corruption import backdoor, backdoor_transfer, feature_collision, gradient_matching, gradient_poisoning, neural_cleanse, label_flipping, spam_dictionary, spam_focused, unsafe_file  # noqa: F401
 from .federated import (  # noqa: F401
     alie, analytic, client_label_flipping, dlg, fang, idlg, inverting_gradients, ipm, model_replacement,
-    sign_flipping)
+    robbing_the_fed, sign_flipping)
 from .membership import label_only, lm_membership, membership_inference  # noqa: F401
 from .memorization import secret_sharer  # noqa: F401
 from .model_extraction import (  # noqa: F401

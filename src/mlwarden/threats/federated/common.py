@@ -68,9 +68,10 @@ class FederatedThreat(Threat):
     worse: ClassVar[str] = "lower"   # the direction in which the headline number (the first metric) is worse
 
     def skip_reason(self, ctx: Context) -> str | None:
-        if not getattr(ctx.recipe, "federated", False):
+        reason = super().skip_reason(ctx)   # a participant holds the model: white-box
+        if reason is None and not getattr(ctx.recipe, "federated", False):
             return "needs a federation: mlwarden audit --federated (how the model is trained across clients)"
-        return super().skip_reason(ctx)
+        return reason
 
     def adversary(self, ctx: Context, params, bad: frozenset) -> Adversary:
         raise NotImplementedError

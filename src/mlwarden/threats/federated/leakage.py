@@ -140,9 +140,14 @@ class LeakageThreat(Threat):
     recovers_images: ClassVar[bool] = True
 
     def skip_reason(self, ctx: Context) -> str | None:
-        if not getattr(ctx.recipe, "federated", False):
+        reason = super().skip_reason(ctx)   # the server holds the model: white-box
+        if reason is None and not getattr(ctx.recipe, "federated", False):
             return "needs a federation: mlwarden audit --federated (the server sees its clients' updates)"
-        return super().skip_reason(ctx)
+        return reason
+
+    def serve(self, model, ctx, params):
+        """The model the server sends: the federation's own (an honest-but-curious server), or a modified one."""
+        return model
 
     def reconstruct(self, model, update, batch: int, shape, n_classes, seed: int, p, ctx):
         """(images or None, labels or None) from the update the server sees."""
@@ -153,7 +158,7 @@ class LeakageThreat(Threat):
         d, fed = ctx.data, ctx.recipe
         span = float(d.space.high - d.space.low)
         torch.manual_seed(ctx.seed)
-        model = fed.local().make_model(d.input_shape, d.n_classes)   # the round-1 model the server sends
+        model = self.serve(fed.local().make_model(d.input_shape, d.n_classes), ctx, params)   # the round-1 model
         secure = fed.aggregator == "secure-aggregation"
         k = (params.aggregated or fed.clients) if secure else 1
         g = torch.Generator().manual_seed(ctx.seed + 17)
