@@ -4,7 +4,9 @@ A. reconstruction quality per batch size: DLG (L-BFGS gradient matching with iDL
    sigmoid MLP of the DLG paper's kind, the analytic first-layer attack on the ReLU MLP; from one client's
    update and from the CKKS sum of 8 clients' updates; PSNR with intervals, share recovered at >= 25 dB, labels;
 B. CKKS aggregation per round for 2.4k, 100k and 1M parameters and 8 clients against plaintext: time to
-   encrypt (per client), add, decrypt; bytes per client; largest error.
+   encrypt (per client), add, decrypt; bytes per client; largest error;
+C. encrypted inference (serve --encrypted) for the digits softmax regression and a square-activation MLP
+   against plaintext: time and bytes per sample, agreement.
 No peer installs here: breaching and AIJack were not tried (no network in the benchmark machine's CI)."""
 from __future__ import annotations
 
@@ -75,7 +77,53 @@ def part_b():
     print()
 
 
+def part_c(data):
+    """Encrypted inference through the real app (in process, no network) against plaintext, 450 test digits."""
+    import unittest.mock as mock
+
+    from fastapi.testclient import TestClient
+
+    from mlwarden.core.recipe import BUILTIN_RECIPES
+    from mlwarden.core.target import TorchTarget
+    from mlwarden.io.encrypted import EncryptedClient
+    from mlwarden.serve.app import build_app
+    from mlwarden.serve.guards import GuardConfig
+    print("## C. encrypted inference (serve --encrypted) against plaintext, 450 digits in one request\n")
+    print("| model | levels | ring, scale | encrypted: ms / sample | plaintext: ms / sample | ratio | "
+          "bytes sent / sample | argmax agreement | largest logit error |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    x = data.x_test
+    for name, depth in (("logreg", 1), ("square-mlp", 3)):
+        model = BUILTIN_RECIPES[name].fit(data.x_train, data.y_train, 10, seed=0)
+        tc = TestClient(build_app(TorchTarget(model, 10, data.input_shape), data.space, "m",
+                                  GuardConfig(encrypted=True, max_batch=4096)))
+
+        def post(url, **kw):
+            kw.pop("timeout", None)
+            return tc.post(url.replace("http://testserver", ""), **kw)
+        client = EncryptedClient("http://testserver/v2/models/m", depth=depth)
+        with mock.patch("httpx.post", post):
+            t0 = time.perf_counter()
+            z = client.logits(x.numpy())
+            t_enc = time.perf_counter() - t0
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            ref = model(x).double().numpy()
+            t_plain = time.perf_counter() - t0
+        scale = 40 if 120 + depth * 40 <= 218 else 30
+        print(f"| {name} | {depth} | 8192, 2^{scale} | {1e3 * t_enc / len(x):.2f} | {1e3 * t_plain / len(x):.4f} | "
+              f"{t_enc / t_plain:.0f}x | {client.sent_bytes / len(x):,.0f} | "
+              f"{100 * float((z.argmax(1) == ref.argmax(1)).mean()):.1f}% | {float(abs(z - ref).max()):.1e} |")
+    print()
+
+
 if __name__ == "__main__":
+    import sys
     data = load_builtin("digits", seed=0)
-    part_a(data)
-    part_b()
+    parts = sys.argv[1:] or ["A", "B", "C"]
+    if "A" in parts:
+        part_a(data)
+    if "B" in parts:
+        part_b()
+    if "C" in parts:
+        part_c(data)

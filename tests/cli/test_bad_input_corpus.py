@@ -229,6 +229,8 @@ CASES = {
     "aggregation rule without a federation": (["harden", "--defense", "krum"], "hardens a federation"),
     "a model factory given as the recipe": (["audit", "--federated", "--recipe", "mlwarden.core.zoo:sigmoid_mlp"],
                                             "function of no arguments"),
+    "serve --encrypted on a CNN": (["serve", "--encrypted"], "has a Conv2d"),
+    "serve --encrypted on a ReLU MLP": (["serve", "{sd}", *MLP, "--data", "digits", "--encrypted"], "has a ReLU"),
     "leakage batch of 0": (["audit", "--federated", "--threats", "dlg", "--config", "{d}/dlg_batch0.toml"],
                            "threats.dlg"),
     "secure aggregation with a bad ring": (["audit", "--federated", "--aggregator", "secure-aggregation",

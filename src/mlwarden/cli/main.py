@@ -405,6 +405,10 @@ def serve(
                                "survives superimposed clean images of --data (Gao et al. 2019)"),
     strip_draws: int = typer.Option(20, "--strip-draws", help="STRIP: superimpositions (forward passes) per row"),
     strip_frr: float = typer.Option(0.01, "--strip-frr", help="STRIP: share of clean inputs it may refuse"),
+    encrypted: bool = typer.Option(False, "--encrypted", help="also answer CKKS-encrypted queries at "
+                                   "/encrypted-infer (linear layers and square activations; needs mlwarden[he])"),
+    encrypted_max_body: int = typer.Option(64 * 1024 * 1024, "--encrypted-max-body",
+                                           help="body limit of /encrypted-infer in bytes"),
     threads: int = typer.Option(1),
     device: Optional[str] = DEVICE_OPTION,
 ):
@@ -431,7 +435,8 @@ def serve(
                              detector=detector, detector_delta=detector_delta, watermark_key=watermark_key,
                              watermark_rate=watermark_rate, watermark_registry=watermark_registry,
                              smoothing_sigma=smoothing, smoothing_draws=smoothing_draws, strip=strip,
-                             strip_draws=strip_draws, strip_frr=strip_frr, key_salt=os.environ.get("MLWARDEN_KEY_SALT"))
+                             strip_draws=strip_draws, strip_frr=strip_frr, key_salt=os.environ.get("MLWARDEN_KEY_SALT"),
+                             encrypted=encrypted, encrypted_max_body_bytes=encrypted_max_body)
     except ValidationError as e:
         raise UserError(describe_validation_error("options", e)) from None
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -462,6 +467,9 @@ def serve(
     app_ = build_app(subject.target, subject.data.space, name, guards, clean=clean)
     err.print(f"[bold]mlwarden serve[/] {subject.target.name} at http://{host}:{port}/v2/models/{name} "
               f"(docs at /docs); guards: {guards.describe()}")
+    if encrypted:
+        err.print("encrypted queries (/encrypted-infer) get exact scores: output rounding, the extraction detector "
+                  "and the watermark cannot touch them; only the rate limit and the query budget apply", markup=False)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

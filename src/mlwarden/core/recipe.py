@@ -140,6 +140,7 @@ BUILTIN_RECIPES = {
     "tabular-mlp": Recipe("tabular-mlp", zoo.tabular_mlp, epochs=60),
     "charlm": Recipe("charlm", zoo.charlm, epochs=4, batch_size=256, lr=2e-3),
     "sigmoid-mlp": Recipe("sigmoid-mlp", zoo.sigmoid_mlp, epochs=40),
+    "square-mlp": Recipe("square-mlp", zoo.square_mlp, epochs=40),
 }
 
 

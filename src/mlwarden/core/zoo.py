@@ -64,6 +64,19 @@ class CharLM(nn.Module):
         return self.net(self.embed(x.long()))
 
 
+class Square(nn.Module):
+    """x * x: the activation a CKKS-encrypted network can compute (one multiplication; Gilad-Bachrach et al.
+    2016, CryptoNets)."""
+
+    def forward(self, x):
+        return x * x
+
+
+def square_mlp(input_shape, n_classes, hidden: int = 32):
+    """Linear -> square -> linear: small enough for encrypted inference (mlwarden serve --encrypted)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), hidden), Square(), nn.Linear(hidden, n_classes))
+
+
 def mlp(input_shape, n_classes):
     return MLP(input_shape, n_classes)
 
@@ -91,4 +104,4 @@ def charlm(input_shape, n_classes):
 
 
 ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "logreg": logreg, "tabular-mlp": tabular_mlp, "charlm": charlm,
-                 "sigmoid-mlp": sigmoid_mlp}
+                 "sigmoid-mlp": sigmoid_mlp, "square-mlp": square_mlp}

@@ -12,7 +12,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._version import __version__
@@ -44,8 +44,9 @@ class Gate:
     the JSON type (tritonclient sends none), and read the body under a size limit (413) and a deadline (408).
     Every refusal is logged."""
 
-    def __init__(self, app, limit: int, timeout_s: float, authorize, identify, log):
+    def __init__(self, app, limit: int, timeout_s: float, authorize, identify, log, encrypted_limit: int | None = None):
         self.app, self.limit, self.timeout_s = app, limit, timeout_s
+        self.encrypted_limit = encrypted_limit   # /encrypted-infer carries ciphertexts: a limit of its own
         self.authorize, self.identify, self.log = authorize, identify, log
 
     async def __call__(self, scope, receive, send):
@@ -57,9 +58,11 @@ class Gate:
             refusal = ClientError(415, "binary tensor data is not supported: send the tensors as JSON (tritonclient: "
                                        "binary_data=False on inputs and outputs)")
         size = headers.get(b"content-length")
-        if refusal is None and size is not None and (not size.isdigit() or int(size) > self.limit):
+        limit = self.encrypted_limit if self.encrypted_limit and scope["path"].endswith("/encrypted-infer") \
+            else self.limit
+        if refusal is None and size is not None and (not size.isdigit() or int(size) > limit):
             refusal = ClientError(413, f"body of {size.decode(errors='replace')} bytes exceeds the limit of "
-                                       f"{self.limit}")
+                                       f"{limit}")
         auth = headers.get(b"authorization", b"").decode("latin-1")
         if refusal is None and scope["path"].startswith("/v2/models/") and not scope["path"].endswith("/ready"):
             try:
@@ -88,8 +91,8 @@ class Gate:
                 return None
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
-            if seen > self.limit:
-                refusal = ClientError(413, f"body exceeds the limit of {self.limit} bytes")
+            if seen > limit:
+                refusal = ClientError(413, f"body exceeds the limit of {limit} bytes")
                 break
             more = message.get("more_body", False)
         if refusal is not None:
@@ -174,7 +177,8 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig,
         return identify(request.headers.get("authorization", ""))
 
     app.add_middleware(Gate, limit=guards.max_body_bytes, timeout_s=guards.body_timeout_s, authorize=authorize,
-                       identify=identify, log=log)
+                       identify=identify, log=log,
+                       encrypted_limit=guards.encrypted_max_body_bytes if guards.encrypted else None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -325,7 +329,55 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig,
                              "outputs": [{"name": out_name, "shape": list(values.shape), "datatype": out_type,
                                           "data": values.reshape(-1).tolist()}]})
 
+    if guards.encrypted:
+        _encrypted_route(app, target, name, guards, limits, log, kid_of, check_name)
     return app
+
+
+class EncryptedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    context: str = Field(..., description="base64 of the client's public TenSEAL CKKS context (no secret key)")
+    inputs: list[str] = Field(..., description="base64 of one CKKS vector per input feature, samples in slots")
+    rows: int = Field(..., ge=1, description="samples in each ciphertext")
+
+
+def _encrypted_route(app, target, name, guards, limits, log, kid_of, check_name) -> None:
+    """POST /v2/models/{name}/encrypted-infer (serve/encrypted.py)."""
+    import math as _math
+
+    from ..core.extras import require
+    from .encrypted import BadCiphertext, answer, he_layers, load_request
+    require("tenseal", "he", "serve --encrypted")
+    if not isinstance(target, TorchTarget):
+        raise UserError(f"--encrypted computes a PyTorch network on ciphertexts; {target.name} is a "
+                        f"{type(target).__name__}")
+    layers = he_layers(target.module)
+    n_features = _math.prod(target.input_shape)
+    if layers[0][1].shape[1] != n_features:
+        raise UserError(f"--encrypted: the first layer takes {layers[0][1].shape[1]} features, the input has "
+                        f"{n_features}")
+
+    @app.post(f"/v2/models/{{model_name}}/encrypted-infer", responses=_responses(401, 403, 404, 413, 422, 429))
+    async def encrypted_infer(model_name: str, body: EncryptedRequest, request: Request):
+        check_name(model_name)
+        t0 = time.monotonic()
+        kid = kid_of(request)
+        if body.rows > guards.max_batch:
+            raise ClientError(422, f"rows: {body.rows} samples exceed the batch limit of {guards.max_batch}")
+        denied = limits.check(kid, body.rows)
+        if denied is not None:
+            reason, retry = denied
+            log.write(key=kid, rows=body.rows, status=429, reason=reason, path=request.url.path)
+            raise ClientError(429, reason, {"Retry-After": retry_after_header(retry)} if retry is not None else {})
+        try:
+            _, cts = load_request(body.context, body.inputs, n_features, body.rows, layers)
+            outputs = answer(layers, cts)
+        except BadCiphertext as e:
+            raise ClientError(422, str(e)) from None
+        ms = round(1e3 * (time.monotonic() - t0), 2)
+        log.write(key=kid, rows=body.rows, status=200, ms=ms, path=request.url.path, encrypted=True)
+        return JSONResponse({"model_name": name, "model_version": "1", "rows": body.rows, "outputs": outputs,
+                             "parameters": {"ms": ms, "levels": sum(1 for layer in layers)}})
 
 
 def _strip(target: Target, space: InputSpace, guards: GuardConfig, clean: torch.Tensor | None):

@@ -44,6 +44,9 @@ class GuardConfig(BaseModel):
     strip_frr: float = Field(0.01, gt=0, lt=0.5, description="STRIP: share of clean inputs it may reject")
     key_salt: str | None = None          # salt of the key ids in the log; None: random per server start
     body_timeout_s: float = Field(30.0, gt=0, description="seconds a client may take to send a request body")
+    encrypted: bool = Field(False, description="answer CKKS-encrypted queries at /encrypted-infer (linear layers "
+                            "and square activations; exact scores, so only rate limits and budgets apply)")
+    encrypted_max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="body limit of /encrypted-infer")
 
     def describe(self) -> dict:
         d = self.model_dump(exclude={"api_keys", "query_log", "watermark_key", "watermark_registry", "key_salt"})
