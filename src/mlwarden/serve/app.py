@@ -343,8 +343,6 @@ class EncryptedRequest(BaseModel):
 
 def _encrypted_route(app, target, name, guards, limits, log, kid_of, check_name) -> None:
     """POST /v2/models/{name}/encrypted-infer (serve/encrypted.py)."""
-    import math as _math
-
     from ..core.extras import require
     from .encrypted import BadCiphertext, answer, he_layers, load_request
     require("tenseal", "he", "serve --encrypted")
@@ -352,12 +350,12 @@ def _encrypted_route(app, target, name, guards, limits, log, kid_of, check_name)
         raise UserError(f"--encrypted computes a PyTorch network on ciphertexts; {target.name} is a "
                         f"{type(target).__name__}")
     layers = he_layers(target.module)
-    n_features = _math.prod(target.input_shape)
+    n_features = math.prod(target.input_shape)
     if layers[0][1].shape[1] != n_features:
         raise UserError(f"--encrypted: the first layer takes {layers[0][1].shape[1]} features, the input has "
                         f"{n_features}")
 
-    @app.post(f"/v2/models/{{model_name}}/encrypted-infer", responses=_responses(401, 403, 404, 413, 422, 429))
+    @app.post("/v2/models/{model_name}/encrypted-infer", responses=_responses(401, 403, 404, 413, 422, 429))
     async def encrypted_infer(model_name: str, body: EncryptedRequest, request: Request):
         check_name(model_name)
         t0 = time.monotonic()
