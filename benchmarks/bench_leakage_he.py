@@ -7,7 +7,8 @@ B. CKKS aggregation per round for 2.4k, 100k and 1M parameters and 8 clients aga
    encrypt (per client), add, decrypt; bytes per client; largest error;
 C. encrypted inference (serve --encrypted) for the digits softmax regression and a square-activation MLP
    against plaintext: time and bytes per sample, agreement.
-No peer installs here: breaching and AIJack were not tried (no network in the benchmark machine's CI)."""
+No peer runs beside them: AIJack 0.0.1b2 fails to build here (C++ extension) and breaching 0.1.2 imports
+torchvision, which would replace the pinned CPU torch."""
 from __future__ import annotations
 
 import time
