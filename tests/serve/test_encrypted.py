@@ -110,3 +110,20 @@ def test_hostile_encrypted_bodies_get_4xx(digits, server):
     r = httpx.post(f"{server}/encrypted-infer", content=b"x" * (65 * 1024 * 1024), timeout=60,
                    headers={"content-type": "application/json"})
     assert r.status_code == 413
+
+
+def test_audit_of_an_encrypted_endpoint_says_what_guards_are_left(server, tmp_path):
+    """mlwarden audit --endpoint URL --endpoint-encrypted 1: the report states that encrypted answers are exact
+    scores no output guard can touch, and measures what equation solving copies through them."""
+    import json
+
+    from ..cli.run import mlwarden
+    out = tmp_path / "enc"
+    r = mlwarden("audit", "--endpoint", server, "--endpoint-encrypted", "1", "--data", "digits",
+                 "--threats", "extract-equation-solving", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert "only guards left" in report["subject"]["model"]["note"]
+    f = report["findings"][0]
+    assert f["queries"] == 65 and f["severity"] == "critical", f["headline"]
+    assert "only guards left" in (out / "report.md").read_text()

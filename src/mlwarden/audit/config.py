@@ -31,6 +31,8 @@ class ModelConfig(_Strict):
     endpoint_template: Any = Field(None, description="a custom JSON API: the request body, '{rows}' where the "
                                                      "rows go")
     endpoint_response: str | None = Field(None, description="a custom JSON API: dotted path of the answers")
+    endpoint_encrypted: int | None = Field(None, ge=1, le=8, description="query `mlwarden serve --encrypted`'s "
+                                           "CKKS route; the value is the network's multiplicative depth (1: linear)")
 
 
 class DataConfig(_Strict):

@@ -22,6 +22,8 @@ from .runner import Subject
 
 def subject_from_config(cfg: AuditConfig) -> Subject:
     m, d = cfg.model, cfg.data
+    if m.endpoint_encrypted is not None and m.endpoint is None:
+        raise UserError("--endpoint-encrypted queries a served model's encrypted route: give its --endpoint URL")
     if cfg.federated.enabled:
         return _federated_subject(cfg)
     if m.endpoint is not None:
@@ -131,6 +133,8 @@ def _endpoint_subject(cfg: AuditConfig) -> Subject:
     m = cfg.model
     if m.path is not None:
         raise UserError("give either --model or --endpoint, not both")
+    if m.endpoint_encrypted is not None:
+        return _encrypted_endpoint_subject(cfg)
     if not m.endpoint.startswith(("http://", "https://")):
         raise UserError(f"--endpoint '{m.endpoint}' must be an http:// or https:// URL")
     data = _load(cfg, raw=True)   # a model served elsewhere was trained on natural feature values
@@ -190,3 +194,24 @@ def _federated_subject(cfg: AuditConfig) -> Subject:
              ("--partition", f.partition if f.partition != "iid" else None)]
     return Subject(target, data, fed, {"path": str(Path(m.path)) if m.path else None, "demo": m.path is None,
                                        "federation": fed.summary(), "cli": "--federated " + _cli(flags)})
+
+
+def _encrypted_endpoint_subject(cfg: AuditConfig) -> Subject:
+    """`mlwarden serve --encrypted`'s CKKS route: the audit encrypts its queries and reads exact scores."""
+    import os
+
+    from ..core.extras import require
+    require("tenseal", "he", "auditing an encrypted endpoint")
+    from ..io.encrypted import EncryptedClient, EncryptedHttpTarget
+    m = cfg.model
+    if not m.endpoint.startswith(("http://", "https://")):
+        raise UserError(f"--endpoint '{m.endpoint}' must be an http:// or https:// URL")
+    data = _load(cfg, raw=True)
+    client = EncryptedClient(m.endpoint, depth=m.endpoint_encrypted,
+                             api_key=m.api_key or os.environ.get("MLWARDEN_API_KEY"))
+    target = EncryptedHttpTarget(client, data.n_classes, data.input_shape, name=f"encrypted {m.endpoint}")
+    recipe = get_recipe(m.recipe) if m.recipe else None
+    return Subject(target, data, recipe, {"endpoint": m.endpoint, "protocol": "CKKS /encrypted-infer",
+                                          "note": "encrypted answers are exact scores: output rounding, the extraction "
+                                                  "detector and the watermark cannot touch them; a rate limit and a "
+                                                  "query budget are the only guards left"})

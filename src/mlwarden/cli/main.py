@@ -118,6 +118,9 @@ def audit(
                                                         "and read (repeat; e.g. predict_proba on MLServer)"),
     endpoint_template: Optional[str] = typer.Option(None, "--endpoint-template", help="a custom JSON API: the "
                                                     "request body as JSON, \"{rows}\" where the rows go"),
+    endpoint_encrypted: Optional[int] = typer.Option(None, "--endpoint-encrypted", help="query the CKKS route of "
+                                                     "`mlwarden serve --encrypted` (value: the network's "
+                                                     "multiplicative depth, 1 for a linear model); needs mlwarden[he]"),
     endpoint_response: Optional[str] = typer.Option(None, "--endpoint-response", help="a custom JSON API: the "
                                                     "dotted path of the answers in its reply ('' for a bare list)"),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="an earlier run directory, report.json or "
@@ -140,7 +143,7 @@ def audit(
                         trust=trust, baseline=baseline,
                         endpoint_output=endpoint_output, endpoint_template=_json_option(endpoint_template,
                                                                                         "--endpoint-template"),
-                        endpoint_response=endpoint_response,
+                        endpoint_response=endpoint_response, endpoint_encrypted=endpoint_encrypted,
                         fail_on_regression=fail_on_regression or None,
                         federation=dict(enabled=federated or None, clients=clients, rounds=rounds, partition=partition,
                                         alpha=alpha, aggregator=aggregator))
@@ -205,7 +208,8 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
                   input_range=None, input_shape=None, threats=None, out_dir=None, profile=None, fail_on=None,
                   seed=None, threads=None, time_budget=None, eps=None, allow_pickle=False, recipe=None,
                   endpoint=None, api_key=None, trust=None, baseline=None, fail_on_regression=None,
-                  endpoint_output=None, endpoint_template=None, endpoint_response=None, backend=None, workers=None,
+                  endpoint_output=None, endpoint_template=None, endpoint_response=None, endpoint_encrypted=None,
+                  backend=None, workers=None,
                   device=None, federation=None):
     from ..audit.config import AuditConfig, describe_validation_error, load_config
     from pydantic import ValidationError
@@ -215,7 +219,7 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
             ("model", "access"): access, ("model", "recipe"): recipe, ("model", "endpoint"): endpoint,
             ("model", "api_key"): api_key, ("model", "trust"): _names(trust), ("data", "path"): data,
             ("model", "endpoint_outputs"): endpoint_output or None, ("model", "endpoint_template"): endpoint_template,
-            ("model", "endpoint_response"): endpoint_response,
+            ("model", "endpoint_response"): endpoint_response, ("model", "endpoint_encrypted"): endpoint_encrypted,
             ("data", "label_column"): label_column,
             ("data", "input_range"): _floats(input_range, "--input-range", 2),
             ("data", "input_shape"): _floats(input_shape, "--input-shape", cast=int),
