@@ -141,6 +141,7 @@ BUILTIN_RECIPES = {
     "charlm": Recipe("charlm", zoo.charlm, epochs=4, batch_size=256, lr=2e-3),
     "sigmoid-mlp": Recipe("sigmoid-mlp", zoo.sigmoid_mlp, epochs=40),
     "square-mlp": Recipe("square-mlp", zoo.square_mlp, epochs=40),
+    "sigmoid-lenet": Recipe("sigmoid-lenet", zoo.sigmoid_lenet, epochs=25),
 }
 
 

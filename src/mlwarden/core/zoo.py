@@ -99,9 +99,20 @@ def sigmoid_mlp(input_shape, n_classes):
     return nn.Sequential(nn.Flatten(), nn.Linear(d, 100), nn.Sigmoid(), nn.Linear(100, n_classes))
 
 
+def sigmoid_lenet(input_shape, n_classes):
+    """The LeNet of the DLG paper (Zhu et al. 2019: three 5x5 convolutions of 12 channels, sigmoid, strides 2, 2,
+    1 on 32x32), with strides 2, 1, 1 for 8x8 digits."""
+    c, h, w = input_shape
+    return nn.Sequential(nn.Conv2d(c, 12, 5, padding=2, stride=2), nn.Sigmoid(),
+                         nn.Conv2d(12, 12, 5, padding=2, stride=1), nn.Sigmoid(),
+                         nn.Conv2d(12, 12, 5, padding=2, stride=1), nn.Sigmoid(),
+                         nn.Flatten(), nn.Linear(12 * ((h + 1) // 2) * ((w + 1) // 2), n_classes))
+
+
 def charlm(input_shape, n_classes):
     return CharLM(input_shape, n_classes)
 
 
 ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "logreg": logreg, "tabular-mlp": tabular_mlp, "charlm": charlm,
-                 "sigmoid-mlp": sigmoid_mlp, "square-mlp": square_mlp}
+                 "sigmoid-mlp": sigmoid_mlp, "square-mlp": square_mlp,
+                 "sigmoid-lenet": sigmoid_lenet}
