@@ -70,6 +70,22 @@ def main():
             print(row([name, f"HSJ-10 L2<={eps2}", f"{acc_at(adv):.3f}", f"{acc_at(b):.3f}", f"{ta:.2f}",
                        f"{tb:.2f}", f"{ta / tb:.2f}"]), flush=True)
         print(row([name, "HSJ queries", f"{tgt.queries}", "", "", "", ""]))
+        for eps2 in (0.5, 1.0):   # the audit's question: robust accuracy at eps; points broken within it stop
+            q0 = tgt.queries
+            torch.manual_seed(0)
+            (adv2, _), ts_ = timed(lambda: hop_skip_jump(tgt.labels, xs, ys, 0, 1, norm="l2", max_iter=10,
+                                                         init_evals=100, max_evals=1000, stop_at=eps2))
+            print(row([name, f"HSJ-10 stop@{eps2}", f"{acc_at_eps(m, adv2, xs, ys, eps2):.3f}",
+                       f"{acc_at_eps(m, b, xs, ys, eps2):.3f}", f"{ts_:.2f}", f"{tb:.2f}", f"{ts_ / tb:.2f}"]),
+                  flush=True)
+            print(row([name, f"  queries stop@{eps2}", f"{tgt.queries - q0}", "", "", "", ""]))
+
+
+def acc_at_eps(m, adv_x, xs, ys, eps2):
+    adv_x = torch.as_tensor(adv_x)
+    with torch.no_grad():
+        broken = (m(adv_x).argmax(1) != ys) & ((adv_x - xs).flatten(1).norm(dim=1) <= eps2 + 1e-6)
+        return float((~broken & (m(xs).argmax(1) == ys)).float().mean())
 
 
 if __name__ == "__main__":
