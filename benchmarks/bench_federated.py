@@ -107,7 +107,8 @@ def part_b(data):
           f"{1e3 * t_ours / 5:.0f} ms)\n")
 
 
-RULES = ["fedavg", "krum", "multi-krum", "median", "trimmed-mean", "bulyan", "fltrust", "norm-clipping", "dp-fedavg"]
+RULES = ["fedavg", "krum", "multi-krum", "median", "trimmed-mean", "bulyan", "fltrust", "norm-clipping", "dp-fedavg",
+         "secure-aggregation"]
 ATTACKS = ["sign-flipping", "client-label-flipping", "a-little-is-enough", "inner-product-manipulation",
            "fang-tailored", "model-replacement"]
 

@@ -45,7 +45,10 @@ def test_strip_guard_answers_clean_digits_and_refuses_triggered_ones(mnist, badn
         batch = np.concatenate([mnist.x_test[:2].numpy(), triggered])
         with pytest.raises(InferenceServerException) as e:
             c.infer("model", _inputs(batch))
-        assert "STRIP" in e.value.message() and "row 2" in e.value.message(), e.value.message()
+        # the message names the refused rows ("row 2 (...), 3 (...)"; a clean row may join them: STRIP draws fresh
+        # superimpositions for every request, at a 1% calibrated false rejection rate); the log lists them exactly
+        assert "STRIP" in e.value.message() and all(f"{i} (" in e.value.message() for i in (2, 3, 4, 5)), \
+            e.value.message()
         assert str(e.value.status()) == "422"
     lines = [json.loads(ln) for ln in log.read_text().splitlines()]
     strip_refusals = [ln for ln in lines if ln.get("reason") == "STRIP"]
