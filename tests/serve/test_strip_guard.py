@@ -45,10 +45,9 @@ def test_strip_guard_answers_clean_digits_and_refuses_triggered_ones(mnist, badn
         batch = np.concatenate([mnist.x_test[:2].numpy(), triggered])
         with pytest.raises(InferenceServerException) as e:
             c.infer("model", _inputs(batch))
-        # the message names the refused rows ("row 2 (...), 3 (...)"; a clean row may join them: STRIP draws fresh
-        # superimpositions for every request, at a 1% calibrated false rejection rate); the log lists them exactly
-        assert "STRIP" in e.value.message() and all(f"{i} (" in e.value.message() for i in (2, 3, 4, 5)), \
-            e.value.message()
+        # the message names the first refused rows ("row 2 (...), 3 (...)"; a clean row may join them: STRIP draws
+        # fresh superimpositions for every request, at a 1% calibrated false rejection rate); the log lists them all
+        assert "STRIP" in e.value.message() and " 2 (" in e.value.message(), e.value.message()   # first 5 rows shown
         assert str(e.value.status()) == "422"
     lines = [json.loads(ln) for ln in log.read_text().splitlines()]
     strip_refusals = [ln for ln in lines if ln.get("reason") == "STRIP"]
