@@ -127,3 +127,47 @@ def test_audit_of_an_encrypted_endpoint_says_what_guards_are_left(server, tmp_pa
     f = report["findings"][0]
     assert f["queries"] == 65 and f["severity"] == "critical", f["headline"]
     assert "only guards left" in (out / "report.md").read_text()
+
+
+def test_the_worker_process_absorbs_what_would_hurt_the_server(digits):
+    """The CKKS work runs in a worker process with a deadline: past it the request is a 422, the worker is
+    replaced and the next request is answered; only the exact route gets the larger body limit."""
+    import unittest.mock as mock
+
+    from fastapi.testclient import TestClient
+
+    from mlwarden.core.target import TorchTarget
+    from mlwarden.serve.app import build_app
+    from mlwarden.serve.guards import GuardConfig
+    model = BUILTIN_RECIPES["logreg"].fit(digits.x_train, digits.y_train, 10, seed=0)
+    app = build_app(TorchTarget(model, 10, digits.input_shape), digits.space, "m",
+                    GuardConfig(encrypted=True, encrypted_timeout_s=60))
+    tc = TestClient(app)
+
+    def post(url, **kw):
+        kw.pop("timeout", None)
+        return tc.post(url.replace("http://testserver", ""), **kw)
+    client = EncryptedClient("http://testserver/v2/models/m")
+    x = digits.x_test[:20].numpy()
+    worker = app.state.he_worker
+    with mock.patch("httpx.post", post):
+        worker.timeout_s = 1e-4
+        with pytest.raises(Exception, match="422.*took longer"):
+            client.logits(x)
+        worker.timeout_s = 60
+        assert client.logits(x).shape == (20, 10)          # a fresh worker answers
+    big = tc.post("/v2/other/encrypted-infer", content=b"x" * (9 * 1024 * 1024),
+                  headers={"content-type": "application/json"})
+    assert big.status_code == 413                           # not the encrypted route: the normal 8 MiB limit
+    worker.close()
+
+
+def test_label_recovery_and_alie_on_degenerate_inputs():
+    from mlwarden.threats.federated.alie import alie, alie_z
+    from mlwarden.threats.federated.idlg import idlg_labels
+    zero = [torch.zeros(10, 64), torch.zeros(10)]
+    assert idlg_labels(zero, 4, 10).tolist() == [0, 1, 2, 3]       # nothing to read: no crash, no NaN
+    assert np.isfinite(alie_z(6, 4)) and np.isfinite(alie_z(10, 7))   # a malicious majority
+    u = torch.randn(6, 20)
+    bad = torch.tensor([True] + [False] * 5)
+    assert torch.isfinite(alie(u, bad, None, "partial")).all()      # one colluder, partial knowledge

@@ -2,7 +2,9 @@
 models"): the server clips every client update to L2 norm `clip`, averages with the fixed denominator
 qN (the expected number of sampled clients), and adds Gaussian noise of standard deviation
 noise_multiplier * clip / (qN). That is client-level DP: epsilon (at `delta`) covers everything one client
-contributes over all rounds, accounted with Opacus's RDP accountant at sampling rate q over the rounds."""
+contributes over all rounds, accounted with Opacus's RDP accountant at sampling rate q over the rounds. The
+accountant assumes Poisson sampling; the simulation samples round(qN) clients without replacement, so with
+sample < 1 the epsilon is an approximation (exact at sample = 1, where every client takes part every round)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -39,7 +39,8 @@ class SecureAggregation:
 
 class SecureAggregationParams(Params):
     poly_modulus_degree: Literal[8192, 16384] = Field(8192, description="CKKS ring size (slots: half of it)")
-    scale_bits: int = Field(40, ge=20, le=50, description="bits of the CKKS scale (precision)")
+    scale_bits: int = Field(40, ge=20, le=49, description="bits of the CKKS scale (precision; 2 levels of it and "
+                            "two 60-bit primes must fit a ring of 8192's 218 bits)")
 
 
 @register

@@ -144,11 +144,14 @@ def client_app(recipe, x: torch.Tensor, y: torch.Tensor, n_classes: int, clients
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
 
+    from .aggregate import as_vector, load_vector
     from .partition import partition
+    from .recipe import transform_update
     from .simulation import client_seed
     idx = partition(y, clients, partition_kind, alpha=alpha, shards=shards, seed=seed)
     parts = [(x[i], y[i]) for i in idx]
     local = recipe.local() if getattr(recipe, "federated", False) else recipe
+    transforms = tuple(getattr(recipe, "update_transforms", ()))
     shape = tuple(x.shape[1:])
     app = ClientApp()
 
@@ -161,6 +164,9 @@ def client_app(recipe, x: torch.Tensor, y: torch.Tensor, n_classes: int, clients
         start = local.make_model(shape, n_classes)
         start.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         model = local.fit(xs, ys, n_classes, seed=client_seed(seed, rnd, pid), init=start)
+        if transforms:   # the client's own defences on its update (pruning, noise), as in the simulation
+            delta = transform_update(as_vector(model) - as_vector(start), transforms, client_seed(seed, rnd, pid) + 1)
+            model = load_vector(start, as_vector(start) + delta)
         content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
                               "metrics": MetricRecord({"num-examples": len(xs)})})
         return Message(content=content, reply_to=msg)

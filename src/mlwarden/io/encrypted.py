@@ -16,7 +16,7 @@ from ..core.target import Access, NumpyTarget
 
 class EncryptedClient:
     def __init__(self, url: str, depth: int = 1, api_key: str | None = None, scale_bits: int | None = None,
-                 timeout_s: float = 600.0):
+                 timeout_s: float = 600.0, max_rows: int = 1024):
         """`url`: the model's base URL (http://HOST:PORT/v2/models/NAME); `depth`: the network's multiplicative
         levels (the server's /encrypted-infer error names them; 1 for a linear model, 3 for square_mlp).
         The ring is 8192 (4,096 samples a ciphertext) while the chain fits its 218 bits: scale 2^40 up to depth
@@ -26,7 +26,7 @@ class EncryptedClient:
         if scale_bits is None:
             scale_bits = 40 if 120 + depth * 40 <= 218 else 30
         ring = 8192 if 60 + 60 + depth * scale_bits <= 218 else 16384
-        self.slots = ring // 2
+        self.slots = min(ring // 2, max_rows)   # samples a request: the server's --max-batch (1024 by default)
         self.ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=ring,
                               coeff_mod_bit_sizes=[60, *([scale_bits] * depth), 60])
         self.ctx.global_scale = 2 ** scale_bits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import secrets
 import time
 
@@ -37,6 +38,9 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+ENCRYPTED_ROUTE = re.compile(r"/v2/models/[^/]+/encrypted-infer")   # the one route with a larger body limit
+
+
 class Gate:
     """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs about a millisecond a request) that does
     what must happen before a body is read: refuse binary-tensor requests (415) and bodies declared larger
@@ -58,7 +62,7 @@ class Gate:
             refusal = ClientError(415, "binary tensor data is not supported: send the tensors as JSON (tritonclient: "
                                        "binary_data=False on inputs and outputs)")
         size = headers.get(b"content-length")
-        limit = self.encrypted_limit if self.encrypted_limit and scope["path"].endswith("/encrypted-infer") \
+        limit = self.encrypted_limit if self.encrypted_limit and ENCRYPTED_ROUTE.fullmatch(scope["path"]) \
             else self.limit
         if refusal is None and size is not None and (not size.isdigit() or int(size) > limit):
             refusal = ClientError(413, f"body of {size.decode(errors='replace')} bytes exceeds the limit of "
@@ -330,7 +334,7 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig,
                                           "data": values.reshape(-1).tolist()}]})
 
     if guards.encrypted:
-        _encrypted_route(app, target, name, guards, limits, log, kid_of, check_name)
+        _encrypted_route(app, target, name, guards, limits, log, kid_of, check_name, detector)
     return app
 
 
@@ -341,10 +345,14 @@ class EncryptedRequest(BaseModel):
     rows: int = Field(..., ge=1, description="samples in each ciphertext")
 
 
-def _encrypted_route(app, target, name, guards, limits, log, kid_of, check_name) -> None:
-    """POST /v2/models/{name}/encrypted-infer (serve/encrypted.py)."""
+def _encrypted_route(app, target, name, guards, limits, log, kid_of, check_name, detector) -> None:
+    """POST /v2/models/{name}/encrypted-infer (serve/encrypted.py): the CKKS work runs in a worker process with a
+    memory limit and a deadline, one request at a time, off the event loop."""
+    from starlette.concurrency import run_in_threadpool
+
     from ..core.extras import require
-    from .encrypted import BadCiphertext, answer, he_layers, load_request
+    from .encrypted import HEWorker, as_lists, he_layers
+    from .he_worker import BadCiphertext
     require("tenseal", "he", "serve --encrypted")
     if not isinstance(target, TorchTarget):
         raise UserError(f"--encrypted computes a PyTorch network on ciphertexts; {target.name} is a "
@@ -354,28 +362,43 @@ def _encrypted_route(app, target, name, guards, limits, log, kid_of, check_name)
     if layers[0][1].shape[1] != n_features:
         raise UserError(f"--encrypted: the first layer takes {layers[0][1].shape[1]} features, the input has "
                         f"{n_features}")
+    plain = as_lists(layers)
+    worker = HEWorker(guards.encrypted_max_memory_bytes, guards.encrypted_timeout_s)
+    app.state.he_worker = worker
+    one_at_a_time = asyncio.Semaphore(1)
+
+    @app.on_event("shutdown")
+    async def stop_worker():
+        worker.close()
 
     @app.post("/v2/models/{model_name}/encrypted-infer", responses=_responses(401, 403, 404, 413, 422, 429))
     async def encrypted_infer(model_name: str, body: EncryptedRequest, request: Request):
         check_name(model_name)
         t0 = time.monotonic()
         kid = kid_of(request)
+        if detector is not None and guards.detector == "block" and kid in detector.clients \
+                and detector.clients[kid].flagged:
+            log.write(key=kid, rows=body.rows, status=403, reason="extraction suspected", path=request.url.path)
+            raise ClientError(403, "this key is blocked: its queries look like a model-extraction attack")
         if body.rows > guards.max_batch:
             raise ClientError(422, f"rows: {body.rows} samples exceed the batch limit of {guards.max_batch}")
+        if len(body.inputs) != n_features:
+            raise ClientError(422, f"inputs: {len(body.inputs)} ciphertexts; this model takes {n_features} "
+                                   "features, one ciphertext each")
         denied = limits.check(kid, body.rows)
         if denied is not None:
             reason, retry = denied
             log.write(key=kid, rows=body.rows, status=429, reason=reason, path=request.url.path)
             raise ClientError(429, reason, {"Retry-After": retry_after_header(retry)} if retry is not None else {})
-        try:
-            _, cts = load_request(body.context, body.inputs, n_features, body.rows, layers)
-            outputs = answer(layers, cts)
-        except BadCiphertext as e:
-            raise ClientError(422, str(e)) from None
+        async with one_at_a_time:
+            try:
+                outputs = await run_in_threadpool(worker.run, plain, body.context, body.inputs, n_features, body.rows)
+            except BadCiphertext as e:
+                raise ClientError(422, str(e)) from None
         ms = round(1e3 * (time.monotonic() - t0), 2)
         log.write(key=kid, rows=body.rows, status=200, ms=ms, path=request.url.path, encrypted=True)
         return JSONResponse({"model_name": name, "model_version": "1", "rows": body.rows, "outputs": outputs,
-                             "parameters": {"ms": ms, "levels": sum(1 for layer in layers)}})
+                             "parameters": {"ms": ms, "layers": len(layers)}})
 
 
 def _strip(target: Target, space: InputSpace, guards: GuardConfig, clean: torch.Tensor | None):

@@ -12,9 +12,6 @@ Route: POST /v2/models/{name}/encrypted-infer, JSON {"context": base64, "inputs"
 -> {"outputs": [base64 x classes], "rows": n}, with its own body limit (--encrypted-max-body)."""
 from __future__ import annotations
 
-import base64
-import binascii
-
 import torch
 from torch import nn
 
@@ -40,66 +37,56 @@ def he_layers(module: nn.Module) -> list[tuple]:
     return out
 
 
-def depth(layers: list[tuple]) -> int:
-    """Multiplicative levels the client's modulus chain must hold."""
-    return sum(1 for layer in layers if layer[0] in ("linear", "square"))
+def as_lists(layers: list[tuple]) -> list:
+    """The layers in the plain form the worker takes (lists of floats: it imports no torch)."""
+    return [(layer[0],) if layer[0] == "square" else ("linear", layer[1].tolist(), layer[2].tolist())
+            for layer in layers]
 
 
-def forward(layers: list[tuple], columns: list) -> list:
-    """Ciphertexts of features (one per feature, samples in slots) -> ciphertexts of outputs."""
-    for layer in layers:
-        if layer[0] == "square":
-            columns = [c.square() for c in columns]
-            continue
-        _, w, b = layer
-        nxt = []
-        for j in range(w.shape[0]):
-            acc = None
-            for i, c in enumerate(columns):
-                wij = float(w[j, i])
-                if wij == 0.0:
-                    continue
-                term = c * wij
-                acc = term if acc is None else acc + term
-            acc = acc if acc is not None else columns[0] * 0.0
-            nxt.append(acc + float(b[j]))
-        columns = nxt
-    return columns
+class HEWorker:
+    """One worker process for the CKKS work, started on first use (spawn: nothing of this process is
+    inherited), with a memory limit and a deadline per request. A request that exceeds either, or crashes
+    the worker, is refused with a BadCiphertext and the worker is replaced."""
 
+    def __init__(self, max_memory_bytes: int, timeout_s: float):
+        self.max_memory_bytes, self.timeout_s = max_memory_bytes, timeout_s
+        self.pool = None
 
-class BadCiphertext(ValueError):
-    """A request whose context or ciphertexts cannot be used (the route answers 422)."""
+    def _start(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
+        from .he_worker import limit_memory
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=limit_memory,
+                                        initargs=(self.max_memory_bytes,))
 
-def load_request(context_b64: str, inputs_b64: list[str], n_features: int, rows: int, layers) -> tuple:
-    """(context, ciphertexts) from a request, refusing anything unusable before any computation."""
-    import tenseal as ts
-    if len(inputs_b64) != n_features:
-        raise BadCiphertext(f"inputs: {len(inputs_b64)} ciphertexts; this model takes {n_features} features, one "
-                            "ciphertext each")
-    try:
-        ctx = ts.context_from(base64.b64decode(context_b64, validate=True))
-    except (binascii.Error, ValueError, TypeError, RuntimeError) as e:
-        raise BadCiphertext(f"context: not a serialized TenSEAL context ({type(e).__name__})") from None
-    if ctx.is_private():
-        raise BadCiphertext("context: it holds the secret key; send the public context only "
-                            "(serialize(save_secret_key=False)), the server must never see the key")
-    cts = []
-    for i, blob in enumerate(inputs_b64):
+    def _reset(self):
+        if self.pool is not None:
+            for p in list(getattr(self.pool, "_processes", {}).values()):
+                p.kill()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = None
+
+    def run(self, layers, context_b64, inputs_b64, n_features, rows) -> list[str]:
+        from concurrent.futures import TimeoutError as FutureTimeout
+        from concurrent.futures.process import BrokenProcessPool
+
+        from .he_worker import BadCiphertext, compute
+        if self.pool is None:
+            self._start()
+        future = self.pool.submit(compute, layers, context_b64, inputs_b64, n_features, rows)
         try:
-            c = ts.ckks_vector_from(ctx, base64.b64decode(blob, validate=True))
-        except (binascii.Error, ValueError, TypeError, RuntimeError) as e:
-            raise BadCiphertext(f"inputs[{i}]: not a CKKS vector of this context ({type(e).__name__})") from None
-        if c.size() != rows:
-            raise BadCiphertext(f"inputs[{i}]: holds {c.size()} samples, the request says rows = {rows}")
-        cts.append(c)
-    return ctx, cts
+            return future.result(timeout=self.timeout_s)
+        except BadCiphertext:
+            raise
+        except FutureTimeout:
+            self._reset()
+            raise BadCiphertext(f"the encrypted computation took longer than {self.timeout_s:g} s; send fewer "
+                                "or smaller ciphertexts") from None
+        except (BrokenProcessPool, MemoryError):
+            self._reset()
+            raise BadCiphertext(f"the ciphertexts need more than the server's {self.max_memory_bytes // 2**20} MiB for "
+                                "encrypted work (one chunk per ciphertext, a ring of 8192 or 16384)") from None
 
-
-def answer(layers, cts) -> list[str]:
-    try:
-        out = forward(layers, cts)
-    except (ValueError, RuntimeError) as e:   # SEAL: out of levels (scale out of bounds), mismatched parameters
-        raise BadCiphertext(f"the ciphertexts cannot go through this network's {depth(layers)} multiplicative "
-                            f"levels ({e}); give the context a longer modulus chain") from None
-    return [base64.b64encode(c.serialize()).decode() for c in out]
+    def close(self):
+        self._reset()

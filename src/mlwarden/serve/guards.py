@@ -47,6 +47,9 @@ class GuardConfig(BaseModel):
     encrypted: bool = Field(False, description="answer CKKS-encrypted queries at /encrypted-infer (linear layers "
                             "and square activations; exact scores, so only rate limits and budgets apply)")
     encrypted_max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="body limit of /encrypted-infer")
+    encrypted_max_memory_bytes: int = Field(4 * 1024 ** 3, ge=256 * 1024 ** 2, description="memory limit of the "
+                                            "worker process that deserializes and computes encrypted requests")
+    encrypted_timeout_s: float = Field(120.0, gt=0, description="deadline of one encrypted request's computation")
 
     def describe(self) -> dict:
         d = self.model_dump(exclude={"api_keys", "query_log", "watermark_key", "watermark_registry", "key_salt"})

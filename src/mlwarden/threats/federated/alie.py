@@ -23,17 +23,16 @@ from .common import FederatedParams, FederatedThreat
 
 def alie_z(n: int, m: int) -> float:
     from scipy.stats import norm
-    s = math.floor(n / 2 + 1) - m
+    s = max(math.floor(n / 2 + 1) - m, 1)   # a malicious majority needs no shift; keep z finite
     return float(norm.ppf((n - s) / n))
 
 
 def alie(updates: torch.Tensor, bad: torch.Tensor, z: float | None, knowledge: str = "full") -> torch.Tensor:
     seen = updates[~bad] if knowledge == "full" and bool((~bad).sum() >= 2) else updates[bad]
-    if len(seen) < 2:
-        seen = updates
     z = alie_z(len(updates), int(bad.sum())) if z is None else z
     out = updates.clone()
-    out[bad] = seen.mean(0) - z * seen.std(0)
+    spread = seen.std(0) if len(seen) >= 2 else torch.zeros_like(seen[0])   # one colluder alone sees no spread
+    out[bad] = seen.mean(0) - z * spread
     return out
 
 

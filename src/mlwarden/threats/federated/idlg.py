@@ -24,6 +24,8 @@ def last_layer_signal(update: list[torch.Tensor], n_classes: int) -> torch.Tenso
 
 def idlg_labels(update: list[torch.Tensor], batch: int, n_classes: int) -> torch.Tensor:
     g = last_layer_signal(update, n_classes)
+    if not bool(torch.isfinite(g).all()) or float(g.abs().sum()) == 0.0:   # nothing to read (a pruned update)
+        return torch.arange(batch) % n_classes
     if batch == 1:
         return torch.argmin(g).view(1)
     share = (1.0 / n_classes - g / g.abs().sum() * 2) * batch   # below the mean softmax: that class's count

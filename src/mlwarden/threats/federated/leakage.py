@@ -172,7 +172,8 @@ class LeakageThreat(Threat):
                 parts = [defended(client_update(model, xs[i * b:(i + 1) * b], ys[i * b:(i + 1) * b],
                                                 params.local_steps, params.lr), fed.update_transforms,
                                   ctx.seed * 1009 + trial * 31 + i) for i in range(k)]
-                update = secure_sum(parts, ctx.recipe.aggregator_params) if secure else parts[0]
+                # the server divides the decrypted sum by k: the gradient of the mean over all b x k examples
+                update = [t / k for t in secure_sum(parts, ctx.recipe.aggregator_params)] if secure else parts[0]
                 images, found = self.reconstruct(model, update, b * k, xs.shape, d.n_classes, ctx.seed + trial,
                                                  params, ctx)
                 if found is not None:
@@ -200,7 +201,9 @@ class LeakageThreat(Threat):
             rows.append(row)
         head = metrics[0]
         sees = f"the sum of {k} clients' updates (secure aggregation)" if secure else "one client's update"
-        lead = next((m for m in metrics if m.name.startswith("originals recovered")), head)
+        smallest = f"batch {min(params.batch_sizes)}"
+        lead = next((m for m in metrics if m.name.startswith("originals recovered") and m.name.endswith(smallest)),
+                    next((m for m in metrics if m.name.endswith(smallest)), head))
         severity = LEAKAGE.grade(lead.ci_low if lead.ci_low is not None else lead.value)
         headline = f"From {sees}, {self.what}: {lead.name} {lead.text()}"
         evidence = [self.plot(ctx, shown, d)] if shown is not None else []

@@ -115,7 +115,7 @@ class ModelReplacement(FederatedThreat):
         final = seed_metric(f"backdoor accuracy after the last round (mean of {n} seeds)",
                             [h.backdoor[-1] for h in attacked])
         lasting = [survival(h.backdoor, at) for h in attacked]
-        survives = Metric(f"rounds the backdoor keeps half its strength (of {len(attacked[0].backdoor) - at - 1} "
+        survives = Metric(f"rounds the backdoor keeps half its strength, 0 if not planted (of {len(attacked[0].backdoor) - at - 1} "
                           "after it; mean of seeds)", sum(lasting) / n, n, unit="rounds")
         severity = BACKDOOR.grade(clopper_pearson(k, total)[0])
         headline = (f"Model replacement by {row['fraction']:.0%} of clients in round {at + 1}: "
@@ -126,7 +126,10 @@ class ModelReplacement(FederatedThreat):
 
 
 def survival(backdoor: list[float], at: int) -> int:
-    """Rounds after the malicious one in which backdoor accuracy stays at or above half its value right after."""
+    """Rounds after the malicious one in which backdoor accuracy stays at or above half its value right after;
+    0 when the backdoor was not planted (below 50% right after its round)."""
+    if backdoor[at] < 0.5:
+        return 0
     n = 0
     for b in backdoor[at + 1:]:
         if b < backdoor[at] / 2:
