@@ -44,7 +44,7 @@ def part_a(data, trials=10):
                     pick = torch.randperm(len(data.x_train), generator=g)[:b * clients]
                     xs, ys = data.x_train[pick], data.y_train[pick]
                     parts = [client_update(model, xs[i * b:(i + 1) * b], ys[i * b:(i + 1) * b]) for i in range(clients)]
-                    update = secure_sum(parts, {}) if clients > 1 else parts[0]
+                    update = [t / clients for t in secure_sum(parts, {})] if clients > 1 else parts[0]   # the mean
                     labels = idlg_labels(update, b * clients, 10)
                     hits += label_hits(ys, labels)
                     out = dlg(model, update, labels, xs.shape, t, 100) if attack == "DLG" else \
