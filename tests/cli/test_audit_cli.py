@@ -91,7 +91,7 @@ def test_resume_after_kill_reuses_finished_findings(tmp_path, mlp_state_dict):
     cfg = tmp_path / "audit.toml"
     cfg.write_text(CONFIG.format(model=mlp_state_dict).replace(
         'threats = ["fgsm", "square", "hopskipjump"]', 'threats = ["fgsm", "hopskipjump", "square"]').replace(
-        "n_samples = 30\nmax_iter = 5", "n_samples = 100\nmax_iter = 60"))
+        "n_samples = 30\nmax_iter = 5", "n_samples = 100\nmax_iter = 60\nstop_at_eps = false"))   # long enough to kill
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "mlwarden", "audit", "--config", str(cfg), "--out", str(out)],
