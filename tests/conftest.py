@@ -75,6 +75,26 @@ def badnets_cnn(mnist, mnist_recipe, badnets_trigger):
     return mnist_recipe.fit(x, y, 10, seed=0)
 
 
+@pytest.fixture(scope="session")
+def digits_onnx(digits, tmp_path_factory):
+    """(path, classifier): softmax regression fitted by scikit-learn on digits, written as an ONNX graph
+    (MatMul + Add of its weights)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+    from sklearn.linear_model import LogisticRegression
+    clf = LogisticRegression(max_iter=500).fit(digits.x_train.flatten(1).numpy(), digits.y_train.numpy())
+    w = helper.make_tensor("W", TensorProto.FLOAT, [64, 10], clf.coef_.T.astype(np.float32).ravel())
+    b = helper.make_tensor("B", TensorProto.FLOAT, [10], clf.intercept_.astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["z"]), helper.make_node("Add", ["z", "B"], ["logits"])], "lr",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 10])], [w, b])
+    path = tmp_path_factory.mktemp("onnx") / "lr.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path, clf
+
+
 def small_cnn16(input_shape, n_classes):
     from mlwarden.core.zoo import SmallCNN
     return SmallCNN(input_shape, n_classes, width=16)

@@ -181,6 +181,28 @@ def test_threats_of_one_audit_run_side_by_side_with_the_findings_of_a_sequential
     assert (tmp_path / "par" / par[3].evidence[0]).exists()
 
 
+def test_an_onnx_target_travels_to_the_workers_and_gives_the_sequential_findings(digits, digits_onnx, tmp_path,
+                                                                                  one_thread):
+    """An onnxruntime session cannot be pickled: the target travels as the model's bytes and each worker opens
+    its own session. Nothing runs in this process instead, and every finding is the sequential one."""
+    from mlwarden.audit.config import AuditSettings
+    from mlwarden.audit.runner import Subject, run_audit
+    from mlwarden.io.models import load_target
+    path, _ = digits_onnx
+    threats = ["square", "extract-equation-solving"]
+    reports, notes = {}, []
+    for name, workers in (("seq", None), ("par", 2)):
+        subject = Subject(load_target(str(path), digits), digits, None)
+        settings = AuditSettings(workers=workers, threads=1).model_dump()
+        reports[name] = run_audit(subject, tmp_path / name, settings=settings, threats=threats,
+                                  overrides={"square": {"n_samples": 40, "max_queries": 200}}, notice=notes.append)
+    assert notes == []   # with the session in the target, both threats used to fall back to this process
+    for a, b in zip(reports["seq"].findings, reports["par"].findings):
+        assert a.status.value == "ok", (a.threat, a.headline)
+        assert [(m.name, m.value, m.n) for m in a.metrics] == [(m.name, m.value, m.n) for m in b.metrics], a.threat
+        assert a.queries == b.queries > 0
+
+
 def test_a_poison_rate_sweep_on_a_pool_gives_the_sequential_finding(digits, tmp_path, one_thread, pool):
     """The backdoor threat's retraining per (trigger, rate) goes through the backend: the same finding."""
     threat = all_threats()["backdoor"]

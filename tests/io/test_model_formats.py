@@ -44,19 +44,9 @@ def test_skops_sklearn_model(tmp_path, digits):
     assert t.queries == 5
 
 
-def test_onnx_model(tmp_path, digits):
-    import onnx
-    from onnx import TensorProto, helper
-    from sklearn.linear_model import LogisticRegression
-    clf = LogisticRegression(max_iter=500).fit(digits.x_train.flatten(1).numpy(), digits.y_train.numpy())
-    w = helper.make_tensor("W", TensorProto.FLOAT, [64, 10], clf.coef_.T.astype(np.float32).ravel())
-    b = helper.make_tensor("B", TensorProto.FLOAT, [10], clf.intercept_.astype(np.float32))
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["z"]), helper.make_node("Add", ["z", "B"], ["logits"])], "lr",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 10])], [w, b])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "lr.onnx")
-    t = load_target(str(tmp_path / "lr.onnx"), digits)
+def test_onnx_model(digits, digits_onnx):
+    path, clf = digits_onnx
+    t = load_target(str(path), digits)
     probe(t, digits)
     want = clf.predict(digits.x_test.flatten(1).numpy())
     assert (t.labels(digits.x_test).numpy() == want).mean() == 1.0

@@ -12,8 +12,10 @@ worker once, not with every item.
 - RayBackend: a local Ray (`--backend ray`) or a cluster (`--backend ray://HOST:PORT`); `shared` is put
   in Ray's object store once. Needs the extra `[ray]`, imported only when chosen.
 
-A work item that cannot travel (it holds an open HTTP client, an ONNX session) runs here, in order, and
-the backend counts it in `ran_locally`: the numbers are the same, only the speed-up is lost. At a fixed
+Targets that hold what cannot be pickled travel as their description and rebuild it in the worker (an
+HTTP target opens its own client, an ONNX target its own session from the model's bytes). A work item that
+still cannot travel (a lock, a user's open file) runs here, in order, and the backend counts it in
+`ran_locally`: the numbers are the same, only the speed-up is lost. At a fixed
 thread count and device, every backend gives the same results for the same seed (tests/core)."""
 from __future__ import annotations
 

@@ -206,22 +206,44 @@ def _load_skops(path: Path, scan: FileScan):
         raise UserError(f"{path}: not a readable skops file ({type(e).__name__}: {str(e)[:160]})") from None
 
 
-def _onnx_target(path: Path, data: Dataset) -> Target:
-    ort = require("onnxruntime", "onnx", "loading an ONNX model")
-    try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:160]})") from None
-    inp = sess.get_inputs()[0]
-    want = [d if isinstance(d, int) else None for d in inp.shape[1:]]
+class OnnxScores:
+    """An ONNX model as a function of numpy rows: the model's bytes and an onnxruntime session opened from
+    them. A session cannot be pickled, so this travels to a backend's worker as the bytes and opens a session
+    of its own there (no file path needed on a Ray node): an ONNX target's threats run side by side like a
+    torch model's."""
 
-    def fn(a: np.ndarray) -> np.ndarray:
-        if len(want) != a.ndim - 1:
-            a = a.reshape(a.shape[0], *[w if w is not None else -1 for w in want])
-        outs = sess.run(None, {inp.name: a.astype(np.float32)})
+    def __init__(self, model: bytes, name: str):
+        self.model, self.name = model, name
+        self._open()
+
+    def _open(self):
+        ort = require("onnxruntime", "onnx", "loading an ONNX model")
+        try:
+            self._sess = ort.InferenceSession(self.model, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"{self.name}: not a loadable ONNX model ({str(e).splitlines()[0][:160]})") from None
+        inp = self._sess.get_inputs()[0]
+        self._input = inp.name
+        self._want = [d if isinstance(d, int) else None for d in inp.shape[1:]]
+
+    def __getstate__(self):
+        return {"model": self.model, "name": self.name}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._open()
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        if len(self._want) != a.ndim - 1:
+            a = a.reshape(a.shape[0], *[w if w is not None else -1 for w in self._want])
+        outs = self._sess.run(None, {self._input: a.astype(np.float32)})
         scores = [o for o in outs if isinstance(o, np.ndarray) and o.ndim == 2]
         return scores[-1] if scores else outs[0]
-    return NumpyTarget(fn, data.n_classes, data.input_shape, Access.SCORES, path.name, "onnx")
+
+
+def _onnx_target(path: Path, data: Dataset) -> Target:
+    return NumpyTarget(OnnxScores(path.read_bytes(), str(path)), data.n_classes, data.input_shape, Access.SCORES,
+                       path.name, "onnx")
 
 
 def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | None = None,
