@@ -220,8 +220,8 @@ def test_a_poison_rate_sweep_on_a_pool_gives_the_sequential_finding(digits, tmp_
 
 
 def test_a_harden_sweep_trains_its_points_side_by_side_with_the_sequential_results(tmp_path, mlp_state_dict):
-    """--workers 2 trains the sweep's points (adversarial training at two eps) in two workers: the same
-    hardened models, so the same after-audits and accuracies."""
+    """--workers 2 trains the sweep's points (adversarial training at two eps) in two workers, then audits
+    them in two workers: the same hardened models, after-audits, checks and accuracies."""
     import json
 
     from ..cli.run import mlwarden
@@ -234,10 +234,12 @@ def test_a_harden_sweep_trains_its_points_side_by_side_with_the_sequential_resul
         assert r.returncode == 0, r.stderr[-2000:]
         out[name] = json.loads((tmp_path / name / "harden.json").read_text())
         if extra:   # the points went to the workers; none fell back to this process
-            assert "side by side" in r.stderr and "could not travel" not in r.stderr
+            assert "applying 2 settings side by side" in r.stderr and "could not travel" not in r.stderr
+            assert "auditing 2 hardened models side by side" in r.stderr
     for a, b in zip(out["local"]["points"], out["pool"]["points"]):
         assert a["label"] == b["label"] and a["accuracy"] == b["accuracy"] and a["facts"] == b["facts"]
         assert [c["after"] for c in a["comparison"]] == [c["after"] for c in b["comparison"]]
+        assert a["evaluation"].keys() == b["evaluation"].keys() == {"adversarial-training"}   # timings: they differ
     assert len(out["pool"]["points"]) == 2
 
 

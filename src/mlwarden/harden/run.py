@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from ..audit.config import describe_validation_error
 from ..audit.rundir import RunDir, claim, sha256
 from ..audit.runner import Subject, run_audit, seed_everything
-from ..core.backend import make_backend
+from ..core.backend import LocalBackend, make_backend
 from ..core.data import is_number
 from ..core.defense import (RETRAINS, Defense, DefenseContext, Hardened, apply_defenses, chain, check_applicable,
                             with_inference, wrap_target)
@@ -196,12 +196,23 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
             applied = dict(zip([label for label, _ in points],
                                backend.map(apply_point, [params for _, params in points],
                                            shared=(subject, ctx, settings["seed"]))))
-        for label, params in points:
-            what = ", ".join(f"{d.name}({_short(p)})" for d, p in params)
-            stage(f"applying {what}" if label not in applied else f"auditing {what}")
-            results.append(_apply_and_audit(subject, params, out_dir, label, settings, audit, base_ok, run, stage,
-                                            applied.get(label)))
-            reports.append(results[-1].pop("report"))
+        if applied:   # and their audits run side by side too, each in a worker with a local backend
+            ready = [_prepare(subject, params, out_dir, label, settings, audit, run, stage, applied[label])
+                     for label, params in points]
+            stage(f"auditing {len(points)} hardened models side by side ({backend.workers} workers)")
+            shared = (subject, out_dir.absolute(), {**audit, "backend": None, "progress": None, "notice": None})
+            audited = backend.map(audit_point, ready, shared=shared)
+        else:
+            ready, audited = [], []
+            for label, params in points:
+                what = ", ".join(f"{d.name}({_short(p)})" for d, p in params)
+                stage(f"applying {what}")
+                ready.append(_prepare(subject, params, out_dir, label, settings, audit, run, stage))
+                stage(f"auditing the hardened model ({label})")
+                audited.append(audit_point(ready[-1], (subject, out_dir, audit)))
+        for item, (report, evaluation) in zip(ready, audited):
+            results.append(_finish(subject, item, evaluation, out_dir, base_ok, run, stage))
+            reports.append(report)
     finally:
         torch.set_num_threads(old_threads)
         backend.close()
@@ -224,8 +235,19 @@ def apply_point(params, shared) -> tuple[Hardened, float]:
     return apply_defenses(subject, params, ctx), time.monotonic() - t0
 
 
-def _apply_and_audit(subject, params, out_dir: Path, label: str, settings, audit, base_ok, run: RunDir,
-                     stage, applied: tuple[Hardened, float] | None = None) -> dict:
+@dataclass
+class _Point:
+    """A hardened model ready for its audit: what `audit_point` needs, and the state `_finish` completes."""
+    label: str
+    params: list
+    hardened: Hardened
+    state: dict
+    after: Subject
+
+
+def _prepare(subject, params, out_dir: Path, label: str, settings, audit, run: RunDir, stage,
+             applied: tuple[Hardened, float] | None = None) -> _Point:
+    """The point's hardened model: reused on --resume, else applied (or taken from a worker) and saved."""
     seed = settings["seed"]
     ctx = DefenseContext(subject.data, out_dir, seed=seed, profile=settings["profile"], backend=audit["backend"])
     state_rel = f"hardened/{label}.json"
@@ -242,27 +264,48 @@ def _apply_and_audit(subject, params, out_dir: Path, label: str, settings, audit
             state["model"] = save_module(hardened.model, subject.data,
                                          out_dir / "hardened" / label.replace("after", "model"))
             run.add(state["model"]["path"])
-    after_subject = Subject(hardened.target, subject.data, hardened.recipe or subject.recipe,
-                            {**subject.info, "hardened": label,
-                             "model_file": state["model"]["path"] if state["model"] else None})
-    stage(f"auditing the hardened model ({label})")
-    report = run_audit(after_subject, out_dir / label, **audit)
-    if "evaluation" not in state:
-        state["evaluation"] = {}
-        for d, p in params:
-            ev = d.evaluate(subject, hardened, p, ctx)
-            if ev:
-                stage(f"{d.name}: its own checks")
-                state["evaluation"][d.name] = ev
+    after = Subject(hardened.target, subject.data, hardened.recipe or subject.recipe,
+                    {**subject.info, "hardened": label, "model_file": state["model"]["path"] if state["model"] else None})
+    return _Point(label, params, hardened, state, after)
+
+
+def audit_point(point: _Point, shared) -> tuple[Report, dict | None]:
+    """The hardened model's audit and, unless an earlier run saved them, its defences' own checks. A pure
+    function of (point, shared) that writes only under the point's directory, so a backend can audit a
+    sweep's points side by side; `shared["backend"]` None: the audit runs its threats in order, here."""
+    subject, out_dir, audit = shared
+    audit = {**audit, "backend": audit["backend"] or LocalBackend()}
+    report = run_audit(point.after, out_dir / point.label, **audit)
+    if "evaluation" in point.state:
+        return report, None
+    settings = audit["settings"]
+    ctx = DefenseContext(subject.data, out_dir, seed=settings["seed"], profile=settings["profile"],
+                         backend=audit["backend"])
+    evaluation = {}
+    for d, p in point.params:
+        ev = d.evaluate(subject, point.hardened, p, ctx)
+        if ev:
+            evaluation[d.name] = ev
+    return report, evaluation
+
+
+def _finish(subject, point: _Point, evaluation: dict | None, out_dir: Path, base_ok, run: RunDir, stage) -> dict:
+    """The point's row of the summary: its state (saved for --resume), accuracy and paired accuracy change."""
+    state = point.state
+    if evaluation is not None:
+        for name in evaluation:
+            stage(f"{name}: its own checks")
+        state["evaluation"] = evaluation
         if state["model"]:   # what resuming needs to skip training and these checks
+            state_rel = f"hardened/{point.label}.json"
             write_atomic(out_dir / state_rel, dumps(state, indent=None))
             run.add(state_rel)
-    ok = correct(hardened.target, subject.data.x_test, subject.data.y_test)
+    ok = correct(point.hardened.target, subject.data.x_test, subject.data.y_test)
     diff = paired_difference(base_ok, ok)
-    return {"label": label, "dir": label, **state,
+    return {"label": point.label, "dir": point.label, **state,
             "accuracy": vars(Metric.rate("test accuracy", int(ok.sum()), len(ok))),
             "accuracy_change": {"points": diff[0], "ci_low": diff[1], "ci_high": diff[2]},
-            "pipeline_bug": any(ev.get("pipeline_bug") for ev in state["evaluation"].values()), "report": report}
+            "pipeline_bug": any(ev.get("pipeline_bug") for ev in state["evaluation"].values())}
 
 
 def _reuse_hardened(subject, params, out_dir: Path, state_rel: str, state: dict, run: RunDir, ctx):
