@@ -56,7 +56,7 @@ def placed(subject: Subject, settings: dict[str, Any]) -> tuple[Subject, dict[st
     from ..core.device import resolve_device
     device = resolve_device(settings.get("device", "auto"))
     inner = subject.target.inner if isinstance(subject.target, RescaledTarget) else subject.target
-    if type(inner) is TorchTarget:   # a defence's own target (randomized smoothing) keeps its network here
+    if isinstance(inner, TorchTarget):   # randomized smoothing's target too: its draws run where its network is
         inner.to_device(device)
     recipe = subject.recipe
     if device.type != "cpu" and isinstance(recipe, Recipe) and getattr(recipe, "factory", None) is not None:

@@ -90,8 +90,12 @@ def _context():
 
 
 def _init_worker(threads: int) -> None:
+    import warnings
+
     import torch
     torch.set_num_threads(threads)
+    # A worker's first backward pass on a GPU sets the CUDA context itself, and says so on every run
+    warnings.filterwarnings("ignore", message="Attempting to run cuBLAS, but there was no current CUDA context")
 
 
 def _call(task):

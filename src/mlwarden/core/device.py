@@ -55,6 +55,18 @@ class OnDevice(nn.Module):
         return self.inner(x.to(self.device)).to(x.device)
 
 
+def device_of(module: nn.Module) -> torch.device:
+    """Where a module's parameters live (the CPU for one without parameters)."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def on_its_device(module: nn.Module) -> nn.Module:
+    """The module as a caller on the CPU drives it: behind `OnDevice` when its parameters are elsewhere."""
+    device = device_of(module)
+    return module if device.type == "cpu" else OnDevice(module, device)
+
+
 def move(module: nn.Module, device: torch.device) -> nn.Module:
     """The module on `device`, or a one-line error for a format that cannot move (some exported graphs)."""
     try:

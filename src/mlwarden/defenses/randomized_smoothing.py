@@ -23,6 +23,7 @@ from torch import nn
 
 from ..core.data import Dataset
 from ..core.defense import Defense
+from ..core.device import device_of, on_its_device
 from ..core.errors import UserError
 from ..core.recipe import Recipe
 from ..core.registry import register
@@ -44,17 +45,19 @@ class GaussianNoise:
 
 @torch.no_grad()
 def sample_counts(model, x: torch.Tensor, sigma: float, n: int, n_classes: int, chunk: int = 20000) -> torch.Tensor:
-    """For each point, how often each class wins over n Gaussian draws: (len(x), n_classes)."""
+    """For each point, how often each class wins over n Gaussian draws: (len(x), n_classes). The draws and
+    the forward passes happen where the model is (a GPU under --device cuda); the counts come back here."""
+    device = device_of(model)
     counts = torch.zeros(len(x), n_classes, dtype=torch.long)
     per = max(1, chunk // max(n, 1))
     for i in range(0, len(x), per):
-        xb = x[i:i + per]
+        xb = x[i:i + per].to(device)
         left = n
         while left:
             m = min(left, max(1, chunk // len(xb)))
             rep = xb.repeat_interleave(m, 0)
             labels = model(rep + sigma * torch.randn_like(rep)).argmax(1).view(len(xb), m)
-            counts[i:i + per] += torch.nn.functional.one_hot(labels, n_classes).sum(1)
+            counts[i:i + per] += torch.nn.functional.one_hot(labels, n_classes).sum(1).cpu()
             left -= m
     return counts
 
@@ -200,7 +203,7 @@ class RandomizedSmoothing(Defense):
         labels, radii = certify(base, x, sigma, p.n0, p.n, data.n_classes, p.alpha)
         d = x[0].numel()
         rows = []
-        soft = SoftSmoothed(base, sigma, p.draws)
+        soft = on_its_device(SoftSmoothed(base, sigma, p.draws))   # the network stays where the audit put it
         for r in p.radii:
             ok_cert = (labels == y) & (radii >= r * s.width)
             if r == 0:
