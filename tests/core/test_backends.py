@@ -1,5 +1,6 @@
 """Backends: the same seed gives the same reference models and the same membership findings in this
 process, in a pool of fresh processes, and on a local Ray; work that cannot travel runs here, counted."""
+import os
 import threading
 
 import numpy as np
@@ -122,13 +123,20 @@ def test_backend_names():
         ProcessBackend(0)
 
 
+def _visible_gpus(item, shared):
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
 def test_ray_gives_the_same_reference_models(digits, tmp_path, monkeypatch, one_thread):
-    """A local Ray (the extra `ray`, which CI installs) trains the very same models."""
+    """A local Ray (the extra `ray`, which CI installs) trains the very same models, and its workers can use
+    the GPU that --device names."""
     from mlwarden.core.backend import RayBackend
     ray = RayBackend(None, workers=2)
     try:
         remote = _refs(digits, ray, tmp_path / "r", monkeypatch)
         assert ray.ran_locally == 0 and ray.workers == 2
+        # its tasks see the GPUs this process sees (Ray hides them from a task that asks for none: "")
+        assert ray.map(_visible_gpus, [0, 1]) == [os.environ.get("CUDA_VISIBLE_DEVICES")] * 2
     finally:
         ray.close()
     local = _refs(digits, LocalBackend(), tmp_path / "l", monkeypatch)

@@ -153,6 +153,9 @@ class ProcessBackend(LocalBackend):
         return (LocalBackend, ())
 
 
+SEE_GPUS = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"
+
+
 def _ray_call(payload: bytes, item, threads: int):
     import torch
     torch.set_num_threads(threads)
@@ -173,8 +176,10 @@ class RayBackend(LocalBackend):
         self.address, self.threads = address, threads
         if not self.ray.is_initialized():
             kwargs = {"num_cpus": workers} if address is None and workers else {}
+            # Ray hides every GPU from a task that asks for none (CUDA_VISIBLE_DEVICES=""), so a worker of
+            # `--device cuda` found no GPU: its tasks see the node's GPUs, as the process pool's workers do.
             self.ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
-                          **kwargs)
+                          runtime_env={"env_vars": {SEE_GPUS: "0"}}, **kwargs)
         self.workers = int(self.ray.cluster_resources().get("CPU", 1))
         self._remote = self.ray.remote(num_cpus=1)(_ray_call)
 
