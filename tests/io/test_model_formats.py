@@ -53,6 +53,31 @@ def test_onnx_model(digits, digits_onnx):
     assert torch.allclose(t.scores(digits.x_test[:3]).sum(1), torch.ones(3), atol=1e-5)
 
 
+def test_onnx_external_data_is_read_from_the_models_folder_never_the_working_directory(tmp_path, digits, digits_onnx,
+                                                                                       monkeypatch):
+    """onnxruntime resolves a model's external-data files against the working directory when the model is
+    given as bytes: a hostile model naming `.env` would read the user's file. Such a model opens from its
+    path, so its data comes from its own folder (which the scan checked), whatever the working directory."""
+    import onnx
+    from onnx import numpy_helper
+    path, clf = digits_onnx
+    folder, cwd = tmp_path / "model", tmp_path / "cwd"
+    folder.mkdir()
+    cwd.mkdir()
+    model = onnx.load(str(path))
+    for init in model.graph.initializer:   # raw bytes: the form external data is written from
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init), init.name))
+    onnx.save_model(model, str(folder / "lr.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    weights = (folder / "weights.bin").read_bytes()
+    decoy = np.frombuffer(weights, dtype=np.float32).copy()
+    (cwd / "weights.bin").write_bytes((-decoy).tobytes())   # same size, other numbers
+    monkeypatch.chdir(cwd)
+    t = load_target(str(folder / "lr.onnx"), digits)
+    want = clf.predict(digits.x_test.flatten(1).numpy())
+    assert (t.labels(digits.x_test).numpy() == want).mean() == 1.0
+
+
 def test_pickle_needs_flag_and_warns(tmp_path, digits, digits_mlp):
     """A pickled module of the user's own class loads only with --allow-pickle and --trust naming the class."""
     from mlwarden.io.scan import UnsafeModelFile

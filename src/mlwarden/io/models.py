@@ -207,19 +207,25 @@ def _load_skops(path: Path, scan: FileScan):
 
 
 class OnnxScores:
-    """An ONNX model as a function of numpy rows: the model's bytes and an onnxruntime session opened from
-    them. A session cannot be pickled, so this travels to a backend's worker as the bytes and opens a session
-    of its own there (no file path needed on a Ray node): an ONNX target's threats run side by side like a
-    torch model's."""
+    """An ONNX model as a function of numpy rows, through an onnxruntime session with the calling process's
+    torch thread count (the runner's thread policy). A session cannot be pickled, so this travels to a
+    backend's worker as its source and opens a session of its own there: an ONNX target's threats run side
+    by side like a torch model's. The source is the model's bytes (no file needed on a Ray node) unless
+    the model keeps tensors in external-data files: onnxruntime resolves those against the working
+    directory for a model given as bytes, so such a model opens from its path, whose folder the scan
+    checked, and a worker needs the same path."""
 
-    def __init__(self, model: bytes, name: str):
-        self.model, self.name = model, name
+    def __init__(self, source: bytes | str, name: str):
+        self.source, self.name = source, name
         self._open()
 
     def _open(self):
         ort = require("onnxruntime", "onnx", "loading an ONNX model")
+        import torch
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
         try:
-            self._sess = ort.InferenceSession(self.model, providers=["CPUExecutionProvider"])
+            self._sess = ort.InferenceSession(self.source, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001
             raise UserError(f"{self.name}: not a loadable ONNX model ({str(e).splitlines()[0][:160]})") from None
         inp = self._sess.get_inputs()[0]
@@ -227,7 +233,7 @@ class OnnxScores:
         self._want = [d if isinstance(d, int) else None for d in inp.shape[1:]]
 
     def __getstate__(self):
-        return {"model": self.model, "name": self.name}
+        return {"source": self.source, "name": self.name}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -242,8 +248,17 @@ class OnnxScores:
 
 
 def _onnx_target(path: Path, data: Dataset) -> Target:
-    return NumpyTarget(OnnxScores(path.read_bytes(), str(path)), data.n_classes, data.input_shape, Access.SCORES,
-                       path.name, "onnx")
+    import onnx
+
+    from .scan.formats import onnx_tensors
+    raw = path.read_bytes()
+    try:
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL
+                       for t in onnx_tensors(onnx.load_model_from_string(raw)))
+    except Exception as e:  # noqa: BLE001 - changed since the scan read it
+        raise UserError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+    return NumpyTarget(OnnxScores(str(path) if external else raw, str(path)), data.n_classes, data.input_shape,
+                       Access.SCORES, path.name, "onnx")
 
 
 def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | None = None,

@@ -222,29 +222,14 @@ def scan_safetensors(path: Path) -> list[str]:
     return []
 
 
-def scan_onnx(path: Path) -> tuple[Refs, list[str]]:
-    """External-data paths must stay inside the model's folder; operators outside the standard domains
-    are listed (onnxruntime runs them only from a library the user registers)."""
-    try:
-        import onnx
-    except ImportError:
-        return [], ["reading ONNX files needs the 'onnx' extra: pip install 'mlwarden[onnx]'"]
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - any parse failure is an unreadable file
-        return [], [f"not a readable ONNX model ({type(e).__name__})"]
-    except RecursionError:
-        return [], ["ONNX model nested too deeply to check"]
-    folder = Path(os.path.realpath(path.parent))
-    refs: Refs = []
-    problems: list[str] = []
-
-    local = {fn.domain for fn in model.functions}   # calls of the model's own functions
+def onnx_tensors(model, operator=None):
+    """Every tensor an ONNX model holds: initializers, sparse ones, node attributes, subgraphs and the model's
+    functions. `operator(node, where)` is called for every node on the way."""
 
     def node_tensors(nodes, where):
         for node in nodes:
-            if node.domain not in ONNX_DOMAINS | local:
-                refs.append((f"{node.domain}.{node.op_type}", "operator", where))
+            if operator is not None:
+                operator(node, where)
             for a in node.attribute:
                 if a.HasField("t"):
                     yield a.t
@@ -264,12 +249,34 @@ def scan_onnx(path: Path) -> tuple[Refs, list[str]]:
             yield from (sp.values, sp.indices)
         yield from node_tensors(graph.node, graph.name or "graph")
 
-    def everything():
-        yield from tensors(model.graph)
-        for fn in model.functions:
-            yield from node_tensors(fn.node, fn.name)
+    yield from tensors(model.graph)
+    for fn in model.functions:
+        yield from node_tensors(fn.node, fn.name)
 
-    for t in everything():
+
+def scan_onnx(path: Path) -> tuple[Refs, list[str]]:
+    """External-data paths must stay inside the model's folder; operators outside the standard domains
+    are listed (onnxruntime runs them only from a library the user registers)."""
+    try:
+        import onnx
+    except ImportError:
+        return [], ["reading ONNX files needs the 'onnx' extra: pip install 'mlwarden[onnx]'"]
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - any parse failure is an unreadable file
+        return [], [f"not a readable ONNX model ({type(e).__name__})"]
+    except RecursionError:
+        return [], ["ONNX model nested too deeply to check"]
+    folder = Path(os.path.realpath(path.parent))
+    refs: Refs = []
+    problems: list[str] = []
+
+    def operator(node, where):
+        if node.domain not in ONNX_DOMAINS | local:
+            refs.append((f"{node.domain}.{node.op_type}", "operator", where))
+
+    local = {fn.domain for fn in model.functions}   # calls of the model's own functions
+    for t in onnx_tensors(model, operator):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
