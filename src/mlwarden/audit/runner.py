@@ -64,6 +64,13 @@ def placed(subject: Subject, settings: dict[str, Any]) -> tuple[Subject, dict[st
     return replace(subject, recipe=recipe), {**settings, "device": str(device)}
 
 
+def ran_here(backend, before: int, notice: Callable[[str], None] | None) -> None:
+    """Tell the user how many work items since `before` could not travel to the backend's workers."""
+    if backend.ran_locally > before and notice:
+        notice(f"{backend.ran_locally - before} work items could not travel to the {backend.name} backend (they hold "
+               "what cannot be pickled) and ran in this process: same numbers, no speed-up")
+
+
 @dataclass
 class Planned:
     threat: Threat
@@ -147,6 +154,7 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(settings.get("threads", 1))
     started = time.monotonic()
+    local_before = backend.ran_locally   # a shared backend (harden's) counts for every audit it served
     cache: dict = {}
     findings: list[Finding | None] = [None] * len(plan)
     budget = settings.get("time_budget_s")
@@ -193,9 +201,7 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
                     progress("done", item, f)
     finally:
         torch.set_num_threads(old_threads)
-        if backend.ran_locally and notice:
-            notice(f"{backend.ran_locally} work items could not travel to the {backend.name} backend (they hold what "
-                   "cannot be pickled) and ran in this process: same numbers, no speed-up")
+        ran_here(backend, local_before, notice)
         if own_backend:
             backend.close()
     report = Report(subject=subject.describe(), findings=findings, settings=settings,

@@ -65,10 +65,10 @@ def map_checked(backend, fn: Callable[[Any, Any], Any], items: list, shared: Any
     return [r for _, results in rounds(backend, fn, items, shared, check) for r in results]
 
 
-def _travels(fn, shared) -> bytes | None:
+def _travels(obj) -> bytes | None:
     import cloudpickle
     try:
-        return cloudpickle.dumps((fn, shared))
+        return cloudpickle.dumps(obj)
     except Exception:  # noqa: BLE001 - whatever cannot be pickled runs here instead, and is counted
         return None
 
@@ -107,7 +107,7 @@ def _call(task):
             _WORK = (key, pickle.loads(f.read()))
     fn, shared = _WORK[1]
     import cloudpickle
-    return cloudpickle.dumps(fn(item, shared))   # results travel back as the work came: closures too
+    return cloudpickle.dumps(fn(pickle.loads(item), shared))   # items and results travel as the work: closures too
 
 
 class ProcessBackend(LocalBackend):
@@ -127,8 +127,8 @@ class ProcessBackend(LocalBackend):
         items = list(items)
         if self.workers == 1 or len(items) < 2:
             return super().map(fn, items, shared=shared)
-        payload = _travels(fn, shared)
-        if payload is None:
+        payload, sent = _travels((fn, shared)), [_travels(i) for i in items]
+        if payload is None or None in sent:
             self.ran_locally += len(items)
             return super().map(fn, items, shared=shared)
         import hashlib
@@ -142,7 +142,7 @@ class ProcessBackend(LocalBackend):
             path = os.path.join(folder, "work.pkl")
             with open(path, "wb") as f:
                 f.write(payload)
-            return [pickle.loads(r) for r in self._pool.map(_call, [(path, key, i) for i in items])]
+            return [pickle.loads(r) for r in self._pool.map(_call, [(path, key, i) for i in sent])]
 
     def close(self) -> None:
         if self._pool is not None:
@@ -153,7 +153,9 @@ class ProcessBackend(LocalBackend):
         return (LocalBackend, ())
 
 
-SEE_GPUS = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"
+# Ray's switches that leave CUDA_VISIBLE_DEVICES alone in a task that asks for no GPU: the first since Ray 2.49,
+# the second (all tasks) since Ray 1.x; every task of ours asks for none.
+SEE_GPUS = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
 
 
 def _ray_call(payload: bytes, item, threads: int):
@@ -179,14 +181,14 @@ class RayBackend(LocalBackend):
             # Ray hides every GPU from a task that asks for none (CUDA_VISIBLE_DEVICES=""), so a worker of
             # `--device cuda` found no GPU: its tasks see the node's GPUs, as the process pool's workers do.
             self.ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
-                          runtime_env={"env_vars": {SEE_GPUS: "0"}}, **kwargs)
+                          runtime_env={"env_vars": SEE_GPUS}, **kwargs)
         self.workers = int(self.ray.cluster_resources().get("CPU", 1))
         self._remote = self.ray.remote(num_cpus=1)(_ray_call)
 
     def map(self, fn, items, *, shared=None):
         items = list(items)
-        payload = _travels(fn, shared)
-        if payload is None:
+        payload = _travels((fn, shared))
+        if payload is None or None in (_travels(i) for i in items):
             self.ran_locally += len(items)
             return super().map(fn, items, shared=shared)
         ref = self.ray.put(payload)

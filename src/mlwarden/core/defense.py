@@ -42,6 +42,13 @@ class DefenseContext:
     seed: int = 0
     profile: str = "quick"
     backend: Any = None
+    label: str = "after"   # the harden point ("after", or "after-KEY=VALUE" in a sweep)
+
+    def point_name(self, stem: str, suffix: str, single: str = "") -> str:
+        """A file name of this point's own, so a sweep's points (audited side by side) never share one:
+        stem + single + suffix for a lone point, stem-KEY=VALUE + suffix for a sweep's."""
+        swept = self.label.removeprefix("after")
+        return f"{stem}{swept or single}{suffix}"
 
 
 @dataclass

@@ -218,7 +218,7 @@ class RandomizedSmoothing(Defense):
                          "empirical": ke / n, "empirical_ci": list(clopper_pearson(ke, n)),
                          "certified_exceeds_empirical": diff[1] > 0})
         bug = any(row["certified_exceeds_empirical"] for row in rows)
-        plot = ctx.out_dir / "plots" / f"certified-sigma={p.sigma:g}.png"
+        plot = ctx.out_dir / "plots" / ctx.point_name("certified", ".png", f"-sigma={p.sigma:g}")
         from ..plots import certified_curve
         plot.parent.mkdir(parents=True, exist_ok=True)
         certified_curve(plot, rows, sigma=p.sigma, n=p.n)

@@ -156,7 +156,7 @@ class Roni(Defense):
         keep = flt.keep_mask(ctx.data.x_train, ctx.data.y_train)
         texts = decode(ctx.data.x_train[~keep])
         labels = ctx.data.y_train[~keep].tolist()
-        path = ctx.out_dir / "roni-rejected.tsv"
+        path = ctx.out_dir / ctx.point_name("roni-rejected", ".tsv")
         path.write_text("".join(f"{'spam' if y else 'ham'}\t{' '.join(t.split())}\n" for t, y in zip(texts, labels)),
                         encoding="utf-8")
         removed = Metric.rate("clean training messages rejected", int((~keep).sum()), len(keep))

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from ..audit.config import describe_validation_error
 from ..audit.rundir import RunDir, claim, sha256
-from ..audit.runner import Subject, run_audit, seed_everything
-from ..core.backend import LocalBackend, make_backend
+from ..audit.runner import Subject, ran_here, run_audit, seed_everything
+from ..core.backend import LocalBackend, make_backend, rounds
 from ..core.data import is_number
 from ..core.defense import (RETRAINS, Defense, DefenseContext, Hardened, apply_defenses, chain, check_applicable,
                             with_inference, wrap_target)
@@ -190,29 +190,34 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
         base_ok = correct(subject.target, subject.data.x_test, subject.data.y_test)
         results, reports = [], []
         applied = {}
-        if backend.workers > 1 and len(points) > 1 and not resume:   # a sweep's points train side by side
+        local_before = backend.ran_locally
+        side_by_side = backend.workers > 1 and len(points) > 1 and not resume
+        if side_by_side:   # a sweep's points train side by side
             stage(f"applying {len(points)} settings side by side ({backend.workers} workers)")
             ctx = DefenseContext(subject.data, out_dir.absolute(), seed=settings["seed"], profile=settings["profile"])
             applied = dict(zip([label for label, _ in points],
                                backend.map(apply_point, [params for _, params in points],
                                            shared=(subject, ctx, settings["seed"]))))
-        if applied:   # and their audits run side by side too, each in a worker with a local backend
+        if side_by_side and len(points) >= backend.workers:
+            # and are audited side by side, a point per worker (with fewer points than workers, each audit
+            # below spreads its threats over the workers instead); each round is saved before the next
             ready = [_prepare(subject, params, out_dir, label, settings, audit, run, stage, applied[label])
                      for label, params in points]
             stage(f"auditing {len(points)} hardened models side by side ({backend.workers} workers)")
-            shared = (subject, out_dir.absolute(), {**audit, "backend": None, "progress": None, "notice": None})
-            audited = backend.map(audit_point, ready, shared=shared)
+            shared = (subject, out_dir.absolute(), {**audit, "backend": None, "progress": None, "notice": None}, None)
+            for chunk, done in rounds(backend, audit_point, ready, shared):
+                for point, (report, evaluation, ok) in zip(chunk, done):
+                    results.append(_finish(subject, point, evaluation, ok, out_dir, base_ok, run))
+                    reports.append(report)
         else:
-            ready, audited = [], []
             for label, params in points:
                 what = ", ".join(f"{d.name}({_short(p)})" for d, p in params)
-                stage(f"applying {what}")
-                ready.append(_prepare(subject, params, out_dir, label, settings, audit, run, stage))
-                stage(f"auditing the hardened model ({label})")
-                audited.append(audit_point(ready[-1], (subject, out_dir, audit)))
-        for item, (report, evaluation) in zip(ready, audited):
-            results.append(_finish(subject, item, evaluation, out_dir, base_ok, run, stage))
-            reports.append(report)
+                stage(f"applying {what}" if label not in applied else f"auditing {what}")
+                point = _prepare(subject, params, out_dir, label, settings, audit, run, stage, applied.get(label))
+                report, evaluation, ok = audit_point(point, (subject, out_dir, audit, stage))
+                results.append(_finish(subject, point, evaluation, ok, out_dir, base_ok, run))
+                reports.append(report)
+        ran_here(backend, local_before, notice)
     finally:
         torch.set_num_threads(old_threads)
         backend.close()
@@ -269,38 +274,41 @@ def _prepare(subject, params, out_dir: Path, label: str, settings, audit, run: R
     return _Point(label, params, hardened, state, after)
 
 
-def audit_point(point: _Point, shared) -> tuple[Report, dict | None]:
-    """The hardened model's audit and, unless an earlier run saved them, its defences' own checks. A pure
-    function of (point, shared) that writes only under the point's directory, so a backend can audit a
-    sweep's points side by side; `shared["backend"]` None: the audit runs its threats in order, here."""
-    subject, out_dir, audit = shared
+def audit_point(point: _Point, shared) -> tuple[Report, dict | None, torch.Tensor]:
+    """The hardened model's audit, its defences' own checks (unless an earlier run saved them) and which
+    test points it gets right (seeded: a smoothed model's answers are random). A pure function of (point,
+    shared), so a backend can audit a sweep's points side by side: it writes the point's audit directory
+    and its checks' files (named after the point). `shared`: (subject, out_dir, run_audit's arguments,
+    stage); a None backend there runs the audit's threats in order, here; a None stage says nothing."""
+    subject, out_dir, audit, stage = shared
+    stage = stage or (lambda text: None)
     audit = {**audit, "backend": audit["backend"] or LocalBackend()}
-    report = run_audit(point.after, out_dir / point.label, **audit)
-    if "evaluation" in point.state:
-        return report, None
     settings = audit["settings"]
-    ctx = DefenseContext(subject.data, out_dir, seed=settings["seed"], profile=settings["profile"],
-                         backend=audit["backend"])
-    evaluation = {}
-    for d, p in point.params:
-        ev = d.evaluate(subject, point.hardened, p, ctx)
-        if ev:
-            evaluation[d.name] = ev
-    return report, evaluation
+    stage(f"auditing the hardened model ({point.label})")
+    report = run_audit(point.after, out_dir / point.label, **audit)
+    evaluation = None
+    if "evaluation" not in point.state:
+        ctx = DefenseContext(subject.data, out_dir, seed=settings["seed"], profile=settings["profile"],
+                             backend=audit["backend"], label=point.label)
+        evaluation = {}
+        for d, p in point.params:
+            stage(f"{d.name}: its own checks")
+            ev = d.evaluate(subject, point.hardened, p, ctx)
+            if ev:
+                evaluation[d.name] = ev
+    seed_everything(settings["seed"])
+    return report, evaluation, correct(point.hardened.target, subject.data.x_test, subject.data.y_test)
 
 
-def _finish(subject, point: _Point, evaluation: dict | None, out_dir: Path, base_ok, run: RunDir, stage) -> dict:
+def _finish(subject, point: _Point, evaluation: dict | None, ok, out_dir: Path, base_ok, run: RunDir) -> dict:
     """The point's row of the summary: its state (saved for --resume), accuracy and paired accuracy change."""
     state = point.state
     if evaluation is not None:
-        for name in evaluation:
-            stage(f"{name}: its own checks")
         state["evaluation"] = evaluation
         if state["model"]:   # what resuming needs to skip training and these checks
             state_rel = f"hardened/{point.label}.json"
             write_atomic(out_dir / state_rel, dumps(state, indent=None))
             run.add(state_rel)
-    ok = correct(point.hardened.target, subject.data.x_test, subject.data.y_test)
     diff = paired_difference(base_ok, ok)
     return {"label": point.label, "dir": point.label, **state,
             "accuracy": vars(Metric.rate("test accuracy", int(ok.sum()), len(ok))),
