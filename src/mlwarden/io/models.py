@@ -17,6 +17,9 @@ from ..core.recipe import load_entry_point
 from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
 from ..text.filters import FilterTarget, check_text_pipeline
 from ..text.messages import MODALITY
+from .guard import guarded_load
+from .pt2 import load_exported
+from .validate import validate_estimator
 from .scan import FileScan, UnsafeModelFile, scan_file
 from .scan.pickles import normalize
 from .scan.trust import classify, resolve, torch_weights_types
@@ -56,7 +59,11 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opco
             raise pickle.UnpicklingError(f"the pickle calls a {type(obj).__name__} object it built, not a trusted type")
 
     def load_reduce(self):
-        self._check(self.stack[-2])
+        fn, args = self.stack[-2], self.stack[-1]
+        self._check(fn)
+        if getattr(fn, "__name__", "") == "newObj" and not (   # cls.__new__(cls) for a trusted class only
+                isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], type) and id(args[0]) in self._found):
+            raise pickle.UnpicklingError("newObj may only construct a trusted class")
         super().load_reduce()
 
     def load_newobj(self):
@@ -132,11 +139,9 @@ def _state_dict(path: Path) -> dict:
 
 def load_torch_module(path: Path, fmt: str, factory: str | None, data: Dataset, allow_pickle: bool,
                       scan: FileScan):
-    if fmt == "export":
-        try:
-            return torch.export.load(str(path)).module()
-        except Exception as e:  # noqa: BLE001 - any failure means a file we cannot read
-            raise UserError(f"{path}: not a readable torch.export archive ({type(e).__name__})") from None
+    if fmt == "export":   # never torch.export.load: it unpickles members unrestricted (io/pt2.py)
+        trusted = frozenset(r.name for r in scan.references if r.verdict == "trusted-by-user")
+        return load_exported(path, path.read_bytes(), trusted)
     if fmt == "torchscript":
         try:
             return torch.jit.load(str(path), map_location="cpu")
@@ -276,6 +281,20 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
         raise UserError(f"{path}: unknown model format (not a torch, skops, ONNX, safetensors or pickle file)")
     if not scan.safe:
         raise UnsafeModelFile(scan)
+    with guarded_load(str(p), frozenset(trust or ())):
+        target = _load(p, scan, fmt, factory, data, allow_pickle)
+    target.source = scan.to_dict()
+    if access is not None:
+        want = Access(access)
+        if not target.access.allows(want):
+            raise UserError(f"{path}: a {target.kind} model gives at most {target.access.value} access, not {access}")
+        target.access = want
+    return target
+
+
+def _load(p: Path, scan: FileScan, fmt: str, factory: str | None, data: Dataset, allow_pickle: bool) -> Target:
+    """The loader for the file's format, after its scan passed (runs under the load guard)."""
+    path = str(p)
     if fmt == "auto":
         fmt = detect_format(p, factory)
     if data.modality == MODALITY and fmt not in ("skops", "pickle"):
@@ -297,16 +316,25 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
             target = _estimator_target(obj, data, p.name)
         else:
             raise UserError(f"{path}: holds a {type(obj).__name__}, not a model")
-    target.source = scan.to_dict()
-    if access is not None:
-        want = Access(access)
-        if not target.access.allows(want):
-            raise UserError(f"{path}: a {target.kind} model gives at most {target.access.value} access, not {access}")
-        target.access = want
     return target
 
 
+def structure_problems(path: Path, scan: FileScan) -> list[str]:
+    """For a scikit-learn file that passed the scan: load it (trusted names only, under the load guard) and
+    check the arrays its compiled code will index (io/validate.py). The scan cannot see these statically."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with guarded_load(str(path), frozenset(r.name for r in scan.references if r.verdict == "trusted-by-user")):
+                obj = _load_skops(path, scan) if scan.format == "skops" else _load_pickle(path, scan)
+                validate_estimator(obj, path.name)
+    except UserError as e:
+        return [str(e).removeprefix(f"{path.name}: ").removeprefix(f"{path}: ")]
+    return []
+
+
 def _estimator_target(est, data: Dataset, name: str) -> Target:
+    validate_estimator(est, name)
     if data.modality == MODALITY:   # labelled messages: a text pipeline, queried with raw text
         return FilterTarget(check_text_pipeline(est, name), name)
     return sklearn_target(est, data.n_classes, data.input_shape, name)

@@ -103,7 +103,7 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
     else:
         with open(p, "rb") as f:
             ps = scan_pickle_stream(f, p.stat().st_size)
-        if ps.pickles:
+        if ps.pickles or ps.imports:   # imports before a break still run: an unpickler runs each opcode it reads
             fmt = "pickle"
             refs, problems = [(n, "import", p.name) for n in ps.imports], ps.problems
         else:
@@ -122,6 +122,9 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
         else:
             verdict = classify(name, "function" if kind == "operator" else kind, trust)
         scan.references.append(Reference(name, kind, where, verdict))
+    if scan.safe and fmt in ("skops", "pickle") and any(r.name.startswith("sklearn.") for r in scan.references):
+        from ..models import structure_problems   # loads trusted names only; here to keep the scan's imports light
+        scan.problems += structure_problems(p, scan)
     scan.seconds = time.monotonic() - t0
     return scan
 

@@ -12,24 +12,12 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from .archives import archive_problems, read_member
-from .pickles import looks_like_pickle, scan_pickle_bytes
+from .graphs import export_graph_refs, torchscript_refs
+from .pickles import looks_like_pickle, scan_pickle_bytes, scan_pickle_prefix
 
-# (name, kind, where) triples; kind: type | type-value | function | operator | import
+# (name, kind, where) triples; kind: type | type-value | function | operator | file-operator | import
 Refs = list[tuple[str, str, str]]
 
-# torch.export graphs: ATen/prims operators and the Python operators the exporter itself emits.
-EXPORT_OPS = ("torch.ops.aten.", "torch.ops.prims.", "torch.ops.higher_order.", "torch.sym_", "torch._sym_")
-# The Python functions torch.export emits for symbolic shapes, by exact name (torch resolves a target by
-# getattr, so a prefix such as `_operator.` would let `_operator.__loader__...` through).
-EXPORT_PY_OPS = {f"_operator.{n}" for n in ("getitem", "add", "sub", "mul", "truediv", "floordiv", "mod", "pow",
-                                             "neg", "pos", "abs", "eq", "ne", "lt", "le", "gt", "ge", "and_",
-                                             "or_", "xor", "not_", "invert", "lshift", "rshift")} | \
-    {f"math.{n}" for n in ("ceil", "floor", "trunc", "sqrt", "exp", "log", "log2", "pow", "isnan", "isinf")}
-# TorchScript code may call operators of these namespaces; others need a library loaded into the process.
-TORCHSCRIPT_NAMESPACES = {"aten", "prim", "quantized", "_quantized", "prepacked", "sparse", "profiler"}
-# Operators of the accepted namespaces that reach the file system: `from_file` memory-maps (and creates) any
-# path read-write, `save` writes one. No model needs them to predict.
-FILE_OPS = {"from_file", "save", "load", "load_tensor", "_load", "_save"}
 ONNX_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
 SKOPS_FUNCTION_LOADERS = {"FunctionNode", "MethodNode", "PartialNode", "OperatorFuncNode"}
 SKOPS_DATA_LOADERS = {"DictNode", "ListNode", "TupleNode", "SetNode", "JsonNode", "NdArrayNode", "DTypeNode",
@@ -74,71 +62,55 @@ def scan_zip(zf: zipfile.ZipFile, kind: str, depth: int = 0) -> tuple[Refs, list
     return refs, problems
 
 
+# Members of a `.pt2` archive that hold compiled native code (AOTInductor shared libraries and kernels,
+# ExecuTorch and MTIA programs): torch.export.load would load them into the process.
+EXPORT_NATIVE = ("data/aotinductor/", "data/executorch/", "data/mtia/")
+# Constants torch unpickles whatever they hold (torchbind objects, opaque Python objects).
+EXPORT_PICKLED_CONSTANTS = ("data/constants/custom_obj_", "data/constants/opaque_obj_")
+
+
+def export_path(name: str) -> str:
+    """A `.pt2` member's path below the archive's root folder (torch's reader drops the first part)."""
+    return name.split("/", 1)[1] if "/" in name else name
+
+
 def _scan_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, kind: str, depth: int) -> tuple[Refs, list[str]]:
-    """One member. Names compare in lower case: torch's archive reader finds members case-insensitively."""
+    """One member. Names compare in lower case: torch's archive reader finds members case-insensitively.
+    A member no reader claims is still read as an unpickler would read it (any protocol, up to the first byte
+    that does not parse): whether a loader unpickles it is decided by other members (a `.pt2` config marks
+    weights "use_pickle"), so the scan never trusts a name or a first byte to say a member holds no pickle."""
     name, low = info.filename, info.filename.lower()
     if kind == "torchscript" and low.endswith(".py") and "/code/" in f"/{low}":
-        return _torchscript_ops(read_member(zf, name).decode("utf-8", "replace"), name), []
-    if kind == "export" and re.search(r"(^|/)models/[^/]+\.json$", low):
-        return _export_ops(read_member(zf, name), name), []
+        return torchscript_refs(read_member(zf, name).decode("utf-8", "replace"), name)
+    problems: list[str] = []
+    if kind == "export":
+        rel = export_path(low)
+        if re.fullmatch(r"models/[^/]+\.json", rel):
+            try:
+                graph = json.loads(read_member(zf, name))
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                return [], [f"{name}: graph is not readable JSON"]
+            return export_graph_refs(graph, name)
+        if rel.startswith(EXPORT_NATIVE):
+            return [], [f"{name}: compiled native code (AOTInductor / ExecuTorch), which loading would run"]
+        if rel.startswith(EXPORT_PICKLED_CONSTANTS):
+            problems.append(f"{name}: a custom or opaque object, which torch.export.load unpickles")
     if (kind in ("npz", "skops") and low.endswith(".npy")) or low == "schema.json":
         return [], []   # .npy members are read with allow_pickle=False
     with zf.open(info) as f:
         peek = f.read(4)
-    nested = peek == b"PK\x03\x04" and kind in ("export", "zip")
-    pickled = low.endswith("pkl") or (kind in ("export", "zip", "skops") and looks_like_pickle(peek))
-    if nested and depth < 2:   # an archive inside the archive (.pt2 sample inputs)
+    if peek == b"PK\x03\x04":   # an archive inside the archive (.pt2 sample inputs, legacy weights)
+        if depth >= 2:
+            return [], problems + [f"{name}: archives nested more than two deep"]
         inner = zipfile.ZipFile(io.BytesIO(read_member(zf, name)))
         r, p = scan_zip(inner, zip_kind(inner), depth + 1)
-        return [(n, k, f"{name}/{w}") for n, k, w in r], [f"{name}: {x}" for x in p]
-    if nested:
-        return [], [f"{name}: archives nested more than two deep"]
-    if pickled:
+        return [(n, k, f"{name}/{w}") for n, k, w in r], problems + [f"{name}: {x}" for x in p]
+    if low.endswith("pkl") or looks_like_pickle(peek):
         ps = scan_pickle_bytes(read_member(zf, name))
-        return [(n, "import", name) for n in ps.imports], [f"{name}: {x}" for x in ps.problems]
-    return [], []
-
-
-def _torchscript_ops(code: str, where: str) -> Refs:
-    """Operators TorchScript code calls: `ops.NS.OP(...)`, `torch.OP(...)` (ATen) and custom classes."""
-    refs: Refs = []
-    for ns, op in sorted(set(re.findall(r"\bops\.(\w+)\.(\w+)", code))):
-        if op in FILE_OPS:
-            refs.append((f"ops.{ns}.{op}", "file-operator", where))
-        elif ns not in TORCHSCRIPT_NAMESPACES:
-            refs.append((f"ops.{ns}.{op}", "operator", where))
-    for op in sorted(set(re.findall(r"\btorch\.(\w+)\s*\(", code))):
-        if op in FILE_OPS:
-            refs.append((f"torch.{op}", "file-operator", where))
-    for ns, cls in sorted(set(re.findall(r"\btorch\.classes\.(\w+)\.(\w+)", code))):
-        refs.append((f"torch.classes.{ns}.{cls}", "operator", where))
-    return refs
-
-
-def _export_ops(raw: bytes, where: str) -> Refs:
-    try:
-        graph = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        return [("<unreadable graph>", "operator", where)]
-    targets: set[str] = set()
-
-    def walk(o):
-        if isinstance(o, dict):
-            t = o.get("target")
-            if isinstance(t, str):
-                targets.add(t)
-            for v in o.values():
-                walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-    try:
-        walk(graph)
-    except RecursionError:
-        return [("<graph nested too deeply>", "operator", where)]
-    file_ops = [(t, "file-operator", where) for t in sorted(targets) if any(f".{op}." in f"{t}." for op in FILE_OPS)]
-    return file_ops + [(t, "operator", where) for t in sorted(targets) if (t, "file-operator", where) not in file_ops
-                       and ("__" in t or not (t.startswith(EXPORT_OPS) or t in EXPORT_PY_OPS))]
+    else:
+        with zf.open(info) as f:
+            ps = scan_pickle_prefix(f, info.file_size)
+    return [(n, "import", name) for n in ps.imports], problems + [f"{name}: {x}" for x in ps.problems]
 
 
 def _skops(zf: zipfile.ZipFile) -> tuple[Refs, list[str]]:

@@ -8,6 +8,7 @@ import _compat_pickle
 import io
 import pickle
 import pickletools
+import re
 from dataclasses import dataclass, field
 
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
@@ -39,14 +40,30 @@ def scan_pickle_stream(buf, size: int, max_streams: int = 16) -> PickleScan:
         start = buf.tell()
         try:
             _walk(buf, out)
-        except (ValueError, EOFError, pickle.UnpicklingError, IndexError, KeyError, UnicodeDecodeError,
-                RecursionError) as e:
+        except _PARSE_ERRORS as e:
             if out.pickles == 0:
                 out.problems.append(f"unreadable pickle at byte {start}: {type(e).__name__}: {str(e)[:120]}")
             break
         out.pickles += 1
     if out.pickles == 0 and not out.problems:
         out.problems.append("empty pickle stream")
+    return out
+
+
+def scan_pickle_prefix(buf, size: int, max_streams: int = 16) -> PickleScan:
+    """Read bytes of unknown meaning (an archive member no reader claims, raw tensor data) as an unpickler
+    would if something handed them to it (`buf` is read as a stream:
+    a large tensor is not read past its first bytes): every import the opcodes reach before the first byte that does not
+    parse counts, of any protocol, whether or not a STOP follows (an unpickler runs each opcode as it reads
+    it, so a payload followed by garbage still runs). Names that are no Python identifiers cannot be
+    imported and are ignored, so raw numbers are not reported."""
+    out = PickleScan()
+    while out.pickles < max_streams and buf.tell() < size:
+        try:
+            _walk(buf, out, lenient=True)
+        except _PARSE_ERRORS:
+            break
+        out.pickles += 1
     return out
 
 
@@ -63,7 +80,11 @@ def parses_as_pickle(data: bytes) -> bool:
     return False
 
 
-def _walk(buf: io.BytesIO, out: PickleScan) -> None:
+_PARSE_ERRORS = (ValueError, EOFError, pickle.UnpicklingError, IndexError, KeyError, UnicodeDecodeError, RecursionError)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _walk(buf: io.BytesIO, out: PickleScan, lenient: bool = False) -> None:
     memo: dict[int, object] = {}
     recent: list[object] = []   # what the last opcodes pushed: a string, or None for anything else
     for op, arg, _pos in pickletools.genops(buf):
@@ -78,12 +99,14 @@ def _walk(buf: io.BytesIO, out: PickleScan) -> None:
             memo[len(memo)] = recent[-1] if recent else None
         elif name in ("GLOBAL", "INST"):
             module, _, attr = str(arg).partition(" ")
-            _add(out, f"{module}.{attr}")
+            if not lenient or (_IDENTIFIER.fullmatch(module) and _IDENTIFIER.fullmatch(attr)):
+                _add(out, f"{module}.{attr}")
             recent.append(None)
         elif name == "STACK_GLOBAL":
             if len(recent) >= 2 and isinstance(recent[-1], str) and isinstance(recent[-2], str):
-                _add(out, f"{recent[-2]}.{recent[-1]}")
-            else:
+                if not lenient or (_IDENTIFIER.fullmatch(recent[-2]) and _IDENTIFIER.fullmatch(recent[-1])):
+                    _add(out, f"{recent[-2]}.{recent[-1]}")
+            elif len(recent) >= 2 or not lenient:   # with fewer than two values an unpickler fails here
                 out.problems.append("STACK_GLOBAL with a name computed at load time (cannot be checked)")
             recent.append(None)
         else:

@@ -111,8 +111,14 @@ def torch_module_types() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=None)
 def trusted_types() -> frozenset[str]:
-    return frozenset(BUILTIN_DATA | STDLIB_DATA | NUMPY_DATA | SCIPY_SPARSE) | _sklearn_types() \
+    return frozenset(BUILTIN_DATA | STDLIB_DATA | NUMPY_DATA | SCIPY_SPARSE | CONSTRUCTORS) | _sklearn_types() \
         | _numpy_scalar_types() | torch_weights_types() | torch_module_types()
+
+
+# Cython's way to rebuild a cdef class: `newObj(cls)` is `cls.__new__(cls)`. Trusted as a constructor: the
+# loader lets it construct only a class the unpickler itself imported as trusted (io/models.py).
+CONSTRUCTORS = {"sklearn.neighbors._kd_tree.newObj", "sklearn.neighbors._ball_tree.newObj",
+                "sklearn.metrics._dist_metrics.newObj"}
 
 
 def is_dangerous(name: str) -> bool:
