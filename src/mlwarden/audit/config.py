@@ -106,8 +106,9 @@ def load_config(path: str | None) -> AuditConfig:
     p = Path(path)
     if not p.exists():
         raise UserError(f"config file not found: {path}")
+    from ..report.report import read_regular
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_regular(p).decode("utf-8"))   # a named pipe is an error, not a hang
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: malformed TOML: {e}") from None
     except UnicodeDecodeError:

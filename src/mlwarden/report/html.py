@@ -6,7 +6,8 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from .report import inside
+from ..core.errors import UserError
+from .report import inside, read_regular
 
 _env = Environment(loader=PackageLoader("mlwarden", "report/templates"), autoescape=select_autoescape(["j2"]))
 
@@ -17,7 +18,11 @@ def _embed(run_dir: Path | None, rel: str) -> str | None:
     p = run_dir / rel
     if not p.is_file() or p.suffix.lower() != ".png" or not inside(run_dir, p):
         return None  # evidence is embedded only from inside the run directory (a report.json may lie)
-    return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()
+    try:
+        data = read_regular(p)   # a pipe put there after the check above is refused, not waited on
+    except UserError:
+        return None
+    return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
 def render(report, run_dir: Path | None, fragment: bool = False) -> str:

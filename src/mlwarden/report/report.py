@@ -4,15 +4,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..core.errors import UserError
 from ..core.finding import Finding, Severity, Status
 
 SCHEMA = "mlwarden.report/1"
+FILES = ("report.json", "report.html", "report.md", "report.sarif", "junit.xml")
 
 
 def finite(obj: Any) -> Any:
@@ -49,6 +51,31 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def open_regular(path: Path | str) -> int:
+    """A read-only descriptor of `path`, which must be a regular file: a named pipe, device or socket where a
+    file is expected is a one-line error, never a read that waits forever (O_NONBLOCK: opening a pipe with no
+    writer returns at once, and the type is checked on what was opened, not on a name that can change)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else \
+            "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise UserError(f"{path}: is {kind}, not a regular file; mlwarden reads and writes only regular files")
+    return fd
+
+
+def read_regular(path: Path | str) -> bytes:
+    """The bytes of a regular file (see `open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as f:
+        return f.read()
 
 
 def inside(folder: Path, path: Path) -> bool:
@@ -123,26 +150,33 @@ class Report:
     def load(cls, run_dir: str | Path) -> "Report":
         p = Path(run_dir)
         path = p / "report.json" if p.is_dir() else p
-        if not path.exists():
+        if not os.path.lexists(path):
             raise UserError(f"no report.json in {run_dir}")
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            d = json.loads(read_regular(path).decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise UserError(f"{path}: not valid JSON ({e})") from None
         try:
             return cls.from_dict(d, run_dir=str(path.parent))
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{path}: not an mlwarden report ({type(e).__name__}: {e})") from None
 
-    def save(self, out_dir: str | Path | None = None) -> dict[str, Path]:
-        """Write report.json, .html, .md, .sarif and junit.xml; each file appears whole or not at all."""
+    def save(self, out_dir: str | Path | None = None, *, guard: Callable[[Path], None] | None = None,
+             names: tuple[str, ...] = FILES) -> dict[str, Path]:
+        """Write report.json, .html, .md, .sarif and junit.xml (or those of them in `names`); each file appears
+        whole or not at all. `guard(path)` raises when a file may not be replaced (a run directory's rule);
+        every file is checked before the first is written, so a refused save writes nothing."""
         from . import html, junit, markdown, sarif
         out = Path(out_dir or self.run_dir or ".")
-        texts = {"report.json": dumps(self.to_dict()),
-                 "report.html": html.render(self, out),
-                 "report.md": markdown.render(self),
-                 "report.sarif": dumps(sarif.render(self)),
-                 "junit.xml": junit.render(self)}
+        render = {"report.json": lambda: dumps(self.to_dict()),
+                  "report.html": lambda: html.render(self, out),
+                  "report.md": lambda: markdown.render(self),
+                  "report.sarif": lambda: dumps(sarif.render(self)),
+                  "junit.xml": lambda: junit.render(self)}
+        if guard is not None:
+            for name in names:
+                guard(out / name)
+        texts = {name: render[name]() for name in names}
         paths = {}
         for name, text in texts.items():
             write_atomic(out / name, text)
