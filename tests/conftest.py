@@ -107,6 +107,15 @@ def mlp_state_dict(tmp_path_factory, digits_mlp):
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """The same cache for session- and module-scoped fixtures as for tests (never the real ~/.cache): a run
+    directory a fixture makes is proven by a key in this cache's run-keys/, which a test's run must find."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLWARDEN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MLWARDEN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

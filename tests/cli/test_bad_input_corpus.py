@@ -286,7 +286,10 @@ def test_json_written_is_strict_even_with_infinite_numbers(tmp_path):
     from mlwarden.report.report import Report
     f = Finding("t", "fam", "T", Status.OK, Severity.LOW, "h", metrics=[Metric("exposure", math.inf, 10),
                                                                        Metric("ratio", float("nan"))])
+    from mlwarden.audit.rundir import RunDir, claim
+    claim(tmp_path, resume=False, fingerprint="")      # `mlwarden report` re-renders only in a run directory
     paths = Report(subject={"model": {}, "data": {}}, findings=[f], settings={}).save(tmp_path)
+    RunDir(tmp_path, {"fingerprint": "test"}).add(*paths.values())
 
     def strict(text):
         return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))

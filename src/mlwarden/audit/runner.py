@@ -1,13 +1,15 @@
 """Runs a plan of threats against a subject: seeds, thread policy, time budgets, on-disk cache, resume.
 
-Run directory layout:
-    run.json                 what is being audited (fingerprint checked on --resume)
+Run directory layout (audit/rundir.py: what the tool may delete or replace there, and how it proves it):
+    run.json                 what is being audited (fingerprint checked on --resume), the files the run
+                             created and their proofs
     findings/<threat>.json   one finding per threat, written atomically when the threat ends
     evidence/<threat>/...    figures and artefacts a finding points to
     report.{json,html,md,sarif}, junit.xml   written last, each atomically
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,9 +33,9 @@ from ..core.finding import Finding, Severity, Status
 from ..core.recipe import Recipe
 from ..core.target import RescaledTarget, Target, TorchTarget
 from ..core.threat import Context, Params, Threat
-from ..report.report import Report, dumps, write_atomic
+from ..report.report import FILES, Report, dumps, read_regular
 from .config import describe_validation_error
-from .rundir import RunDir, claim, sha256
+from .rundir import RunDir, check_replace, claim, sha256
 
 
 @dataclass
@@ -129,12 +131,20 @@ def fingerprint(subject: Subject, plan: list[Planned], settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def inputs_of(subject: Subject, settings: dict[str, Any], protect=()) -> list[str]:
+    """The files a run reads (the model, the baseline, and `protect`: what the caller read, such as the data
+    and the config): a run directory never loses one, whatever its run.json says (audit/rundir.py)."""
+    return [str(p) for p in (*protect, subject.info.get("path"), subject.info.get("model_file"),
+                             settings.get("baseline")) if p]
+
+
 def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: dict[str, Any], resume: bool = False,
              backend=None, progress: Callable[[int], Callable[[str, Planned, Finding | None], None]] | None = None,
-             notice: Callable[[str], None] | None = None, baseline: Report | None = None) -> Report:
+             notice: Callable[[str], None] | None = None, baseline: Report | None = None, protect=()) -> Report:
     """Run the plan, writing each finding as it ends. `progress(n_threats)` is called once the output folder
     is claimed (nothing is shown for a run refused before it starts) and returns the per-threat callback;
-    `notice(text)` hears about findings that could not be reused on --resume (they are re-run)."""
+    `notice(text)` hears about findings that could not be reused on --resume (they are re-run). `protect`:
+    files the run reads besides the model and the baseline; none is ever deleted or replaced."""
     seed, profile = settings["seed"], settings["profile"]
     out_dir = Path(out_dir)
     own_backend = backend is None   # made before the run directory is claimed: a missing extra writes nothing
@@ -142,7 +152,10 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
         backend = make_backend(settings.get("backend", "local"), settings.get("workers"), settings.get("threads", 1))
     fp = fingerprint(subject, plan, settings)
     try:
-        prev = claim(out_dir, resume=resume, fingerprint=fp)
+        writes = [f"findings/{p.threat.name}.json" for p in plan] + list(FILES) + (
+            ["diff.json", "diff.md"] if baseline is not None else [])
+        prev = claim(out_dir, resume=resume, fingerprint=fp, inputs=inputs_of(subject, settings, protect),
+                     writes=writes)
     except BaseException:
         if own_backend:
             backend.close()
@@ -174,17 +187,19 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
         if backend.workers > 1 and len(runnable) > 1:
             # independent threats side by side, each in a worker with a local backend of its own; each seeds
             # itself, so the findings are the ones a sequential run gives. Findings are written round by
-            # round, so an interrupted run keeps what finished for --resume.
+            # round, so an interrupted run keeps what finished for --resume. What each threat's evidence
+            # folder held before it ran is not its to record (a user's file there stays the user's).
+            before = {i: run.files_under(f"evidence/{plan[i].threat.name}") for i in todo}
             for i in todo:
                 if plan[i].skip:
                     findings[i] = _run_one(subject, plan[i], out_dir, seed, profile, budget, backend, cache)
-                    _record(run, out_dir, plan[i], findings[i], set())
+                    _record(run, out_dir, plan[i], findings[i], before[i])
             for chunk, results in rounds(backend, run_planned, runnable,
                                          (plan, subject, out_dir.absolute(), seed, profile, budget)):
                 # (absolute: a worker's working directory may not be this one)
                 for i, f in zip(chunk, results):
                     findings[i] = f
-                    _record(run, out_dir, plan[i], f, set())
+                    _record(run, out_dir, plan[i], f, before[i])
                     if progress:
                         progress("start", plan[i], None)
                         progress("done", plan[i], f)
@@ -211,24 +226,26 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
         from ..report import diff as _diff
         report.diff = _diff.diff_reports(baseline, report)
         report.baseline_states = _diff.baseline_state(report.diff)
-        write_atomic(out_dir / "diff.json", dumps(report.diff))
-        write_atomic(out_dir / "diff.md", _diff.markdown(report.diff))
-        run.add(out_dir / "diff.json", out_dir / "diff.md")
-    run.add(*report.save(out_dir).values())
+        for name in ("diff.json", "diff.md"):
+            run.check_write(out_dir / name)
+        run.write("diff.json", dumps(report.diff))
+        run.write("diff.md", _diff.markdown(report.diff))
+    run.add(*report.save(out_dir, guard=run.check_write).values())
     return report
 
 
 def _reuse(out_dir: Path, rel: str, item: Planned, created: dict[str, str], notice) -> Finding | None:
-    """A finding this run wrote before it stopped, or None (with a notice saying why) to run it again."""
+    """A finding this run wrote before it stopped, or None (with a notice saying why) to run it again.
+    `created`: the run's proven records (an edited one already stopped the run when it claimed the folder)."""
     path = out_dir / rel
     if rel not in created or not path.is_file():
         return None
     why = "changed since the run wrote it" if sha256(path) != created[rel] else None
     try:
-        f = Finding.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        f = Finding.from_dict(json.loads(read_regular(path).decode("utf-8")))
         if f.threat != item.threat.name:
             why = f"holds a finding of '{f.threat}'"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (OSError, UserError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         why = f"is not readable JSON ({type(e).__name__})"
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         why = f"is not a finding ({type(e).__name__}: {str(e)[:80]})"
@@ -242,9 +259,9 @@ def _reuse(out_dir: Path, rel: str, item: Planned, created: dict[str, str], noti
 def _record(run: RunDir, out_dir: Path, item: Planned, f: Finding, before: set) -> None:
     """Write the finding and register the evidence files its threat created."""
     rel = f"findings/{item.threat.name}.json"
-    write_atomic(out_dir / rel, dumps(f.to_dict()))
+    run.write(rel, dumps(f.to_dict()))
     after = run.files_under(f"evidence/{item.threat.name}")
-    run.add(*sorted((after - before) | (after & run.created_paths)), rel)
+    run.add(*sorted((after - before) | (after & run.created_paths)))
 
 
 def run_planned(i: int, shared) -> Finding:
@@ -265,7 +282,8 @@ def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, ca
         target, data = RescaledTarget(target, s.feature_low, s.feature_high, s.integer), normalized(data)
     ctx = Context(target=target, data=data, evidence_dir=out_dir / "evidence" / t.name,
                   recipe=subject.recipe, seed=seed, profile=profile, time_budget_s=budget,
-                  backend=backend or LocalBackend(), cache=cache)
+                  backend=backend or LocalBackend(), cache=cache,
+                  guard=functools.partial(check_replace, Path(out_dir)))   # evidence replaces only its own files
     seed_everything(seed)
     q0 = subject.target.queries
     t0 = time.monotonic()
@@ -296,30 +314,33 @@ def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, ca
     return f
 
 
-def write_refused(scan: dict, out_dir: Path, *, settings: dict[str, Any], subject: dict[str, Any]) -> Report:
+def write_refused(scan: dict, out_dir: Path, *, settings: dict[str, Any], subject: dict[str, Any],
+                  protect=()) -> Report:
     """The complete report of an audit that stopped at the model file: its one finding is the file scan."""
     from ..threats.corruption.unsafe_file import scan_finding
     out_dir = Path(out_dir)
-    claim(out_dir, resume=False, fingerprint="")
+    rel = "findings/unsafe-model-file.json"
+    claim(out_dir, resume=False, fingerprint="", writes=[rel, *FILES],
+          inputs=[*protect, scan.get("path"), settings.get("baseline")])
     run = RunDir(out_dir, {"fingerprint": "refused", "settings": settings, "subject": subject,
                            "threats": ["unsafe-model-file"]})
     finding = scan_finding(scan, settings.get("profile", "quick"), refused=True)
-    rel = "findings/unsafe-model-file.json"
-    write_atomic(out_dir / rel, dumps(finding.to_dict()))
+    run.write(rel, dumps(finding.to_dict()))
     report = Report(subject=subject, findings=[finding], settings=settings,
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=scan["seconds"],
                     version=__version__, run_dir=str(out_dir))
-    run.add(rel, *report.save(out_dir).values())
+    run.add(*report.save(out_dir, guard=run.check_write).values())
     return report
 
 
 def run_audit(subject: Subject, out_dir: Path, *, settings: dict[str, Any], threats: list[str] | None = None,
               overrides: dict[str, dict] | None = None, resume: bool = False, backend=None,
               progress: Callable[[int], Callable] | None = None, notice: Callable[[str], None] | None = None,
-              baseline: Report | None = None) -> Report:
+              baseline: Report | None = None, protect=()) -> Report:
     """One audit, as the CLI, the Python API and harden all run it: pick the threats (names or families;
     the default audit's when none), validate every parameter, run the plan, write the report.
-    `progress(n_threats)` returns the per-threat callback."""
+    `progress(n_threats)` returns the per-threat callback; `protect`: files the run reads besides the model
+    and the baseline (data, config), never deleted or replaced."""
     from ..core.registry import get_threats
     names = threats if threats is not None else settings.get("threats")
     if not names and getattr(subject.recipe, "federated", False):   # a federation's audit: its malicious clients
@@ -328,4 +349,4 @@ def run_audit(subject: Subject, out_dir: Path, *, settings: dict[str, Any], thre
     subject, settings = placed(subject, settings)
     plan = make_plan(subject, chosen, settings["profile"], overrides or {}, settings.get("eps"), Path(out_dir))
     return run_plan(subject, plan, Path(out_dir), settings=settings, resume=resume, backend=backend,
-                    progress=progress, notice=notice, baseline=baseline)
+                    progress=progress, notice=notice, baseline=baseline, protect=protect)

@@ -166,7 +166,8 @@ def audit(
     except UnsafeModelFile as e:
         write_refused(e.scan.to_dict(), run_dir, settings=cfg.audit.model_dump(),
                       subject={"model": {"name": Path(e.scan.path).name, "path": e.scan.path, "kind": e.scan.format,
-                                         "access": "none (not loaded)"}, "data": {"name": cfg.data.path}})
+                                         "access": "none (not loaded)"}, "data": {"name": cfg.data.path}},
+                      protect=_inputs(cfg, config))
         err.print(f"report: {run_dir / 'report.html'} (one critical finding: unsafe-model-file)", markup=False)
         raise
     t = subject.target
@@ -176,7 +177,7 @@ def audit(
                   f"input range {subject.data.space.describe()}; profile {cfg.audit.profile}")
         return _progress(total)
     report = run_audit(subject, run_dir, settings=cfg.audit.model_dump(), overrides=cfg.threats, resume=resume,
-                       progress=start, notice=_notice, baseline=base)
+                       progress=start, notice=_notice, baseline=base, protect=_inputs(cfg, config))
     _summary(report)
     out.print(f"report: {run_dir / 'report.html'} (also report.json, report.md, report.sarif, junit.xml"
               + (", diff.md, diff.json)" if base else ")"))
@@ -202,6 +203,26 @@ def _judge(diff: dict, fail_on_regression: bool) -> int:
         err.print(f"failing: significant regression in {', '.join(diff['regressions'])}", markup=False)
         return 1
     return 0
+
+
+def _inputs(cfg, config: str | None) -> list[str]:
+    """Every existing file or folder the command was told to read (config, model, data, baseline, and any
+    other path in the configuration): a run directory never loses one (audit/rundir.py)."""
+    found: list[str] = [config] if config else []
+
+    def walk(v):
+        if isinstance(v, str):
+            found.append(v)
+        elif isinstance(v, dict):
+            for w in v.values():
+                walk(w)
+        elif isinstance(v, (list, tuple)):
+            for w in v:
+                walk(w)
+    d = cfg.model_dump()
+    d["audit"].pop("out", None)
+    walk(d)
+    return [p for p in dict.fromkeys(found) if p and os.path.exists(p)]
 
 
 def _build_config(config, *, model=None, factory=None, fmt=None, access=None, data=None, label_column=None,
@@ -336,7 +357,8 @@ def harden(
     run_dir = Path(cfg.audit.out or Path("mlwarden-out") / f"harden-{run_name(cfg.model.path)}")
     res = run_harden(subject, chosen, run_dir, settings=cfg.audit.model_dump(), sweep=sweep,
                      threats=cfg.audit.threats, overrides=cfg.threats, resume=resume, progress=_progress,
-                     stage=lambda text: err.print(f"[bold]harden[/] {escape(text)}"), notice=_notice)
+                     stage=lambda text: err.print(f"[bold]harden[/] {escape(text)}"), notice=_notice,
+                     protect=_inputs(cfg, config))
     from ..harden.render import facts, rows
     for point in res.summary["points"]:
         table = Table(title=f"mlwarden harden: {defense} ({point['label']})")
@@ -617,11 +639,16 @@ def list_threats():
 
 
 @app.command("report")
-def rerender(run_dir: str = typer.Argument(..., help="a run directory holding report.json")):
-    """Re-render report.html, .md, .sarif and junit.xml from a run directory's report.json."""
-    from ..report.report import Report
-    rep = Report.load(run_dir)
-    paths = rep.save(Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent)
+def rerender(run_dir: str = typer.Argument(..., help="a run directory holding report.json (or that file)")):
+    """Re-render report.html, .md, .sarif and junit.xml from a run directory's report.json. Writes only
+    into a run directory mlwarden proves it made, and only over the files it proves it wrote there."""
+    from ..audit.rundir import open_run
+    from ..report.report import FILES, Report
+    rep = Report.load(run_dir)   # a missing, unreadable or malformed report says so first
+    folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+    run = open_run(folder, "mlwarden report:")
+    paths = rep.save(folder, guard=run.check_write, names=tuple(n for n in FILES if n != "report.json"))
+    run.add(*paths.values())
     out.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 

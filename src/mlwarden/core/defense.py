@@ -21,7 +21,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from torch import nn
 
@@ -43,6 +43,18 @@ class DefenseContext:
     profile: str = "quick"
     backend: Any = None
     label: str = "after"   # the harden point ("after", or "after-KEY=VALUE" in a sweep)
+    # guard(path) raises when a file may not be replaced (harden's: one the run did not write, or one changed
+    # since; see audit/rundir.py); None writes anywhere (a context made by hand)
+    guard: Callable[[Path], None] | None = None
+
+    def file(self, rel: str) -> Path:
+        """The path of a file a defence writes (relative to out_dir; list it in its evaluation's "files" or
+        "plots" so the run records it), checked by the guard."""
+        path = self.out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.guard is not None:
+            self.guard(path)
+        return path
 
     def point_name(self, stem: str, suffix: str, single: str = "") -> str:
         """A file name of this point's own, so a sweep's points (audited side by side) never share one:

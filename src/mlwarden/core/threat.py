@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -36,6 +36,10 @@ class Context:
     backend: Any = None  # LocalBackend unless the runner is given another (core/backend.py)
     cache: dict = field(default_factory=dict)  # shared between threats of one audit (e.g. masking checks)
     started: float = field(default_factory=time.monotonic)
+    # guard(path) raises when an evidence file may not be replaced (the runner's: a file the run did not
+    # write, or one changed since; see audit/rundir.py); None writes anywhere (a Context made by hand)
+    guard: Callable[[Path], None] | None = None
+    _handed: set = field(default_factory=set, repr=False)
 
     def __post_init__(self):
         if self.backend is None:
@@ -43,7 +47,11 @@ class Context:
 
     def evidence_path(self, name: str) -> Path:
         self.evidence_dir.mkdir(parents=True, exist_ok=True)
-        return self.evidence_dir / name
+        path = self.evidence_dir / name
+        if self.guard is not None and path not in self._handed:   # a name handed out before is this threat's
+            self.guard(path)
+            self._handed.add(path)
+        return path
 
     def rel(self, path: Path) -> str:
         """Evidence paths are stored relative to the run directory (two levels above evidence_dir)."""

@@ -218,9 +218,8 @@ class RandomizedSmoothing(Defense):
                          "empirical": ke / n, "empirical_ci": list(clopper_pearson(ke, n)),
                          "certified_exceeds_empirical": diff[1] > 0})
         bug = any(row["certified_exceeds_empirical"] for row in rows)
-        plot = ctx.out_dir / "plots" / ctx.point_name("certified", ".png", f"-sigma={p.sigma:g}")
+        plot = ctx.file("plots/" + ctx.point_name("certified", ".png", f"-sigma={p.sigma:g}"))
         from ..plots import certified_curve
-        plot.parent.mkdir(parents=True, exist_ok=True)
         certified_curve(plot, rows, sigma=p.sigma, n=p.n)
         return {"certified": rows, "abstained": int((labels == ABSTAIN).sum()), "n_points": len(y),
                 "audit_linf_eps": p.eps, "audit_linf_eps_as_l2": p.eps * math.sqrt(d),

@@ -156,12 +156,12 @@ class Roni(Defense):
         keep = flt.keep_mask(ctx.data.x_train, ctx.data.y_train)
         texts = decode(ctx.data.x_train[~keep])
         labels = ctx.data.y_train[~keep].tolist()
-        path = ctx.out_dir / ctx.point_name("roni-rejected", ".tsv")
+        path = ctx.file(ctx.point_name("roni-rejected", ".tsv"))
         path.write_text("".join(f"{'spam' if y else 'ham'}\t{' '.join(t.split())}\n" for t, y in zip(texts, labels)),
                         encoding="utf-8")
         removed = Metric.rate("clean training messages rejected", int((~keep).sum()), len(keep))
         return {"rejected": vars(removed), "rejected_ham": labels.count(0), "rejected_spam": labels.count(1),
-                "rule": flt.rule, "rejected_file": path.name,
+                "rule": flt.rule, "rejected_file": path.name, "files": [path.name],
                 "summary": f"with no attack, it rejects {removed.text()} of the clean training messages "
                            f"({labels.count(0)} ham, {labels.count(1)} spam; listed in {path.name}); threshold "
                            f"{flt.rule}"}

@@ -64,7 +64,8 @@ def _fmt(h: dict) -> str:
 
 # -- summary and plots -----------------------------------------------------------------------------
 def summarize(subject, chosen, sweep, threats, before: Report, base_ok, results: list[dict],
-              reports: list[Report], out_dir: Path) -> dict:
+              reports: list[Report], out_dir: Path, guard=None) -> dict:
+    """The harden summary; `guard(path)` raises when a plot may not be written there (audit/rundir.py)."""
     n = len(base_ok)
     before_acc = {"value": float(base_ok.float().mean()), "n": n, "k": int(base_ok.sum())}
     for res, rep in zip(results, reports):
@@ -73,7 +74,7 @@ def summarize(subject, chosen, sweep, threats, before: Report, base_ok, results:
         res["verdict"] = verdict(res, before_acc)
         res["unreliable"] = [{"threat": r["threat"], "reasons": r["unreliable_after"]}
                              for r in res["comparison"] if r["unreliable_after"]]
-    plots = _plots(before, reports, results, sweep, out_dir) + [
+    plots = _plots(before, reports, results, sweep, out_dir, guard) + [
         rel for r in results for ev in r["evaluation"].values() for rel in ev.get("plots", [])]
     return {"schema": SCHEMA, "defenses": [{"name": d.name, "kind": d.kind, "title": d.title} for d, _ in chosen],
             "sweep": vars(sweep) if sweep else None, "threats": threats, "subject": subject.describe(),
@@ -82,11 +83,17 @@ def summarize(subject, chosen, sweep, threats, before: Report, base_ok, results:
             " | ".join(f"{r['label']}: {r['verdict']}" for r in results), "plots": plots}
 
 
-def _plots(before: Report, reports: list[Report], results: list[dict], sweep, out_dir: Path) -> list[str]:
+def _plots(before: Report, reports: list[Report], results: list[dict], sweep, out_dir: Path,
+           guard=None) -> list[str]:
     from .. import plots
     folder = out_dir / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     made = []
+
+    def at(name: str) -> Path:
+        if guard is not None:
+            guard(folder / name)
+        return folder / name
     runs = [("before", before)] + [(r["label"], rep) for r, rep in zip(results, reports)]
 
     def found(rep, threat):
@@ -95,18 +102,18 @@ def _plots(before: Report, reports: list[Report], results: list[dict], sweep, ou
     roc = {label: f.details["roc"][f.details["best"]] for label, rep in runs
            if (f := found(rep, "membership-inference")) and "roc" in f.details}
     if len(roc) > 1:
-        plots.roc_overlay(folder / "roc-before-after.png", roc, title="membership inference, strongest attack")
+        plots.roc_overlay(at("roc-before-after.png"), roc, title="membership inference, strongest attack")
         made.append("plots/roc-before-after.png")
     curves = {label: f.details["curve"] for label, rep in runs if (f := found(rep, "whitebox-cascade"))
               and f.details.get("curve")}
     if len(curves) > 1:
         cascade = found(before, "whitebox-cascade")
-        plots.curve_overlay(folder / "security-curve-before-after.png", curves,
+        plots.curve_overlay(at("security-curve-before-after.png"), curves,
                             audited_eps=cascade.params.get("eps") if cascade else None)
         made.append("plots/security-curve-before-after.png")
     exposure = {label: f.details["table"] for label, rep in runs if (f := found(rep, "secret-sharer"))}
     if len(exposure) > 1:
-        plots.exposure_overlay(folder / "exposure-before-after.png", exposure)
+        plots.exposure_overlay(at("exposure-before-after.png"), exposure)
         made.append("plots/exposure-before-after.png")
     if sweep and len(results) > 1:
         xs = [float(v) for v in sweep.values]
@@ -118,7 +125,7 @@ def _plots(before: Report, reports: list[Report], results: list[dict], sweep, ou
                     key = f"{c['threat']}: {c['after']['label']}"
                     risk.setdefault(key, []).append(c["after"]["value"])
                     base[key] = c["before"]["value"]
-        plots.tradeoff(folder / "tradeoff.png", sweep.param, xs, acc,
+        plots.tradeoff(at("tradeoff.png"), sweep.param, xs, acc,
                        {k: v for k, v in risk.items() if len(v) == len(xs)}, base)
         made.append("plots/tradeoff.png")
     return made

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,8 @@ import torch
 from pydantic import ValidationError
 
 from ..audit.config import describe_validation_error
-from ..audit.rundir import RunDir, claim, sha256
-from ..audit.runner import Subject, ran_here, run_audit, seed_everything
+from ..audit.rundir import RunDir, claim, guard, sha256
+from ..audit.runner import Subject, inputs_of, ran_here, run_audit, seed_everything
 from ..core.backend import LocalBackend, make_backend, rounds
 from ..core.data import is_number
 from ..core.defense import (RETRAINS, Defense, DefenseContext, Hardened, apply_defenses, chain, check_applicable,
@@ -28,11 +29,12 @@ from ..core.finding import Metric
 from ..core.registry import get_defense, get_threats
 from ..io.models import load_target, save_module
 from ..report import sarif
-from ..report.report import Report, dumps, write_atomic
+from ..report.report import Report, dumps, read_regular, write_atomic
 from ..threats.tricking.common import EvasionParams
 from . import render
 
 Chosen = list[tuple[Defense, dict[str, Any]]]
+HARDEN_FILES = ("harden.json", "harden.md", "harden.html", "harden.sarif")
 
 
 @dataclass
@@ -156,7 +158,9 @@ def mitigated_threats(chosen: Chosen) -> list[str]:
 def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, sweep: Sweep | None = None,
            threats: list[str] | None = None, overrides: dict | None = None, resume: bool = False,
            progress: Callable | None = None, stage: Callable[[str], None] | None = None,
-           notice: Callable[[str], None] | None = None) -> HardenResult:
+           notice: Callable[[str], None] | None = None, protect=()) -> HardenResult:
+    """`protect`: files the run reads besides the model and the baseline (data, config); none is ever
+    deleted or replaced (audit/rundir.py)."""
     stage = stage or (lambda text: None)
     profile = settings["profile"]
     threats = threats or mitigated_threats(chosen)
@@ -174,7 +178,8 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
     resolve_device(settings.get("device", "auto"))   # a missing GPU or extra: one line, nothing written
     backend = make_backend(settings.get("backend", "local"), settings.get("workers"), settings.get("threads", 1))
     try:
-        prev = claim(out_dir, resume=resume, fingerprint=fp)
+        prev = claim(out_dir, resume=resume, fingerprint=fp, inputs=inputs_of(subject, settings, protect),
+                     writes=HARDEN_FILES)
     except BaseException:
         backend.close()
         raise
@@ -184,7 +189,7 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
     torch.set_num_threads(settings.get("threads", 1))
     try:
         audit = dict(settings=settings, threats=threats, overrides=overrides, resume=resume, progress=progress,
-                     notice=notice, backend=backend)
+                     notice=notice, backend=backend, protect=list(protect))
         stage(f"auditing the model as it is ({', '.join(threats)})")
         before = run_audit(subject, out_dir / "before", **audit)
         base_ok = correct(subject.target, subject.data.x_test, subject.data.y_test)
@@ -194,7 +199,8 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
         side_by_side = backend.workers > 1 and len(points) > 1 and not resume
         if side_by_side:   # a sweep's points train side by side
             stage(f"applying {len(points)} settings side by side ({backend.workers} workers)")
-            ctx = DefenseContext(subject.data, out_dir.absolute(), seed=settings["seed"], profile=settings["profile"])
+            ctx = DefenseContext(subject.data, out_dir.absolute(), seed=settings["seed"], profile=settings["profile"],
+                                 guard=guard(out_dir.absolute()))
             applied = dict(zip([label for label, _ in points],
                                backend.map(apply_point, [params for _, params in points],
                                            shared=(subject, ctx, settings["seed"]))))
@@ -221,7 +227,10 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
     finally:
         torch.set_num_threads(old_threads)
         backend.close()
-    summary = render.summarize(subject, chosen, sweep, threats, before, base_ok, results, reports, out_dir)
+    for name in HARDEN_FILES:   # checked before the plots and the first file are written
+        run.check_write(out_dir / name)
+    summary = render.summarize(subject, chosen, sweep, threats, before, base_ok, results, reports, out_dir,
+                               guard=run.check_write)
     files = {"harden.json": dumps(summary), "harden.md": render.markdown(summary),
              "harden.html": render.html(summary, out_dir),
              "harden.sarif": dumps(sarif.render(reports[-1]))}
@@ -254,7 +263,8 @@ def _prepare(subject, params, out_dir: Path, label: str, settings, audit, run: R
              applied: tuple[Hardened, float] | None = None) -> _Point:
     """The point's hardened model: reused on --resume, else applied (or taken from a worker) and saved."""
     seed = settings["seed"]
-    ctx = DefenseContext(subject.data, out_dir, seed=seed, profile=settings["profile"], backend=audit["backend"])
+    ctx = DefenseContext(subject.data, out_dir, seed=seed, profile=settings["profile"], backend=audit["backend"],
+                         guard=guard(out_dir))
     state_rel = f"hardened/{label}.json"
     state = {"params": {d.name: p.model_dump() for d, p in params}}
     reused = _reuse_hardened(subject, params, out_dir, state_rel, state, run, ctx) if audit["resume"] else None
@@ -266,8 +276,10 @@ def _prepare(subject, params, out_dir: Path, label: str, settings, audit, run: R
         state.update(facts=hardened.facts, training_s=hardened.training_s, apply_s=apply_s, model=None,
                      target_name=hardened.target.name)
         if hardened.model is not None:
-            state["model"] = save_module(hardened.model, subject.data,
-                                         out_dir / "hardened" / label.replace("after", "model"))
+            base = out_dir / "hardened" / label.replace("after", "model")
+            for suffix in (".pt2", ".safetensors"):   # save_module writes one of them
+                run.check_write(base.parent / f"{base.name}{suffix}")
+            state["model"] = save_module(hardened.model, subject.data, base)
             run.add(state["model"]["path"])
     after = Subject(hardened.target, subject.data, hardened.recipe or subject.recipe,
                     {**subject.info, "hardened": label, "model_file": state["model"]["path"] if state["model"] else None})
@@ -289,7 +301,7 @@ def audit_point(point: _Point, shared) -> tuple[Report, dict | None, torch.Tenso
     evaluation = None
     if "evaluation" not in point.state:
         ctx = DefenseContext(subject.data, out_dir, seed=settings["seed"], profile=settings["profile"],
-                             backend=audit["backend"], label=point.label)
+                             backend=audit["backend"], label=point.label, guard=guard(out_dir))
         evaluation = {}
         for d, p in point.params:
             stage(f"{d.name}: its own checks")
@@ -305,10 +317,10 @@ def _finish(subject, point: _Point, evaluation: dict | None, ok, out_dir: Path, 
     state = point.state
     if evaluation is not None:
         state["evaluation"] = evaluation
+        run.add(*(out_dir / rel for ev in evaluation.values()            # a defence's own files, recorded
+                  for rel in [*ev.get("files", []), *ev.get("plots", [])]))  # as soon as they are written
         if state["model"]:   # what resuming needs to skip training and these checks
-            state_rel = f"hardened/{point.label}.json"
-            write_atomic(out_dir / state_rel, dumps(state, indent=None))
-            run.add(state_rel)
+            run.write(f"hardened/{point.label}.json", dumps(state, indent=None))
     diff = paired_difference(base_ok, ok)
     return {"label": point.label, "dir": point.label, **state,
             "accuracy": vars(Metric.rate("test accuracy", int(ok.sum()), len(ok))),
@@ -317,22 +329,32 @@ def _finish(subject, point: _Point, evaluation: dict | None, ok, out_dir: Path, 
 
 
 def _reuse_hardened(subject, params, out_dir: Path, state_rel: str, state: dict, run: RunDir, ctx):
-    """On --resume: the hardened model this run saved (unchanged since, same parameters), loaded through the
-    scan like any model file, with the defended recipe rebuilt without training. None to apply again."""
-    created = {c["path"]: c["sha256"] for c in run.created}
+    """On --resume: the hardened model this run saved (same parameters), loaded through the scan like any
+    model file, with the defended recipe rebuilt without training. None to apply again (no proven state);
+    a one-line error when the saved model is not, byte for byte, the one this run recorded (a plain model
+    swapped in would be reported as hardened)."""
+    created = {c["path"]: c["sha256"] for c in run.created}   # proven records only (audit/rundir.py)
     path = out_dir / state_rel
     if state_rel not in created or not path.is_file() or sha256(path) != created[state_rel]:
         return None
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        saved = json.loads(read_regular(path).decode("utf-8"))
+    except (OSError, UserError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     model = saved.get("model") or {}
     rel = Path(str(model.get("path", ""))).relative_to(out_dir).as_posix() if str(model.get("path", "")).startswith(
         str(out_dir)) else None
-    if saved.get("params") != state["params"] or model.get("format") != "export" or rel not in created:
+    if saved.get("params") != state["params"] or model.get("format") != "export" or rel is None:
         return None
-    target = load_target(model["path"], subject.data)
+    saved_model = out_dir / rel
+    if not os.path.lexists(saved_model):
+        return None   # gone: the point is applied again
+    if rel not in created or saved_model.is_symlink() or not saved_model.is_file() \
+            or sha256(saved_model) != created[rel]:
+        raise UserError(f"--resume: {saved_model}: is not the hardened model this run saved "
+                        "(missing, or its SHA-256 differs from the run's record); mlwarden will not report it as "
+                        f"hardened nor retrain over it: move it away, or drop --resume, or choose a new --out")
+    target = load_target(str(saved_model), subject.data)
     target.access = subject.target.access
     recipe = subject.recipe
     for d, p in params:
