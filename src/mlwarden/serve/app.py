@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
+import logging
 import math
 import re
 import secrets
@@ -27,6 +30,7 @@ from .watermark import Watermark
 from .protocol import InferRequest, InferResponse, ModelMetadata, ModelReady, ServerMetadata, TensorMeta
 
 RANGE_TOLERANCE = 1e-6
+logger = logging.getLogger("mlwarden.serve")
 
 
 class ClientError(Exception):
@@ -41,23 +45,40 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 ENCRYPTED_ROUTE = re.compile(r"/v2/models/[^/]+/encrypted-infer")   # the one route with a larger body limit
 
 
+KID = "mlwarden.key_id"   # the scope entry where the Gate leaves the id of the key a request was accepted with
+STORAGE_RETRY_S = 5
+
+
 class Gate:
     """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs about a millisecond a request) that does
-    what must happen before a body is read: refuse binary-tensor requests (415) and bodies declared larger
-    than the limit (413), authenticate model routes (401/403), give a JSON body sent without a Content-Type
-    the JSON type (tritonclient sends none), and read the body under a size limit (413) and a deadline (408).
-    Every refusal is logged."""
+    what must happen before a body is read: answer 503 to every model request while the query log or the
+    watermark registry cannot be written, refuse binary-tensor requests (415) and bodies declared larger
+    than the limit (413), authenticate model routes (400 for more than one Authorization header, 401/403)
+    and leave the key's id in the scope, give a JSON body sent without a Content-Type the JSON type
+    (tritonclient sends none), and read the body under a size limit (413) and a deadline (408). Every
+    refusal is logged. An exception that escapes the application becomes a 422 (it was raised by this
+    request), never a 500."""
 
-    def __init__(self, app, limit: int, timeout_s: float, authorize, identify, log, encrypted_limit: int | None = None):
+    def __init__(self, app, limit: int, timeout_s: float, authorize, log, storage_ok,
+                 encrypted_limit: int | None = None):
         self.app, self.limit, self.timeout_s = app, limit, timeout_s
         self.encrypted_limit = encrypted_limit   # /encrypted-infer carries ciphertexts: a limit of its own
-        self.authorize, self.identify, self.log = authorize, identify, log
+        self.authorize, self.log, self.storage_ok = authorize, log, storage_ok
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        model_route = scope["path"].startswith("/v2/models/")
+        if (model_route or scope["path"] == "/v2/health/ready") and not self.storage_ok():
+            # every model request alike, watermarked or not: which ones write the registry must not show
+            message = ("the server cannot write its query log or watermark registry (disk full or folder "
+                       "removed); try again later")
+            self.log.write(key="-", rows=0, status=503, reason=message, path=scope["path"])
+            body = {"error": message, **({"ready": False} if not model_route else {})}
+            return await JSONResponse(body, status_code=503, headers={"Retry-After": str(STORAGE_RETRY_S)})(
+                scope, receive, send)
         headers = dict(scope["headers"])
-        refusal = None
+        refusal, kid = None, "anonymous"
         if b"inference-header-content-length" in headers:
             refusal = ClientError(415, "binary tensor data is not supported: send the tensors as JSON (tritonclient: "
                                        "binary_data=False on inputs and outputs)")
@@ -67,18 +88,18 @@ class Gate:
         if refusal is None and size is not None and (not size.isdigit() or int(size) > limit):
             refusal = ClientError(413, f"body of {size.decode(errors='replace')} bytes exceeds the limit of "
                                        f"{limit}")
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        if refusal is None and scope["path"].startswith("/v2/models/") and not scope["path"].endswith("/ready"):
+        auths = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
+        if refusal is None and model_route and not scope["path"].endswith("/ready"):
             try:
-                self.authorize(auth)
+                kid = self.authorize(auths)
             except ClientError as e:
-                refusal = e
+                refusal, kid = e, ("anonymous" if not auths else "invalid")
+        scope = {**scope, KID: kid}
         if refusal is not None:
-            self.log.write(key=self.identify(auth), rows=0, status=refusal.status, reason=refusal.message,
-                           path=scope["path"])
+            self.log.write(key=kid, rows=0, status=refusal.status, reason=refusal.message, path=scope["path"])
             return await _error(refusal.status, refusal.message, refusal.headers)(scope, receive, send)
         if scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
+            return await self._run(scope, receive, send)
         if b"content-type" not in headers:
             scope = {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
         # the body is read here, whole, under the size limit and the deadline, then handed to the app: an
@@ -100,8 +121,7 @@ class Gate:
                 break
             more = message.get("more_body", False)
         if refusal is not None:
-            self.log.write(key=self.identify(auth), rows=0, status=refusal.status, reason=refusal.message,
-                           path=scope["path"])
+            self.log.write(key=kid, rows=0, status=refusal.status, reason=refusal.message, path=scope["path"])
             return await _error(refusal.status, refusal.message)(scope, receive, send)
         body, delivered = b"".join(chunks), False
 
@@ -112,17 +132,39 @@ class Gate:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        return await self.app(scope, replay, send)
+        return await self._run(scope, replay, send)
+
+    async def _run(self, scope, receive, send):
+        started = False
+
+        async def watched(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            return await self.app(scope, receive, watched)
+        except Exception as e:   # noqa: BLE001 - the catch-all: no exception reaches the client as a 500
+            logger.exception("%s %s raised", scope["method"], scope["path"])
+            if started:
+                raise
+            message = f"this request could not be answered ({type(e).__name__})"
+            self.log.write(key=scope.get(KID, "anonymous"), rows=0, status=422, reason=message, path=scope["path"])
+            return await _error(422, message)(scope, receive, send)
 
 
 class ErrorBody(BaseModel):
     error: str
 
 
-ERRORS = {400: "the body is not valid JSON", 401: "missing API key", 403: "API key not accepted, or the key "
-          "is blocked", 404: "no such model or version", 405: "method not allowed", 408: "the body arrived too "
-          "slowly", 413: "body or batch too large", 415: "binary tensor data (send JSON)", 422: "the request "
-          "does not match the model's input", 429: "rate limit or query budget reached"}
+ERRORS = {400: "the body is not valid JSON, or more than one Authorization header", 401: "missing API key",
+          403: "API key not accepted, or the key is blocked", 404: "no such model or version",
+          405: "method not allowed", 408: "the body arrived too slowly", 413: "body or batch too large",
+          415: "binary tensor data (send JSON)",
+          422: "the request does not match the model's input, or the model cannot answer it",
+          429: "rate limit or query budget reached",
+          503: "the query log or watermark registry cannot be written (disk full, folder removed): every model "
+               "request, until it can (Retry-After)"}
 
 
 def _responses(*codes: int) -> dict:
@@ -159,29 +201,40 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig,
 
     strip = _strip(target, space, guards, clean) if guards.strip else None
 
-    def token(header: str) -> str | None:
-        return header[7:].strip() if header.lower().startswith("bearer ") else None
+    # key ids come from the configured keys, never from what a client sends: a refused key is "invalid" in the
+    # log and creates no state (limits and detector see accepted keys only)
+    accepted = [(k.encode(), key_id(k, salt)) for k in guards.api_keys]
 
-    def authorize(header: str) -> str | None:
-        """The accepted key, None when the server has no keys; 401/403 otherwise (before any body is read)."""
+    def authorize(headers: list[str]) -> str:
+        """The id of the accepted key ('anonymous' when the server has no keys); 400/401/403 otherwise, before
+        any body is read. One identity a request: two Authorization headers are refused, whatever they hold."""
+        if len(headers) > 1:
+            raise ClientError(400, f"{len(headers)} Authorization headers; send one")
         if not guards.api_keys:
-            return None
-        key = token(header)
-        if key is None:
+            return "anonymous"
+        header = headers[0] if headers else ""
+        if not header.lower().startswith("bearer "):
             raise ClientError(401, "missing API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
-        if key not in guards.api_keys:
+        given, found = header[7:].strip().encode("latin-1"), None
+        for k, kid in accepted:   # every key compared, in constant time
+            if hmac.compare_digest(given, k):
+                found = kid
+        if found is None:
             raise ClientError(403, "API key not accepted")
-        return key
-
-    def identify(header: str) -> str:
-        """The salted id of the key a request presents (accepted or not); 'anonymous' without one."""
-        return key_id(token(header) if guards.api_keys else None, salt)
+        return found
 
     def kid_of(request: Request) -> str:
-        return identify(request.headers.get("authorization", ""))
+        return request.scope.get(KID, "anonymous")
+
+    journals = [j for j in (log.journal, marker.registry if marker is not None else None) if j is not None]
+
+    def storage_ok() -> bool:
+        return all([j.healthy() for j in journals])   # a list: every journal gets its chance to recover
+
+    app.state.journals = journals
 
     app.add_middleware(Gate, limit=guards.max_body_bytes, timeout_s=guards.body_timeout_s, authorize=authorize,
-                       identify=identify, log=log,
+                       log=log, storage_ok=storage_ok,
                        encrypted_limit=guards.encrypted_max_body_bytes if guards.encrypted else None)
 
     @app.exception_handler(RequestValidationError)
@@ -241,28 +294,29 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig,
                                          "input_range": [space.low, space.high] if bounded else None,
                                          "n_classes": target.n_classes, **extra})
 
-    @app.get("/v2/models/{model_name}", response_model=ModelMetadata, responses=_responses(401, 403, 404))
+    @app.get("/v2/models/{model_name}", response_model=ModelMetadata, responses=_responses(400, 401, 403, 404, 503))
     def metadata(model_name: str):
         check_name(model_name)
         return model_metadata()
 
     @app.get("/v2/models/{model_name}/versions/{version}", response_model=ModelMetadata,
-             responses=_responses(401, 403, 404))
+             responses=_responses(400, 401, 403, 404, 503))
     def metadata_version(model_name: str, version: str):
         check_name(model_name, version)
         return model_metadata()
 
-    @app.get("/v2/models/{model_name}/ready", response_model=ModelReady, responses=_responses(404))
+    @app.get("/v2/models/{model_name}/ready", response_model=ModelReady, responses=_responses(404, 503))
     def model_ready(model_name: str):
         check_name(model_name)
         return ModelReady(name=name, ready=True)
 
-    @app.get("/v2/models/{model_name}/versions/{version}/ready", response_model=ModelReady, responses=_responses(404))
+    @app.get("/v2/models/{model_name}/versions/{version}/ready", response_model=ModelReady,
+             responses=_responses(404, 503))
     def model_ready_version(model_name: str, version: str):
         check_name(model_name, version)
         return ModelReady(name=name, ready=True)
 
-    infer_errors = _responses(400, 401, 403, 404, 408, 413, 415, 422, 429)
+    infer_errors = _responses(400, 401, 403, 404, 408, 413, 415, 422, 429, 503)
 
     @app.post("/v2/models/{model_name}/infer", response_model=InferResponse, responses=infer_errors)
     async def infer(model_name: str, body: InferRequest, request: Request):
@@ -279,8 +333,7 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig,
         t0 = time.monotonic()
         x = _validate(body, in_shape, space, guards)
         kid = kid_of(request)
-        if detector is not None and guards.detector == "block" and kid in detector.clients \
-                and detector.clients[kid].flagged:
+        if detector is not None and guards.detector == "block" and detector.flagged(kid):
             log.write(key=kid, rows=len(x), status=403, reason="extraction suspected")
             raise ClientError(403, "this key is blocked: its queries look like a model-extraction attack")
         denied = limits.check(kid, len(x))
@@ -290,7 +343,8 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig,
             headers = {"Retry-After": retry_after_header(retry)} if retry is not None else {}
             raise ClientError(429, reason, headers)
         if strip is not None:   # a trigger keeps its answer under superimposition: refuse the request
-            rejected, h = strip.reject(torch.from_numpy(x), seed=secrets.randbits(31))
+            with _model_call():
+                rejected, h = strip.reject(torch.from_numpy(x), seed=secrets.randbits(31))
             if bool(rejected.any()):
                 rows = torch.nonzero(rejected).flatten().tolist()
                 log.write(key=kid, rows=len(x), status=422, reason="STRIP", rejected_rows=rows,
@@ -300,8 +354,9 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig,
                                        f"changes when clean images are superimposed (entropy below "
                                        f"{strip.threshold:.3f} bits), the mark of a backdoor trigger")
         if smoothed:   # Cohen et al.'s PREDICT: n forward passes a row, -1 when the vote is not significant
-            labels = predict(base, torch.from_numpy(x), sigma, guards.smoothing_draws, target.n_classes,
-                             guards.smoothing_alpha).numpy().astype(np.int64)
+            with _model_call():
+                labels = predict(base, torch.from_numpy(x), sigma, guards.smoothing_draws, target.n_classes,
+                                 guards.smoothing_alpha).numpy().astype(np.int64)
             if detector is not None:
                 detector.observe(kid, x, labels)
             ms = round(1e3 * (time.monotonic() - t0), 2)
@@ -313,13 +368,14 @@ def build_app(target: Target, space: InputSpace, name: str, guards: GuardConfig,
                                                    if strip is not None else {})},
                                  "outputs": [{"name": "label", "shape": [len(x)], "datatype": "INT64",
                                               "data": labels.tolist()}]})
-        with torch.no_grad():
+        with torch.no_grad(), _model_call():
             probs = target.scores(torch.from_numpy(x)).double().numpy()
+        _check_finite(probs)
         if detector is not None:  # alerts go to the operator's log, never to the client
             st = detector.observe(kid, x, probs.argmax(1))
             if st.flagged:
                 log.write(key=kid, rows=len(x), status=200, alert="extraction suspected", w=st.w,
-                          distances=len(st.distances))
+                          distances=st.observed)
         if marker is not None:
             probs = marker.apply(x, probs, kid)
         out_name, out_type, values = shape_output(probs, guards)
@@ -371,13 +427,12 @@ def _encrypted_route(app, target, name, guards, limits, log, kid_of, check_name,
     async def stop_worker():
         worker.close()
 
-    @app.post("/v2/models/{model_name}/encrypted-infer", responses=_responses(401, 403, 404, 413, 422, 429))
+    @app.post("/v2/models/{model_name}/encrypted-infer", responses=_responses(400, 401, 403, 404, 413, 422, 429, 503))
     async def encrypted_infer(model_name: str, body: EncryptedRequest, request: Request):
         check_name(model_name)
         t0 = time.monotonic()
         kid = kid_of(request)
-        if detector is not None and guards.detector == "block" and kid in detector.clients \
-                and detector.clients[kid].flagged:
+        if detector is not None and guards.detector == "block" and detector.flagged(kid):
             log.write(key=kid, rows=body.rows, status=403, reason="extraction suspected", path=request.url.path)
             raise ClientError(403, "this key is blocked: its queries look like a model-extraction attack")
         if body.rows > guards.max_batch:
@@ -412,8 +467,39 @@ def _strip(target: Target, space: InputSpace, guards: GuardConfig, clean: torch.
     if len(target.input_shape) != 3 or not (math.isfinite(space.low) and math.isfinite(space.high)):
         raise UserError("--strip guards image models (inputs C,H,W) with a known input range (--data or "
                         "--input-range)")
-    return Strip.calibrate(target.module.eval(), clean, draws=guards.strip_draws, frr=guards.strip_frr,
-                           low=space.low, high=space.high)
+    # the network as TorchTarget holds it, already in inference mode: a torch.export module (.pt2) refuses eval()
+    try:
+        return Strip.calibrate(target.module, clean, draws=guards.strip_draws, frr=guards.strip_frr,
+                               low=space.low, high=space.high)
+    except Exception as e:   # noqa: BLE001 - e.g. an export whose batch size is fixed
+        msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(f"--strip: {target.name} cannot compute batches of superimposed images ({msg})") from None
+
+
+@contextlib.contextmanager
+def _model_call():
+    """A model that raises on a request's inputs answers a 422: the inputs are what it could not compute."""
+    try:
+        yield
+    except ClientError:
+        raise
+    except Exception as e:   # noqa: BLE001 - whatever the model's library raises
+        logger.warning("the model raised on a request: %s: %s", type(e).__name__, e)
+        raise ClientError(422, f"inputs.0.data: the model could not compute an answer for these inputs "
+                               f"({type(e).__name__})") from None
+
+
+def _check_finite(probs: np.ndarray) -> None:
+    """Scores of NaN or infinity (a finite float32 input such as 3.4e38 overflows a layer) are no answer: 422."""
+    if probs.ndim != 2:
+        raise ClientError(422, f"inputs.0.data: the model answered scores of shape {list(probs.shape)}, not "
+                               "(rows, classes)")
+    bad = np.flatnonzero(~np.isfinite(probs).all(1))
+    if len(bad):
+        shown = ", ".join(map(str, bad[:5].tolist())) + (" ..." if len(bad) > 5 else "")
+        raise ClientError(422, f"inputs.0.data: the model's scores for row {shown} are not finite (NaN or "
+                               "infinity): the values are beyond what it computes; the server's --input-range "
+                               "would refuse them up front")
 
 
 def _check_requested(body: InferRequest, out_name: str) -> None:

@@ -2,9 +2,12 @@
 (per-key rate limit and query budget), and a JSONL log of every query."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -14,6 +17,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.errors import UserError
+
+log = logging.getLogger("mlwarden.serve")
 
 
 class GuardConfig(BaseModel):
@@ -44,6 +49,8 @@ class GuardConfig(BaseModel):
     strip_frr: float = Field(0.01, gt=0, lt=0.5, description="STRIP: share of clean inputs it may reject")
     key_salt: str | None = None          # salt of the key ids in the log; None: random per server start
     body_timeout_s: float = Field(30.0, gt=0, description="seconds a client may take to send a request body")
+    header_timeout_s: float = Field(10.0, gt=0, description="seconds a connection may take to send a request's "
+                                    "headers (from its opening or the end of the previous answer)")
     encrypted: bool = Field(False, description="answer CKKS-encrypted queries at /encrypted-infer (linear layers "
                             "and square activations; exact scores, so only rate limits and budgets apply)")
     encrypted_max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="body limit of /encrypted-infer")
@@ -113,20 +120,96 @@ def retry_after_header(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
+class Journal:
+    """An append-only JSONL file, held open, every line flushed as it is written. A write never raises: when
+    the disk fails (full, or the folder removed: a held file that lost its last link) the line is kept in
+    memory (at most MAX_PENDING lines; later ones are counted as lost) and the journal is failed until
+    `healthy()` manages to reopen the path and write what is pending; it tries at most once per
+    `RETRY_S`. The server answers 503 to every model request while a journal is failed (app.py)."""
+
+    MAX_PENDING = 10_000
+    RETRY_S = 1.0
+
+    def __init__(self, path: str, flag: str):
+        self.path, self.flag = Path(path), flag
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self.lost = 0
+        self.failed_since: float | None = None
+        self._tried = 0.0
+        try:
+            self._f = self._open()
+        except OSError as e:
+            raise UserError(f"{flag} {path}: cannot append to it ({e.strerror})") from None
+
+    def _open(self):
+        return self.path.open("a", encoding="utf-8", buffering=1)
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, default=str)
+        with self._lock:
+            if self.failed_since is None:
+                try:
+                    self._f.write(line + "\n")
+                    return
+                except (OSError, ValueError) as e:
+                    self._fail(e)
+            if len(self._pending) < self.MAX_PENDING:
+                self._pending.append(line)
+            else:
+                self.lost += 1
+
+    def _fail(self, e: Exception) -> None:
+        self.failed_since = self._tried = time.monotonic()
+        log.warning("%s %s: cannot write (%s); model requests get 503 until it can",
+                    self.flag, self.path, getattr(e, "strerror", None) or e)
+        try:
+            self._f.close()
+        except (OSError, ValueError):   # the close flushes what the failed write left in the buffer
+            pass
+
+    def healthy(self) -> bool:
+        """Whether lines reach the file. Costs one fstat while healthy (a removed file, or a file in a removed
+        folder, has no link left: its lines would go nowhere)."""
+        with self._lock:
+            if self.failed_since is None:
+                try:
+                    if os.fstat(self._f.fileno()).st_nlink > 0:
+                        return True
+                    self._fail(OSError(errno.ENOENT, f"{self.path} was removed"))
+                except (OSError, ValueError) as e:
+                    self._fail(e)
+            now = time.monotonic()
+            if now - self._tried < self.RETRY_S:
+                return False
+            self._tried = now
+            try:   # the folder is never created: what the operator removed stays removed
+                f = self._open()
+            except OSError:
+                return False
+            try:
+                for line in self._pending:
+                    f.write(line + "\n")
+                f.flush()
+            except OSError:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+                return False
+            self._f, self._pending, self.failed_since = f, [], None
+            if self.lost:
+                log.warning("%s %s: writable again; %d lines were lost", self.flag, self.path, self.lost)
+                self.lost = 0
+            return True
+
+
 class QueryLog:
-    """Append-only JSONL; the file stays open and every line is flushed as it is written."""
+    """The query log (`--query-log`): one JSON line per request; without a path it writes nothing."""
 
     def __init__(self, path: str | None):
-        self.path = Path(path) if path else None
-        self._lock = threading.Lock()
-        try:
-            self._f = self.path.open("a", encoding="utf-8", buffering=1) if self.path else None
-        except OSError as e:
-            raise UserError(f"--query-log {path}: cannot append to it ({e.strerror})") from None
+        self.journal = Journal(path, "--query-log") if path else None
 
     def write(self, **record) -> None:
-        if self._f is None:
-            return
-        line = json.dumps({"time": round(time.time(), 3), **record}, default=str)
-        with self._lock:
-            self._f.write(line + "\n")
+        if self.journal is not None:
+            self.journal.append({"time": round(time.time(), 3), **record})

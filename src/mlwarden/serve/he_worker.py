@@ -17,6 +17,30 @@ def limit_memory(max_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (max_bytes, max_bytes))
 
 
+def _check_fresh(vector, ctx, i: int) -> None:
+    """A ciphertext fresh from encryption under the request's context: at the context's first level and its
+    scale, two polynomials, not transparent. SEAL's own load accepts any ciphertext whose parameters are in
+    the chain, such as one encrypted at another scale (the answer would then be wrong without an error).
+    What no check can see is a ciphertext made under other keys with the same parameters (telling keys
+    apart from ciphertexts would break the scheme's security): its answer can only be read with those keys."""
+    seal = ctx.seal_context().data
+    first, scale = seal.first_parms_id(), ctx.global_scale
+    for chunk in vector.ciphertext():
+        if chunk.parms_id() != first:
+            raise BadCiphertext(f"inputs[{i}]: not at the context's first level (encrypt it afresh under the context "
+                                "sent with it)")
+        if chunk.scale != scale:
+            raise BadCiphertext(f"inputs[{i}]: its scale 2^{_log2(chunk.scale)} is not the context's global scale "
+                                f"2^{_log2(scale)}: it was made under another context")
+        if chunk.size() != 2 or chunk.is_transparent():
+            raise BadCiphertext(f"inputs[{i}]: not a freshly encrypted ciphertext ({chunk.size()} polynomials)")
+
+
+def _log2(x: float) -> str:
+    import math
+    return f"{math.log2(x):.4g}" if x > 0 else str(x)
+
+
 def compute(layers: list, context_b64: str, inputs_b64: list[str], n_features: int, rows: int) -> list[str]:
     """Ciphertexts of features (one per feature, samples in slots) -> base64 ciphertexts of outputs.
     `layers`: [("linear", W rows as lists, b as a list) | ("square",)]."""
@@ -39,6 +63,7 @@ def compute(layers: list, context_b64: str, inputs_b64: list[str], n_features: i
             raise BadCiphertext(f"inputs[{i}]: not a CKKS vector of this context ({type(e).__name__})") from None
         if c.size() != rows:
             raise BadCiphertext(f"inputs[{i}]: holds {c.size()} samples, the request says rows = {rows}")
+        _check_fresh(c, ctx, i)
         columns.append(c)
     try:
         for layer in layers:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,22 +15,16 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
-from ..core.errors import UserError
 from ..core.stats import clopper_pearson
 
 
 class Watermark:
     def __init__(self, key: str, rate: float, registry: str | None):
+        from .guards import Journal
         self.key, self.rate = key.encode(), rate
-        self.registry = Path(registry) if registry else None
-        if self.registry is not None:   # checked at start: a failure per query would reveal the marked inputs
-            try:
-                with self.registry.open("a", encoding="utf-8"):
-                    pass
-            except OSError as e:
-                raise UserError(f"--watermark-registry {registry}: cannot append to it ({e.strerror})") from None
-        self._lock = threading.Lock()
-        self.records: list[dict] = []
+        # opened at start: a failure per query would reveal the marked inputs; a disk that fails later keeps
+        # the records in memory and makes every model request a 503, marked or not (guards.Journal, app.py)
+        self.registry = Journal(registry, "--watermark-registry") if registry else None
 
     def _hash(self, row: np.ndarray) -> int:
         return int.from_bytes(hmac.new(self.key, row.astype(np.float32).tobytes(), hashlib.sha256).digest()[:8], "big")
@@ -46,12 +39,9 @@ class Watermark:
             top = int(probs[i].argmax())
             wrong = (top + 1 + (h // 1_000_000) % (c - 1)) % c
             probs[i, [top, wrong]] = probs[i, [wrong, top]]
-            rec = {"client": client, "label": wrong, "true": top, "input": row.reshape(-1).tolist()}
-            with self._lock:
-                self.records.append(rec)
-                if self.registry is not None:
-                    with self.registry.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps(rec) + "\n")
+            if self.registry is not None:
+                self.registry.append({"client": client, "label": wrong, "true": top,
+                                      "input": row.reshape(-1).tolist()})
         return probs
 
 
@@ -65,7 +55,37 @@ class Verdict:
 
 
 def load_registry(path: str | Path) -> list[dict]:
-    return [json.loads(s) for s in Path(path).read_text().splitlines() if s.strip()]
+    """The records of a --watermark-registry file (JSONL, one {"input": [numbers], "label": class id, ...} a
+    line), each checked: a line that is not such a record is a Malformed error (a ValueError) naming it."""
+    from ..core.errors import Malformed
+    from ..core.files import MAX_NESTING, nesting, read_text
+    records: list[dict] = []
+    for ln, line in enumerate(read_text(path, "--registry").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise Malformed(f"line {ln} is not JSON ({type(e).__name__})") from None
+        if not isinstance(r, dict) or nesting(r) > MAX_NESTING:
+            raise Malformed(f"line {ln} is not a JSON object")
+        x, label = r.get("input"), r.get("label")
+        if not isinstance(x, list) or not x or not all(_finite(v) for v in x):
+            raise Malformed(f"line {ln}: 'input' must be a non-empty list of finite numbers")
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < 2**31:
+            raise Malformed(f"line {ln}: 'label' must be a class id (an integer from 0)")
+        if records and len(x) != len(records[0]["input"]):
+            raise Malformed(f"line {ln}: 'input' holds {len(x)} values, the first record's "
+                            f"{len(records[0]['input'])}")
+        records.append(r)
+    return records
+
+
+def _finite(v) -> bool:
+    try:
+        return not isinstance(v, bool) and isinstance(v, (int, float)) and np.isfinite(float(v))
+    except OverflowError:   # an integer beyond any float
+        return False
 
 
 @torch.no_grad()
