@@ -1,7 +1,6 @@
 """A real `mlwarden serve` application on 127.0.0.1 (uvicorn in a thread), started by each test that
 needs one and stopped after it."""
 import contextlib
-import socket
 import threading
 import time
 
@@ -9,27 +8,27 @@ import pytest
 
 
 @contextlib.contextmanager
-def running(target, space, guards, name="model", clean=None):
-    import uvicorn
-
+def running(target, space, guards, name="model", clean=None, app=None):
+    """`app`: an application already built (a test that inspects its state); else one is built here. The server
+    is the one `mlwarden serve` runs (serve/server.py: its socket and its deadlines)."""
     from mlwarden.serve.app import build_app
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    server = uvicorn.Server(uvicorn.Config(build_app(target, space, name, guards, clean), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    from mlwarden.serve.server import listen, server
+    sock = listen("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    app = app if app is not None else build_app(target, space, name, guards, clean)
+    srv = server(app, sock, guards.header_timeout_s)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
-    while not server.started:
+    while not srv.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}/v2/models/{name}"
     finally:
-        server.should_exit = True
+        srv.should_exit = True
         thread.join(10)
+        sock.close()
 
 
 @pytest.fixture(scope="session")

@@ -467,6 +467,8 @@ def serve(
         raise UserError(describe_validation_error("options", e)) from None
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise UserError(f"--name '{name}' may hold only letters, digits, '_', '.', '-'")
+    from ..serve.server import listen, server
+    sock = listen(host, port)   # before the model loads: a port in use is a one-line error, exit 2
     cfg = _build_config(None, model=model, data=data, factory=factory, fmt=fmt, input_range=input_range,
                         input_shape=input_shape, allow_pickle=allow_pickle, threads=threads, trust=trust,
                         device=device)
@@ -485,7 +487,6 @@ def serve(
     if subject.data.modality == "messages":
         raise UserError("mlwarden serve takes numeric tensors; serving a spam filter over raw text is not supported")
     import torch
-    import uvicorn
     torch.set_num_threads(threads)
     from ..audit.runner import placed
     subject, _ = placed(subject, cfg.audit.model_dump())
@@ -496,7 +497,7 @@ def serve(
     if encrypted:
         err.print("encrypted queries (/encrypted-infer) get exact scores: output rounding, the extraction detector "
                   "and the watermark cannot touch them; only the rate limit and the query budget apply", markup=False)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    server(app_, sock, guards.header_timeout_s).run(sockets=[sock])
 
 
 def _secrets(given: list[str] | None, path: str | None, env: str, flag: str) -> list[str]:
