@@ -192,6 +192,17 @@ def hostile_files(folder: Path, sentinel: Path) -> dict[str, Path]:
         put(f"gen-{sp}-legacy-layout.pt2", _legacy_layout(make(sentinel, f"gen-{sp}-legacy-layout.pt2")))
         for place, build in places.items():
             put(f"gen-{sp}-{place}.pt2", build(make(sentinel, f"gen-{sp}-{place}.pt2")))
+    # joblib keeps numpy arrays raw inside the pickle stream: a payload after an array (a static walk stops at
+    # the array bytes) and one inside an array of Python objects (joblib unpickles it separately)
+    import builtins
+
+    import joblib
+    import numpy as np
+    for name, obj in {"after-array": {"w": np.zeros(64), "x": _Reduce(builtins.exec, _code(sentinel, "gen-joblib-after-array.joblib"))},
+                      "object-array": {"w": np.zeros(64), "x": np.array([_Reduce(builtins.exec, _code(
+                          sentinel, "gen-joblib-object-array.joblib"))], dtype=object)}}.items():
+        joblib.dump(obj, folder / f"gen-joblib-{name}.joblib")
+        out[f"gen-joblib-{name}.joblib"] = folder / f"gen-joblib-{name}.joblib"
     put("gen-aotinductor.pt2", _rewrite_bytes(base, lambda n, d: d,
                                               add={"data/aotinductor/model/model.so": b"\x7fELF" + bytes(64)}))
     for name, expr in EXPR_SPELLINGS.items():

@@ -36,6 +36,7 @@ def _clean_extras(folder: Path) -> dict[str, Path]:
     neighbours model (Cython's newObj) and every forest and tree the tree corpus forges, unforged."""
     import pickle
 
+    import joblib
     import skops.io as sio
     import torch
     from sklearn.datasets import load_digits
@@ -67,9 +68,11 @@ def _clean_extras(folder: Path) -> dict[str, Path]:
                         "knn-ball": KNeighborsClassifier(algorithm="ball_tree"),
                         "forest": RandomForestClassifier(3, max_depth=4, random_state=0),
                         "hist-gb": HistGradientBoostingClassifier(max_iter=2)}.items():
-            m.fit(x[:300], y[:300])
+            m.fit(x[:300] / 16, y[:300])
             (folder / f"{name}.pkl").write_bytes(pickle.dumps(m))
             out[f"{name}.pkl"] = folder / f"{name}.pkl"
+            joblib.dump(m, folder / f"{name}.joblib")      # numpy arrays raw inside the stream
+            out[f"{name}.joblib"] = folder / f"{name}.joblib"
             if not name.startswith("knn"):
                 sio.dump(m, folder / f"{name}.skops")
                 out[f"{name}.skops"] = folder / f"{name}.skops"
@@ -78,7 +81,7 @@ def _clean_extras(folder: Path) -> dict[str, Path]:
 
 def test_scan_flags_every_generated_file_and_no_clean_look_alike(generated, tmp_path):
     root, hostile, trees = generated
-    assert len(hostile) == len(SPELLINGS) * 11 + 1 + len(EXPR_SPELLINGS) + 6 + len(TS_SPELLINGS) + 1
+    assert len(hostile) == len(SPELLINGS) * 11 + 2 + 1 + len(EXPR_SPELLINGS) + 6 + len(TS_SPELLINGS) + 1
     assert [n for n, p in {**hostile, **trees}.items() if scan_file(p).safe] == []
     clean = _clean_extras(tmp_path / "clean")
     assert {n: scan_file(p).summary() for n, p in clean.items() if not scan_file(p).safe} == {}
@@ -99,11 +102,11 @@ def test_clean_look_alikes_load_through_mlwarden_and_predict_as_saved(tmp_path, 
         assert torch.equal(ours.module(x), theirs(x))
     assert load_target(str(clean["string-literal.pt"]), digits).labels(x).shape == (20,)
     import pickle
-    for name in ("knn-kd.pkl", "knn-ball.pkl", "hist-gb.skops", "forest.pkl"):
+    for name in ("knn-kd.pkl", "knn-ball.pkl", "hist-gb.skops", "forest.pkl", "forest.joblib", "knn-ball.joblib"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t = load_target(str(clean[name]), digits, allow_pickle=True)
-            saved = pickle.loads(clean[name.replace(".skops", ".pkl")].read_bytes())
+            saved = pickle.loads(clean[name.rsplit(".", 1)[0] + ".pkl"].read_bytes())
         assert (t.labels(x).numpy() == saved.predict(x.flatten(1).numpy())).all(), name
 
 
@@ -127,7 +130,7 @@ def test_generated_corpus_runs_nothing_through_any_command(generated, tmp_path):
                                           dynamic_shapes=({0: torch.export.Dim("batch")},)), clean)
     cases, expect = [], []
     for name, path in {**hostile, **trees}.items():
-        pickled = ["--allow-pickle"] if name.endswith(".pkl") else []
+        pickled = ["--allow-pickle"] if name.endswith((".pkl", ".joblib")) else []
         cases.append(["audit", "--model", str(path), "--data", "digits", "--out", str(runs / name), *pickled])
         expect.append(name)
     one_per_place = {re.sub(r"^gen-(p0|p1|p2|p4|p5|inst|obj|system|no-stop|memo-stack-global)-", "gen-", n): n

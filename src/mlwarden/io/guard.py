@@ -2,7 +2,8 @@
 what no loader of a model needs. Every unpickler reports each name it imports (`pickle.find_class`, the C
 and the Python implementation alike), so a pickle that some library unpickles behind the scan's back still
 imports only trusted names; starting a process, loading a native library, opening a socket, deleting or
-renaming a file, and opening a file for writing are refused outright. The hook is installed once per
+renaming a file, and opening a file for writing are refused outright, except inside an import (numpy,
+scipy and scikit-learn load native libraries the first time a trusted name brings in their module). The hook is installed once per
 process and does nothing outside a `guarded_load` block (a context variable says which load is running).
 
 What it cannot see: code that never returns to Python (a TorchScript or `.pt2` operator run at predict
@@ -57,6 +58,8 @@ def _hook(event: str, args) -> None:
         name = normalize(str(args[0]), str(args[1]))
         if classify(name, "type", load.trust) not in ("trusted", "trusted-by-user"):
             why = f"unpickle {name}"
+    elif (event == "open" and _writes(args) or event.startswith(_REFUSED_EVENTS)) and _importing():
+        return   # a module the loader imports for the first time (numpy, scipy and sklearn load libraries)
     elif event == "open" and _writes(args):
         target = os.fsdecode(args[0]) if isinstance(args[0], (str, bytes, os.PathLike)) else repr(args[0])
         if target.endswith(".pyc.tmp") or target.endswith(".pyc") or ".pyc." in target:
@@ -69,6 +72,18 @@ def _hook(event: str, args) -> None:
     if why is not None:
         load.refused.append(why)
         raise PermissionError(f"mlwarden: loading a model file may not {why}")
+
+
+def _importing() -> bool:
+    """True when a module is being imported: imports during a load come from trusted names or torch itself."""
+    frame = sys._getframe(2)
+    for _ in range(200):
+        if frame is None:
+            return False
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _install() -> None:

@@ -15,6 +15,8 @@ from .formats import scan_onnx, scan_safetensors, scan_zip, zip_kind
 from .pickles import scan_pickle_stream
 from .trust import classify
 
+JOBLIB_ARRAY = "joblib.numpy_pickle.NumpyArrayWrapper"
+
 UNSAFE = ("untrusted", "dangerous")
 # gzip, zlib (joblib's default), bz2, xz/lzma, zstd, lz4 frame
 COMPRESSED = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00",
@@ -105,7 +107,13 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
             ps = scan_pickle_stream(f, p.stat().st_size)
         if ps.pickles or ps.imports:   # imports before a break still run: an unpickler runs each opcode it reads
             fmt = "pickle"
-            refs, problems = [(n, "import", p.name) for n in ps.imports], ps.problems
+            imports, problems = ps.imports, ps.problems
+            if problems and JOBLIB_ARRAY in imports and not problems[1:]:
+                # joblib keeps numpy arrays raw inside the stream: read it as the loader would (trusted
+                # names only) instead of walking opcodes that are array bytes
+                from ..models import joblib_references
+                imports, problems = joblib_references(p, frozenset(trust))
+            refs = [(n, "import", p.name) for n in imports]
         else:
             fmt = "unknown"
             problems = ["not a model format mlwarden reads (zip archive, pickle, ONNX or safetensors)"]

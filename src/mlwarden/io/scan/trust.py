@@ -28,8 +28,8 @@ NUMPY_DATA = {f"{core}.multiarray.{n}" for core in ("numpy.core", "numpy._core")
     "numpy.random._pickle.__randomstate_ctor", "numpy.random._pickle.__bit_generator_ctor",
     "numpy.random._pickle.__generator_ctor", "numpy.random.mtrand.RandomState",
     "numpy.random._generator.Generator", "numpy.random._mt19937.MT19937", "numpy.random._pcg64.PCG64",
-    "numpy.random.bit_generator.SeedSequence", "joblib.numpy_pickle.NumpyArrayWrapper",
-    "joblib.numpy_pickle.NDArrayWrapper"}
+    "numpy.random.bit_generator.SeedSequence", "joblib.numpy_pickle.NumpyArrayWrapper"}
+# (joblib's NDArrayWrapper, from joblib before 0.10, reads its array from a file the pickle names: not trusted)
 SCIPY_SPARSE = {f"scipy.sparse._{fmt}.{fmt}_{kind}" for fmt in ("csr", "csc", "coo", "lil", "dok", "bsr", "dia")
                 for kind in ("matrix", "array")}
 # scikit-learn types that estimators hold, besides the estimators themselves.
