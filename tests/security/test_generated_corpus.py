@@ -100,6 +100,10 @@ def test_clean_look_alikes_load_through_mlwarden_and_predict_as_saved(tmp_path, 
     theirs = torch.export.load(str(clean["constants-dynamic.pt2"])).module()   # a file we made: safe here
     with torch.no_grad():
         assert torch.equal(ours.module(x), theirs(x))
+    net = ours.module.eval().train().eval()      # torch's own module refuses both (backdoor scans call them)
+    xg = x.clone().requires_grad_(True)
+    net(xg).sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
     assert load_target(str(clean["string-literal.pt"]), digits).labels(x).shape == (20,)
     import pickle
     for name in ("knn-kd.pkl", "knn-ball.pkl", "hist-gb.skops", "forest.pkl", "forest.joblib", "knn-ball.joblib"):

@@ -61,8 +61,26 @@ class _Archive:
             raise self.error(f"member {rel!r} is not readable JSON") from None
 
 
+class ExportedModule(torch.nn.Module):
+    """An exported program as an ordinary `nn.Module`. The graph was traced in one mode, so it has none to
+    switch: torch's module refuses `eval()` and `train()`, which every attack and defence calls; here they
+    only set the flag. Gradients, devices and parameters reach the graph as usual."""
+
+    def __init__(self, program: torch.nn.Module):
+        super().__init__()
+        self.program = program
+
+    def forward(self, *args, **kwargs):
+        return self.program(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> "ExportedModule":
+        self.training = mode
+        return self
+
+
 def load_exported(path: Path, raw: bytes, trust: frozenset[str] = frozenset()) -> torch.nn.Module:
-    """The archive's model as an `nn.Module` (torch.fx GraphModule), loaded from `raw`, the file's bytes."""
+    """The archive's model as an `nn.Module` (an ExportedModule around torch's GraphModule), loaded from
+    `raw`, the file's bytes."""
     from torch._export.serde import schema
     from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass
     from torch.export.pt2_archive.constants import ARCHIVE_VERSION_VALUE
@@ -88,7 +106,7 @@ def load_exported(path: Path, raw: bytes, trust: frozenset[str] = frozenset()) -
     try:
         program = _dict_to_dataclass(schema.ExportedProgram, graph)
         ep = ExportedProgramDeserializer().deserialize(program, state_dict, constants, None)
-        return ep.module()
+        return ExportedModule(ep.module())
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure means an archive we cannot read
