@@ -120,3 +120,27 @@ def test_saved_model_names_keep_their_dots(tmp_path, digits, digits_mlp):
     b = save_module(digits_mlp, digits, tmp_path / "model-epsilon=1.5")
     assert a["path"].endswith("model-epsilon=1.pt2") and b["path"].endswith("model-epsilon=1.5.pt2")
     assert a["format"] == b["format"] == "export"
+
+
+def test_a_factory_next_to_the_users_code_is_found(tmp_path):
+    """`--factory mynets:SmallNet` run from the folder holding mynets.py (no PYTHONPATH), and the file form
+    `--factory path/to/mynets.py:SmallNet`, as a user keeps a model definition beside their training code."""
+    import torch
+
+    from ..cli.run import mlwarden
+    (tmp_path / "mynets.py").write_text(
+        "import torch\n\ndef SmallNet(input_shape, n_classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, n_classes))\n")
+    torch.manual_seed(0)
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).state_dict(), tmp_path / "net.pt")
+    by_module = mlwarden("audit", "--model", "net.pt", "--factory", "mynets:SmallNet", "--data", "digits",
+                         "--threats", "unsafe-model-file", "--out", "a", cwd=tmp_path)
+    assert by_module.returncode == 0, by_module.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    by_path = mlwarden("audit", "--model", tmp_path / "net.pt", "--factory", f"{tmp_path / 'mynets.py'}:SmallNet",
+                       "--data", "digits", "--threats", "unsafe-model-file", "--out", "b", cwd=elsewhere)
+    assert by_path.returncode == 0, by_path.stderr
+    missing = mlwarden("audit", "--model", tmp_path / "net.pt", "--factory", "mynets:SmallNet", "--data", "digits",
+                       "--out", "c", cwd=elsewhere)
+    assert missing.returncode == 2 and "cannot import module 'mynets'" in missing.stderr

@@ -146,18 +146,60 @@ BUILTIN_RECIPES = {
 
 
 def load_entry_point(spec: str, what: str = "factory"):
-    """Resolve 'package.module:attribute' into the attribute."""
+    """Resolve 'package.module:attribute' (or 'path/to/file.py:attribute') into the attribute. A module that
+    is not installed is looked for in the working directory too, as `python -m` would find it: the console
+    script's own path does not hold it. Such a module travels to backend workers by value."""
     if ":" not in spec:
         raise UserError(f"{what} '{spec}' must look like 'package.module:function'")
-    mod_name, attr = spec.split(":", 1)
+    mod_name, attr = spec.rsplit(":", 1)
     try:
-        mod = importlib.import_module(mod_name)
+        mod = _import_user_module(mod_name)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - any import failure is the user's entry point
-        raise UserError(f"{what} '{spec}': cannot import module '{mod_name}' ({type(e).__name__}: {e})")
+        raise UserError(f"{what} '{spec}': cannot import module '{mod_name}' ({type(e).__name__}: {e})") from None
     try:
         return getattr(mod, attr)
     except AttributeError:
         raise UserError(f"{what} '{spec}': module '{mod_name}' has no attribute '{attr}'") from None
+
+
+def _import_user_module(name: str):
+    import os
+    import sys
+    if name.endswith(".py"):   # a file path
+        from importlib.util import module_from_spec, spec_from_file_location
+        path = os.path.abspath(name)
+        if not os.path.isfile(path):
+            raise UserError(f"no such file: {name}")
+        mod_name = "mlwarden_user_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
+        spec = spec_from_file_location(mod_name, path)
+        mod = module_from_spec(spec)
+        sys.modules[mod_name] = mod
+        spec.loader.exec_module(mod)
+        _by_value(mod)
+        return mod
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name.split(".")[0] or os.getcwd() in sys.path:
+            raise
+    sys.path.append(os.getcwd())   # last: an installed package is never shadowed by a file here
+    try:
+        mod = importlib.import_module(name)
+    finally:
+        sys.path.remove(os.getcwd())
+    _by_value(mod)
+    return mod
+
+
+def _by_value(mod) -> None:
+    """A worker process does not have the working directory on its path: send the module's code with the work."""
+    try:
+        import cloudpickle
+        cloudpickle.register_pickle_by_value(mod)
+    except (ImportError, ValueError):
+        pass
 
 
 def get_recipe(name_or_spec: str) -> Recipe:
