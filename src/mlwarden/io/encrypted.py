@@ -36,23 +36,44 @@ class EncryptedClient:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Scores for the rows of x, computed by the server on ciphertexts."""
+        import json
+
         import httpx
         import tenseal as ts
+
+        from . import net
+        url = f"{self.url}/encrypted-infer"
         flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
         out = []
-        for start in range(0, len(flat), self.slots):
-            part = flat[start:start + self.slots]
-            body = {"context": self.public, "rows": len(part),
-                    "inputs": [base64.b64encode(ts.ckks_vector(self.ctx, part[:, i].tolist()).serialize()).decode()
-                               for i in range(part.shape[1])]}
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            r = httpx.post(f"{self.url}/encrypted-infer", json=body, headers=headers, timeout=self.timeout_s)
-            self.sent_bytes += len(r.request.content)
-            self.received_bytes += len(r.content)
-            if r.status_code != 200:
-                raise UserError(f"{self.url}/encrypted-infer answered {r.status_code}: {r.text[:300]}")
-            cols = [ts.ckks_vector_from(self.ctx, base64.b64decode(c)).decrypt() for c in r.json()["outputs"]]
-            out.append(np.array(cols).T)
+        with net.client(timeout=self.timeout_s) as http:
+            for start in range(0, len(flat), self.slots):
+                part = flat[start:start + self.slots]
+                body = {"context": self.public, "rows": len(part),
+                        "inputs": [base64.b64encode(ts.ckks_vector(self.ctx, part[:, i].tolist()).serialize()).decode()
+                                   for i in range(part.shape[1])]}
+                headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+                content = json.dumps(body).encode()
+                try:   # the whole exchange within $MLWARDEN_HTTP_DEADLINE (default: the read timeout)
+                    r = net.exchange(http, "POST", url, content=content, limit=1 << 30, what=url,
+                                     headers={**headers, "Content-Type": "application/json"},
+                                     seconds=net.deadline_s(self.timeout_s))
+                except httpx.HTTPError as e:
+                    raise UserError(f"{url} unreachable: {type(e).__name__}: {e}") from None
+                self.sent_bytes += len(content)
+                self.received_bytes += len(r.body)
+                if r.status != 200:
+                    raise UserError(f"{url} answered {r.status}: {' '.join(r.text[:300].split())}")
+                try:
+                    cols = [ts.ckks_vector_from(self.ctx, base64.b64decode(c, validate=True)).decrypt()
+                            for c in json.loads(r.body)["outputs"]]
+                    scores = np.array(cols, dtype=np.float64).T
+                    if scores.ndim != 2 or scores.shape[0] != len(part):
+                        raise ValueError(f"{len(part)} rows were sent, the answer has shape {list(scores.shape)}")
+                except (KeyError, TypeError, ValueError, IndexError, RuntimeError, RecursionError) as e:
+                    raise UserError(f"{url}: cannot read the answer ({type(e).__name__}: {str(e)[:120]})") from None
+                if not np.isfinite(scores).all():
+                    raise UserError(f"{url} answered scores that decrypt to NaN or infinity")
+                out.append(scores)
         return np.concatenate(out)
 
 
