@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import Malformed, first_error
+from .files import MAX_NESTING, nesting
 from .stats import clopper_pearson
 
 
@@ -79,9 +83,80 @@ class Remedy:
         return Remedy(self.name, self.description, self.command.format_map(params) if self.command else "")
 
 
-_FIELD_TYPES = {"threat": str, "family": str, "title": str, "headline": str, "error": str, "profile": str,
-                "metrics": list, "checks": list, "evidence": list, "atlas": list, "params": dict, "details": dict,
-                "seconds": (int, float), "queries": int}
+# -- reading a finding back: exactly what `Finding.to_dict` writes, or a Malformed error naming the field ----------
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+_Count = Annotated[int, Field(ge=0, le=10**15)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class MetricRecord(_Record):
+    name: str
+    value: _Finite | None                 # null: the number was not finite (reports write NaN and inf as null)
+    n: Annotated[int, Field(ge=0, le=10**12)] | None = None
+    ci_low: _Finite | None = None
+    ci_high: _Finite | None = None
+    unit: str = ""
+    reliable: bool = True
+
+    @model_validator(mode="after")
+    def _a_rate_is_a_rate(self):
+        for key in ("value", "ci_low", "ci_high") if self.unit == "rate" else ():
+            v = getattr(self, key)
+            if v is not None and not -1.0 <= v <= 1.0:   # a rate, or a difference of two rates
+                raise ValueError(f"{key} {v:g} of a rate is outside [-1, 1]")
+        return self
+
+
+class CheckRecord(_Record):
+    name: str
+    fired: bool
+    detail: str
+    advice: str = ""
+
+
+class RemedyRecord(_Record):
+    name: str
+    description: str
+    command: str = ""
+
+
+# details are a threat's own, free-form; these keys are read by the report and the diff, so they are typed
+_DETAILS = {"table": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of objects"),
+            "notes": (lambda v: isinstance(v, list), "a list"),
+            "headline_metric": (lambda v: isinstance(v, str), "a string"),
+            "headline_worse": (lambda v: v in ("higher", "lower"), "'higher' or 'lower'")}
+
+
+class FindingRecord(_Record):
+    threat: Annotated[str, Field(min_length=1)]
+    family: str
+    title: str
+    status: Literal["ok", "unreliable", "failed", "skipped"]
+    severity: Literal["critical", "high", "medium", "low", "info"]
+    headline: str
+    metrics: list[MetricRecord] = []
+    checks: list[CheckRecord] = []
+    evidence: list[str] = []
+    seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    queries: _Count = 0
+    remedy: RemedyRecord | None = None
+    defense: RemedyRecord | None = None   # what reports before 0.2 called the remedy
+    atlas: list[str] = []
+    profile: str = "quick"
+    params: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    error: str = ""
+
+    @field_validator("details")
+    @classmethod
+    def _details_read_by_the_report(cls, d: dict[str, Any]) -> dict[str, Any]:
+        for key, (ok, what) in _DETAILS.items():
+            if key in d and not ok(d[key]):
+                raise ValueError(f"details.{key} must be {what}")
+        return d
 
 
 @dataclass
@@ -118,21 +193,22 @@ class Finding:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Finding":
-        """Read a finding back (from findings/ or report.json); a field of the wrong type is a TypeError."""
-        d = dict(d)
-        for key, kinds in _FIELD_TYPES.items():
-            if key in d and not isinstance(d[key], kinds):
-                raise TypeError(f"finding field '{key}' is a {type(d[key]).__name__}")
-        for key in ("evidence", "atlas"):
-            if not all(isinstance(x, str) for x in d.get(key, [])):
-                raise TypeError(f"finding field '{key}' must list strings")
-        for key in ("metrics", "checks"):
-            if not all(isinstance(x, dict) for x in d.get(key, [])):
-                raise TypeError(f"finding field '{key}' must list objects")
-        d["status"] = Status(d["status"])
-        d["severity"] = Severity(d["severity"])
-        d["metrics"] = [Metric(**m) for m in d.get("metrics", [])]
-        d["checks"] = [Check(**c) for c in d.get("checks", [])]
-        remedy = d.pop("remedy", None) or d.pop("defense", None)   # reports before 0.2 called it "defense"
-        d["remedy"] = Remedy(**remedy) if remedy else None
-        return cls(**d)
+        """Read a finding back (from findings/ or report.json). Anything `to_dict` would not have written (a
+        field of the wrong type, a missing or unknown key, a number that is not finite, a rate outside [-1, 1],
+        nesting deeper than MAX_NESTING) is a Malformed error (a ValueError) naming the field."""
+        if nesting(d) > MAX_NESTING:
+            raise Malformed(f"nested more than {MAX_NESTING} levels deep")
+        try:
+            return cls.from_record(FindingRecord.model_validate(d))
+        except ValidationError as e:
+            raise Malformed(first_error(e)) from None
+
+    @classmethod
+    def from_record(cls, r: FindingRecord) -> "Finding":
+        remedy = r.remedy or r.defense
+        return cls(r.threat, r.family, r.title, Status(r.status), Severity(r.severity), r.headline,
+                   metrics=[Metric(**m.model_dump()) for m in r.metrics],
+                   checks=[Check(**c.model_dump()) for c in r.checks], evidence=list(r.evidence),
+                   seconds=r.seconds, queries=r.queries, remedy=Remedy(**remedy.model_dump()) if remedy else None,
+                   atlas=list(r.atlas), profile=r.profile, params=dict(r.params), details=dict(r.details),
+                   error=r.error)

@@ -43,7 +43,7 @@ def diff_reports(old: Report, new: Report) -> dict:
         if why:
             row["incomparable"] = why
         elif ho and hn and ho["unit"] == "rate" and not (_rate(ho) and _rate(hn)):
-            row["incomparable"] = "a rate outside [0, 1] or without a sample size: not a report mlwarden wrote"
+            row["incomparable"] = "not a rate in [0, 1] with a sample size on both sides: compared by severity only"
         elif ho and hn and ho["unit"] == "rate":
             d, lo, hi = difference_interval(round(ho["value"] * ho["n"]), ho["n"], round(hn["value"] * hn["n"]),
                                             hn["n"])
@@ -100,30 +100,33 @@ def load_baseline(source: str) -> Report:
 
 
 def _fetch(url: str, limit: int = 50 << 20) -> Report:
+    """A report.json from a URL: read whole within $MLWARDEN_HTTP_DEADLINE seconds and at most `limit`
+    bytes (io/net.py), then validated as a file's would be (load.py)."""
     import json
 
     from ..core.extras import require
+    from ..io import net
     httpx = require("httpx", "serve", "a baseline URL")
     try:
-        with httpx.stream("GET", url, timeout=30, follow_redirects=True) as r:
-            if r.status_code != 200:
-                raise UserError(f"baseline {url}: HTTP {r.status_code}")
-            body = b""
-            for chunk in r.iter_bytes():
-                body += chunk
-                if len(body) > limit:
-                    raise UserError(f"baseline {url}: larger than {limit >> 20} MiB")
+        with net.client(timeout=30, follow_redirects=True) as http:
+            r = net.exchange(http, "GET", url, what=f"baseline {url}", limit=limit)
     except httpx.HTTPError as e:
         raise UserError(f"baseline {url}: {type(e).__name__}: {e}") from None
+    if r.status != 200:
+        raise UserError(f"baseline {url}: HTTP {r.status}")
     try:
-        return Report.from_dict(json.loads(body))
-    except (ValueError, KeyError, TypeError, RecursionError) as e:
-        raise UserError(f"baseline {url}: not an mlwarden report ({type(e).__name__})") from None
+        return Report.from_dict(json.loads(r.body))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"baseline {url}: not valid JSON ({type(e).__name__})") from None
+    except ValueError as e:   # Malformed: the field that is not what mlwarden writes
+        raise UserError(f"baseline {url}: not an mlwarden report ({e})") from None
 
 
 def _pct(h: dict | None) -> str:
     if not h:
         return "-"
+    if h["value"] is None:
+        return "n/a (not a finite number)"
     return f"{100 * h['value']:.1f}% (n={h['n']})" if h["unit"] == "rate" else f"{h['value']:.4g} {h['unit']}".strip()
 
 

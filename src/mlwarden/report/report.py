@@ -140,11 +140,9 @@ class Report:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], run_dir: str | None = None) -> "Report":
-        if d.get("schema") != SCHEMA:
-            raise UserError(f"report schema {d.get('schema')!r} is not {SCHEMA!r}")
-        return cls(subject=d["subject"], findings=[Finding.from_dict(f) for f in d["findings"]],
-                   settings=d.get("settings", {}), created=d.get("created", ""), seconds=d.get("seconds", 0.0),
-                   version=d.get("version", ""), run_dir=run_dir)
+        """A report as `to_dict` wrote it; anything else is Malformed (a ValueError) naming the field (load.py)."""
+        from .load import report_fields
+        return cls(**report_fields(d), run_dir=run_dir)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Report":
