@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.errors import UserError
+from ..core.files import MAX_NESTING, check_nesting
 
 SeverityName = Literal["critical", "high", "medium", "low"]
 
@@ -54,7 +55,8 @@ class AuditSettings(_Strict):
     out: str | None = None
     fail_on: SeverityName | None = None
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds python, numpy and torch")
-    threads: int = Field(1, ge=1, description="torch intra-op threads; 1 is fastest for small models on few cores")
+    threads: int = Field(1, ge=1, le=1024, description="torch intra-op threads; 1 is fastest for small models on "
+                         "few cores (at most 1024: each is an OS thread)")
     backend: str = Field("local", pattern=r"^(local|process|ray|ray://[A-Za-z0-9.\-]+:[0-9]{1,5})$",
                          description="where independent work runs (reference models, sweeps): local, process, "
                          "ray (a local Ray) or ray://HOST:PORT (a cluster); never changes the numbers")
@@ -113,6 +115,9 @@ def load_config(path: str | None) -> AuditConfig:
         raise UserError(f"{path}: malformed TOML: {e}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
+    except RecursionError:   # tomllib parses nested arrays and inline tables recursively
+        raise UserError(f"{path}: nested more than {MAX_NESTING} levels deep (not something mlwarden reads)") from None
+    check_nesting(raw, path)
     try:
         return AuditConfig.model_validate(raw)
     except ValidationError as e:

@@ -178,10 +178,15 @@ class RayBackend(LocalBackend):
         self.address, self.threads = address, threads
         if not self.ray.is_initialized():
             kwargs = {"num_cpus": workers} if address is None and workers else {}
+            if address is not None:
+                _reachable(address)
             # Ray hides every GPU from a task that asks for none (CUDA_VISIBLE_DEVICES=""), so a worker of
             # `--device cuda` found no GPU: its tasks see the node's GPUs, as the process pool's workers do.
-            self.ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
-                          runtime_env={"env_vars": SEE_GPUS}, **kwargs)
+            try:
+                self.ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
+                              log_to_driver=False, runtime_env={"env_vars": SEE_GPUS}, **kwargs)
+            except ConnectionError as e:   # the Ray client's own timeout, after the port answered
+                raise UserError(f"--backend {address}: cannot join the Ray cluster ({e})") from None
         self.workers = int(self.ray.cluster_resources().get("CPU", 1))
         self._remote = self.ray.remote(num_cpus=1)(_ray_call)
 
@@ -203,6 +208,20 @@ class RayBackend(LocalBackend):
 
     def __reduce__(self):
         return (LocalBackend, ())
+
+
+def _reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A one-line error, in seconds rather than the Ray client's half minute of retries, when nothing listens at
+    a ray://HOST:PORT address."""
+    import socket
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as e:
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise UserError(f"--backend {address}: no Ray cluster answers there ({why}); start one with `ray start "
+                        "--head`, or use --backend ray for a Ray on this machine") from None
 
 
 def make_backend(spec: str = "local", workers: int | None = None, threads: int = 1) -> LocalBackend:

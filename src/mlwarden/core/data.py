@@ -105,6 +105,8 @@ def make_dataset(name, x_train, y_train, x_test, y_test, *, input_range=None, mo
         x = x.to(torch.float32)
         if x.ndim < 2 or x.shape[0] == 0:
             raise UserError(f"{name}: {label} has shape {tuple(x.shape)}; expected (n_samples, features...)")
+        if x[0].numel() == 0:
+            raise UserError(f"{name}: {label} has shape {tuple(x.shape)}: samples without a single feature")
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).any(dim=tuple(range(1, x.ndim))).sum())
             raise UserError(f"{name}: {label} contains NaN or infinite values in {bad} rows")

@@ -11,6 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from ..core.data import MAX_CLASSES, Dataset, is_number, make_dataset
 from ..core.errors import UserError
+from ..core.files import refuse_special
 from .messages import SMS_SPAM, is_message_csv, load_messages
 from .scan.archives import archive_problems
 
@@ -127,6 +128,9 @@ def load_csv(path: Path, label_column: str, test_fraction: float, seed: int, inp
         raise UserError(f"{path}: no label column '{label_column}' (columns: {', '.join(header[:10])}"
                         f"{'...' if len(header) > 10 else ''}); set it with --label-column")
     li = header.index(label_column)
+    if len(header) < 2:
+        raise UserError(f"{path}: the only column is the label column '{label_column}'; a model needs at least one "
+                        "feature column")
     feats, labels = [], []
     for ln, r in enumerate(rows[1:], start=2):
         if not r:
@@ -181,6 +185,8 @@ def load_data(spec: str, *, label_column: str = "label", test_fraction: float = 
                     split=_split)
     if spec == SMS_SPAM:
         return load_messages(spec, **messages)
+    if spec != "stdlib-docstrings":
+        refuse_special(spec, "data file")   # a named pipe would be waited on forever
     if spec == "stdlib-docstrings" or spec.lower().endswith(".txt"):
         from ..text.corpus import load_text
         return load_text(spec, TEXT_DEMO_CHARS if spec == "stdlib-docstrings" else None)
