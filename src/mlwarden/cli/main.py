@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.errors import UserError
+from ..core.files import refuse_output, refuse_special
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help="Audit ML models for security and privacy "
                   "weaknesses. `mlwarden audit` with no arguments audits the built-in demo.")
@@ -42,6 +43,22 @@ def run_name(model_path: str | None, default: str = "demo") -> str:
         return default
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(model_path).stem).strip(".-")
     return name or "model"
+
+
+def _regular(value: str | None, flag: str, *, folder: bool = False) -> None:
+    """A path option naming a pipe, device or socket (or a folder, unless `folder`) is a one-line error before
+    anything opens it: opening a named pipe waits forever (core/files.py). URLs and unset options pass."""
+    if value and not value.startswith(("http://", "https://")):
+        refuse_special(value, flag, folder=folder)
+
+
+def _write_output(path: str, text: str, flag: str) -> None:
+    """An output file the user named (--json, --markdown), written whole or not at all."""
+    from ..report.report import write_atomic
+    try:
+        write_atomic(refuse_output(path, flag), text)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write it ({e.strerror or e})") from None
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -235,6 +252,7 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
     from ..audit.config import AuditConfig, describe_validation_error, load_config
     from pydantic import ValidationError
 
+    _regular(config, "--config")
     cfg = load_config(config).model_dump()
     sets = {("model", "path"): model, ("model", "factory"): factory, ("model", "format"): fmt,
             ("model", "access"): access, ("model", "recipe"): recipe, ("model", "endpoint"): endpoint,
@@ -258,9 +276,12 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
         if val is not None:
             cfg[sec][key] = val
     try:
-        return AuditConfig.model_validate(cfg)
+        valid = AuditConfig.model_validate(cfg)
     except ValidationError as e:
         raise UserError(describe_validation_error("options", e)) from None
+    _regular(valid.model.path, "--model", folder=True)   # the data file is checked by its loader (io/datasets.py)
+    _regular(valid.audit.baseline, "--baseline", folder=True)
+    return valid
 
 
 def _json_option(text: str | None, flag: str):
@@ -273,6 +294,9 @@ def _json_option(text: str | None, flag: str):
         raise UserError(f"{flag}: not valid JSON ({e.msg} at character {e.pos})") from None
 
 
+_SPINNERS: list = []   # progress spinners running now; an interrupt stops them (else they swallow its message)
+
+
 def _progress(total: int):
     state = {"i": 0, "status": None}
 
@@ -282,11 +306,13 @@ def _progress(total: int):
             state["i"] += 1
             state["status"] = err.status(f"[{state['i']}/{total}] {name}: running")
             state["status"].start()
+            _SPINNERS.append(state["status"])
             return
         if event == "cached":
             state["i"] += 1
         if state["status"] is not None:
             state["status"].stop()
+            _SPINNERS.remove(state["status"])
             state["status"] = None
         sev = finding.severity.value if finding.status.value != "skipped" else "-"
         tag = "cached" if event == "cached" else f"{finding.seconds:5.1f}s"
@@ -449,6 +475,9 @@ def serve(
     from ..serve.app import build_app
     from ..serve.guards import GuardConfig
 
+    for value, flag in ((query_log, "--query-log"), (api_key_file, "--api-key-file"),
+                        (watermark_key_file, "--watermark-key-file"), (watermark_registry, "--watermark-registry")):
+        _regular(value, flag)
     keys = _secrets(api_key, api_key_file, "MLWARDEN_API_KEYS", "--api-key-file")
     marks = _secrets([watermark_key] if watermark_key else None, watermark_key_file, "MLWARDEN_WATERMARK_KEY",
                      "--watermark-key-file")
@@ -529,6 +558,7 @@ def verify_copy_cmd(
 
     if not Path(registry).exists():
         raise UserError(f"watermark registry not found: {registry}")
+    _regular(registry, "--registry")
     try:
         records = load_registry(registry)
     except ValueError as e:
@@ -538,6 +568,15 @@ def verify_copy_cmd(
     victim = subject_from_config(_build_config(None, model=model, data=data, factory=factory))
     if victim.data.modality == "messages":
         raise UserError("verify-copy compares models on numeric tensors; spam filters are not supported")
+    import math
+    shape, size = list(victim.data.input_shape), math.prod(victim.data.input_shape)
+    if len(records[0]["input"]) != size:
+        raise UserError(f"{registry}: its queries hold {len(records[0]['input'])} values; {model} takes samples of "
+                        f"shape {shape} ({size} values): not this model's registry")
+    top = max(r["label"] for r in records)
+    if top >= victim.target.n_classes:
+        raise UserError(f"{registry}: watermark label {top} is not a class of {model} ({victim.target.n_classes} "
+                        "classes): not this model's registry")
     other = subject_from_config(_build_config(None, model=suspect, data=data, factory=suspect_factory or factory))
     v = verify_copy(other.target.scores, victim.target.scores, records, victim.data.x_test, victim.data.input_shape)
     verdict = "COPY" if v.copied else "not shown to be a copy"
@@ -558,10 +597,12 @@ def scan_cmd(
     import json as _json
 
     from ..io.scan import MODEL_SUFFIXES, scan_file
-    from ..report.report import write_atomic
     trusted = frozenset(_names(trust) or ())
+    if json_out:
+        refuse_output(json_out, "--json")   # before the scan, not after it
     scans, skipped = [], 0
     for f in map(Path, files):
+        _regular(str(f), "scan", folder=True)
         if f.is_dir():  # in a folder, files that are neither model-like by name nor by content are passed over
             for p in sorted(f.rglob("*")):
                 if not p.is_file():
@@ -591,7 +632,7 @@ def scan_cmd(
               + (f"; {skipped} file{'s' * (skipped != 1)} in folders passed over (not model files)" if skipped else ""),
               highlight=False)
     if json_out:
-        write_atomic(Path(json_out), _json.dumps([s.to_dict() for s in scans], indent=2))
+        _write_output(json_out, _json.dumps([s.to_dict() for s in scans], indent=2), "--json")
     raise typer.Exit(1 if bad else 0)
 
 
@@ -608,12 +649,15 @@ def diff_cmd(
     """Compare two audits: each headline number with the 95% interval of its change; regressions only
     where the interval excludes zero in the worse direction."""
     from ..report.diff import diff_reports, load_baseline, markdown
-    from ..report.report import Report, dumps, write_atomic
+    from ..report.report import Report, dumps
+    for path, flag in ((markdown_out, "--markdown"), (json_out, "--json")):
+        if path:
+            refuse_output(path, flag)   # before the reports are read, not after
     d = diff_reports(load_baseline(old), Report.load(new))
     if markdown_out:
-        write_atomic(Path(markdown_out), markdown(d))
+        _write_output(markdown_out, markdown(d), "--markdown")
     if json_out:
-        write_atomic(Path(json_out), dumps(d))
+        _write_output(json_out, dumps(d), "--json")
     raise typer.Exit(_judge(d, fail_on_regression))
 
 
@@ -658,6 +702,8 @@ _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Clic
 
 
 def _interrupted():
+    while _SPINNERS:   # a running spinner holds the terminal: what is printed now would never be shown
+        _SPINNERS.pop().stop()
     err.show_cursor(True)   # a progress spinner hides the cursor; give the terminal back as it was
     err.print("\ninterrupted: finished findings are kept; run the same command again with --resume to continue",
               markup=False)
@@ -684,6 +730,8 @@ def entry() -> None:
         if hasattr(e, "exit_code"):
             sys.exit(e.exit_code)
         _crashed(e)
+    if code == 130:   # typer turns a KeyboardInterrupt into exit code 130; no command returns 130 itself
+        _interrupted()
     sys.exit(code if isinstance(code, int) else 0)
 
 
