@@ -57,6 +57,10 @@ def files(tmp_path_factory, digits):
     (d / "no_queries.toml").write_text('[threats.label-only-membership]\naugmentations = 1\ndraws = 0\n')
     (d / "bad_views.toml").write_text('[threats.membership-inference]\naugmentations = 10\n')
     (d / "bad_min_length.toml").write_text('[threats.lm-membership]\nmin_length = 0\n')
+    (d / "deep.toml").write_text("[threats.fgsm]\nx = " + "[" * 3000 + "]" * 3000 + "\n")
+    (d / "deep_table.toml").write_text("[threats.fgsm]\nx = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n")
+    (d / "label_only.csv").write_text("label\n" + "".join(f"{i % 2}\n" for i in range(20)))
+    (d / "a_folder").mkdir()
     return d
 
 
@@ -240,6 +244,18 @@ CASES = {
                                             "--config", "{d}/he_ring.toml"], "poly_modulus_degree"),
     "two aggregation rules swept": (["harden", "--federated", "--defense", "krum,median", "--param", "f=0,1"],
                                     "not both"),
+    # from a hostile-user probe: each of these was an internal error (exit 3) before
+    "audit.toml nested 3000 levels": (["audit", "--config", "{d}/deep.toml"], "nested more than 64 levels"),
+    "audit.toml tables nested 3000 levels": (["audit", "--config", "{d}/deep_table.toml"], "nested more than 64"),
+    "CSV of only a label column": (["audit", "--model", "{sd}", *MLP, "--data", "{d}/label_only.csv"],
+                                   "the only column is the label column"),
+    "100000 threads": (["audit", "--threads", "100000"], "audit.threads: Input should be less than or equal to 1024"),
+    "unreachable Ray cluster": (["audit", "--model", "{sd}", *MLP, "--data", "digits", "--threats", "fgsm",
+                                 "--backend", "ray://127.0.0.1:1"], "no Ray cluster answers there"),
+    "scan --json into a folder": (["scan", "{sd}", "--json", "{d}/a_folder"], "--json {d}/a_folder: is a folder"),
+    "diff --markdown into a folder": (["diff", "{d}/nope1", "{d}/nope2", "--markdown", "{d}/a_folder"],
+                                      "--markdown {d}/a_folder: is a folder"),
+    "diff --json under a file": (["diff", "{d}/nope1", "{d}/nope2", "--json", "{d}/a_file/d.json"], "not a folder"),
 }
 
 
@@ -254,6 +270,7 @@ def run(argv, monkeypatch, capsys) -> tuple[int, str]:
 def test_bad_input_is_one_line_exit_2(case, files, mlp_state_dict, tmp_path, monkeypatch, capsys):
     args, expected = CASES[case]
     args = [a.format(d=files, sd=mlp_state_dict) for a in args]
+    expected = expected.format(d=files)
     out = ["--out", tmp_path / "run"] if args[0] in ("audit", "harden") and "--out" not in args else []
     code, err = run([*args, *out], monkeypatch, capsys)
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
@@ -370,3 +387,290 @@ def test_a_tampered_sms_spam_file_in_the_cache_is_refused(tmp_path, monkeypatch,
     monkeypatch.setenv("MLWARDEN_CACHE", str(tmp_path / "c"))
     code, err = run(["audit", "--data", "sms-spam", "--out", tmp_path / "run"], monkeypatch, capsys)
     assert code == 2 and "checksum mismatch" in err and len(err.strip().splitlines()) == 1, err
+
+
+# -- a report.json someone edited: `mlwarden report`, `mlwarden diff` and `--baseline` read it through one
+# validator (report/load.py); every tampering is one line and exit 2, never a crash mid-render (exit 3) or a
+# diff that goes on with nonsense (exit 0 or 1)
+def _valid_report() -> dict:
+    from mlwarden.core.finding import Check, Finding, Metric, Remedy, Severity, Status
+    from mlwarden.report.report import Report
+    f = Finding("fgsm", "model-tricking", "FGSM", Status.OK, Severity.HIGH, "accuracy 97% -> 35%",
+                metrics=[Metric.rate("clean_accuracy", 194, 200), Metric.rate("robust_accuracy", 71, 200)],
+                checks=[Check("zero-gradient", False, "0 of 195 points")], remedy=Remedy("adversarial-training", "AT"),
+                atlas=["AML.T0043"], params={"eps": 0.1}, details={"table": [{"eps": 0.1, "acc": 0.35}], "notes": ["n"]})
+    subject = {"model": {"name": "mlp.pt", "kind": "torch", "access": "white-box", "n_classes": 10},
+               "data": {"name": "digits", "input_shape": [1, 8, 8], "n_test": 450}, "input_space": "[0, 1]"}
+    return Report(subject=subject, findings=[f], settings={"profile": "quick", "seed": 0, "fail_on": None}).to_dict()
+
+
+def _metric(r):
+    return r["findings"][0]["metrics"][1]
+
+
+TAMPERED = {   # name: a change to a valid report (or the text of report.json itself)
+    "findings an object": lambda r: r.update(findings={"fgsm": r["findings"][0]}),
+    "no findings key": lambda r: r.pop("findings"),
+    "subject a list": lambda r: r.update(subject=[1, 2]),
+    "subject.model a string": lambda r: r["subject"].update(model="mlp"),
+    "settings a list": lambda r: r.update(settings=["quick"]),
+    "settings.fail_on unknown": lambda r: r["settings"].update(fail_on="sometimes"),
+    "seconds a string": lambda r: r.update(seconds="fast"),
+    "seconds a 400-digit number": lambda r: r.update(seconds=10 ** 400),
+    "created a number": lambda r: r.update(created=5),
+    "a finding a list": lambda r: r["findings"].__setitem__(0, ["fgsm"]),
+    "a finding without status": lambda r: r["findings"][0].pop("status"),
+    "severity a number": lambda r: r["findings"][0].update(severity=3),
+    "a finding with an unknown key": lambda r: r["findings"][0].update(colour="red"),
+    "metric value a string": lambda r: _metric(r).update(value="high"),
+    "metric value a 400-digit number": lambda r: _metric(r).update(value=10 ** 400),
+    "metric value NaN": lambda r: _metric(r).update(value=float("nan")),
+    "a rate of 7.5": lambda r: _metric(r).update(value=7.5),
+    "sample size a string": lambda r: _metric(r).update(n="200"),
+    "sample size negative": lambda r: _metric(r).update(n=-3),
+    "sample size 10^30": lambda r: _metric(r).update(n=10 ** 30),
+    "metric name a list": lambda r: _metric(r).update(name=["robust"]),
+    "check fired a string": lambda r: r["findings"][0]["checks"][0].update(fired="no"),
+    "remedy a list": lambda r: r["findings"][0].update(remedy=["adversarial-training"]),
+    "details.table garbage": lambda r: r["findings"][0]["details"].update(table=[{"a": 1}, 3]),
+    "details.headline_metric a list": lambda r: r["findings"][0]["details"].update(headline_metric=["x"]),
+    "params a list": lambda r: r["findings"][0].update(params=[0.1]),
+    "a threat listed twice": lambda r: r["findings"].append(dict(r["findings"][0])),
+    "summary a number": lambda r: r.update(summary=5),
+    "the document an array": '[{"schema": "mlwarden.report/1"}]',
+    "params nested 3000 levels": "NESTED",
+}
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    import copy
+    import json
+    d = tmp_path_factory.mktemp("reports")
+    good = _valid_report()
+    (d / "good").mkdir()
+    (d / "good" / "report.json").write_text(json.dumps(good))
+    for i, (name, change) in enumerate(TAMPERED.items()):
+        r = copy.deepcopy(good)
+        if callable(change):
+            change(r)
+            text = json.dumps(r)
+        elif change == "NESTED":
+            r["findings"][0]["params"] = "@"
+            text = json.dumps(r).replace('"@"', '{"x": ' + "[" * 3000 + "]" * 3000 + "}")
+        else:
+            text = change
+        (d / f"t{i}").mkdir()
+        (d / f"t{i}" / "report.json").write_text(text)
+    return d
+
+
+def _one_line_exit_2(code, err, expected=""):
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, (code, err[-2000:])
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_a_tampered_report_json_is_one_line_exit_2(case, reports, monkeypatch, capsys):
+    bad, good = reports / f"t{list(TAMPERED).index(case)}", reports / "good"
+    for argv in (["report", bad], ["diff", bad, good, "--fail-on-regression"], ["diff", good, bad]):
+        code, err = run(argv, monkeypatch, capsys)
+        _one_line_exit_2(code, err, str(bad / "report.json"))
+        assert "not an mlwarden report" in err or "not valid JSON" in err, err
+
+
+def test_the_valid_report_of_the_tampering_tests_reads_and_diffs(reports, monkeypatch, capsys):
+    code, err = run(["diff", reports / "good", reports / "good", "--fail-on-regression"], monkeypatch, capsys)
+    assert code == 0, err
+
+
+# -- a watermark registry for verify-copy: every line checked before the models load
+REGISTRIES = {
+    "a line that is not JSON": ('{"input": [0.5], "label": 1}\n{"input": [0.5\n', "line 2 is not JSON"),
+    "a line that is an array": ("[1, 2]\n", "line 1 is not a JSON object"),
+    "no input": ('{"label": 1}\n', "'input' must be a non-empty list"),
+    "input holding a string": ('{"input": [0.5, "x"], "label": 1}\n', "'input' must be a non-empty list"),
+    "label a string": ('{"input": [0.5], "label": "seven"}\n', "'label' must be a class id"),
+    "label negative": ('{"input": [0.5], "label": -1}\n', "'label' must be a class id"),
+    "rows of two lengths": ('{"input": [0.5], "label": 1}\n{"input": [0.5, 0.5], "label": 1}\n', "holds 2 values"),
+    "inputs of another model": ('{"input": [0.5, 0.5], "label": 1}\n', "not this model's registry"),
+    "a label beyond the classes": ('{"input": ' + str([0.5] * 64) + ', "label": 12}\n', "not a class of"),
+}
+
+
+@pytest.mark.parametrize("case", list(REGISTRIES))
+def test_a_malformed_watermark_registry_is_one_line_exit_2(case, mlp_state_dict, tmp_path, monkeypatch, capsys):
+    text, expected = REGISTRIES[case]
+    (tmp_path / "registry.jsonl").write_text(text)
+    code, err = run(["verify-copy", "--registry", tmp_path / "registry.jsonl", "--model", mlp_state_dict,
+                     "--factory", "mlwarden.core.zoo:mlp", "--suspect", mlp_state_dict], monkeypatch, capsys)
+    _one_line_exit_2(code, err, expected)
+
+
+# -- an audited endpoint's answers are trusted for nothing (io/http_target.py)
+ANSWERS = {   # the body a prediction API (MLflow's /invocations shape) answers, and the error it must give
+    "nested 3000 levels": ("[" * 3000 + "]" * 3000, "cannot read the answer"),
+    "an object where rows go": ('{"predictions": {"a": 1}}', "cannot read the answer"),
+    "two rows for one": ('{"predictions": [[0.2, 0.3, 0.5], [0.2, 0.3, 0.5]]}', "1 rows were sent"),
+    "strings for scores": ('{"predictions": [["a", "b", "c"]]}', "cannot read the answer"),
+    "NaN scores": ('{"predictions": [[NaN, 0.5, 0.5]]}', "answered NaN or infinite scores"),
+    "infinite scores": ('{"predictions": [[Infinity, 0.5, 0.5]]}', "answered NaN or infinite scores"),
+}
+
+
+@pytest.fixture(scope="module")
+def answering():
+    """A local prediction API that answers POST /NAME/invocations with ANSWERS[NAME]."""
+    import http.server
+    import threading
+    from urllib.parse import unquote
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            body = ANSWERS[unquote(self.path.split("/")[1])][0].encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("case", list(ANSWERS))
+def test_an_endpoint_answering_garbage_is_one_line_exit_2(case, answering, tmp_path, monkeypatch, capsys):
+    code, err = run(["audit", "--endpoint", f"{answering}/{case}/invocations", "--data", "iris", "--threats",
+                     "square", "--out", tmp_path / "run"], monkeypatch, capsys)
+    _one_line_exit_2(code, err, ANSWERS[case][1])
+    assert not (tmp_path / "run" / "report.json").exists()
+
+
+# -- hangs: a server that sends one byte a second, and named pipes where files go
+@pytest.fixture(scope="module")
+def dripping():
+    """A server that answers every request one byte a second, status line and headers included: each read
+    is quick, so only a deadline on the whole exchange ends it."""
+    import socket
+    import threading
+    import time
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+
+    def answer(conn):
+        try:
+            conn.recv(65536)
+            body = b'{"predictions": [[0.2, 0.3, 0.5]]}'
+            msg = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            for i in range(len(msg)):
+                conn.sendall(msg[i:i + 1])
+                time.sleep(1.0)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def accept():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+@pytest.mark.parametrize("what", ["baseline URL", "audited endpoint"])
+def test_a_server_dripping_one_byte_a_second_meets_the_deadline(what, dripping, reports, tmp_path):
+    import os
+    import subprocess
+    argv = (["diff", f"{dripping}/report.json", reports / "good"] if what == "baseline URL" else
+            ["audit", "--endpoint", f"{dripping}/invocations", "--data", "iris", "--out", tmp_path / "run"])
+    r = subprocess.run([sys.executable, "-m", "mlwarden", *map(str, argv)], capture_output=True, text=True,
+                       timeout=90, env=dict(os.environ, MLWARDEN_HTTP_DEADLINE="3", OMP_NUM_THREADS="1"))
+    _one_line_exit_2(r.returncode, r.stderr, "no complete answer within 3 s")
+
+
+@pytest.fixture
+def bounded():
+    """In-process calls that would wait on a pipe forever fail the test after 30 s instead (SIGALRM interrupts
+    the blocked open)."""
+    import signal
+
+    def stuck(*_):
+        raise TimeoutError("blocked on a named pipe")
+    old = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+PIPES = {   # every option that names a file to read or write, given a named pipe
+    "--config": ["audit", "--config", "{p}"],
+    "--data (.npz)": ["audit", "--model", "{sd}", *MLP, "--data", "{p}.npz"],
+    "--data (.txt)": ["audit", "--model", "{sd}", *MLP, "--data", "{p}.txt"],
+    "--model": ["audit", "--model", "{p}", "--data", "digits"],
+    "--baseline": ["audit", "--threats", "fgsm", "--baseline", "{p}"],
+    "--query-log": ["serve", "--query-log", "{p}"],
+    "--api-key-file": ["serve", "--api-key-file", "{p}"],
+    "--watermark-key-file": ["serve", "--watermark-key-file", "{p}"],
+    "--watermark-registry": ["serve", "--watermark-key", "k", "--watermark-registry", "{p}"],
+    "verify-copy --registry": ["verify-copy", "--registry", "{p}", "--model", "{sd}", "--suspect", "{sd}"],
+    "scan FILE": ["scan", "{p}"],
+    "scan --json": ["scan", "{sd}", "--json", "{p}"],
+    "diff --markdown": ["diff", "{sd}", "{sd}", "--markdown", "{p}"],
+    "diff OLD": ["diff", "{p}", "{sd}"],
+    "report": ["report", "{p}"],
+}
+
+
+@pytest.mark.parametrize("case", list(PIPES))
+def test_a_named_pipe_for_a_path_option_is_refused_unopened(case, mlp_state_dict, tmp_path, monkeypatch, capsys,
+                                                            bounded):
+    import os
+    for suffix in ("", ".npz", ".txt"):
+        os.mkfifo(tmp_path / f"pipe{suffix}")
+    argv = [a.format(p=tmp_path / "pipe", sd=mlp_state_dict) for a in PIPES[case]]
+    code, err = run([*argv, *(["--out", tmp_path / "run"] if argv[0] == "audit" else [])], monkeypatch, capsys)
+    _one_line_exit_2(code, err, "is a named pipe")
+
+
+def test_ctrl_c_mid_audit_exits_130_with_one_line(mlp_state_dict, tmp_path):
+    """SIGINT while an attack runs (its progress spinner on screen): exit 130 and the line that says how to
+    resume, never exit 0 or a traceback."""
+    import os
+    import signal
+    import subprocess
+    import threading
+    import time
+    (tmp_path / "slow.toml").write_text("[threats.hopskipjump]\nn_samples = 100\nmax_iter = 60\nstop_at_eps = false\n")
+    p = subprocess.Popen([sys.executable, "-m", "mlwarden", "audit", "--model", str(mlp_state_dict), *MLP, "--data",
+                          "digits", "--threats", "fgsm,hopskipjump", "--config", str(tmp_path / "slow.toml"), "--out",
+                          str(tmp_path / "run")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200"))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not any(ln.startswith("[1/2] fgsm") for ln in lines) and time.monotonic() < deadline:
+        assert p.poll() is None, "".join(lines)
+        time.sleep(0.1)
+    time.sleep(1.0)   # hopskipjump is running now
+    assert p.poll() is None, "the audit finished before it could be interrupted"
+    p.send_signal(signal.SIGINT)
+    p.wait(60)
+    reader.join(10)
+    err = "".join(lines)
+    assert p.returncode == 130 and "Traceback" not in err, (p.returncode, err[-2000:])
+    assert err.strip().splitlines()[-1].startswith("interrupted: finished findings are kept"), err[-2000:]
+    assert (tmp_path / "run" / "findings" / "fgsm.json").exists() and not (tmp_path / "run" / "report.json").exists()

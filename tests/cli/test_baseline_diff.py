@@ -95,8 +95,9 @@ def test_baseline_from_a_url_and_bad_baselines(base, tmp_path):
         m["value"], m["n"] = 7.5, -3
     (tmp_path / "crafted").mkdir()
     (tmp_path / "crafted" / "report.json").write_text(json.dumps(crafted))
-    r = mlwarden("diff", tmp_path / "crafted", d / "base", "--fail-on-regression")
-    assert r.returncode == 0 and "Traceback" not in r.stderr and "not a report mlwarden wrote" in r.stdout
+    r = mlwarden("diff", tmp_path / "crafted", d / "base", "--fail-on-regression")   # refused, named, not judged
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "not an mlwarden report" in r.stderr and "metrics.0.n: Input should be greater than or equal to 0" in r.stderr
     r = mlwarden("diff", tmp_path / "nothing", d / "base")
     assert r.returncode == 2 and r.stderr.startswith("error: no report.json") and "Traceback" not in r.stderr
     r = mlwarden("audit", "--model", "x.pt", *MODEL, "--fail-on-regression", "--out", tmp_path / "o")
