@@ -72,16 +72,9 @@ def test_a_square_activation_network_runs_encrypted(digits):
     from mlwarden.serve.guards import GuardConfig
     model = BUILTIN_RECIPES["square-mlp"].fit(digits.x_train, digits.y_train, 10, seed=0)
     app = build_app(TorchTarget(model, 10, digits.input_shape), digits.space, "m", GuardConfig(encrypted=True))
-    tc = TestClient(app)
-    client = EncryptedClient("http://testserver/v2/models/m", depth=3)
+    client = EncryptedClient("http://testserver/v2/models/m", depth=3, http=TestClient(app))
     x = digits.x_test[:100]
-
-    def post(url, **kw):
-        kw.pop("timeout", None)
-        return tc.post(url.replace("http://testserver", ""), **kw)
-    import unittest.mock as mock
-    with mock.patch("httpx.post", post):
-        z = client.logits(x.numpy())
+    z = client.logits(x.numpy())
     with torch.no_grad():
         ref = model(x).double().numpy()
     assert (z.argmax(1) == ref.argmax(1)).all() and np.abs(z - ref).max() < 0.1
@@ -132,8 +125,6 @@ def test_audit_of_an_encrypted_endpoint_says_what_guards_are_left(server, tmp_pa
 def test_the_worker_process_absorbs_what_would_hurt_the_server(digits):
     """The CKKS work runs in a worker process with a deadline: past it the request is a 422, the worker is
     replaced and the next request is answered; only the exact route gets the larger body limit."""
-    import unittest.mock as mock
-
     from fastapi.testclient import TestClient
 
     from mlwarden.core.target import TorchTarget
@@ -143,19 +134,14 @@ def test_the_worker_process_absorbs_what_would_hurt_the_server(digits):
     app = build_app(TorchTarget(model, 10, digits.input_shape), digits.space, "m",
                     GuardConfig(encrypted=True, encrypted_timeout_s=60))
     tc = TestClient(app)
-
-    def post(url, **kw):
-        kw.pop("timeout", None)
-        return tc.post(url.replace("http://testserver", ""), **kw)
-    client = EncryptedClient("http://testserver/v2/models/m")
+    client = EncryptedClient("http://testserver/v2/models/m", http=tc)
     x = digits.x_test[:20].numpy()
     worker = app.state.he_worker
-    with mock.patch("httpx.post", post):
-        worker.timeout_s = 1e-4
-        with pytest.raises(Exception, match="422.*took longer"):
-            client.logits(x)
-        worker.timeout_s = 60
-        assert client.logits(x).shape == (20, 10)          # a fresh worker answers
+    worker.timeout_s = 1e-4
+    with pytest.raises(Exception, match="422.*took longer"):
+        client.logits(x)
+    worker.timeout_s = 60
+    assert client.logits(x).shape == (20, 10)          # a fresh worker answers
     big = tc.post("/v2/other/encrypted-infer", content=b"x" * (9 * 1024 * 1024),
                   headers={"content-type": "application/json"})
     assert big.status_code == 413                           # not the encrypted route: the normal 8 MiB limit

@@ -16,11 +16,12 @@ from ..core.target import Access, NumpyTarget
 
 class EncryptedClient:
     def __init__(self, url: str, depth: int = 1, api_key: str | None = None, scale_bits: int | None = None,
-                 timeout_s: float = 600.0, max_rows: int = 1024):
+                 timeout_s: float = 600.0, max_rows: int = 1024, http=None):
         """`url`: the model's base URL (http://HOST:PORT/v2/models/NAME); `depth`: the network's multiplicative
         levels (the server's /encrypted-infer error names them; 1 for a linear model, 3 for square_mlp).
         The ring is 8192 (4,096 samples a ciphertext) while the chain fits its 218 bits: scale 2^40 up to depth
-        2, 2^30 at depth 3; deeper networks get 16384."""
+        2, 2^30 at depth 3; deeper networks get 16384. `http`: the httpx.Client to send through (default: one
+        of io/net's, which holds each request to $MLWARDEN_HTTP_DEADLINE)."""
         ts = require("tenseal", "he", "encrypted inference")
         require("httpx", "serve", "the encrypted-inference client")
         if scale_bits is None:
@@ -31,7 +32,7 @@ class EncryptedClient:
                               coeff_mod_bit_sizes=[60, *([scale_bits] * depth), 60])
         self.ctx.global_scale = 2 ** scale_bits
         self.public = base64.b64encode(self.ctx.serialize(save_secret_key=False)).decode()
-        self.url, self.api_key, self.timeout_s = url.rstrip("/"), api_key, timeout_s
+        self.url, self.api_key, self.timeout_s, self.http = url.rstrip("/"), api_key, timeout_s, http
         self.sent_bytes = self.received_bytes = 0
 
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -45,7 +46,8 @@ class EncryptedClient:
         url = f"{self.url}/encrypted-infer"
         flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
         out = []
-        with net.client(timeout=self.timeout_s) as http:
+        http = self.http or net.client(timeout=self.timeout_s)
+        try:
             for start in range(0, len(flat), self.slots):
                 part = flat[start:start + self.slots]
                 body = {"context": self.public, "rows": len(part),
@@ -74,6 +76,9 @@ class EncryptedClient:
                 if not np.isfinite(scores).all():
                     raise UserError(f"{url} answered scores that decrypt to NaN or infinity")
                 out.append(scores)
+        finally:
+            if http is not self.http:
+                http.close()
         return np.concatenate(out)
 
 
