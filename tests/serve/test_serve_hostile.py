@@ -261,3 +261,21 @@ def test_strip_guards_a_torch_export_model(digits, exported):
         assert httpx.get(url).json()["parameters"]["strip"]["draws_per_row"] == 10
         codes = [httpx.post(url + "/infer", json=body(r[None])).status_code for r in digits.x_test[:10].numpy()]
     assert codes.count(200) >= 8 and set(codes) <= {200, 422}, codes
+
+
+def test_a_content_length_of_thousands_of_digits_and_a_model_named_ready(digits, digits_mlp):
+    """Found by a second probe: Content-Length of 4,400 zeros and a 1 passes the HTTP parser and made Python's
+    int() raise (its 4,300-digit limit) outside every handler: a 500 on any route without a key. And a model
+    named 'ready' was served without a key, since the auth check skipped every path ending in /ready."""
+    g = GuardConfig(api_keys=["k1"])
+    with running(TorchTarget(digits_mlp, 10, digits.input_shape), digits.space, g, name="ready") as url:
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        for path in ("/v2/health/live", "/v2/models/ready/infer"):
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k1\r\n"
+                          f"Content-Length: {'0' * 4400}1\r\n\r\nx".encode())
+                status = s.recv(4096).split(b" ", 2)[1]
+            assert status.startswith(b"4"), (path, status)
+        assert httpx.get(url).status_code == 401                          # the model's metadata needs the key
+        assert httpx.get(url, headers=bearer("k1")).status_code == 200
+        assert httpx.get(url + "/ready").status_code == 200               # readiness stays open

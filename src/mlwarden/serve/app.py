@@ -43,6 +43,7 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 
 
 ENCRYPTED_ROUTE = re.compile(r"/v2/models/[^/]+/encrypted-infer")   # the one route with a larger body limit
+READY_ROUTE = re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/ready")  # the model routes open without a key
 
 
 KID = "mlwarden.key_id"   # the scope entry where the Gate leaves the id of the key a request was accepted with
@@ -68,6 +69,22 @@ class Gate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+        try:
+            return await self._gate(scope, receive, tracked)
+        except Exception:   # noqa: BLE001 - a request no check foresaw is still the request's fault, never a 500
+            if started:
+                raise
+            logger.exception("request refused: an unexpected failure in the gate")
+            self.log.write(key="-", rows=0, status=400, reason="malformed request", path=str(scope.get("path")))
+            return await _error(400, "malformed request")(scope, receive, send)
+
+    async def _gate(self, scope, receive, send):
         model_route = scope["path"].startswith("/v2/models/")
         if (model_route or scope["path"] == "/v2/health/ready") and not self.storage_ok():
             # every model request alike, watermarked or not: which ones write the registry must not show
@@ -85,11 +102,12 @@ class Gate:
         size = headers.get(b"content-length")
         limit = self.encrypted_limit if self.encrypted_limit and ENCRYPTED_ROUTE.fullmatch(scope["path"]) \
             else self.limit
-        if refusal is None and size is not None and (not size.isdigit() or int(size) > limit):
+        digits = size.lstrip(b"0") if size is not None else b""   # int() of 4,301 digits raises: never convert them
+        if refusal is None and size is not None and (not size.isdigit() or len(digits) > 18 or int(digits or b"0") > limit):
             refusal = ClientError(413, f"body of {size.decode(errors='replace')} bytes exceeds the limit of "
                                        f"{limit}")
         auths = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
-        if refusal is None and model_route and not scope["path"].endswith("/ready"):
+        if refusal is None and model_route and not READY_ROUTE.fullmatch(scope["path"]):
             try:
                 kid = self.authorize(auths)
             except ClientError as e:
