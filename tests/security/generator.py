@@ -167,6 +167,7 @@ EXPR_SPELLINGS = {
     "dunder-chain": "Symbol.__init__.__globals__['__builtins__']['exec'](\"open('{t}','w')\")",
     "lambda": "(lambda: __import__('os').system('touch {t}'))() or Symbol('s77')",
     "power-tower": "Symbol('s77', positive=True, integer=True) + 9**9**9**9",
+    "paren-tower": "Symbol('s77', positive=True, integer=True) + ((((999999999999)**64)**64)**64)**64",
 }
 
 
@@ -203,6 +204,12 @@ def hostile_files(folder: Path, sentinel: Path) -> dict[str, Path]:
                           sentinel, "gen-joblib-object-array.joblib"))], dtype=object)}}.items():
         joblib.dump(obj, folder / f"gen-joblib-{name}.joblib")
         out[f"gen-joblib-{name}.joblib"] = folder / f"gen-joblib-{name}.joblib"
+    put("gen-unbacked-counter.pt2", _rewrite_bytes(base, _config_edit("models/model.json", lambda g: {
+        **g, "range_constraints": {**g.get("range_constraints", {}), "u99999999999999": {"min_val": 0, "max_val": 9}}})))
+    # 115 bytes of trusted-looking names that never finish, and bytes from a size instead of data
+    put("gen-deque-range.pkl", b"\x80\x02ccollections\ndeque\ncbuiltins\nrange\n\x8a\x08\x00\x00d\xa7\xb3\xb6\xe0\r"
+                               b"\x85RK\x00\x86R.")
+    put("gen-bytes-from-size.pkl", b"\x80\x02cbuiltins\nbytes\n\x8a\x05\x00\xf2\x05*\x01\x85R.")
     put("gen-aotinductor.pt2", _rewrite_bytes(base, lambda n, d: d,
                                               add={"data/aotinductor/model/model.so": b"\x7fELF" + bytes(64)}))
     for name, expr in EXPR_SPELLINGS.items():
@@ -212,7 +219,9 @@ def hostile_files(folder: Path, sentinel: Path) -> dict[str, Path]:
     for name, target in {"from-file": "torch.ops.aten.from_file.default", "save": "torch.ops.aten.save.default",
                          "getattr-gadget": "_operator.__loader__.get_data", "custom-ns": "torch.ops.evil.run.default",
                          "torchbind": "torch.ops.higher_order.call_torchbind",
-                         "overload-attr": "torch.ops.aten.linear._op"}.items():
+                         "overload-attr": "torch.ops.aten.linear._op",
+                         "unchecked-sparse": "torch.ops.aten._sparse_coo_tensor_with_dims_and_tensors.default",
+                         "unsafe-index": "torch.ops.aten._unsafe_index.Tensor"}.items():
         put(f"gen-target-{name}.pt2", _rewrite_bytes(base, lambda n, d, t=target: d.replace(
             b"torch.ops.aten.linear.default", t.encode()) if n.endswith("models/model.json") else d))
     # TorchScript: a module whose forward memory-maps a file, respelled
@@ -221,6 +230,9 @@ def hostile_files(folder: Path, sentinel: Path) -> dict[str, Path]:
         put(f"gen-ts-{name}.pt", _rewrite_bytes(ts, lambda n, d, s=spelling: d.replace(
             b"torch.from_file(", s.encode()) if n.endswith(".py") else d))
     put("gen-ts-save.pt", _torchscript_save(sentinel / "gen-ts-save.pt"))
+    ts = _torchscript_from_file(sentinel / "gen-ts-unchecked.pt")   # an unchecked operator, as a method
+    put("gen-ts-unchecked-method.pt", _rewrite_bytes(ts, lambda n, d: d.replace(
+        b"torch.from_file(", b"torch.zeros(1)._coalesced_(True).new_empty(") if n.endswith(".py") else d))
     del torch
     return out
 
@@ -314,6 +326,32 @@ def tree_files(folder: Path) -> dict[str, Path]:
         hgb._predictors[1][0].nodes["left"][0] = 0
         p = folder / "hist-gb-forged.pkl"
         p.write_bytes(pickle.dumps(hgb))
+        out[p.name] = p
+        tree = DecisionTreeClassifier(max_depth=4, random_state=0).fit(x, y)
+        tree.tree_ = forged(tree.tree_, lambda st: st["nodes"]["feature"].__setitem__(0, 50_000_000))
+        del tree.n_features_in_                           # scikit-learn then skips its width check
+        p = folder / "tree-no-feature-count.pkl"
+        p.write_bytes(pickle.dumps(tree))
+        out[p.name] = p
+        from sklearn.pipeline import Pipeline
+        deep = DecisionTreeClassifier(max_depth=4, random_state=0).fit(x, y)
+        deep.tree_ = forged(deep.tree_, edits["child-out-of-range"])
+        for _ in range(18):                               # nested past any depth limit
+            deep = Pipeline([("m", deep)])
+        p = folder / "tree-deep-pipeline.pkl"
+        p.write_bytes(pickle.dumps(deep))
+        out[p.name] = p
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import SVC
+        lr = LogisticRegression(max_iter=200).fit(x / 16, y).sparsify()
+        lr.coef_.indices[0] = 2_000_000_000
+        p = folder / "sparse-coef-forged.pkl"
+        p.write_bytes(pickle.dumps(lr))
+        out[p.name] = p
+        svc = SVC().fit(x / 16, y)
+        svc._intercept_ = svc._intercept_[:1]
+        p = folder / "svc-intercepts-forged.pkl"
+        p.write_bytes(pickle.dumps(svc))
         out[p.name] = p
         knn = KNeighborsClassifier(algorithm="kd_tree").fit(x, y)
         st = list(knn._tree.__getstate__())

@@ -40,8 +40,11 @@ def _clean_extras(folder: Path) -> dict[str, Path]:
     import skops.io as sio
     import torch
     from sklearn.datasets import load_digits
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
+    from sklearn.model_selection import GridSearchCV
     from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
     folder.mkdir(parents=True, exist_ok=True)
 
     class Net(torch.nn.Module):
@@ -67,8 +70,14 @@ def _clean_extras(folder: Path) -> dict[str, Path]:
         for name, m in {"knn-kd": KNeighborsClassifier(algorithm="kd_tree"),
                         "knn-ball": KNeighborsClassifier(algorithm="ball_tree"),
                         "forest": RandomForestClassifier(3, max_depth=4, random_state=0),
-                        "hist-gb": HistGradientBoostingClassifier(max_iter=2)}.items():
+                        "hist-gb": HistGradientBoostingClassifier(max_iter=2),
+                        "sgd": SGDClassifier(max_iter=20), "grid": GridSearchCV(LogisticRegression(max_iter=50),
+                                                                                   {"C": [0.1, 1.0]}, cv=2),
+                        "gb": GradientBoostingClassifier(n_estimators=3, max_depth=2), "svc": SVC(probability=True),
+                        "sparse-logreg": LogisticRegression(max_iter=100)}.items():
             m.fit(x[:300] / 16, y[:300])
+            if name == "sparse-logreg":
+                m.sparsify()
             (folder / f"{name}.pkl").write_bytes(pickle.dumps(m))
             out[f"{name}.pkl"] = folder / f"{name}.pkl"
             joblib.dump(m, folder / f"{name}.joblib")      # numpy arrays raw inside the stream
@@ -81,7 +90,7 @@ def _clean_extras(folder: Path) -> dict[str, Path]:
 
 def test_scan_flags_every_generated_file_and_no_clean_look_alike(generated, tmp_path):
     root, hostile, trees = generated
-    assert len(hostile) == len(SPELLINGS) * 11 + 2 + 1 + len(EXPR_SPELLINGS) + 6 + len(TS_SPELLINGS) + 1
+    assert len(hostile) == len(SPELLINGS) * 11 + 2 + 3 + 1 + len(EXPR_SPELLINGS) + 8 + len(TS_SPELLINGS) + 2
     assert [n for n, p in {**hostile, **trees}.items() if scan_file(p).safe] == []
     clean = _clean_extras(tmp_path / "clean")
     assert {n: scan_file(p).summary() for n, p in clean.items() if not scan_file(p).safe} == {}

@@ -5,31 +5,36 @@ overflows `decision_path`'s buffer. Every decision tree (alone, in a forest, boo
 every histogram-boosting predictor is checked here: children come after their parent (how scikit-learn
 builds them, which rules out cycles) and have one parent each, features are below the number of features
 the model was fitted on, and the recorded depth is the real one. Neighbour trees (KD / ball trees) get the
-same treatment for their index arrays."""
+same treatment for their index arrays, and scipy sparse matrices (a linear model's sparsified `coef_`) get
+scipy's full index check, which scipy skips when it rebuilds one."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..core.errors import UserError
 
-_MAX_OBJECTS = 200_000
+_MAX_OBJECTS = 2_000_000
 
 
 def validate_estimator(obj, name: str) -> None:
-    """Raise a one-line UserError naming the first structural fault found in `obj`'s trees."""
+    """Raise a one-line UserError naming the first structural fault found in `obj`'s trees and sparse arrays.
+    The walk has no depth limit (it keeps a stack, not recursion), so nesting hides nothing; past
+    `_MAX_OBJECTS` objects the model is refused, never passed unchecked."""
     seen: set[int] = set()
-    stack: list[tuple[object, int | None, int]] = [(obj, None, 0)]
+    # (object, the number of features its trees may split on, the cap an ensemble above it imposes)
+    stack: list[tuple[object, int | None, int | None]] = [(obj, None, None)]
     while stack:
-        o, n_features, depth = stack.pop()
-        if id(o) in seen or depth > 50:
+        o, n_features, cap = stack.pop()
+        if id(o) in seen:
             continue
         seen.add(id(o))
         if len(seen) > _MAX_OBJECTS:
-            raise UserError(f"{name}: more than {_MAX_OBJECTS} objects inside the model")
+            raise UserError(f"{name}: more than {_MAX_OBJECTS} objects inside the model; not checked, not loaded")
         cls = type(o)
         mod = cls.__module__
         nf = getattr(o, "n_features_in_", None) if mod.startswith("sklearn.") else None
-        n_features = int(nf) if isinstance(nf, (int, np.integer)) else n_features
+        if isinstance(nf, (int, np.integer)):   # what scikit-learn checks the input's width against here
+            n_features = int(nf) if cap is None else min(int(nf), cap)
         try:
             if mod == "sklearn.tree._tree" and cls.__name__ == "Tree":
                 _check_tree(o, n_features)
@@ -40,18 +45,25 @@ def validate_estimator(obj, name: str) -> None:
             if cls.__name__ in ("KDTree", "BallTree") and mod.startswith("sklearn.neighbors"):
                 _check_binary_tree(o)
                 continue
+            if mod.startswith("scipy.sparse"):
+                _check_sparse(o)
+                continue
+            if mod.startswith("sklearn.svm") and hasattr(o, "support_vectors_"):
+                _check_libsvm(o)
         except _Fault as e:
             raise UserError(f"{name}: a malformed {cls.__name__} ({e}); a file scikit-learn wrote cannot look "
                             "like this, and using it would read outside its memory or never finish") from None
         if isinstance(o, dict):
-            stack.extend((v, n_features, depth + 1) for v in o.values())
+            stack.extend((v, n_features, cap) for v in o.values())
         elif isinstance(o, (list, tuple)):
-            stack.extend((v, n_features, depth + 1) for v in o)
+            stack.extend((v, n_features, cap) for v in o)
         elif isinstance(o, np.ndarray):
             if o.dtype == object:
-                stack.extend((v, n_features, depth + 1) for v in o.ravel()[:_MAX_OBJECTS])
+                stack.extend((v, n_features, cap) for v in o.ravel()[:_MAX_OBJECTS])
         elif mod.startswith("sklearn.") and hasattr(o, "__dict__"):
-            stack.extend((v, n_features, depth + 1) for v in vars(o).values())
+            for key, v in vars(o).items():
+                # an ensemble checks the input's width once, then calls its members' compiled code directly
+                stack.append((v, n_features, n_features if key == "estimators_" and n_features is not None else cap))
 
 
 class _Fault(Exception):
@@ -86,7 +98,9 @@ def _check_tree(tree, n_features: int | None) -> None:
     left, right, feature = nodes["left_child"], nodes["right_child"], nodes["feature"]
     leaf = (left == -1) & (right == -1)
     internal = ~leaf
-    limit = min(int(tree.n_features), n_features) if n_features is not None else int(tree.n_features)
+    if n_features is None:   # scikit-learn then skips its width check: the tree's own count cannot be trusted
+        raise _Fault("a tree whose model does not record how many features it was fitted on")
+    limit = min(int(tree.n_features), n_features)
     if ((feature[internal] < 0) | (feature[internal] >= limit)).any():
         raise _Fault(f"a split on a feature outside 0..{limit - 1}")
     depth = _children(left, right, internal)
@@ -107,6 +121,53 @@ def _check_predictor(pred, n_features: int | None) -> None:
     rows = min(len(pred.binned_left_cat_bitsets), len(pred.raw_left_cat_bitsets))
     if (nodes["bitset_idx"][cat] >= rows).any():
         raise _Fault("a categorical split pointing past its bitsets")
+
+
+def _check_libsvm(svm) -> None:
+    """libsvm's predict trusts that the arrays agree: support vectors per class, dual coefficients and
+    intercepts per pair of classes, probability parameters per pair."""
+    sv = svm.support_vectors_
+    n_sv = sv.shape[0]
+    counts = np.asarray(getattr(svm, "_n_support", getattr(svm, "n_support_", [])))
+    dual = np.asarray(getattr(svm, "_dual_coef_", svm.dual_coef_))
+    intercept = np.asarray(getattr(svm, "_intercept_", svm.intercept_))
+    if hasattr(svm, "classes_"):   # a classifier: counts per class, a dual row per other class, a pair intercept
+        k = len(counts)
+        if k != len(svm.classes_) or (counts < 0).any() or int(counts.sum()) != n_sv:
+            raise _Fault("support vector counts that do not add up to the support vectors")
+        rows, n_intercepts = max(k - 1, 1), max(k * (k - 1) // 2, 1)
+    else:                          # regression, one-class: one row, one intercept
+        rows, n_intercepts = 1, 1
+    if dual.ndim != 2 or dual.shape != (rows, n_sv):
+        raise _Fault(f"dual coefficients of shape {dual.shape} for {n_sv} support vectors")
+    if intercept.ndim != 1 or len(intercept) != n_intercepts:
+        raise _Fault(f"{len(intercept)} intercepts where {n_intercepts} belong")
+    for name in ("_probA", "_probB", "probA_", "probB_"):
+        a = getattr(svm, name, None)
+        if a is not None and np.asarray(a).size not in (0, len(intercept)):
+            raise _Fault(f"{name} of size {np.asarray(a).size} for {len(intercept)} class pairs")
+    support = getattr(svm, "support_", None)
+    if support is not None and len(support) != n_sv:
+        raise _Fault("a support index per support vector expected")
+
+
+def _check_sparse(m) -> None:
+    """scipy rebuilds sparse matrices without checking them, and its compiled kernels trust the indices."""
+    fmt = getattr(m, "format", None)
+    try:
+        if fmt in ("csr", "csc", "bsr"):
+            m.check_format(full_check=True)
+        elif fmt == "coo":
+            rows, cols = m.shape
+            if len(m.row) != len(m.col) or len(m.row) != len(m.data) or (len(m.row) and (
+                    m.row.min() < 0 or m.col.min() < 0 or m.row.max() >= rows or m.col.max() >= cols)):
+                raise ValueError("indices out of range")
+        else:   # lil, dok, dia: formats no fitted model keeps; refused rather than checked halfway
+            raise ValueError("a sparse format mlwarden does not load")
+    except _Fault:
+        raise
+    except Exception as e:  # noqa: BLE001 - scipy's own checks raise ValueError; anything else is as bad
+        raise _Fault(f"sparse {fmt} matrix: {str(e)[:100]}") from None
 
 
 def _check_binary_tree(tree) -> None:

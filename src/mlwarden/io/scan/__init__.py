@@ -130,8 +130,10 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
         else:
             verdict = classify(name, "function" if kind == "operator" else kind, trust)
         scan.references.append(Reference(name, kind, where, verdict))
-    if scan.safe and fmt in ("skops", "pickle") and any(r.name.startswith("sklearn.") for r in scan.references):
-        from ..models import structure_problems   # loads trusted names only; here to keep the scan's imports light
+    if scan.safe and fmt in ("skops", "pickle"):
+        # what names alone cannot show (a forged tree, bytes built from a size): load it as the loader would,
+        # trusted names only, and check what it built
+        from ..models import structure_problems   # imported here to keep the scan's imports light
         scan.problems += structure_problems(p, scan)
     scan.seconds = time.monotonic() - t0
     return scan

@@ -22,6 +22,18 @@ TORCHSCRIPT_NAMESPACES = {"aten", "prim", "quantized", "_quantized", "prepacked"
 # path read-write, `save` writes one. No model needs them to predict.
 FILE_OPS = {"from_file", "save", "load", "load_tensor", "_load", "_save", "_save_for_lite_interpreter"}
 
+# ATen operators that skip their own checks (unsafe views and indexing, sparse constructors that take
+# indices on trust, storage swaps): a graph can use them to read or write outside a tensor's memory. No
+# classifier needs them; they are refused like the file operators, in TorchScript as tensor methods too.
+UNCHECKED_OPS = re.compile(r".*unsafe.*|_?sparse.*|.*_sparse_.*|_coalesced_?|_indices|_values|set_|"
+                           r"_index_put_impl_?|_nested_.*|_to_sparse.*|to_sparse.*|_copy_from.*|"
+                           r"_efficientzerotensor|_fw_primal.*|_resize_output_?")
+
+
+def unchecked(op: str) -> bool:
+    return bool(UNCHECKED_OPS.fullmatch(op))
+
+
 # torch.export graphs: ATen and prims operators (op.overload), the higher-order operators that only run
 # subgraphs of the same graph, and the Python functions the exporter emits for symbolic shapes.
 _EXPORT_OP = re.compile(r"torch\.ops\.(aten|prims)\.([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z][A-Za-z0-9_]*)")
@@ -44,7 +56,8 @@ SYMPY_NAMES = {"Symbol", "Integer", "Rational", "Float", "True", "False", "oo", 
                "FloatTrueDiv", "IntTrueDiv", "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt",
                "RoundToInt", "RoundDecimal", "ToFloat", "Identity", "positive", "negative", "integer", "real",
                "nonnegative", "nonpositive", "finite", "zero", "nonzero", "rational", "commutative"}
-_SYMBOL = re.compile(r"[a-z]+[0-9]+")          # s0, s77, u3, zuf0: the names torch gives symbols
+_SYMBOL = re.compile(r"[a-z]+[0-9]{1,6}")      # s0, s77, u3, zuf0: the names torch gives symbols (torch's
+# deserializer counts up to an unbacked symbol's number, so u99999999999999 would loop for ever)
 _EXPR_OPS = {"+", "-", "*", "/", "//", "%", "**", "(", ")", ",", "=", "<", ">", "<=", ">=", "==", "!=", "&", "|",
              "~"}
 MAX_EXPR = 4096
@@ -78,6 +91,16 @@ def dotted_chains(code: str) -> Iterator[list[str]]:
         yield chain
 
 
+def _attributes(code: str) -> set[str]:
+    """Every name that follows a `.`, whatever stands before it (a call's result, a subscript)."""
+    names, after_dot = set(), False
+    for tok in _tokens(code):
+        if after_dot and tok.type == tokenize.NAME:
+            names.add(tok.string)
+        after_dot = tok.type == tokenize.OP and tok.string == "."
+    return names
+
+
 def torchscript_refs(code: str, where: str) -> tuple[Refs, list[str]]:
     """Operators a TorchScript program refers to: `ops.NS.OP`, `torch.ops.NS.OP`, `torch.OP` (ATen) and
     custom classes `torch.classes.NS.C`. A file operator anywhere in the chain is a file operator."""
@@ -86,12 +109,17 @@ def torchscript_refs(code: str, where: str) -> tuple[Refs, list[str]]:
         chains = list(dotted_chains(code))
     except (tokenize.TokenError, SyntaxError) as e:
         return [], [f"{where}: TorchScript code that does not parse ({type(e).__name__})"]
+    for name in sorted({a for a in _attributes(code) if unchecked(a)}):   # a tensor method: x._coalesced_(True)
+        refs.append((f"Tensor.{name}", "operator", where))
     for parts in chains:
         if parts[0] not in ("torch", "ops") or len(parts) < 2:
             continue
         name = ".".join(parts)
         if any(p in FILE_OPS for p in parts[1:]):
             refs.append((name, "file-operator", where))
+            continue
+        if any(unchecked(p) for p in parts[1:]):
+            refs.append((name, "operator", where))
             continue
         tail = parts[2:] if parts[:2] == ["torch", "ops"] else parts[1:] if parts[0] == "ops" else None
         if parts[:2] == ["torch", "classes"]:
@@ -108,7 +136,7 @@ def export_target_ok(target: str) -> bool:
     higher-order operators, torch's symbolic-shape functions and the exporter's Python operators."""
     m = _EXPORT_OP.fullmatch(target)
     if m:
-        return m.group(2) not in FILE_OPS and m.group(2).lstrip("_") not in FILE_OPS
+        return m.group(2) not in FILE_OPS and m.group(2).lstrip("_") not in FILE_OPS and not unchecked(m.group(2))
     if target.startswith("torch.ops.higher_order."):
         return target[len("torch.ops.higher_order."):] in HIGHER_ORDER
     return bool(_SYM_FN.fullmatch(target)) or target in EXPORT_PY_OPS
@@ -131,14 +159,16 @@ def expression_problem(expr: str) -> str | None:
             if not s.isdigit() or len(s) > 12:
                 return f"a symbolic expression with the literal {s[:20]!r}"
         elif tok.type == tokenize.STRING:
-            if not re.fullmatch(r"'[a-z]+[0-9]+'|\"[a-z]+[0-9]+\"", s):
+            if not re.fullmatch(r"'[a-z]+[0-9]{1,6}'|\"[a-z]+[0-9]{1,6}\"", s):
                 return f"a symbolic expression with the string {s[:40]!r}"
         elif tok.type == tokenize.OP and s in _EXPR_OPS:
-            if s == "**":   # only a small literal exponent, never a tower
+            if s == "**":   # a symbol to a small literal power only (parentheses would build a tower)
+                prev = toks[i - 1] if i else None
                 nxt = toks[i + 1].string if i + 1 < len(toks) else ""
                 after = toks[i + 2].string if i + 2 < len(toks) else ""
-                if not (nxt.isdigit() and int(nxt) <= 64) or after == "**":
-                    return "a symbolic expression with a power that is not a small literal"
+                if not (prev is not None and prev.type == tokenize.NAME and _SYMBOL.fullmatch(prev.string)
+                        and nxt.isdigit() and int(nxt) <= 64 and after != "**"):
+                    return "a symbolic expression with a power other than a symbol to a small literal"
         else:
             return f"a symbolic expression with {s[:20]!r}"
     return None
@@ -156,6 +186,10 @@ def export_graph_refs(graph: object, where: str, max_depth: int = 200) -> tuple[
             return [], [f"{where}: graph nested more than {max_depth} levels"]
         if isinstance(o, dict):
             for k, v in o.items():
+                if k == "range_constraints" and isinstance(v, dict):
+                    bad = [str(n)[:30] for n in v if not (isinstance(n, str) and _SYMBOL.fullmatch(n))]
+                    if bad and len(problems) < 8:
+                        problems.append(f"{where}: a range constraint on {bad[0]!r}, not a symbol's name")
                 if k == "target" and isinstance(v, str):
                     targets.add(v)
                 elif k == "expr_str":

@@ -13,10 +13,11 @@ import importlib
 import inspect
 
 # Plain data types: constructing one runs no code of the file's choosing.
+# (no `range` and no `deque`: `deque(range(10**18), 0)` is 115 bytes of trusted names that never finish)
 BUILTIN_DATA = {f"builtins.{n}" for n in (
     "dict", "list", "tuple", "set", "frozenset", "bytearray", "bytes", "complex", "slice", "int", "float",
-    "bool", "str", "object", "range")}
-STDLIB_DATA = {"collections.OrderedDict", "collections.defaultdict", "collections.Counter", "collections.deque",
+    "bool", "str", "object")}
+STDLIB_DATA = {"collections.OrderedDict", "collections.defaultdict", "collections.Counter",
                "copyreg._reconstructor", "_codecs.encode", "datetime.datetime", "datetime.date",
                "datetime.timedelta", "fractions.Fraction", "decimal.Decimal"}
 # Type references a file may pass as values (e.g. ``dtype=float``): types whose call only converts data.
@@ -24,7 +25,8 @@ TYPE_VALUES = {f"builtins.{n}" for n in ("int", "float", "bool", "complex", "str
 
 NUMPY_DATA = {f"{core}.multiarray.{n}" for core in ("numpy.core", "numpy._core")
               for n in ("_reconstruct", "scalar")} | {
-    "numpy.ndarray", "numpy.dtype", "numpy.ma.core.MaskedArray", "numpy.ma.core._mareconstruct",
+    f"{core}.numeric._frombuffer" for core in ("numpy.core", "numpy._core")} | {   # an array from its bytes
+    "numpy.ndarray", "numpy.dtype", "numpy.ma.core.MaskedArray", "numpy.ma.MaskedArray", "numpy.ma.core._mareconstruct",
     "numpy.random._pickle.__randomstate_ctor", "numpy.random._pickle.__bit_generator_ctor",
     "numpy.random._pickle.__generator_ctor", "numpy.random.mtrand.RandomState",
     "numpy.random._generator.Generator", "numpy.random._mt19937.MT19937", "numpy.random._pcg64.PCG64",
@@ -38,7 +40,9 @@ SKLEARN_INTERNAL_MODULES = (
     "sklearn.neighbors._kd_tree", "sklearn.neighbors._ball_tree", "sklearn.metrics._dist_metrics",
     "sklearn.ensemble._hist_gradient_boosting.predictor", "sklearn.ensemble._hist_gradient_boosting.binning",
     "sklearn.neural_network._stochastic_optimizers", "sklearn.utils._bunch", "sklearn.model_selection._split",
-    "sklearn.ensemble._gb", "sklearn.calibration", "sklearn.compose._column_transformer")
+    "sklearn.ensemble._gb", "sklearn.calibration", "sklearn.compose._column_transformer", "sklearn.linear_model._sgd_fast")
+# Callable, but called only by `score()`, which no audit calls; GridSearchCV keeps one.
+SKLEARN_CALLABLE_DATA = {"sklearn.metrics._scorer._PassthroughScorer"}
 
 # Known ways to run code, reach the system or load more code; reported as dangerous.
 DANGEROUS_MODULES = (
@@ -111,7 +115,8 @@ def torch_module_types() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=None)
 def trusted_types() -> frozenset[str]:
-    return frozenset(BUILTIN_DATA | STDLIB_DATA | NUMPY_DATA | SCIPY_SPARSE | CONSTRUCTORS) | _sklearn_types() \
+    return frozenset(BUILTIN_DATA | STDLIB_DATA | NUMPY_DATA | SCIPY_SPARSE | CONSTRUCTORS | SKLEARN_CALLABLE_DATA) \
+        | _sklearn_types() \
         | _numpy_scalar_types() | torch_weights_types() | torch_module_types()
 
 
