@@ -68,6 +68,8 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its opco
             raise pickle.UnpicklingError("newObj may only construct a trusted class")
         if getattr(fn, "__module__", "") == "numpy.random._pickle" and getattr(fn, "__name__", "") in NUMPY_RANDOM_CTORS:
             _check_random_args(args)
+        if fn in (bytes, bytearray) and isinstance(args, tuple) and args and not isinstance(args[0], (str, bytes)):
+            raise pickle.UnpicklingError("bytes built from a size, not from data (a pickle never spells bytes so)")
         super().load_reduce()
 
     def load_newobj(self):
@@ -396,8 +398,8 @@ def _load(p: Path, scan: FileScan, fmt: str, factory: str | None, data: Dataset,
 
 
 def structure_problems(path: Path, scan: FileScan) -> list[str]:
-    """For a scikit-learn file that passed the scan: load it (trusted names only, under the load guard) and
-    check the arrays its compiled code will index (io/validate.py). The scan cannot see these statically."""
+    """For a pickle or skops file that passed the scan: load it (trusted names only, under the load guard)
+    and check the arrays compiled code will index (io/validate.py). The scan cannot see these statically."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
