@@ -7,6 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from .core.files import png, write_file  # noqa: E402
+
 
 def _show(ax, img: torch.Tensor, low: float, high: float):
     img = img.detach().cpu()
@@ -27,7 +29,7 @@ def image_row(path, images, labels, low, high, title=""):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_file(path, png(fig, dpi=110))   # never savefig(path): a link planted there is replaced, not written through
     plt.close(fig)
 
 
@@ -43,7 +45,7 @@ def two_rows(path, top, bottom, bottom_titles, low, high, title=""):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_file(path, png(fig, dpi=110))   # never savefig(path): a link planted there is replaced, not written through
     plt.close(fig)
 
 
@@ -63,7 +65,7 @@ def adversarial_grid(path, x, x_adv, y, pred_clean, pred_adv, low, high, title="
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_file(path, png(fig, dpi=110))   # never savefig(path): a link planted there is replaced, not written through
     plt.close(fig)
 
 
@@ -72,7 +74,7 @@ def _finish(fig, ax, path, title: str, **legend) -> None:
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_file(path, png(fig, dpi=110))   # never savefig(path): a link planted there is replaced, not written through
     plt.close(fig)
 
 
@@ -179,7 +181,7 @@ def tradeoff(path, param: str, xs, accuracy, risks: dict, before: dict | None = 
     ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=6, loc="center right")
     ax.set_title(title or f"trade-off over {param} (dotted: before)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_file(path, png(fig, dpi=110))   # never savefig(path): a link planted there is replaced, not written through
     plt.close(fig)
 
 

@@ -411,3 +411,116 @@ def test_a_named_pipe_where_a_run_file_belongs_is_an_error_not_a_hang(cli, made,
     code, err = cli("audit", "--model", model, *CHEAP, "--baseline", out / "report.json", "--out", tmp_path / "new")
     refused(code, err, "is a named pipe")
     assert stat.S_ISFIFO(os.lstat(out / "report.json").st_mode)
+
+
+# -- an attacker racing the run (simulated in process: the hook does what the attacker does, when he does it) --
+def stopped(code, err, *phrases):
+    """A run stopped after it started: its header, then one error line (exit 2, no traceback)."""
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err and last.startswith("error: "), (code, err)
+    for phrase in phrases:
+        assert phrase in last, last
+
+
+@pytest.fixture
+def evidence_writer(monkeypatch):
+    """fgsm writes evidence/fgsm/curve.png (as plotting threats do); `plant(path)`, set by a test, runs right
+    after the guard approved that name and before the bytes are written."""
+    from mlwarden.core import threat as core_threat
+    from mlwarden.core.files import write_file
+    from mlwarden.threats.tricking.fgsm import FGSM
+    hook = {"plant": lambda path: None}
+    approve = core_threat.Context.evidence_path
+    run = FGSM.run
+
+    def evidence_path(self, name):
+        dest = approve(self, name)
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)   # the attacker plants in the threat's folder
+        hook["plant"](Path(dest))
+        return dest
+
+    def run_and_plot(self, ctx, params):
+        write_file(ctx.evidence_path("curve.png"), b"\x89PNG mlwarden's curve")
+        return run(self, ctx, params)
+    monkeypatch.setattr(core_threat.Context, "evidence_path", evidence_path)
+    monkeypatch.setattr(FGSM, "run", run_and_plot)
+    return hook
+
+
+def test_a_run_folder_swapped_for_a_link_mid_run_stops_the_run(cli, model, tmp_path, monkeypatch):
+    """A-1: once run.json is written the attacker renames --out away and puts a link to a user's folder in
+    its place; every later write is refused (one line, exit 2) and the user's folder is untouched."""
+    from mlwarden.audit import rundir
+    user, out = tmp_path / "user", tmp_path / "out"
+    (user / "findings").mkdir(parents=True)
+    (user / "run.json").write_bytes(b"USER run.json")
+    save = rundir.RunDir.save
+
+    def save_then_swap(self):
+        save(self)
+        if not (tmp_path / "out.moved").exists():
+            out.rename(tmp_path / "out.moved")
+            out.symlink_to(user)
+    monkeypatch.setattr(rundir.RunDir, "save", save_then_swap)
+    code, err = cli("audit", "--model", model, *FAST, "--out", out)
+    stopped(code, err, "was moved or replaced", "wrote nothing elsewhere")
+    assert listing(user) == {"run.json": b"USER run.json"}
+
+
+def test_a_link_planted_after_the_guard_is_replaced_not_written_through(cli, model, tmp_path, evidence_writer):
+    """A-2: a symlink (or a hard link) planted at an evidence name after the guard approved it: the write
+    replaces the link, the user's file keeps its bytes."""
+    victim = tmp_path / "thesis.txt"
+    victim.write_bytes(b"years of work")
+    evidence_writer["plant"] = lambda path: path.symlink_to(victim)
+    out = tmp_path / "run"
+    code, err = cli("audit", "--model", model, *FAST, "--out", out)
+    assert code == 0, err
+    curve = out / "evidence" / "fgsm" / "curve.png"
+    assert victim.read_bytes() == b"years of work"
+    assert not curve.is_symlink() and curve.read_bytes() == b"\x89PNG mlwarden's curve"
+    evidence_writer["plant"] = lambda path: (path.unlink(missing_ok=True), os.link(victim, path))
+    code, err = cli("audit", "--model", model, *FAST, "--out", tmp_path / "run2")
+    stopped(code, err, "hard links", "never replaces such a file")
+    assert victim.read_bytes() == b"years of work"
+
+
+def test_a_file_renamed_into_evidence_mid_run_is_never_recorded(cli, model, tmp_path, evidence_writer):
+    """A-3: records come from the run's writes, not a scan of evidence/: a hard link to a user's file renamed
+    in while the threat runs gets no record, and a file the run wrote that is swapped for one is refused on
+    --resume as changed (never written through)."""
+    victim = tmp_path / "keys.txt"
+    victim.write_bytes(b"USER keys")
+    out = tmp_path / "run"
+
+    def launder(path):
+        os.link(victim, path.parent / ".tmp")
+        os.rename(path.parent / ".tmp", path.parent / "laundered.png")
+    evidence_writer["plant"] = launder
+    code, err = cli("audit", "--model", model, *FAST, "--out", out)
+    assert code == 0, err
+    records = {c["path"]: c["sha256"] for c in state(out)["created"]}
+    assert "evidence/fgsm/laundered.png" not in records
+    assert records["evidence/fgsm/curve.png"] == digest(b"\x89PNG mlwarden's curve")
+    curve = out / "evidence" / "fgsm" / "curve.png"
+    os.link(victim, out / ".tmp")
+    os.rename(out / ".tmp", curve)               # the written file swapped for the user's, after the write
+    (out / "findings" / "fgsm.json").unlink()
+    evidence_writer["plant"] = lambda path: None
+    code, err = cli("audit", "--model", model, *FAST, "--out", out, "--resume")
+    refused(code, err, f"{curve}: changed since mlwarden wrote it")
+    assert victim.read_bytes() == b"USER keys" and os.stat(victim).st_nlink == 3
+
+
+def test_an_output_that_is_an_input_is_refused(cli, made, tmp_path):
+    """A-4: scan X --json X, and diff with --json or --markdown naming one of its reports: one line, exit 2,
+    the input unchanged."""
+    victim = tmp_path / "m.pt"
+    victim.write_bytes(b"not a model, but the user's")
+    refused(*cli("scan", victim, "--json", victim), "is an input of this command")
+    assert victim.read_bytes() == b"not a model, but the user's"
+    out = made()
+    before = (out / "report.json").read_bytes()
+    refused(*cli("diff", out, out / "report.json", "--json", out / "report.json"), "is an input of this command")
+    refused(*cli("diff", out / "report.json", out, "--markdown", out / "report.json"), "is an input")
+    assert (out / "report.json").read_bytes() == before

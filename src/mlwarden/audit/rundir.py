@@ -14,6 +14,11 @@ user's cache cannot forge one, and a run.json copied from another folder proves 
 - A proven file that changed since the run wrote it (a report the user edited) stops the run before it
   starts; no file the run wants to write is replaced unless it is such a proven, unchanged one.
 - The tool never writes through a link, and reads only regular files (a named pipe is an error, not a hang).
+- Every file is written by one primitive (core/files.py `Folder.write`): relative to a descriptor of the folder
+  the run claimed (checked on each write: a folder swapped for a link or another folder stops the run), into a
+  new temporary file renamed over the name (a link planted there is replaced, never written through; a file
+  with several hard links is refused). The run records exactly what it wrote, with the SHA-256 of the bytes
+  it wrote, never what a scan of a folder finds.
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ from typing import Any, Iterable
 
 from ..core.cache import cache_dir
 from ..core.errors import UserError
-from ..report.report import inside, open_regular, read_regular, write_atomic
+from ..core.files import Dest, Folder
+from ..report.report import inside, open_regular, read_regular
 
 KIND = "mlwarden-run"
 LAYOUT = 2   # run.json with proofs; 1 (and the keyless layout before it) listed files anyone could add to
@@ -291,10 +297,12 @@ def guard(folder: Path):
 
 class RunDir:
     """Writes run.json after every step, listing every file the run created (relative path, content hash
-    and the proof that this run directory's key made the record)."""
+    and the proof that this run directory's key made the record). Every write goes through `place`, the
+    folder the run claimed (core/files.py `Folder`)."""
 
     def __init__(self, folder: Path, state: dict[str, Any]):
         self.folder = Path(folder)
+        self.place = Folder(self.folder)     # opened without following a link: its identity from now on
         key = _load_key(self.folder)
         if key is None:
             raise UserError(f"{self.folder}: its key in {keys_dir()} is gone; choose a new or empty --out")
@@ -305,22 +313,37 @@ class RunDir:
     def _rel(self, path: Path | str) -> str:
         base = self.folder.as_posix().rstrip("/") + "/"
         rel = Path(path).as_posix()
-        return rel[len(base):] if rel.startswith(base) else rel
+        if rel.startswith(base):
+            return rel[len(base):]
+        if Path(path).is_absolute():
+            return self.place.rel(path)
+        return rel
+
+    def record(self, rel: str, digest: str, *, save: bool = True) -> None:
+        """Record a file the run wrote (through `place`) with the SHA-256 of the bytes it wrote."""
+        record = {"path": rel, "sha256": digest, "proof": _mac(self.key, "file", rel, digest)}
+        for c in self.created:
+            if c["path"] == rel:
+                c.update(record)
+                break
+        else:
+            self.created.append(record)
+        if save:
+            self.save()
 
     def add(self, *paths: Path | str) -> None:
-        known = {c["path"]: c for c in self.created}
+        """Record files a library wrote to a path of the run directory (a saved model): hashed as found, and
+        only a regular file with one link."""
         for p in paths:
             rel = self._rel(p)
             full = self.folder / rel
-            if full.is_symlink() or not full.is_file() or not inside(self.folder, full):
+            try:
+                st = os.lstat(full)
+            except OSError:
                 continue
-            digest = sha256(full)
-            record = {"path": rel, "sha256": digest, "proof": _mac(self.key, "file", rel, digest)}
-            if rel in known:
-                known[rel].update(record)
-            else:
-                self.created.append(record)
-                known[rel] = record
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or not inside(self.folder, full):
+                continue
+            self.record(rel, sha256(full), save=False)
         self.save()
 
     def check_write(self, path: Path | str) -> None:
@@ -336,26 +359,27 @@ class RunDir:
         if why:
             raise UserError(f"{p}: {why}; mlwarden never overwrites it: move it away or choose a new --out")
 
-    def write(self, rel: str, text: str) -> Path:
-        """Write a file of the run (after `check_write`) and record it."""
-        path = self.folder / rel
-        self.check_write(path)
-        write_atomic(path, text)
-        self.add(path)
-        return path
+    def write(self, rel: str | Path, data: str | bytes) -> Path:
+        """Write a file of the run (after `check_write`) through the one write primitive, and record it."""
+        rel = self._rel(rel)
+        self.check_write(self.folder / rel)
+        self.record(rel, self.place.write(rel, data))
+        return self.folder / rel
+
+    def dest(self, rel: str | Path) -> Dest:
+        """A file of the run to be written later by `write_file(dest, data)` (a plot): checked now, written and
+        recorded by `write`."""
+        rel = self._rel(rel)
+        self.check_write(self.folder / rel)
+        return Dest(self.folder / rel, lambda _path, data: self.write(rel, data) and self.created_sha(rel))
+
+    def created_sha(self, rel: str) -> str:
+        return next(c["sha256"] for c in self.created if c["path"] == rel)
 
     @property
     def created_paths(self) -> set[str]:
         return {c["path"] for c in self.created}
 
-    def files_under(self, sub: str) -> set[str]:
-        base = self.folder / sub
-        if not base.is_dir():
-            return set()
-        return {p.relative_to(self.folder).as_posix() for p in base.rglob("*") if p.is_file() and not p.is_symlink()}
-
     def save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.folder / "run.json", json.dumps({**self.state, "layout": LAYOUT,
-                                                          "proof": _mac(self.key, "folder"),
-                                                          "created": self.created}, indent=2, default=str))
+        self.place.write("run.json", json.dumps({**self.state, "layout": LAYOUT, "proof": _mac(self.key, "folder"),
+                                                 "created": self.created}, indent=2, default=str))

@@ -187,19 +187,19 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
         if backend.workers > 1 and len(runnable) > 1:
             # independent threats side by side, each in a worker with a local backend of its own; each seeds
             # itself, so the findings are the ones a sequential run gives. Findings are written round by
-            # round, so an interrupted run keeps what finished for --resume. What each threat's evidence
-            # folder held before it ran is not its to record (a user's file there stays the user's).
-            before = {i: run.files_under(f"evidence/{plan[i].threat.name}") for i in todo}
+            # round, so an interrupted run keeps what finished for --resume. A threat's files are recorded
+            # from what its writes returned (Finding.written), never from a scan of its folder.
             for i in todo:
                 if plan[i].skip:
-                    findings[i] = _run_one(subject, plan[i], out_dir, seed, profile, budget, backend, cache)
-                    _record(run, out_dir, plan[i], findings[i], before[i])
+                    findings[i] = _run_one(subject, plan[i], out_dir, seed, profile, budget, backend, cache,
+                                           place=run.place)
+                    _record(run, plan[i], findings[i])
             for chunk, results in rounds(backend, run_planned, runnable,
-                                         (plan, subject, out_dir.absolute(), seed, profile, budget)):
+                                         (plan, subject, out_dir.absolute(), seed, profile, budget, run.place)):
                 # (absolute: a worker's working directory may not be this one)
                 for i, f in zip(chunk, results):
                     findings[i] = f
-                    _record(run, out_dir, plan[i], f, before[i])
+                    _record(run, plan[i], f)
                     if progress:
                         progress("start", plan[i], None)
                         progress("done", plan[i], f)
@@ -208,10 +208,9 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
                 item = plan[i]
                 if progress:
                     progress("start", item, None)
-                before = run.files_under(f"evidence/{item.threat.name}")
-                f = _run_one(subject, item, out_dir, seed, profile, budget, backend, cache)
+                f = _run_one(subject, item, out_dir, seed, profile, budget, backend, cache, place=run.place)
                 findings[i] = f
-                _record(run, out_dir, item, f, before)
+                _record(run, item, f)
                 if progress:
                     progress("done", item, f)
     finally:
@@ -230,7 +229,7 @@ def run_plan(subject: Subject, plan: list[Planned], out_dir: Path, *, settings: 
             run.check_write(out_dir / name)
         run.write("diff.json", dumps(report.diff))
         run.write("diff.md", _diff.markdown(report.diff))
-    run.add(*report.save(out_dir, guard=run.check_write).values())
+    report.save(out_dir, guard=run.check_write, write=run.write)
     return report
 
 
@@ -256,21 +255,23 @@ def _reuse(out_dir: Path, rel: str, item: Planned, created: dict[str, str], noti
     return None
 
 
-def _record(run: RunDir, out_dir: Path, item: Planned, f: Finding, before: set) -> None:
-    """Write the finding and register the evidence files its threat created."""
-    rel = f"findings/{item.threat.name}.json"
-    run.write(rel, dumps(f.to_dict()))
-    after = run.files_under(f"evidence/{item.threat.name}")
-    run.add(*sorted((after - before) | (after & run.created_paths)))
+def _record(run: RunDir, item: Planned, f: Finding) -> None:
+    """Write the finding and record the evidence files its threat wrote: exactly those its writes returned,
+    with the SHA-256 of the bytes written (a file someone else put in its folder is never recorded)."""
+    base = f"evidence/{item.threat.name}/"
+    for rel, digest in sorted(f.written.items()):
+        if rel.startswith(base) and ".." not in rel.split("/"):
+            run.record(rel, digest, save=False)
+    run.write(f"findings/{item.threat.name}.json", dumps(f.to_dict()))
 
 
 def run_planned(i: int, shared) -> Finding:
     """Planned threat i as a backend work item (a pure function of the index and the shared plan and subject)."""
-    plan, subject, out_dir, seed, profile, budget = shared
-    return _run_one(subject, plan[i], out_dir, seed, profile, budget, LocalBackend(), {})
+    plan, subject, out_dir, seed, profile, budget, place = shared
+    return _run_one(subject, plan[i], out_dir, seed, profile, budget, LocalBackend(), {}, place=place)
 
 
-def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, cache) -> Finding:
+def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, cache, place=None) -> Finding:
     t = item.threat
     if item.skip:
         return Finding(t.name, t.family, t.title, Status.SKIPPED, Severity.INFO, f"skipped: {item.skip}",
@@ -283,7 +284,8 @@ def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, ca
     ctx = Context(target=target, data=data, evidence_dir=out_dir / "evidence" / t.name,
                   recipe=subject.recipe, seed=seed, profile=profile, time_budget_s=budget,
                   backend=backend or LocalBackend(), cache=cache,
-                  guard=functools.partial(check_replace, Path(out_dir)))   # evidence replaces only its own files
+                  guard=functools.partial(check_replace, Path(out_dir)),   # evidence replaces only its own files
+                  place=place)   # and is written relative to the folder the run claimed
     seed_everything(seed)
     q0 = subject.target.queries
     t0 = time.monotonic()
@@ -297,6 +299,7 @@ def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, ca
     except Exception as e:  # noqa: BLE001 - an attack that failed is reported as failed, never dropped
         f = t.finding(ctx, item.params, status=Status.FAILED, severity=Severity.INFO,
                       headline=f"attack failed: {type(e).__name__}: {e}", error=f"{type(e).__name__}: {e}")
+    f.written = dict(ctx.written)
     f.seconds = time.monotonic() - t0
     f.queries = max(f.queries, subject.target.queries - q0)
     if per_feature and "eps" in f.params and f.status is not Status.SKIPPED:
@@ -329,7 +332,7 @@ def write_refused(scan: dict, out_dir: Path, *, settings: dict[str, Any], subjec
     report = Report(subject=subject, findings=[finding], settings=settings,
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=scan["seconds"],
                     version=__version__, run_dir=str(out_dir))
-    run.add(*report.save(out_dir, guard=run.check_write).values())
+    report.save(out_dir, guard=run.check_write, write=run.write)
     return report
 
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.errors import UserError
-from ..core.files import refuse_output, refuse_special
+from ..core.files import refuse_input_output, refuse_output, refuse_special
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help="Audit ML models for security and privacy "
                   "weaknesses. `mlwarden audit` with no arguments audits the built-in demo.")
@@ -497,10 +497,10 @@ def serve(
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise UserError(f"--name '{name}' may hold only letters, digits, '_', '.', '-'")
     from ..serve.server import listen, server
-    sock = listen(host, port)   # before the model loads: a port in use is a one-line error, exit 2
     cfg = _build_config(None, model=model, data=data, factory=factory, fmt=fmt, input_range=input_range,
                         input_shape=input_shape, allow_pickle=allow_pickle, threads=threads, trust=trust,
                         device=device)
+    sock = listen(host, port)   # after the options, before the model loads: a port in use is one line, exit 2
     if model is not None and data is None:   # no data set: the shape (and range) come from the user, not digits
         if strip:
             raise UserError("--strip needs clean images of the model's task to superimpose and calibrate on: give "
@@ -600,6 +600,7 @@ def scan_cmd(
     trusted = frozenset(_names(trust) or ())
     if json_out:
         refuse_output(json_out, "--json")   # before the scan, not after it
+        refuse_input_output(json_out, "--json", files, folders=True)
     scans, skipped = [], 0
     for f in map(Path, files):
         _regular(str(f), "scan", folder=True)
@@ -632,6 +633,7 @@ def scan_cmd(
               + (f"; {skipped} file{'s' * (skipped != 1)} in folders passed over (not model files)" if skipped else ""),
               highlight=False)
     if json_out:
+        refuse_input_output(json_out, "--json", files, folders=True)   # again: what the scan read is never replaced
         _write_output(json_out, _json.dumps([s.to_dict() for s in scans], indent=2), "--json")
     raise typer.Exit(1 if bad else 0)
 
@@ -653,10 +655,13 @@ def diff_cmd(
     for path, flag in ((markdown_out, "--markdown"), (json_out, "--json")):
         if path:
             refuse_output(path, flag)   # before the reports are read, not after
+            refuse_input_output(path, flag, (old, new))
     d = diff_reports(load_baseline(old), Report.load(new))
     if markdown_out:
+        refuse_input_output(markdown_out, "--markdown", (old, new))
         _write_output(markdown_out, markdown(d), "--markdown")
     if json_out:
+        refuse_input_output(json_out, "--json", (old, new))
         _write_output(json_out, dumps(d), "--json")
     raise typer.Exit(_judge(d, fail_on_regression))
 
@@ -692,8 +697,8 @@ def rerender(run_dir: str = typer.Argument(..., help="a run directory holding re
     rep = Report.load(run_dir)   # a missing, unreadable or malformed report says so first
     folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
     run = open_run(folder, "mlwarden report:")
-    paths = rep.save(folder, guard=run.check_write, names=tuple(n for n in FILES if n != "report.json"))
-    run.add(*paths.values())
+    paths = rep.save(folder, guard=run.check_write, names=tuple(n for n in FILES if n != "report.json"),
+                     write=run.write)
     out.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from .data import Dataset
 from .errors import UserError
+from .files import Dest, Folder, write_file
 from .recipe import Recipe
 from .target import Target, TorchTarget
 from .threat import Params
@@ -46,15 +47,25 @@ class DefenseContext:
     # guard(path) raises when a file may not be replaced (harden's: one the run did not write, or one changed
     # since; see audit/rundir.py); None writes anywhere (a context made by hand)
     guard: Callable[[Path], None] | None = None
+    # out_dir as the run claimed it (core/files.py): files are written relative to it; None writes by path.
+    # `written`: what the defence wrote (path relative to out_dir -> SHA-256 of the bytes), what harden records.
+    place: Folder | None = None
+    written: dict = field(default_factory=dict)
 
-    def file(self, rel: str) -> Path:
-        """The path of a file a defence writes (relative to out_dir; list it in its evaluation's "files" or
-        "plots" so the run records it), checked by the guard."""
+    def file(self, rel: str) -> Dest:
+        """A file a defence writes (relative to out_dir; list it in its evaluation's "files" or "plots"),
+        checked by the guard; write it with `core.files.write_file(dest, data)` (plots do), which writes it
+        through the run's one write primitive and records it in `written`."""
         path = self.out_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
         if self.guard is not None:
             self.guard(path)
-        return path
+        return Dest(path, self._put)
+
+    def _put(self, path: Path, data: bytes) -> str:
+        rel = Path(path).relative_to(self.out_dir).as_posix()
+        digest = self.place.write(rel, data) if self.place is not None else write_file(path, data)
+        self.written[rel] = digest
+        return digest
 
     def point_name(self, stem: str, suffix: str, single: str = "") -> str:
         """A file name of this point's own, so a sweep's points (audited side by side) never share one:

@@ -178,6 +178,9 @@ class Finding:
     params: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    # the files the threat wrote (path relative to the run directory -> SHA-256 of the bytes written), from the
+    # write primitive (Context.evidence_path); the run records exactly these. Not part of the finding's JSON.
+    written: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def metric(self, name: str) -> Metric:
         for m in self.metrics:
@@ -187,6 +190,7 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("written")
         d["status"] = self.status.value
         d["severity"] = self.severity.value
         return d

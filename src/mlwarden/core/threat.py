@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from .backend import LocalBackend
 from .data import Dataset
 from .errors import TimeBudgetExceeded
+from .files import Dest, Folder, write_file
 from .finding import Finding, Remedy, Severity, Status
 from .recipe import Recipe
 from .target import Access, Target
@@ -39,23 +40,35 @@ class Context:
     # guard(path) raises when an evidence file may not be replaced (the runner's: a file the run did not
     # write, or one changed since; see audit/rundir.py); None writes anywhere (a Context made by hand)
     guard: Callable[[Path], None] | None = None
+    # the run directory (evidence_dir's grandparent) as the run claimed it: evidence is written relative to it
+    # (core/files.py); None writes by path (a Context made by hand). `written`: what the threat wrote
+    # (relative path -> SHA-256 of the bytes), the only files the run records for it.
+    place: Folder | None = None
+    written: dict = field(default_factory=dict)
     _handed: set = field(default_factory=set, repr=False)
 
     def __post_init__(self):
         if self.backend is None:
             self.backend = LocalBackend()
 
-    def evidence_path(self, name: str) -> Path:
-        self.evidence_dir.mkdir(parents=True, exist_ok=True)
+    def evidence_path(self, name: str) -> Dest:
+        """The evidence file `name`, checked by the guard; write it with `core.files.write_file(dest, bytes)`
+        (plots do), which writes it through the run's one write primitive and records it."""
         path = self.evidence_dir / name
         if self.guard is not None and path not in self._handed:   # a name handed out before is this threat's
             self.guard(path)
             self._handed.add(path)
-        return path
+        return Dest(path, self._put)
 
-    def rel(self, path: Path) -> str:
+    def _put(self, path: Path, data: bytes) -> str:
+        rel = self.rel(path)
+        digest = self.place.write(rel, data) if self.place is not None else write_file(path, data)
+        self.written[rel] = digest
+        return digest
+
+    def rel(self, path: Path | Dest) -> str:
         """Evidence paths are stored relative to the run directory (two levels above evidence_dir)."""
-        return path.relative_to(self.evidence_dir.parent.parent).as_posix()
+        return Path(path).relative_to(self.evidence_dir.parent.parent).as_posix()
 
     def check_time(self) -> None:
         """Called inside attack loops; raises when the threat has used its time budget."""

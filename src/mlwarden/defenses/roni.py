@@ -21,6 +21,7 @@ from pydantic import Field
 
 from ..core.defense import Defense
 from ..core.errors import UserError
+from ..core.files import write_file
 from ..core.finding import Metric
 from ..core.registry import register
 from ..core.threat import Params
@@ -157,8 +158,7 @@ class Roni(Defense):
         texts = decode(ctx.data.x_train[~keep])
         labels = ctx.data.y_train[~keep].tolist()
         path = ctx.file(ctx.point_name("roni-rejected", ".tsv"))
-        path.write_text("".join(f"{'spam' if y else 'ham'}\t{' '.join(t.split())}\n" for t, y in zip(texts, labels)),
-                        encoding="utf-8")
+        write_file(path, "".join(f"{'spam' if y else 'ham'}\t{' '.join(t.split())}\n" for t, y in zip(texts, labels)))
         removed = Metric.rate("clean training messages rejected", int((~keep).sum()), len(keep))
         return {"rejected": vars(removed), "rejected_ham": labels.count(0), "rejected_spam": labels.count(1),
                 "rule": flt.rule, "rejected_file": path.name, "files": [path.name],

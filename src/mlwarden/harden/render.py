@@ -64,8 +64,9 @@ def _fmt(h: dict) -> str:
 
 # -- summary and plots -----------------------------------------------------------------------------
 def summarize(subject, chosen, sweep, threats, before: Report, base_ok, results: list[dict],
-              reports: list[Report], out_dir: Path, guard=None) -> dict:
-    """The harden summary; `guard(path)` raises when a plot may not be written there (audit/rundir.py)."""
+              reports: list[Report], out_dir: Path, guard=None, dest=None) -> dict:
+    """The harden summary; `guard(path)` raises when a plot may not be written there (audit/rundir.py);
+    `dest(rel)`: the run directory's file to write a plot to (RunDir.dest: checked, written and recorded)."""
     n = len(base_ok)
     before_acc = {"value": float(base_ok.float().mean()), "n": n, "k": int(base_ok.sum())}
     for res, rep in zip(results, reports):
@@ -74,7 +75,7 @@ def summarize(subject, chosen, sweep, threats, before: Report, base_ok, results:
         res["verdict"] = verdict(res, before_acc)
         res["unreliable"] = [{"threat": r["threat"], "reasons": r["unreliable_after"]}
                              for r in res["comparison"] if r["unreliable_after"]]
-    plots = _plots(before, reports, results, sweep, out_dir, guard) + [
+    plots = _plots(before, reports, results, sweep, out_dir, guard, dest) + [
         rel for r in results for ev in r["evaluation"].values() for rel in ev.get("plots", [])]
     return {"schema": SCHEMA, "defenses": [{"name": d.name, "kind": d.kind, "title": d.title} for d, _ in chosen],
             "sweep": vars(sweep) if sweep else None, "threats": threats, "subject": subject.describe(),
@@ -84,13 +85,14 @@ def summarize(subject, chosen, sweep, threats, before: Report, base_ok, results:
 
 
 def _plots(before: Report, reports: list[Report], results: list[dict], sweep, out_dir: Path,
-           guard=None) -> list[str]:
+           guard=None, dest=None) -> list[str]:
     from .. import plots
     folder = out_dir / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
     made = []
 
-    def at(name: str) -> Path:
+    def at(name: str):
+        if dest is not None:
+            return dest(f"plots/{name}")
         if guard is not None:
             guard(folder / name)
         return folder / name

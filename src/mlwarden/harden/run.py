@@ -29,7 +29,7 @@ from ..core.finding import Metric
 from ..core.registry import get_defense, get_threats
 from ..io.models import load_target, save_module
 from ..report import sarif
-from ..report.report import Report, dumps, read_regular, write_atomic
+from ..report.report import Report, dumps, read_regular
 from ..threats.tricking.common import EvasionParams
 from . import render
 
@@ -200,7 +200,7 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
         if side_by_side:   # a sweep's points train side by side
             stage(f"applying {len(points)} settings side by side ({backend.workers} workers)")
             ctx = DefenseContext(subject.data, out_dir.absolute(), seed=settings["seed"], profile=settings["profile"],
-                                 guard=guard(out_dir.absolute()))
+                                 guard=guard(out_dir.absolute()), place=run.place)
             applied = dict(zip([label for label, _ in points],
                                backend.map(apply_point, [params for _, params in points],
                                            shared=(subject, ctx, settings["seed"]))))
@@ -210,18 +210,19 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
             ready = [_prepare(subject, params, out_dir, label, settings, audit, run, stage, applied[label])
                      for label, params in points]
             stage(f"auditing {len(points)} hardened models side by side ({backend.workers} workers)")
-            shared = (subject, out_dir.absolute(), {**audit, "backend": None, "progress": None, "notice": None}, None)
+            shared = (subject, out_dir.absolute(), {**audit, "backend": None, "progress": None, "notice": None}, None,
+                      run.place)
             for chunk, done in rounds(backend, audit_point, ready, shared):
-                for point, (report, evaluation, ok) in zip(chunk, done):
-                    results.append(_finish(subject, point, evaluation, ok, out_dir, base_ok, run))
+                for point, (report, evaluation, ok, written) in zip(chunk, done):
+                    results.append(_finish(subject, point, evaluation, ok, out_dir, base_ok, run, written))
                     reports.append(report)
         else:
             for label, params in points:
                 what = ", ".join(f"{d.name}({_short(p)})" for d, p in params)
                 stage(f"applying {what}" if label not in applied else f"auditing {what}")
                 point = _prepare(subject, params, out_dir, label, settings, audit, run, stage, applied.get(label))
-                report, evaluation, ok = audit_point(point, (subject, out_dir, audit, stage))
-                results.append(_finish(subject, point, evaluation, ok, out_dir, base_ok, run))
+                report, evaluation, ok, written = audit_point(point, (subject, out_dir, audit, stage, run.place))
+                results.append(_finish(subject, point, evaluation, ok, out_dir, base_ok, run, written))
                 reports.append(report)
         ran_here(backend, local_before, notice)
     finally:
@@ -230,13 +231,12 @@ def harden(subject: Subject, chosen: Chosen, out_dir: Path, *, settings: dict, s
     for name in HARDEN_FILES:   # checked before the plots and the first file are written
         run.check_write(out_dir / name)
     summary = render.summarize(subject, chosen, sweep, threats, before, base_ok, results, reports, out_dir,
-                               guard=run.check_write)
+                               guard=run.check_write, dest=run.dest)
     files = {"harden.json": dumps(summary), "harden.md": render.markdown(summary),
              "harden.html": render.html(summary, out_dir),
              "harden.sarif": dumps(sarif.render(reports[-1]))}
     for name, text in files.items():
-        write_atomic(out_dir / name, text)
-    run.add(*files, *summary["plots"])
+        run.write(name, text)
     return HardenResult(summary, before, reports, out_dir)
 
 
@@ -264,7 +264,7 @@ def _prepare(subject, params, out_dir: Path, label: str, settings, audit, run: R
     """The point's hardened model: reused on --resume, else applied (or taken from a worker) and saved."""
     seed = settings["seed"]
     ctx = DefenseContext(subject.data, out_dir, seed=seed, profile=settings["profile"], backend=audit["backend"],
-                         guard=guard(out_dir))
+                         guard=guard(out_dir), place=run.place)
     state_rel = f"hardened/{label}.json"
     state = {"params": {d.name: p.model_dump() for d, p in params}}
     reused = _reuse_hardened(subject, params, out_dir, state_rel, state, run, ctx) if audit["resume"] else None
@@ -279,20 +279,21 @@ def _prepare(subject, params, out_dir: Path, label: str, settings, audit, run: R
             base = out_dir / "hardened" / label.replace("after", "model")
             for suffix in (".pt2", ".safetensors"):   # save_module writes one of them
                 run.check_write(base.parent / f"{base.name}{suffix}")
-            state["model"] = save_module(hardened.model, subject.data, base)
-            run.add(state["model"]["path"])
+            state["model"] = save_module(hardened.model, subject.data, base, write=run.write)
     after = Subject(hardened.target, subject.data, hardened.recipe or subject.recipe,
                     {**subject.info, "hardened": label, "model_file": state["model"]["path"] if state["model"] else None})
     return _Point(label, params, hardened, state, after)
 
 
-def audit_point(point: _Point, shared) -> tuple[Report, dict | None, torch.Tensor]:
+def audit_point(point: _Point, shared) -> tuple[Report, dict | None, torch.Tensor, dict]:
     """The hardened model's audit, its defences' own checks (unless an earlier run saved them) and which
     test points it gets right (seeded: a smoothed model's answers are random). A pure function of (point,
     shared), so a backend can audit a sweep's points side by side: it writes the point's audit directory
-    and its checks' files (named after the point). `shared`: (subject, out_dir, run_audit's arguments,
-    stage); a None backend there runs the audit's threats in order, here; a None stage says nothing."""
-    subject, out_dir, audit, stage = shared
+    and its checks' files (named after the point), and returns what those checks wrote (relative path ->
+    SHA-256, for the run to record). `shared`: (subject, out_dir, run_audit's arguments, stage, the run
+    directory's Folder); a None backend there runs the audit's threats in order, here; a None stage says
+    nothing."""
+    subject, out_dir, audit, stage, place = shared
     stage = stage or (lambda text: None)
     audit = {**audit, "backend": audit["backend"] or LocalBackend()}
     settings = audit["settings"]
@@ -301,7 +302,7 @@ def audit_point(point: _Point, shared) -> tuple[Report, dict | None, torch.Tenso
     evaluation = None
     if "evaluation" not in point.state:
         ctx = DefenseContext(subject.data, out_dir, seed=settings["seed"], profile=settings["profile"],
-                             backend=audit["backend"], label=point.label, guard=guard(out_dir))
+                             backend=audit["backend"], label=point.label, guard=guard(out_dir), place=place)
         evaluation = {}
         for d, p in point.params:
             stage(f"{d.name}: its own checks")
@@ -309,16 +310,19 @@ def audit_point(point: _Point, shared) -> tuple[Report, dict | None, torch.Tenso
             if ev:
                 evaluation[d.name] = ev
     seed_everything(settings["seed"])
-    return report, evaluation, correct(point.hardened.target, subject.data.x_test, subject.data.y_test)
+    return (report, evaluation, correct(point.hardened.target, subject.data.x_test, subject.data.y_test),
+            ctx.written if evaluation is not None else {})
 
 
-def _finish(subject, point: _Point, evaluation: dict | None, ok, out_dir: Path, base_ok, run: RunDir) -> dict:
+def _finish(subject, point: _Point, evaluation: dict | None, ok, out_dir: Path, base_ok, run: RunDir,
+            written: dict | None = None) -> dict:
     """The point's row of the summary: its state (saved for --resume), accuracy and paired accuracy change."""
     state = point.state
     if evaluation is not None:
         state["evaluation"] = evaluation
-        run.add(*(out_dir / rel for ev in evaluation.values()            # a defence's own files, recorded
-                  for rel in [*ev.get("files", []), *ev.get("plots", [])]))  # as soon as they are written
+        for rel, digest in sorted((written or {}).items()):   # a defence's own files: what its writes returned,
+            run.record(rel, digest, save=False)                 # with the SHA-256 of the bytes written
+        run.save()
         if state["model"]:   # what resuming needs to skip training and these checks
             run.write(f"hardened/{point.label}.json", dumps(state, indent=None))
     diff = paired_difference(base_ok, ok)

@@ -447,12 +447,17 @@ def probe(target: Target, data: Dataset) -> None:
         raise UserError(f"model {target.name} returns shape {list(out.shape)}; expected (n, n_classes) or (n,)")
 
 
-def save_module(module: torch.nn.Module, data: Dataset, path: Path) -> dict:
+def save_module(module: torch.nn.Module, data: Dataset, path: Path, write=None) -> dict:
     """Save a trained network as a `torch.export` archive (`.pt2`): it loads in `mlwarden audit` and
     `mlwarden serve` without a factory and runs no Python code on load. Falls back to a safetensors
-    state_dict (which needs the recipe's factory to load) when the network does not export."""
+    state_dict (which needs the recipe's factory to load) when the network does not export. The bytes are
+    made in memory and written by `write(path, data)` (a run directory's `RunDir.write`; by default
+    core/files.py `write_file`), never by a library opening the path."""
+    import io
+
+    from ..core.files import write_file
+    write = write or write_file
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     example = data.x_test[:2]
     try:
@@ -460,10 +465,12 @@ def save_module(module: torch.nn.Module, data: Dataset, path: Path) -> dict:
         name = next(iter(inspect.signature(module.forward).parameters))
         ep = torch.export.export(module, (example,), dynamic_shapes={name: {0: batch}})
         out = path.parent / f"{path.name}.pt2"   # not with_suffix: "model-epsilon=1.5" has no suffix to replace
-        torch.export.save(ep, out)
+        buf = io.BytesIO()
+        torch.export.save(ep, buf)
+        write(out, buf.getvalue())
         return {"path": str(out), "format": "export"}
     except Exception as e:  # noqa: BLE001 - some networks do not export; weights still can be saved
-        from safetensors.torch import save_file
+        from safetensors.torch import save
         out = path.parent / f"{path.name}.safetensors"
-        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(out))
+        write(out, save({k: v.contiguous() for k, v in module.state_dict().items()}))
         return {"path": str(out), "format": "safetensors", "why_not_export": f"{type(e).__name__}: {str(e)[:160]}"}

@@ -5,7 +5,6 @@ import json
 import math
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -38,19 +37,11 @@ def dumps(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(finite(obj), indent=indent, default=lambda v: finite(float(v)), allow_nan=False)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_atomic(path: Path, text: str | bytes) -> str:
+    """Write whole or not at all, never through a link: mlwarden's one write primitive (core/files.py
+    `write_file`: a new temporary file in the same folder, renamed over the name). Returns its SHA-256."""
+    from ..core.files import write_file
+    return write_file(path, text)
 
 
 def open_regular(path: Path | str) -> int:
@@ -160,10 +151,11 @@ class Report:
             raise UserError(f"{path}: not an mlwarden report ({type(e).__name__}: {e})") from None
 
     def save(self, out_dir: str | Path | None = None, *, guard: Callable[[Path], None] | None = None,
-             names: tuple[str, ...] = FILES) -> dict[str, Path]:
+             names: tuple[str, ...] = FILES, write: Callable[[str, str], Any] | None = None) -> dict[str, Path]:
         """Write report.json, .html, .md, .sarif and junit.xml (or those of them in `names`); each file appears
         whole or not at all. `guard(path)` raises when a file may not be replaced (a run directory's rule);
-        every file is checked before the first is written, so a refused save writes nothing."""
+        every file is checked before the first is written, so a refused save writes nothing. `write(name, text)`
+        writes one (a run directory's `RunDir.write`, which records it); by default `write_atomic`."""
         from . import html, junit, markdown, sarif
         out = Path(out_dir or self.run_dir or ".")
         render = {"report.json": lambda: dumps(self.to_dict()),
@@ -177,7 +169,10 @@ class Report:
         texts = {name: render[name]() for name in names}
         paths = {}
         for name, text in texts.items():
-            write_atomic(out / name, text)
+            if write is not None:
+                write(name, text)
+            else:
+                write_atomic(out / name, text)
             paths[name] = out / name
         self.run_dir = str(out)
         return paths

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ...core import measure
+from ...core.files import torch_bytes, write_file
 from ...core.finding import Metric, Remedy, Status
 from ...core.recipe import Recipe
 from ...core.severity import extraction
@@ -74,7 +75,7 @@ def report_copy(threat, ctx, p, stolen, queries: int, answers, evidence: str, ex
     metrics = agreement(ctx.target, stolen, ctx.data.x_test, p.n_uniform, ctx.data.space, ctx.seed)
     metrics.append(Metric("queries", queries, unit="queries"))
     path = ctx.evidence_path(evidence)
-    torch.save(stolen.state_dict(), path)
+    write_file(path, torch_bytes(stolen.state_dict()))   # bytes, then the write primitive
     test = metrics[0]
     kind = "probabilities" if answers.ndim == 2 else "labels"
     head = (f"copied from {queries} answers ({kind}): {test.text()} test agreement, {metrics[1].text()} on "

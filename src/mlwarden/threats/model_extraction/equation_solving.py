@@ -19,6 +19,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ...core.files import torch_bytes, write_file
 from ...core.finding import Metric, Status
 from ...core.registry import register
 from ...core.target import Access
@@ -134,7 +135,7 @@ class EquationSolving(ExtractionThreat):
         metrics = agreement(ctx.target, stolen, ctx.data.x_test, p.n_uniform, space, ctx.seed)
         metrics.append(Metric("queries", queries, unit="queries"))
         path = ctx.evidence_path("stolen-logreg.pt")
-        torch.save(stolen.state_dict(), path)
+        write_file(path, torch_bytes(stolen.state_dict()))   # bytes, then the write primitive
         test = metrics[0]
         sev = extraction(test.value, queries, len(ctx.data.x_train))
         head = (f"copied with {queries} queries by {method}: {test.text()} test agreement, "
