@@ -17,17 +17,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-
-def _code(sentinel: Path, tag: str) -> str:
-    return f"open({str(sentinel / tag)!r}, 'w').write('pwned')"
-
-
-class _Reduce:
-    def __init__(self, fn, *args):
-        self.fn, self.args = fn, args
-
-    def __reduce__(self):
-        return self.fn, self.args
+from .corpus import _code, _Reduce
 
 
 def _str(s: str) -> bytes:

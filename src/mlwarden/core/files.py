@@ -67,24 +67,33 @@ def refuse_input_output(path: str | os.PathLike, what: str, inputs, *, folders: 
                             "reads: name another output file")
 
 
-def read_regular(path: str | os.PathLike, what: str, limit: int = MAX_READ) -> bytes:
-    """The bytes of a regular file, opened without blocking (a pipe swapped in after a check is still
-    refused, not waited on) and at most `limit` bytes long."""
+def open_regular(path: str | os.PathLike, what: str = "") -> int:
+    """A read-only descriptor of `path`, which must be a regular file: opened without blocking (a pipe with no
+    writer returns at once) and its type checked on what was opened, not on a name that can change."""
+    label = f"{what} {path}" if what else str(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
-        raise UserError(f"{what} {path}: not found") from None
+        raise UserError(f"{label}: not found") from None
     except OSError as e:
-        raise UserError(f"{what} {path}: cannot be read ({e.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"{what} {path}: is {_kind(st.st_mode)}, not a regular file")
-        if st.st_size > limit:
-            raise UserError(f"{what} {path}: {st.st_size} bytes, more than the {limit >> 20} MiB it may hold")
+        raise UserError(f"{label}: cannot be read ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise UserError(f"{label}: is {_kind(mode)}, not a regular file; mlwarden reads and writes only regular files")
+    return fd
+
+
+def read_regular(path: str | os.PathLike, what: str = "", limit: int = MAX_READ) -> bytes:
+    """The bytes of a regular file (`open_regular`), at most `limit` bytes long."""
+    label = f"{what} {path}" if what else str(path)
+    with os.fdopen(open_regular(path, what), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise UserError(f"{label}: {size} bytes, more than the {limit >> 20} MiB it may hold")
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise UserError(f"{what} {path}: more than the {limit >> 20} MiB it may hold")
+        raise UserError(f"{label}: more than the {limit >> 20} MiB it may hold")
     return data
 
 

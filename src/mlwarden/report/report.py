@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ..core.errors import UserError
+from ..core.files import open_regular, read_regular  # noqa: F401 - where run files are read
 from ..core.finding import Finding, Severity, Status
 
 SCHEMA = "mlwarden.report/1"
@@ -42,31 +42,6 @@ def write_atomic(path: Path, text: str | bytes) -> str:
     `write_file`: a new temporary file in the same folder, renamed over the name). Returns its SHA-256."""
     from ..core.files import write_file
     return write_file(path, text)
-
-
-def open_regular(path: Path | str) -> int:
-    """A read-only descriptor of `path`, which must be a regular file: a named pipe, device or socket where a
-    file is expected is a one-line error, never a read that waits forever (O_NONBLOCK: opening a pipe with no
-    writer returns at once, and the type is checked on what was opened, not on a name that can change)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else \
-            "a socket" if stat.S_ISSOCK(mode) else "a device"
-        raise UserError(f"{path}: is {kind}, not a regular file; mlwarden reads and writes only regular files")
-    return fd
-
-
-def read_regular(path: Path | str) -> bytes:
-    """The bytes of a regular file (see `open_regular`)."""
-    with os.fdopen(open_regular(path), "rb") as f:
-        return f.read()
 
 
 def inside(folder: Path, path: Path) -> bool:
