@@ -501,32 +501,35 @@ def serve(
                         input_shape=input_shape, allow_pickle=allow_pickle, threads=threads, trust=trust,
                         device=device)
     sock = listen(host, port)   # after the options, before the model loads: a port in use is one line, exit 2
-    if model is not None and data is None:   # no data set: the shape (and range) come from the user, not digits
-        if strip:
-            raise UserError("--strip needs clean images of the model's task to superimpose and calibrate on: give "
-                            "--data")
-        if not Path(model).exists():
-            raise UserError(f"model file not found: {model}")
-        if input_shape is None:
-            raise UserError(f"serving {model} without --data needs --input-shape (the sample shape, e.g. 1,28,28); "
-                            "add --input-range low,high to refuse inputs outside it")
-        subject = subject_for_shape(cfg)
-    else:
-        subject = subject_from_config(cfg)
-    if subject.data.modality == "messages":
-        raise UserError("mlwarden serve takes numeric tensors; serving a spam filter over raw text is not supported")
-    import torch
-    torch.set_num_threads(threads)
-    from ..audit.runner import placed
-    subject, _ = placed(subject, cfg.audit.model_dump())
-    clean = subject.data.x_train[:1000] if strip and len(subject.data.x_train) else None
-    app_ = build_app(subject.target, subject.data.space, name, guards, clean=clean)
-    err.print(f"[bold]mlwarden serve[/] {subject.target.name} at http://{host}:{port}/v2/models/{name} "
-              f"(docs at /docs); guards: {guards.describe()}")
-    if encrypted:
-        err.print("encrypted queries (/encrypted-infer) get exact scores: output rounding, the extraction detector "
-                  "and the watermark cannot touch them; only the rate limit and the query budget apply", markup=False)
-    server(app_, sock, guards.header_timeout_s).run(sockets=[sock])
+    try:   # the socket is closed whatever fails after it (an in-process caller keeps running)
+        if model is not None and data is None:   # no data set: the shape (and range) come from the user, not digits
+            if strip:
+                raise UserError("--strip needs clean images of the model's task to superimpose and calibrate on: give "
+                                "--data")
+            if not Path(model).exists():
+                raise UserError(f"model file not found: {model}")
+            if input_shape is None:
+                raise UserError(f"serving {model} without --data needs --input-shape (the sample shape, e.g. 1,28,28); "
+                                "add --input-range low,high to refuse inputs outside it")
+            subject = subject_for_shape(cfg)
+        else:
+            subject = subject_from_config(cfg)
+        if subject.data.modality == "messages":
+            raise UserError("mlwarden serve takes numeric tensors; serving a spam filter over raw text is not supported")
+        import torch
+        torch.set_num_threads(threads)
+        from ..audit.runner import placed
+        subject, _ = placed(subject, cfg.audit.model_dump())
+        clean = subject.data.x_train[:1000] if strip and len(subject.data.x_train) else None
+        app_ = build_app(subject.target, subject.data.space, name, guards, clean=clean)
+        err.print(f"[bold]mlwarden serve[/] {subject.target.name} at http://{host}:{port}/v2/models/{name} "
+                  f"(docs at /docs); guards: {guards.describe()}")
+        if encrypted:
+            err.print("encrypted queries (/encrypted-infer) get exact scores: output rounding, the extraction detector "
+                      "and the watermark cannot touch them; only the rate limit and the query budget apply", markup=False)
+        server(app_, sock, guards.header_timeout_s).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 def _secrets(given: list[str] | None, path: str | None, env: str, flag: str) -> list[str]:
