@@ -193,21 +193,27 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _file_operator_models(folder: Path, sentinel: Path) -> dict[str, Path]:
-    """TorchScript and torch.export models whose forward memory-maps (and so creates) any file."""
+def _torchscript_from_file(path: Path) -> bytes:
     import torch
 
     class FromFile(torch.nn.Module):
-        def __init__(self, path: str):
+        def __init__(self, p: str):
             super().__init__()
             self.fc = torch.nn.Linear(64, 10)
-            self.path = path
+            self.p = p
 
         def forward(self, x):
-            t = torch.from_file(self.path, shared=True, size=16, dtype=torch.uint8)
+            t = torch.from_file(self.p, shared=True, size=16, dtype=torch.uint8)
             return self.fc(x.reshape(x.shape[0], -1)) + t.sum().float() * 0
 
-    torch.jit.script(FromFile(str(sentinel / "from_file"))).save(str(folder / "torchscript-from-file.pt"))
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(FromFile(str(path))), buf)
+    return buf.getvalue()
+
+
+def _file_operator_models(folder: Path, sentinel: Path) -> dict[str, Path]:
+    """TorchScript and torch.export models whose forward memory-maps (and so creates) any file."""
+    (folder / "torchscript-from-file.pt").write_bytes(_torchscript_from_file(sentinel / "from_file"))
     _rewrite(_exported(folder), folder / "export-from-file.pt2", lambda name, data: data.replace(
         b"torch.ops.aten.linear.default", b"torch.ops.aten.from_file.default") if name.endswith("model.json") else data)
     return {"torchscript-from-file.pt": folder / "torchscript-from-file.pt",

@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .corpus import _code, _Reduce
+from .corpus import _code, _Reduce, _torchscript_from_file
 
 
 def _str(s: str) -> bytes:
@@ -225,24 +225,6 @@ def hostile_files(folder: Path, sentinel: Path) -> dict[str, Path]:
         b"torch.from_file(", b"torch.zeros(1)._coalesced_(True).new_empty(") if n.endswith(".py") else d))
     del torch
     return out
-
-
-def _torchscript_from_file(path: Path) -> bytes:
-    import torch
-
-    class FromFile(torch.nn.Module):
-        def __init__(self, p: str):
-            super().__init__()
-            self.fc = torch.nn.Linear(64, 10)
-            self.p = p
-
-        def forward(self, x):
-            t = torch.from_file(self.p, shared=True, size=16, dtype=torch.uint8)
-            return self.fc(x.reshape(x.shape[0], -1)) + t.sum().float() * 0
-
-    buf = io.BytesIO()
-    torch.jit.save(torch.jit.script(FromFile(str(path))), buf)
-    return buf.getvalue()
 
 
 def _torchscript_save(path: Path) -> bytes:
