@@ -1,8 +1,46 @@
-"""mlwarden: audit machine-learning models for security and privacy weaknesses, and harden them."""
+"""mlwarden: audit machine-learning models for security and privacy weaknesses, and harden them.
+
+The package imports nothing heavy on its own: `mlwarden.audit`, `mlwarden.harden` and `mlwarden.Report` load
+torch, scipy and the threat catalogue on first use, so the CLI reads its arguments (and `mlwarden scan`,
+`--help` and `--version` finish) without them."""
+import sys
+import types
+
 from ._version import __version__
-from . import audit as _audit_package, harden as _harden_package  # noqa: F401  imported first, so that a later
-# `import mlwarden.harden.run` cannot rebind `mlwarden.harden` from the function below to the subpackage
-from .api import audit, harden
-from .report.report import Report
 
 __all__ = ["audit", "harden", "Report", "__version__"]
+
+
+def _api(name):
+    from . import api
+    return getattr(api, name)
+
+
+class _Package(types.ModuleType):
+    """`mlwarden.audit` and `mlwarden.harden` are the API functions, also after `import mlwarden.harden.run`:
+    the import system sets a loaded subpackage as an attribute of its parent, and that assignment is ignored
+    here (the subpackages stay reachable through sys.modules and `from mlwarden.harden import run`)."""
+
+    @property
+    def audit(self):
+        return _api("audit")
+
+    @audit.setter
+    def audit(self, value):
+        pass
+
+    @property
+    def harden(self):
+        return _api("harden")
+
+    @harden.setter
+    def harden(self, value):
+        pass
+
+    @property
+    def Report(self):  # noqa: N802 - the public class name
+        from .report.report import Report
+        return Report
+
+
+sys.modules[__name__].__class__ = _Package

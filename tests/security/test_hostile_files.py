@@ -205,7 +205,7 @@ def test_loader_never_calls_an_object_the_pickle_built(tmp_path, digits):
         load_target(str(tmp_path / "call.pkl"), digits, allow_pickle=True)
     import io
 
-    from mlwarden.io.models import _RestrictedUnpickler
+    from mlwarden.io.pickled import _RestrictedUnpickler
     with pytest.raises(pickle.UnpicklingError, match="calls a Identity object it built"):   # and so does ours
         _RestrictedUnpickler(io.BytesIO((tmp_path / "call.pkl").read_bytes()), frozenset()).load()
 

@@ -96,6 +96,19 @@ TRUST_HELP = ("comma-separated names a model file may import or call beyond the 
               "scan`); only for a file whose author you trust")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"mlwarden {_version()}", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print the version and exit")):
+    """Audit ML models for security and privacy weaknesses. `mlwarden audit` with no arguments audits the
+    built-in demo."""
+
+
 @app.command()
 def audit(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model file: .pt2, TorchScript, state_dict "
@@ -403,13 +416,12 @@ def harden(
 @app.command("defenses")
 def list_defenses():
     """List every defence with its kind, what it mitigates and its parameters."""
-    from ..core.registry import all_defenses
+    from ..core.catalogue import describe
     table = Table(title="mlwarden defenses")
     for col in ("defence", "kind", "mitigates", "parameters"):
         table.add_column(col, overflow="fold")
     table.add_column("what", overflow="fold", min_width=30)
-    for d in all_defenses().values():
-        info = d.describe()
+    for info in describe("mlwarden.defenses"):
         table.add_row(info["name"], info["kind"], ", ".join(info["mitigates"]), ", ".join(info["params"]), info["doc"])
     out.print(table)
 
@@ -672,8 +684,8 @@ def diff_cmd(
 @app.command("threats")
 def list_threats():
     """List every threat with its family, the access it needs and its MITRE ATLAS technique IDs."""
-    from ..core.registry import all_threats
-    threats = [t.describe() for t in all_threats().values()]
+    from ..core.catalogue import describe
+    threats = describe("mlwarden.threats")
     if out.width < 140:   # a narrow terminal: one block per threat, nothing cut off
         for d in threats:
             out.print(f"[bold]{d['name']}[/]  {d['family']}, needs {d['needs']}, {'/'.join(d['modalities'])} data"

@@ -111,7 +111,7 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
             if problems and JOBLIB_ARRAY in imports and not problems[1:]:
                 # joblib keeps numpy arrays raw inside the stream: read it as the loader would (trusted
                 # names only) instead of walking opcodes that are array bytes
-                from ..models import joblib_references
+                from ..pickled import joblib_references
                 imports, problems = joblib_references(p, frozenset(trust))
             refs = [(n, "import", p.name) for n in imports]
         else:
@@ -133,7 +133,7 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
     if scan.safe and fmt in ("skops", "pickle"):
         # what names alone cannot show (a forged tree, bytes built from a size): load it as the loader would,
         # trusted names only, and check what it built
-        from ..models import structure_problems   # imported here to keep the scan's imports light
+        from ..pickled import structure_problems   # imported here to keep the scan's imports light
         scan.problems += structure_problems(p, scan)
     scan.seconds = time.monotonic() - t0
     return scan

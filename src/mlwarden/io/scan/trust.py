@@ -61,12 +61,24 @@ DANGEROUS_BUILTINS = {f"builtins.{n}" for n in (
 
 @functools.lru_cache(maxsize=None)
 def _sklearn_types() -> frozenset[str]:
+    import sys
     names = set()
     try:
         from sklearn.utils import all_estimators
     except ImportError:
         return frozenset()
-    for _, cls in all_estimators():
+    # all_estimators walks every scikit-learn package; its array-API shims for torch, CuPy and Dask import
+    # those libraries (torch alone costs seconds) and hold no estimator: skipped (an import that fails is
+    # passed over by the walk)
+    shims = [f"sklearn.externals.array_api_compat.{lib}" for lib in ("torch", "cupy", "dask")]
+    blocked = [m for m in shims if m not in sys.modules]
+    sys.modules.update(dict.fromkeys(blocked))
+    try:
+        estimators = all_estimators()
+    finally:
+        for m in blocked:
+            sys.modules.pop(m, None)
+    for _, cls in estimators:
         names.add(f"{cls.__module__}.{cls.__qualname__}")
     for modname in SKLEARN_INTERNAL_MODULES:
         try:
@@ -115,15 +127,36 @@ def torch_module_types() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=None)
 def trusted_types() -> frozenset[str]:
-    return frozenset(BUILTIN_DATA | STDLIB_DATA | NUMPY_DATA | SCIPY_SPARSE | CONSTRUCTORS | SKLEARN_CALLABLE_DATA) \
-        | _sklearn_types() \
-        | _numpy_scalar_types() | torch_weights_types() | torch_module_types()
+    return STATIC_TYPES | _sklearn_types() | _numpy_scalar_types() | torch_weights_types() | torch_module_types()
+
+
+# What a plain state dict uses, known without importing torch (a test checks each is on torch's own list):
+# `mlwarden scan` of a weights file then imports no torch.
+TORCH_WEIGHTS_COMMON = frozenset({"torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter"} | {
+    f"torch.{t}Storage" for t in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte",
+                                  "Bool")})
+
+
+def _is_trusted(name: str) -> bool:
+    """`name in trusted_types()`, importing only the library the name belongs to (numpy for a numpy scalar,
+    scikit-learn for an estimator, torch for a torch type that is not on the common list)."""
+    if name in STATIC_TYPES or name in TORCH_WEIGHTS_COMMON:
+        return True
+    top = name.split(".", 1)[0]
+    if top == "sklearn":
+        return name in _sklearn_types()
+    if top == "numpy":
+        return name in _numpy_scalar_types()
+    if top == "torch":
+        return name in torch_weights_types() or name in torch_module_types()
+    return False   # torch's list names no other module outside STATIC_TYPES (tests/io checks it)
 
 
 # Cython's way to rebuild a cdef class: `newObj(cls)` is `cls.__new__(cls)`. Trusted as a constructor: the
 # loader lets it construct only a class the unpickler itself imported as trusted (io/models.py).
 CONSTRUCTORS = {"sklearn.neighbors._kd_tree.newObj", "sklearn.neighbors._ball_tree.newObj",
                 "sklearn.metrics._dist_metrics.newObj"}
+STATIC_TYPES = frozenset(BUILTIN_DATA | STDLIB_DATA | NUMPY_DATA | SCIPY_SPARSE | CONSTRUCTORS | SKLEARN_CALLABLE_DATA)
 
 
 def is_dangerous(name: str) -> bool:
@@ -146,7 +179,7 @@ def classify(name: str, kind: str = "type", trust: frozenset[str] | set[str] = f
     module, _, attr = name.rpartition(".")
     if attr.startswith("__pyx_unpickle_"):  # Cython's rebuild function for a class: as trusted as the class
         name = f"{module}.{attr[len('__pyx_unpickle_'):]}"
-    return "trusted" if name in trusted_types() else "untrusted"
+    return "trusted" if _is_trusted(name) else "untrusted"
 
 
 def resolve(name: str):
