@@ -29,5 +29,8 @@ demo: install
 test: install $(MLSERVER)
 	$(BIN)/python -m pytest
 
-bench: install
-	bash benchmarks/run.sh
+# `make bench` runs every benchmark, `make bench NAME=scan` (or NAME="scan federated") the named ones, each in
+# benchmarks/.venv-bench with its pinned peers (benchmarks/run.sh builds it; the test environment is not needed).
+NAME ?=
+bench:
+	PYTHON=$(PY) bash benchmarks/run.sh $(NAME)
