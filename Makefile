@@ -20,14 +20,24 @@ $(MLSERVER):
 	.venv-mlserver/bin/pip install -q mlserver==1.7.1 mlserver-sklearn==1.7.1
 	touch $(MLSERVER)
 
-.PHONY: install demo test bench
+.PHONY: install demo test test-fast bench
 install: $(BIN)/mlwarden
+
+# Both environments are built side by side; the tests run on every core (pytest-xdist), a module's tests on
+# one worker (its module-scoped fixtures are built once), and the slowest 30 are listed at the end.
+PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile
 
 demo: install
 	$(BIN)/mlwarden audit
 
-test: install $(MLSERVER)
-	$(BIN)/python -m pytest
+test:
+	$(MAKE) -j2 install $(MLSERVER)
+	$(PYTEST) --durations=30
+
+# The edit-run loop: everything but the end-to-end CLI runs and the tests that train for long (marked
+# `slow`); about 3 minutes on 2 cores.
+test-fast: install
+	$(PYTEST) -m "not slow"
 
 # `make bench` runs every benchmark, `make bench NAME=scan` (or NAME="scan federated") the named ones, each in
 # benchmarks/.venv-bench with its pinned peers (benchmarks/run.sh builds it; the test environment is not needed).

@@ -150,3 +150,26 @@ def sms_spam(tmp_path_factory):
         mp.setenv("MLWARDEN_CACHE", str(cache))
         from mlwarden.io.datasets import load_data
         return load_data("sms-spam", test_fraction=0.3, seed=0)
+
+
+# Modules whose tests train MNIST-size models, start Ray or Flower, or run the CLI end to end (measured with
+# `--durations`: each over a minute of test time). `make test-fast` (-m "not slow") leaves them out; CI runs
+# everything.
+SLOW_MODULES = {
+    "cli", "interop", "threats/corruption/test_backdoor.py", "threats/corruption/test_backdoor_removal.py",
+    "threats/corruption/test_feature_collision.py", "threats/corruption/test_gradient_matching.py",
+    "threats/corruption/test_strip.py", "threats/memorization/test_secret_sharer.py",
+    "threats/membership/test_membership_inference.py", "threats/tricking/test_blackbox_attacks.py",
+    "federated/test_flower.py", "federated/test_malicious_clients.py", "core/test_backends.py",
+    "serve/test_encrypted.py", "security/test_generated_corpus.py", "security/test_hostile_files.py",
+    "defenses/test_randomized_smoothing.py", "defenses/test_trigger_defences.py",
+    "defenses/test_adversarial_training.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pathlib
+    root = pathlib.Path(__file__).parent
+    for item in items:
+        rel = pathlib.Path(str(item.path)).relative_to(root).as_posix()
+        if rel in SLOW_MODULES or rel.split("/", 1)[0] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -96,6 +96,14 @@ class Defense:
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     sweepable: ClassVar[tuple[str, ...]] = ()   # parameters whose values trace a trade-off curve
     modalities: ClassVar[tuple[str, ...]] = ("image", "tabular", "text")
+    # the optional packages it needs, as (module, extra, what needs it): checked when the defence is chosen,
+    # before any model trains, so a missing one is the first thing the user reads
+    extras: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+
+    def require_extras(self) -> None:
+        from .extras import require
+        for module, extra, what in self.extras:
+            require(module, extra, what)
 
     def params_for(self, profile: str, overrides: dict[str, Any] | None = None) -> Params:
         values = dict(self.profiles.get(profile, {}))

@@ -18,7 +18,6 @@ from pydantic import Field
 from ..core.data import Dataset
 from ..core.defense import Defense
 from ..core.errors import UserError
-from ..core.extras import require
 from ..core.recipe import Recipe
 from ..core.registry import register
 from ..core.threat import Params
@@ -185,9 +184,10 @@ class DPSGDDefense(Defense):
     mitigates = ("data-extraction",)
     Params = DPParams
     sweepable = ("epsilon",)
+    extras = (("opacus", "dp", "DP-SGD"),)
 
     def defend_recipe(self, recipe: Recipe, p: DPParams, data: Dataset) -> tuple[Recipe, dict]:
-        require("opacus", "dp", "DP-SGD")
+        self.require_extras()
         defaults = DP_TRAINING.get(recipe.name, {})
         changes = {k: getattr(p, k) if getattr(p, k) is not None else defaults.get(k, getattr(recipe, k))
                    for k in RECIPE_KEYS}

@@ -54,9 +54,10 @@ class SecureAggregationDefense(AggregationDefense):
     def rule(self, params):
         return SecureAggregation(CKKS(params.poly_modulus_degree, params.scale_bits))
 
+    extras = (("tenseal", "he", "CKKS secure aggregation"),)
+
     def check(self, params, data) -> None:
-        from ..core.extras import require
-        require("tenseal", "he", "CKKS secure aggregation")
+        self.require_extras()
 
     def evaluate(self, subject, hardened, params, ctx):
         """The overhead on one round of this federation's updates, and the sum's error against plaintext."""

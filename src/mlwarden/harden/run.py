@@ -66,6 +66,8 @@ def parse_defenses(spec: str, raw_params: list[str] | None) -> tuple[Chosen, Swe
     if not names:
         raise UserError("--defense needs a defence name; run 'mlwarden defenses' to list them")
     chosen: Chosen = [(get_defense(n), {}) for n in names]
+    for d, _ in chosen:
+        d.require_extras()
     sweep = None
     for item in raw_params or []:
         key, sep, value = item.partition("=")
