@@ -280,11 +280,11 @@ def test_bad_input_is_one_line_exit_2(case, files, mlp_state_dict, tmp_path, mon
 
 
 def test_an_internal_bug_exits_3_and_says_where_the_traceback_is(monkeypatch, capsys):
-    import mlwarden.core.registry as registry
+    import mlwarden.core.catalogue as catalogue
 
-    def broken():
+    def broken(group):
         raise RuntimeError("boom")
-    monkeypatch.setattr(registry, "all_defenses", broken)
+    monkeypatch.setattr(catalogue, "describe", broken)
     code, err = run(["defenses"], monkeypatch, capsys)
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert code == 3 and "Traceback" not in err and len(lines) == 1, err

@@ -58,7 +58,8 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
             raise UserError("--recipe trains networks; a scikit-learn text pipeline is retrained from a clone of itself")
         recipe = recipe_for(target.filter)
     cli = _cli([("--model", m.path), ("--factory", m.factory), ("--format", None if m.format == "auto" else m.format),
-                ("--data", d.path), ("--recipe", m.recipe or "RECIPE")])
+                ("--allow-pickle", m.allow_pickle), ("--trust", ",".join(m.trust or ()) or None),
+                ("--access", m.access), ("--data", d.path), *_data_flags(d), ("--recipe", m.recipe or "RECIPE")])
     return Subject(target, data, recipe, {"path": str(Path(m.path)), "format": m.format, "cli": cli})
 
 
@@ -86,10 +87,18 @@ def _load(cfg: AuditConfig, raw: bool = False) -> Dataset:
                                       text_column=d.text_column, raw=raw), d.feature_ranges, d.integer_features)
 
 
-def _cli(flags: list[tuple[str, str | None]]) -> str:
-    """The command-line flags that name this subject again, for the exact commands a report recommends."""
+def _cli(flags: list[tuple[str, str | bool | None]]) -> str:
+    """The command-line flags that name this subject again, for the exact commands a report recommends (a
+    flag given as True is a switch, written alone)."""
     import shlex
-    return " ".join(f"{k} {shlex.quote(str(v))}" for k, v in flags if v)
+    return " ".join(k if v is True else f"{k} {shlex.quote(str(v))}" for k, v in flags if v)
+
+
+def _data_flags(d) -> list[tuple[str, str | None]]:
+    """How the data was read, when not by default: without these the printed command reads other data."""
+    return [("--label-column", d.label_column if d.label_column != "label" else None),
+            ("--input-range", ",".join(f"{v:g}" for v in d.input_range) if d.input_range else None),
+            ("--input-shape", ",".join(map(str, d.input_shape)) if d.input_shape else None)]
 
 
 def as_dataset(data, input_range=None) -> Dataset:

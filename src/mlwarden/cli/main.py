@@ -366,8 +366,14 @@ def harden(
                                           "at or above: critical | high | medium | low"),
     resume: bool = typer.Option(False, "--resume", help="reuse the audits already in the output directory"),
     factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="force the model format"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow unpickling the model (only trusted "
+                                      "types, or those named with --trust, may load)"),
     trust: Optional[str] = typer.Option(None, "--trust", help=TRUST_HELP),
     access: Optional[str] = typer.Option(None, help="white-box | scores | labels"),
+    label_column: Optional[str] = typer.Option(None, help="CSV label column (default 'label')"),
+    input_range: Optional[str] = typer.Option(None, help="valid input range 'low,high' (default: inferred)"),
+    input_shape: Optional[str] = typer.Option(None, help="sample shape, e.g. '1,28,28'"),
     profile: Optional[str] = typer.Option(None, help="quick | standard | thorough"),
     seed: Optional[int] = typer.Option(None),
     threads: Optional[int] = typer.Option(None),
@@ -387,8 +393,9 @@ def harden(
 
     chosen, sweep = parse_defenses(defense, param)
     cfg = _build_config(config, model=model, data=data, recipe=recipe, threats=threats, out_dir=out_dir,
-                        factory=factory, access=access, profile=profile, seed=seed, threads=threads, trust=trust,
-                        fail_on=fail_on, backend=backend, workers=workers, device=device,
+                        factory=factory, fmt=fmt, allow_pickle=allow_pickle, access=access, profile=profile,
+                        seed=seed, threads=threads, trust=trust, label_column=label_column, input_range=input_range,
+                        input_shape=input_shape, fail_on=fail_on, backend=backend, workers=workers, device=device,
                         federation=dict(enabled=federated or None, clients=clients, rounds=rounds,
                                         partition=partition, alpha=alpha))
     with err.status("loading the model and data"):
