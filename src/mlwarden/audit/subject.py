@@ -84,7 +84,8 @@ def _load(cfg: AuditConfig, raw: bool = False) -> Dataset:
     d = cfg.data
     return declare_features(load_data(d.path, label_column=d.label_column, test_fraction=d.test_fraction,
                                       seed=cfg.audit.seed, input_range=d.input_range, input_shape=d.input_shape,
-                                      text_column=d.text_column, raw=raw), d.feature_ranges, d.integer_features)
+                                      text_column=d.text_column, raw=raw, test_spec=d.test_path),
+                             d.feature_ranges, d.integer_features)
 
 
 def _cli(flags: list[tuple[str, str | bool | None]]) -> str:
@@ -96,7 +97,7 @@ def _cli(flags: list[tuple[str, str | bool | None]]) -> str:
 
 def _data_flags(d) -> list[tuple[str, str | None]]:
     """How the data was read, when not by default: without these the printed command reads other data."""
-    return [("--label-column", d.label_column if d.label_column != "label" else None),
+    return [("--test-data", d.test_path), ("--label-column", d.label_column if d.label_column != "label" else None),
             ("--input-range", ",".join(f"{v:g}" for v in d.input_range) if d.input_range else None),
             ("--input-shape", ",".join(map(str, d.input_shape)) if d.input_shape else None)]
 

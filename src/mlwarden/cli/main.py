@@ -113,8 +113,10 @@ def _main(version: bool = typer.Option(False, "--version", callback=_print_versi
 def audit(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model file: .pt2, TorchScript, state_dict "
                                         "(.pt + --factory), .skops, .onnx; pickles need --allow-pickle"),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .tsv (labelled messages), .txt, or "
-                                        "digits|breast-cancer|iris|wine|stdlib-docstrings|sms-spam"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .parquet, .tsv (labelled messages), "
+                                        ".txt, or digits|breast-cancer|iris|wine|stdlib-docstrings|sms-spam"),
+    test_data: Optional[str] = typer.Option(None, "--test-data", help="your own test file (CSV, Parquet or .npz "
+                                            "like --data): --data is then the train file, and nothing is split"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="audit.toml"),
     threats: Optional[str] = typer.Option(None, "--threats", "-t", help="comma-separated threat names or families"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="run directory (default mlwarden-out/<model>)"),
@@ -165,7 +167,7 @@ def audit(
                                             "got significantly worse than in the baseline"),
 ):
     """Run the attacks that apply to a model and write the report."""
-    cfg = _build_config(config, model=model, factory=factory, fmt=fmt, access=access, data=data,
+    cfg = _build_config(config, model=model, factory=factory, fmt=fmt, access=access, data=data, test_data=test_data,
                         label_column=label_column, input_range=input_range, input_shape=input_shape,
                         threats=threats, out_dir=out_dir, profile=profile, fail_on=fail_on, seed=seed,
                         threads=threads, time_budget=time_budget, eps=eps, allow_pickle=allow_pickle, recipe=recipe,
@@ -255,7 +257,8 @@ def _inputs(cfg, config: str | None) -> list[str]:
     return [p for p in dict.fromkeys(found) if p and os.path.exists(p)]
 
 
-def _build_config(config, *, model=None, factory=None, fmt=None, access=None, data=None, label_column=None,
+def _build_config(config, *, model=None, factory=None, fmt=None, access=None, data=None, test_data=None,
+                  label_column=None,
                   input_range=None, input_shape=None, threats=None, out_dir=None, profile=None, fail_on=None,
                   seed=None, threads=None, time_budget=None, eps=None, allow_pickle=False, recipe=None,
                   endpoint=None, api_key=None, trust=None, baseline=None, fail_on_regression=None,
@@ -270,6 +273,7 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
     sets = {("model", "path"): model, ("model", "factory"): factory, ("model", "format"): fmt,
             ("model", "access"): access, ("model", "recipe"): recipe, ("model", "endpoint"): endpoint,
             ("model", "api_key"): api_key, ("model", "trust"): _names(trust), ("data", "path"): data,
+            ("data", "test_path"): test_data,
             ("model", "endpoint_outputs"): endpoint_output or None, ("model", "endpoint_template"): endpoint_template,
             ("model", "endpoint_response"): endpoint_response, ("model", "endpoint_encrypted"): endpoint_encrypted,
             ("data", "label_column"): label_column,
@@ -356,7 +360,9 @@ def harden(
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="a defence parameter, key=value or "
                                               "defence.key=value; several values (epsilon=1,2,4,8) sweep it"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model file (default: the built-in demo)"),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .tsv, .txt, a built-in name"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .parquet, .tsv, .txt, a built-in name"),
+    test_data: Optional[str] = typer.Option(None, "--test-data", help="your own test file (CSV, Parquet or .npz "
+                                            "like --data): --data is then the train file, and nothing is split"),
     recipe: Optional[str] = typer.Option(None, help="how the model was trained (built-in name or module:function)"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="audit.toml"),
     threats: Optional[str] = typer.Option(None, "--threats", "-t", help="threats to audit before and after "
@@ -392,8 +398,8 @@ def harden(
     from ..audit.subject import subject_from_config
 
     chosen, sweep = parse_defenses(defense, param)
-    cfg = _build_config(config, model=model, data=data, recipe=recipe, threats=threats, out_dir=out_dir,
-                        factory=factory, fmt=fmt, allow_pickle=allow_pickle, access=access, profile=profile,
+    cfg = _build_config(config, model=model, data=data, test_data=test_data, recipe=recipe, threats=threats,
+                        out_dir=out_dir, factory=factory, fmt=fmt, allow_pickle=allow_pickle, access=access, profile=profile,
                         seed=seed, threads=threads, trust=trust, label_column=label_column, input_range=input_range,
                         input_shape=input_shape, fail_on=fail_on, backend=backend, workers=workers, device=device,
                         federation=dict(enabled=federated or None, clients=clients, rounds=rounds,

@@ -76,6 +76,9 @@ class Dataset:
     n_classes: int
     space: InputSpace
     modality: str = "tabular"  # "image" (C, H, W) or "tabular" (d,)
+    # how train and test were chosen: "given" (two files, or an .npz with both), or the split mlwarden made
+    # itself ("split by mlwarden: ..."); membership numbers treat the train part as the members
+    split: str = "given"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -91,6 +94,7 @@ class Dataset:
             "n_test": int(self.x_test.shape[0]),
             "input_range": [self.space.low, self.space.high],
             "input_range_declared": self.space.declared,
+            "split": self.split,
         }
 
 

@@ -7,7 +7,7 @@ from types import ModuleType
 
 from .errors import UserError
 
-EXTRAS = {"dp": "opacus", "serve": "fastapi, uvicorn, httpx", "onnx": "onnx, onnxruntime", "ray": "ray", "flower": "flwr", "he": "tenseal"}
+EXTRAS = {"dp": "opacus", "serve": "fastapi, uvicorn, httpx", "onnx": "onnx, onnxruntime", "ray": "ray", "flower": "flwr", "he": "tenseal", "parquet": "pyarrow"}
 
 
 def require(module: str, extra: str, what: str) -> ModuleType:

@@ -27,6 +27,11 @@ BUILTIN = {
 TEXT_DEMO_CHARS = 100_000  # the built-in text corpus is cut here so a character LM trains in seconds
 
 
+def split_note(test_fraction: float, seed: int) -> str:
+    return (f"split by mlwarden: {test_fraction:.0%} test, seed {seed}, stratified by class; membership numbers "
+            "assume the train part is what the model was trained on (give the true split with --test-data)")
+
+
 def _split(x, y, test_fraction: float, seed: int):
     """A seeded train/test split, stratified when every class has two rows; odd labels are left for
     make_dataset to name."""
@@ -76,6 +81,7 @@ def load_builtin(name: str, test_fraction: float = 0.25, seed: int = 0, *, raw: 
         x = _reshape(Path(name), x, input_shape)
     xtr, xte, ytr, yte = _split(x, y, test_fraction, seed)
     ds = make_dataset(label, xtr, ytr, xte, yte, input_range=rng, modality=modality)
+    ds.split = split_note(test_fraction, seed)
     return ds
 
 
@@ -90,6 +96,7 @@ def load_npz(path: Path, test_fraction: float, seed: int, input_range=None, inpu
             arrays = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError) as e:
         raise UserError(f"{path}: not a readable .npz file ({e})") from None
+    split = "given (x_train, x_test)"
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         xtr, ytr, xte, yte = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
     elif {"x", "y"} <= arrays.keys():
@@ -104,6 +111,7 @@ def load_npz(path: Path, test_fraction: float, seed: int, input_range=None, inpu
             raise UserError(f"{path}: x has {x.shape[0]} samples but y has {y.reshape(-1).shape[0]} labels")
         _check_numeric(path, x, y)
         xtr, xte, ytr, yte = _split(x, y.reshape(-1), test_fraction, seed)
+        split = split_note(test_fraction, seed)
     else:
         raise UserError(f"{path}: expected arrays 'x' and 'y' (or x_train, y_train, x_test, y_test); "
                         f"found {sorted(arrays)}")
@@ -111,11 +119,71 @@ def load_npz(path: Path, test_fraction: float, seed: int, input_range=None, inpu
     _check_numeric(path, xte, yte)
     if input_shape is not None:
         xtr, xte = (_reshape(path, a, input_shape) for a in (xtr, xte))
-    return make_dataset(path.name, xtr, ytr, xte, yte, input_range=input_range)
+    ds = make_dataset(path.name, xtr, ytr, xte, yte, input_range=input_range)
+    ds.split = split
+    return ds
 
 
-def load_csv(path: Path, label_column: str, test_fraction: float, seed: int, input_range=None,
+def load_table(path: Path, label_column: str, test_fraction: float, seed: int, input_range=None,
              input_shape=None) -> Dataset:
+    """One table (CSV or Parquet), split by mlwarden."""
+    x, y = read_table(path, label_column, input_shape)
+    xtr, xte, ytr, yte = _split(x, y, test_fraction, seed)
+    ds = make_dataset(path.name, xtr, ytr, xte, yte, input_range=input_range)
+    ds.split = split_note(test_fraction, seed)
+    return ds
+
+
+TABLES = (".csv", ".parquet", ".pq")
+
+
+def read_table(path: Path, label_column: str, input_shape=None):
+    """(features, labels) of a whole table: a CSV with a header, or a Parquet file; numeric columns only,
+    the label column named by `label_column`."""
+    if path.suffix.lower() == ".csv":
+        x, y = _csv_arrays(path, label_column)
+    else:
+        x, y = _parquet_arrays(path, label_column)
+    _check_numeric(path, x, y)
+    if input_shape is not None:
+        x = _reshape(path, x, input_shape)
+    return x, (y.astype(np.int64) if np.all(y == np.round(y)) else y)
+
+
+def _no_label(path: Path, label_column: str, header: list[str]) -> UserError:
+    return UserError(f"{path}: no label column '{label_column}' (columns: {', '.join(header[:10])}"
+                     f"{'...' if len(header) > 10 else ''}); set it with --label-column")
+
+
+def _parquet_arrays(path: Path, label_column: str):
+    from ..core.extras import require
+    pq = require("pyarrow.parquet", "parquet", "reading Parquet data")
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # noqa: BLE001 - whatever a broken file raises is the user's one line
+        raise UserError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e)[:160]})") from None
+    header = list(table.column_names)
+    if label_column not in header:
+        raise _no_label(path, label_column, header)
+    if len(header) < 2:
+        raise UserError(f"{path}: the only column is the label column '{label_column}'; a model needs at least one "
+                        "feature column")
+    cols = []
+    for name in header:
+        col = table.column(name)
+        if col.null_count:
+            raise UserError(f"{path}: column '{name}' has {col.null_count} missing values")
+        arr = col.to_numpy()
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise UserError(f"{path}: column '{name}' has type {col.type}; features must be numeric (encode "
+                            "categories as numbers or drop the column)")
+        cols.append(arr.astype(np.float64))
+    li = header.index(label_column)
+    x = np.stack([c for i, c in enumerate(cols) if i != li], axis=1).astype(np.float32)
+    return x, cols[li]
+
+
+def _csv_arrays(path: Path, label_column: str):
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: a byte-order mark is not a name
             rows = list(csv.reader(f))
@@ -125,8 +193,7 @@ def load_csv(path: Path, label_column: str, test_fraction: float, seed: int, inp
         raise UserError(f"{path}: needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
     if label_column not in header:
-        raise UserError(f"{path}: no label column '{label_column}' (columns: {', '.join(header[:10])}"
-                        f"{'...' if len(header) > 10 else ''}); set it with --label-column")
+        raise _no_label(path, label_column, header)
     li = header.index(label_column)
     if len(header) < 2:
         raise UserError(f"{path}: the only column is the label column '{label_column}'; a model needs at least one "
@@ -145,12 +212,31 @@ def load_csv(path: Path, label_column: str, test_fraction: float, seed: int, inp
                             "must be numeric; encode categories as numbers or drop the column)") from None
         labels.append(vals[li])
         feats.append(vals[:li] + vals[li + 1:])
-    x, y = np.asarray(feats, dtype=np.float32), np.asarray(labels)
-    _check_numeric(path, x, y)
-    if input_shape is not None:
-        x = _reshape(path, x, input_shape)
-    xtr, xte, ytr, yte = _split(x, y.astype(np.int64) if np.all(y == np.round(y)) else y, test_fraction, seed)
-    return make_dataset(path.name, xtr, ytr, xte, yte, input_range=input_range)
+    return np.asarray(feats, dtype=np.float32), np.asarray(labels)
+
+
+def load_pair(train: Path, test: Path, label_column: str, input_range=None, input_shape=None) -> Dataset:
+    """The user's own split: a train table and a test table (CSV or Parquet, same columns), or two .npz files
+    with x and y each. Nothing is split; the train rows are the members."""
+    def read(path: Path):
+        if path.suffix.lower() == ".npz":
+            ds = load_npz(path, 0.5, 0, input_range, input_shape)
+            if not ds.split.startswith("split by"):
+                raise UserError(f"{path}: holds its own train/test split already; give it alone with --data")
+            return (np.concatenate([ds.x_train.numpy(), ds.x_test.numpy()]),
+                    np.concatenate([ds.y_train.numpy(), ds.y_test.numpy()]))
+        return read_table(path, label_column, input_shape)
+    kinds = {p.suffix.lower() if p.suffix.lower() != ".pq" else ".parquet" for p in (train, test)}
+    if len(kinds) > 1:
+        raise UserError(f"--data {train.name} and --test-data {test.name} are different formats; give both as "
+                        "CSV, Parquet or .npz")
+    (xtr, ytr), (xte, yte) = read(train), read(test)
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise UserError(f"--data {train.name} has samples of shape {list(xtr.shape[1:])} but --test-data {test.name} "
+                        f"has {list(xte.shape[1:])}")
+    ds = make_dataset(f"{train.name} + {test.name}", xtr, ytr, xte, yte, input_range=input_range)
+    ds.split = f"given: train {train.name}, test {test.name}"
+    return ds
 
 
 def _check_numeric(path, x, y):
@@ -177,8 +263,21 @@ def _reshape(path, x, shape):
 
 
 def load_data(spec: str, *, label_column: str = "label", test_fraction: float = 0.25, seed: int = 0,
-              input_range=None, input_shape=None, text_column: str = "text", raw: bool = False) -> Dataset:
-    """`raw`: built-in tabular sets keep their natural feature values (for a model served elsewhere)."""
+              input_range=None, input_shape=None, text_column: str = "text", raw: bool = False,
+              test_spec: str | None = None) -> Dataset:
+    """`raw`: built-in tabular sets keep their natural feature values (for a model served elsewhere).
+    `test_spec`: the user's test file beside `spec`, the train file (their own split; see load_pair)."""
+    if test_spec is not None:
+        paths = []
+        for flag, s in (("--data", spec), ("--test-data", test_spec)):
+            p = Path(s)
+            if p.suffix.lower() not in (*TABLES, ".npz"):
+                raise UserError(f"{flag} {s}: a train/test pair is two CSV, Parquet or .npz files")
+            refuse_special(s, "data file")
+            if not p.is_file():
+                raise UserError(f"data file not found: {s}")
+            paths.append(p)
+        return load_pair(*paths, label_column, input_range, input_shape)
     if spec in BUILTIN:
         return load_builtin(spec, test_fraction, seed, raw=raw, input_range=input_range, input_shape=input_shape)
     messages = dict(label_column=label_column, text_column=text_column, test_fraction=test_fraction, seed=seed,
@@ -201,7 +300,7 @@ def load_data(spec: str, *, label_column: str = "label", test_fraction: float = 
         return load_messages(spec, **messages)
     if suffix == ".npz":
         return load_npz(path, test_fraction, seed, input_range, input_shape)
-    if suffix == ".csv":
-        return load_csv(path, label_column, test_fraction, seed, input_range, input_shape)
-    raise UserError(f"{spec}: unknown data format '{suffix}'; use .npz, .csv, .tsv (labelled messages), .txt "
-                    "(text corpus) or a built-in name")
+    if suffix in TABLES:
+        return load_table(path, label_column, test_fraction, seed, input_range, input_shape)
+    raise UserError(f"{spec}: unknown data format '{suffix}'; use .npz, .csv, .parquet, .tsv (labelled messages), "
+                    ".txt (text corpus) or a built-in name")

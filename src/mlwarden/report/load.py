@@ -43,6 +43,7 @@ class DataFacts(_Facts):
     n_classes: _Count | None = None
     n_train: _Count | None = None
     n_test: _Count | None = None
+    split: str | None = None
 
 
 class SubjectFacts(_Facts):

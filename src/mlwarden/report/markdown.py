@@ -18,6 +18,7 @@ def render(report) -> str:
              f"- model: {md(s.get('model', {}).get('kind'))} with {md(s.get('model', {}).get('access'))} access",
              f"- data: {md(s.get('data', {}).get('name'))}, input shape {md(s.get('data', {}).get('input_shape'))}, "
              f"range {md(s.get('input_space', ''))}",
+             *([f"- train/test: {md(s['data']['split'])}"] if s.get("data", {}).get("split") else []),
              *([f"- note: {md(s['model']['note'])}"] if s.get("model", {}).get("note") else []),
              *([f"- federation: {md(s['model']['federation'])}"] if s.get("model", {}).get("federation") else []),
              f"- worst severity: **{report.worst().value}**", "",
