@@ -296,6 +296,8 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
         valid = AuditConfig.model_validate(cfg)
     except ValidationError as e:
         raise UserError(describe_validation_error("options", e)) from None
+    from ..core.backend import require_backend
+    require_backend(valid.audit.backend)   # before the model loads: a missing extra is the first thing said
     _regular(valid.model.path, "--model", folder=True)   # the data file is checked by its loader (io/datasets.py)
     _regular(valid.audit.baseline, "--baseline", folder=True)
     return valid

@@ -173,8 +173,7 @@ class RayBackend(LocalBackend):
 
     def __init__(self, address: str | None = None, threads: int = 1, workers: int | None = None):
         super().__init__()
-        from .extras import require
-        self.ray = require("ray", "ray", "the Ray backend")
+        self.ray = require_backend("ray")
         self.address, self.threads = address, threads
         if not self.ray.is_initialized():
             kwargs = {"num_cpus": workers} if address is None and workers else {}
@@ -222,6 +221,15 @@ def _reachable(address: str, timeout_s: float = 10.0) -> None:
         why = getattr(e, "strerror", None) or str(e) or type(e).__name__
         raise UserError(f"--backend {address}: no Ray cluster answers there ({why}); start one with `ray start "
                         "--head`, or use --backend ray for a Ray on this machine") from None
+
+
+def require_backend(spec: str):
+    """The optional package a --backend needs (Ray), checked before any model loads or trains: a missing one
+    is the first line the user reads. Returns the module, or None when the backend needs none."""
+    if (spec or "").startswith("ray"):
+        from .extras import require
+        return require("ray", "ray", "the Ray backend")
+    return None
 
 
 def make_backend(spec: str = "local", workers: int | None = None, threads: int = 1) -> LocalBackend:
