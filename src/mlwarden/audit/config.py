@@ -20,7 +20,8 @@ class _Strict(BaseModel):
 
 class ModelConfig(_Strict):
     path: str | None = None
-    format: Literal["auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle"] = "auto"
+    format: Literal["auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle", "xgboost",
+                    "lightgbm"] = "auto"
     factory: str | None = None
     allow_pickle: bool = False
     trust: list[str] = []                # names a model file may use beyond the trust list (--trust)

@@ -16,13 +16,14 @@ from ..core.recipe import load_entry_point
 from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
 from ..text.filters import FilterTarget, check_text_pipeline
 from ..text.messages import MODALITY
+from .boosters import LIBRARY, booster_target
 from .guard import guarded_load
 from .pt2 import load_exported
 from .validate import validate_estimator
 from .scan import FileScan, UnsafeModelFile, scan_file
 from .pickled import _load_pickle, _load_skops
 
-FORMATS = ("auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle")
+FORMATS = ("auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle", "xgboost", "lightgbm")
 
 
 def detect_format(path: Path, factory: str | None) -> str:
@@ -179,7 +180,8 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
         require("onnx", "onnx", "reading an ONNX model")
     scan = scan_file(p, frozenset(trust or ()))
     if scan.format == "unknown":
-        raise UserError(f"{path}: unknown model format (not a torch, skops, ONNX, safetensors or pickle file)")
+        raise UserError(f"{path}: unknown model format (not a torch, skops, ONNX, safetensors, XGBoost, LightGBM "
+                        "or pickle file)")
     if not scan.safe:
         raise UnsafeModelFile(scan)
     with guarded_load(str(p), frozenset(trust or ())):
@@ -196,13 +198,19 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
 def _load(p: Path, scan: FileScan, fmt: str, factory: str | None, data: Dataset, allow_pickle: bool) -> Target:
     """The loader for the file's format, after its scan passed (runs under the load guard)."""
     path = str(p)
-    if fmt == "auto":
-        fmt = detect_format(p, factory)
+    if fmt == "auto":   # XGBoost and LightGBM files are known by their content (the scan's format), not a suffix
+        fmt = scan.format if scan.format in LIBRARY else detect_format(p, factory)
+    if fmt in LIBRARY and scan.format != fmt:
+        want = "JSON or UBJSON" if fmt == "xgboost" else "text"
+        raise UserError(f"{path}: --format {fmt} reads {LIBRARY[fmt]}'s own {want} model files; this file reads as "
+                        f"{scan.format}")
     if data.modality == MODALITY and fmt not in ("skops", "pickle"):
         raise UserError(f"{path}: a spam filter is audited as a scikit-learn text pipeline (.skops) or, without a "
                         f"model, as the built-in filter; this is a {fmt} model")
     if fmt == "onnx":
         target = _onnx_target(p, data)
+    elif fmt in LIBRARY:
+        target = booster_target(path, fmt, p.name, data)
     elif fmt == "skops":
         target = _estimator_target(_load_skops(p, scan), data, p.name)
     else:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ...core.errors import UserError
 from .archives import open_zip
-from .formats import scan_onnx, scan_safetensors, scan_zip, zip_kind
+from .formats import booster_kind, scan_onnx, scan_safetensors, scan_zip, zip_kind
 from .pickles import scan_pickle_stream
 from .trust import classify
 
@@ -21,10 +21,11 @@ UNSAFE = ("untrusted", "dangerous")
 # gzip, zlib (joblib's default), bz2, xz/lzma, zstd, lz4 frame
 COMPRESSED = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00",
               b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18")
-# Files a folder scan always reports on (whatever their content), besides zip, pickle, ONNX and safetensors.
+# Files a folder scan always reports on (whatever their content), besides zip, pickle, ONNX, safetensors and
+# XGBoost / LightGBM files (known by content: a .json or .txt is reported only when it is one).
 MODEL_SUFFIXES = {".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".pt2", ".ts", ".onnx", ".skops",
                   ".safetensors", ".npz", ".npy", ".dill", ".model", ".mar", ".h5", ".keras", ".gz", ".xz", ".bz2",
-                  ".zst", ".lz4", ".z"}
+                  ".zst", ".lz4", ".z", ".ubj"}
 # TorchScript archives are read by torch's C++ unpickler, which resolves only TorchScript classes.
 _TORCHSCRIPT_NAMES = ("__torch__.", "torch.jit._pickle.")
 
@@ -82,7 +83,7 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
     refs: list[tuple[str, str, str]] = []
     problems: list[str] = []
     with open(p, "rb") as f:
-        head = f.read(8)
+        head = f.read(64)
     zf = open_zip(p)
     if zf is not None:
         with zf:
@@ -102,6 +103,8 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
     elif head.startswith(COMPRESSED):
         fmt = "compressed"
         problems = ["a compressed file (e.g. joblib with compress=): decompress it and scan the content"]
+    elif library := booster_kind(head):
+        fmt = library   # trees as JSON, UBJSON or text: no references to judge
     else:
         with open(p, "rb") as f:
             ps = scan_pickle_stream(f, p.stat().st_size)
@@ -116,7 +119,8 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
             refs = [(n, "import", p.name) for n in imports]
         else:
             fmt = "unknown"
-            problems = ["not a model format mlwarden reads (zip archive, pickle, ONNX or safetensors)"]
+            problems = [("not a model format mlwarden reads (zip archive, pickle, ONNX, safetensors, XGBoost JSON/UBJ "
+                         "or LightGBM text)")]
     scan = FileScan(str(p), fmt, problems=problems)
     seen = set()
     for name, kind, where in refs:

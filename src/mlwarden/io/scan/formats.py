@@ -26,6 +26,23 @@ SKOPS_DATA_LOADERS = {"DictNode", "ListNode", "TupleNode", "SetNode", "JsonNode"
                       "SGDNode", "TreeNode", "LossNode", "KNNNode", "MaskedArrayNode", "CompositeKernelNode"}
 
 
+# An XGBoost model's top-level object opens with its "learner" key, in JSON or in UBJSON (the key's length
+# under any of UBJSON's integer markers); a LightGBM text model opens with "tree" and its version line.
+_XGB_JSON = re.compile(rb'\s*\{\s*"learner"\s*:')
+_XGB_UBJ = re.compile(rb"\{(?:[iU]\x07|I\x00\x07|l\x00{3}\x07|L\x00{7}\x07)learner")
+_LGB_TEXT = re.compile(rb"tree\r?\nversion=v\d")
+
+
+def booster_kind(head: bytes) -> str | None:
+    """The library ("xgboost", "lightgbm") whose model format a file's first bytes open, else None. These hold
+    trees and numbers only, parsed by the library's own reader: nothing in them is imported, constructed or called."""
+    if _XGB_JSON.match(head) or _XGB_UBJ.match(head):
+        return "xgboost"
+    if _LGB_TEXT.match(head):
+        return "lightgbm"
+    return None
+
+
 def zip_kind(zf: zipfile.ZipFile) -> str:
     names = [n.lower() for n in zf.namelist()]
     if "schema.json" in names:

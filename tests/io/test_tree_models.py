@@ -1,0 +1,158 @@
+"""XGBoost and LightGBM models in their own files (issue 33): read by the library's own loader, never
+unpickled, scanned safe, and audited end to end with the black-box threats."""
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from mlwarden.core.errors import UserError
+from mlwarden.core.target import Access
+from mlwarden.io.datasets import load_data
+from mlwarden.io.models import load_target, probe
+
+from ..cli.run import mlwarden
+
+xgb = pytest.importorskip("xgboost")
+lgb = pytest.importorskip("lightgbm")
+
+pytestmark = pytest.mark.slow   # two end-to-end audits through the CLI
+
+
+def write_csv(path, x, y):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([f"f{i}" for i in range(x.shape[1])] + ["y"])
+        w.writerows([*map(float, row), int(label)] for row, label in zip(x, y))
+    return load_data(str(path), label_column="y")   # the split the audit makes of this file
+
+
+def fit(library, data):
+    """A tiny classifier of the library on the audit's train split (sklearn wrapper; saved natively)."""
+    args = {"n_estimators": 20, "max_depth": 3, "random_state": 0}
+    model = (xgb.XGBClassifier(**args, n_jobs=1) if library == "xgboost"
+             else lgb.LGBMClassifier(**args, n_jobs=1, verbose=-1))
+    return model.fit(data.x_train.numpy(), data.y_train.numpy())
+
+
+def save(model, path):
+    if isinstance(model, xgb.XGBClassifier):
+        model.save_model(path)
+    else:
+        model.booster_.save_model(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cancer(tmp_path_factory):
+    from sklearn.datasets import load_breast_cancer
+    bc = load_breast_cancer()
+    path = tmp_path_factory.mktemp("cancer") / "patients.csv"
+    return path, write_csv(path, bc.data, bc.target)
+
+
+@pytest.fixture(scope="module")
+def wine(tmp_path_factory):
+    from sklearn.datasets import load_wine
+    w = load_wine()
+    path = tmp_path_factory.mktemp("wine") / "wine.csv"
+    return path, write_csv(path, w.data, w.target)
+
+
+@pytest.mark.parametrize("library, suffix, dataset", [("xgboost", "json", "cancer"), ("xgboost", "ubj", "wine"),
+                                                      ("lightgbm", "txt", "cancer"), ("lightgbm", "txt", "wine")])
+def test_the_target_answers_what_predict_proba_answers(tmp_path, request, library, suffix, dataset):
+    _, data = request.getfixturevalue(dataset)
+    model = fit(library, data)
+    t = load_target(str(save(model, tmp_path / f"m.{suffix}")), data)
+    probe(t, data)
+    assert (t.kind, t.access, t.n_classes) == (library, Access.SCORES, data.n_classes)
+    p = t.scores(data.x_test)
+    assert p.shape == (len(data.x_test), data.n_classes)
+    assert np.allclose(p.numpy(), model.predict_proba(data.x_test.numpy()), atol=1e-5)
+    assert t.queries == len(data.x_test)
+
+
+def test_a_booster_travels_to_a_worker_as_its_model_not_a_pickle(tmp_path, wine):
+    import pickle
+    _, data = wine
+    t = load_target(str(save(fit("xgboost", data), tmp_path / "m.json")), data)
+    state = t.fn.__getstate__()
+    assert isinstance(state["source"], bytes) and state["source"].startswith(b"{")   # UBJSON the library wrote
+    again = pickle.loads(pickle.dumps(t.fn))
+    x = data.x_test.numpy()
+    assert np.array_equal(again(x), t.fn(x))
+
+
+def test_mismatches_are_one_line_errors(tmp_path, cancer, wine):
+    _, two = cancer
+    _, three = wine
+    xgb_path = str(save(fit("xgboost", two), tmp_path / "m.json"))
+    with pytest.raises(UserError, match="takes 30 features, the data has 13"):
+        load_target(xgb_path, three)
+    with pytest.raises(UserError, match="format lightgbm reads LightGBM's own text model files; this file reads as xgboost"):
+        load_target(xgb_path, two, fmt="lightgbm")
+    (tmp_path / "cut.json").write_bytes((tmp_path / "m.json").read_bytes()[:300])   # the library's parser says why
+    with pytest.raises(UserError, match=r"cut.json: not a loadable XGBoost model \(Expecting[^\n]*\)$"):
+        load_target(str(tmp_path / "cut.json"), two)
+    # a binary booster on three classes: probe's class-count check
+    wide = fit("lightgbm", three)
+    narrow = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(three.x_train.numpy(), three.y_train.numpy() > 0)
+    save(narrow, tmp_path / "binary.txt")
+    t = load_target(str(tmp_path / "binary.txt"), three)
+    with pytest.raises(UserError, match="labels up to 2 but model binary.txt outputs 2 classes"):
+        probe(t, three)
+    assert load_target(str(save(wide, tmp_path / "wide.txt")), three).n_classes == 3
+
+
+def test_a_missing_library_names_the_extra(tmp_path, cancer, monkeypatch):
+    _, data = cancer
+    path = str(save(fit("lightgbm", data), tmp_path / "m.txt"))
+    monkeypatch.setitem(sys.modules, "lightgbm", None)
+    with pytest.raises(UserError, match=r"needs the 'trees' extra \(xgboost, lightgbm\).*mlwarden\[trees\]"):
+        load_target(path, data)
+
+
+def test_booster_files_scan_safe_and_a_json_that_is_no_model_is_a_one_line_error(tmp_path, cancer):
+    csv_path, data = cancer
+    files = [save(fit("xgboost", data), tmp_path / "m.json"), save(fit("xgboost", data), tmp_path / "m.ubj"),
+             save(fit("lightgbm", data), tmp_path / "m.txt")]
+    r = mlwarden("scan", *files, "--json", tmp_path / "scan.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    scans = json.loads((tmp_path / "scan.json").read_text())
+    assert [(s["format"], s["safe"], s["references"]) for s in scans] == [("xgboost", True, []), ("xgboost", True, []),
+                                                                          ("lightgbm", True, [])]
+    (tmp_path / "settings.json").write_text(json.dumps({"learning_rate": 0.1, "trees": 20}))
+    r = mlwarden("audit", "--model", tmp_path / "settings.json", "--data", csv_path, "--label-column", "y",
+                 "--out", tmp_path / "out")
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "unknown model format" in r.stderr, r.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+@pytest.mark.parametrize("library, suffix, dataset", [("xgboost", "json", "cancer"), ("lightgbm", "txt", "wine")])
+def test_audit_of_a_native_booster_file_runs_the_black_box_threats(tmp_path, request, library, suffix, dataset):
+    csv_path, data = request.getfixturevalue(dataset)
+    model = fit(library, data)
+    path = save(model, tmp_path / f"model.{suffix}")
+    r = mlwarden("audit", "--model", path, "--data", csv_path, "--label-column", "y", "--threats",
+                 "extract-retraining,square,label-only-membership,fgsm", "--out", tmp_path / "audit", cwd=tmp_path)
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert report["subject"]["model"]["kind"] == library
+    findings = {f["threat"]: f for f in report["findings"]}
+    assert findings["fgsm"]["status"] == "skipped" and "white-box" in findings["fgsm"]["headline"]
+    for name in ("extract-retraining", "square", "label-only-membership"):
+        assert findings[name]["status"] == "ok", findings[name]
+
+    def metric(threat, name):
+        return next(m for m in findings[threat]["metrics"] if m["name"].startswith(name))
+    agreement = metric("extract-retraining", "agreement on test data")["value"]
+    assert isinstance(agreement, float) and 0.0 <= agreement <= 1.0
+    # the accuracy the audit measured through the target is the booster's own on the test split
+    clean = metric("square", "clean_accuracy")
+    own = float((model.predict(data.x_test.numpy()) == data.y_test.numpy()).mean())
+    assert clean["n"] == len(data.x_test)
+    assert clean["value"] == pytest.approx(own), (clean["value"], own)
+    assert metric("square", "robust_accuracy")["value"] <= clean["value"]
