@@ -152,8 +152,8 @@ def sms_spam(tmp_path_factory):
         return load_data("sms-spam", test_fraction=0.3, seed=0)
 
 
-# Modules whose tests train MNIST-size models, start Ray or Flower, or run the CLI end to end (measured with
-# `--durations`: each over a minute of test time). `make test-fast` (-m "not slow") leaves them out; CI runs
+# Modules whose tests train MNIST-size models or many reference models, start Ray or Flower, or run the CLI
+# end to end (measured with `--durations`: each over about 15 s of test time). `make test-fast` (-m "not slow") leaves them out; CI runs
 # everything.
 SLOW_MODULES = {
     "cli", "interop", "threats/corruption/test_backdoor.py", "threats/corruption/test_backdoor_removal.py",
@@ -163,7 +163,11 @@ SLOW_MODULES = {
     "federated/test_flower.py", "federated/test_malicious_clients.py", "core/test_backends.py",
     "serve/test_encrypted.py", "security/test_generated_corpus.py", "security/test_hostile_files.py",
     "defenses/test_randomized_smoothing.py", "defenses/test_trigger_defences.py",
-    "defenses/test_adversarial_training.py"}
+    "defenses/test_adversarial_training.py", "defenses/test_preprocessing.py", "test_api.py",
+    "threats/corruption/test_spam_poisoning.py", "threats/corruption/test_label_flipping.py",
+    "threats/membership/test_label_only.py", "threats/membership/test_lm_membership.py",
+    "core/test_plugins_and_layers.py", "serve/test_strip_guard.py", "serve/test_extraction_over_http.py",
+    "serve/test_detector_and_watermark.py"}
 
 
 def pytest_collection_modifyitems(config, items):
