@@ -17,7 +17,7 @@ from rich.table import Table
 from ..core.errors import UserError
 from ..core.files import refuse_input_output, refuse_output, refuse_special
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, help="Audit ML models for security and privacy "
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None, pretty_exceptions_enable=False, help="Audit ML models for security and privacy "
                   "weaknesses. `mlwarden audit` with no arguments audits the built-in demo.")
 out = Console()
 err = Console(stderr=True)
@@ -112,7 +112,8 @@ def _main(version: bool = typer.Option(False, "--version", callback=_print_versi
 @app.command()
 def audit(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model file: .pt2, TorchScript, state_dict "
-                                        "(.pt + --factory), .skops, .onnx; pickles need --allow-pickle"),
+                                        "(.pt + --factory), .skops, .onnx, XGBoost .json/.ubj, LightGBM .txt; "
+                                        "pickles need --allow-pickle"),
     data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .parquet, .tsv (labelled messages), "
                                         ".txt, or digits|breast-cancer|iris|wine|stdlib-docstrings|sms-spam"),
     test_data: Optional[str] = typer.Option(None, "--test-data", help="your own test file (CSV, Parquet or .npz "
