@@ -156,3 +156,36 @@ def test_audit_of_a_native_booster_file_runs_the_black_box_threats(tmp_path, req
     assert clean["n"] == len(data.x_test)
     assert clean["value"] == pytest.approx(own), (clean["value"], own)
     assert metric("square", "robust_accuracy")["value"] <= clean["value"]
+
+
+def test_malformed_trees_are_one_line_errors_not_native_crashes(tmp_path, cancer):
+    """Cycles, out-of-range children or features and a wrong tree_sizes header crashed or hung the native
+    predictors (segfault, abort, endless loop); they are refused before the library sees them."""
+    from mlwarden.io.boosters import BoosterScores
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0.5).astype(int)
+    b = xgb.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1}, xgb.DMatrix(x, y), 2)
+    doc = json.loads(bytes(b.save_raw("json")))
+    tree = doc["learner"]["gradient_booster"]["model"]["trees"][0]
+    n = len(tree["left_children"])
+    for key, value in (("left_children", [0] * n), ("split_indices", [10**8] * n)):
+        bad = json.loads(json.dumps(doc))
+        bad["learner"]["gradient_booster"]["model"]["trees"][0][key] = value
+        (tmp_path / "m.json").write_text(json.dumps(bad))
+        with pytest.raises(UserError, match="not a loadable"):
+            BoosterScores(str(tmp_path / "m.json"), "xgboost", "m.json")
+    (tmp_path / "deep.json").write_text('{"learner":' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(UserError, match="nested too deeply"):
+        BoosterScores(str(tmp_path / "deep.json"), "xgboost", "deep.json")
+    m = lgb.train({"objective": "binary", "num_leaves": 4, "verbose": -1, "num_threads": 1}, lgb.Dataset(x, y), 2)
+    text = m.model_to_string()
+    for old, new in (("left_child=", "left_child=0 "), ("split_feature=", "split_feature=99999 ")):
+        i = text.index(old)
+        j = text.index("\n", i)
+        k = len(text[i:j].split())   # same count of values, the first one replaced
+        vals = text[i + len(old):j].split()
+        line = old + " ".join([new[len(old):].strip()] + vals[1:]) if k else text[i:j]
+        (tmp_path / "m.txt").write_text(text[:i] + line + text[j:])
+        with pytest.raises(UserError, match="not a loadable"):
+            BoosterScores(str(tmp_path / "m.txt"), "lightgbm", "m.txt")

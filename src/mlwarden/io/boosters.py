@@ -47,6 +47,16 @@ class BoosterScores:
     def _open(self):
         lib = require(self.library, "trees", f"loading a {LIBRARY[self.library]} model")
         src = self.source if isinstance(self.source, str) else bytearray(self.source)
+        raw = src
+        if isinstance(src, str):
+            with open(src, "rb") as f:
+                raw = bytearray(f.read())
+        if self.library == "lightgbm":   # a wrong tree_sizes makes LightGBM's parallel parse abort the process
+            text = re.sub(r"^tree_sizes=.*\r?\n", "", raw.decode("utf-8", "replace"), count=1, flags=re.MULTILINE)
+            _check_lgb_trees(text, self.name)
+            src = bytearray(text.encode())
+        elif not _XGB_UBJ_HEAD.match(bytes(raw[:2])):
+            _check_xgb_trees(_json_or_error(raw, self.name), self.name)   # before XGBoost's recursive parser
         try:
             if self.library == "xgboost":
                 self._booster = lib.Booster()
@@ -56,10 +66,11 @@ class BoosterScores:
                 best = self._booster.attr("best_iteration")   # what the user's predict uses after early stopping
                 self._rounds = (0, int(best) + 1) if best is not None else (0, 0)
             else:
-                self._booster = (lib.Booster(model_file=src) if isinstance(src, str)
-                                 else lib.Booster(model_str=src.decode("utf-8")))
+                self._booster = lib.Booster(model_str=src.decode("utf-8"))
                 self.objective, self.n_classes = _lgb_objective(self._booster.model_to_string())
                 self.n_features = self._booster.num_feature()
+        except UserError:
+            raise
         except Exception as e:  # noqa: BLE001 - the library rejecting a malformed file is one line
             # the library's first line, without XGBoost's "[time] source.cc:line:" prefix or its stack trace
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -128,3 +139,119 @@ def booster_target(path: str, library: str, name: str, data: Dataset) -> Target:
     if fn.n_features != width:
         raise UserError(f"{name}: the {LIBRARY[library]} model takes {fn.n_features} features, the data has {width}")
     return NumpyTarget(fn, fn.n_classes, data.input_shape, fn.access, name, library)
+
+
+_XGB_UBJ_HEAD = re.compile(rb"\{[iUIlL]")
+
+
+def _json_or_error(raw, name: str):
+    try:
+        return json.loads(bytes(raw))
+    except RecursionError:
+        raise UserError(f"{name}: not a loadable XGBoost model (JSON nested too deeply)") from None
+    except ValueError as e:
+        raise UserError(f"{name}: not a loadable XGBoost model ({str(e)[:160]})") from None
+
+
+def _check_tree(name: str, where: str, left, right, feats, n_feat: int, n_leaf_ids: int | None = None):
+    """A binary tree from its child arrays: every child in range, every node reached from the root exactly
+    once (no cycles, no shared nodes), every split's feature below the model's feature count. Malformed trees
+    send the libraries' native predictors into endless loops or out-of-bounds reads."""
+    def bad(why):
+        return UserError(f"{name}: not a loadable model ({where}: {why})")
+    n = len(left)
+    if len(right) != n or len(feats) < n:
+        raise bad("child and feature arrays differ in length")
+    seen, stack, leaves = bytearray(max(n, 1)), [0], set()
+    while stack:
+        i = stack.pop()
+        if seen[i]:
+            raise bad(f"node {i} is reached twice (a cycle or a shared node)")
+        seen[i] = 1
+        if n_leaf_ids is None and left[i] == -1:   # XGBoost: a leaf has -1 children
+            if right[i] != -1:
+                raise bad(f"node {i} has one child")
+            continue
+        if not (isinstance(feats[i], int) and 0 <= feats[i] < n_feat):
+            raise bad(f"node {i} splits on feature {feats[i]}, the model has {n_feat}")
+        for c in (left[i], right[i]):
+            if not isinstance(c, int):
+                raise bad(f"node {i} has a child that is not an index")
+            if n_leaf_ids is not None and c < 0:
+                if ~c >= n_leaf_ids or ~c in leaves:
+                    raise bad(f"node {i} points at leaf {~c}, out of range or shared")
+                leaves.add(~c)
+            elif 0 < c < n:
+                stack.append(c)
+            else:
+                raise bad(f"node {i} has child {c}, out of range")
+    if not all(seen[:n]):
+        raise bad("a node is not reachable from the root")
+    if n_leaf_ids is not None and n and len(leaves) != n_leaf_ids:
+        raise bad("a leaf is not reachable from the root")
+
+
+def _check_xgb_trees(doc, name: str):
+    try:
+        learner = doc["learner"]
+        n_feat = int(learner["learner_model_param"]["num_feature"])
+        booster = learner["gradient_booster"]
+        model = (booster.get("gbtree") or booster)["model"]
+        trees = model.get("trees", [])
+        for k, t in enumerate(trees):
+            n = int(t["tree_param"]["num_nodes"])
+            left, right, feats = t["left_children"], t["right_children"], t["split_indices"]
+            if len(left) != n:
+                raise UserError(f"{name}: not a loadable model (tree {k}: {len(left)} nodes, declares {n})")
+            if any(x for x in t.get("split_type", [])) or t.get("categories_nodes"):
+                raise UserError(f"{name}: a model with categorical splits; mlwarden audits numeric-split trees")
+            _check_tree(name, f"tree {k}", left, right, feats, n_feat)
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise UserError(f"{name}: not a loadable XGBoost model (tree structure: {type(e).__name__} {str(e)[:80]})") \
+            from None
+
+
+def _check_lgb_trees(text: str, name: str):
+    head = text[:text.find("\nTree=")] if "\nTree=" in text else text
+    m = re.search(r"^max_feature_idx=(\d+)", head, re.MULTILINE)
+    k = re.search(r"^num_tree_per_iteration=(\d+)", head, re.MULTILINE)
+    if not m:
+        raise UserError(f"{name}: not a loadable LightGBM model (no max_feature_idx in its header)")
+    n_feat = int(m.group(1)) + 1
+    blocks = re.split(r"^Tree=\d+\s*$", text, flags=re.MULTILINE)[1:]
+    c = re.search(r"^num_class=(\d+)", head, re.MULTILINE)
+    if c and int(c.group(1)) > 1 and (not k or int(k.group(1)) != int(c.group(1))):
+        raise UserError(f"{name}: not a loadable LightGBM model (num_class={c.group(1)} but num_tree_per_iteration="
+                        f"{k.group(1) if k else 'missing'})")
+    if k and blocks and len(blocks) % max(int(k.group(1)), 1):
+        raise UserError(f"{name}: not a loadable LightGBM model ({len(blocks)} trees, not a multiple of "
+                        f"num_tree_per_iteration={k.group(1)})")
+    for t, block in enumerate(blocks):
+        kv = dict(line.split("=", 1) for line in block.split("end of trees")[0].splitlines() if "=" in line)
+        try:
+            leaves = int(kv["num_leaves"])
+            if leaves < 1:
+                raise ValueError("num_leaves < 1")
+            if kv.get("is_linear", "0").strip() != "0":
+                raise UserError(f"{name}: a LightGBM model with linear trees; mlwarden audits constant-leaf trees")
+            if len(kv.get("leaf_value", "").split()) != leaves:
+                raise ValueError("leaf_value does not hold num_leaves values")
+            if leaves == 1:
+                continue
+            ints = {key: [int(v) for v in kv[key].split()] for key in ("split_feature", "left_child", "right_child",
+                                                                     "decision_type")}
+            if any(len(v) != leaves - 1 for v in ints.values()) or len(kv["threshold"].split()) != leaves - 1:
+                raise ValueError("split arrays do not hold num_leaves - 1 values")
+            n_cat = int(kv.get("num_cat", "0"))
+            if n_cat or any(d & 1 for d in ints["decision_type"]):
+                raise UserError(f"{name}: a LightGBM model with categorical splits; mlwarden audits numeric-split "
+                                "trees")
+        except UserError:
+            raise
+        except (KeyError, ValueError) as e:
+            raise UserError(f"{name}: not a loadable LightGBM model (tree {t}: {type(e).__name__} "
+                            f"{str(e)[:80]})") from None
+        _check_tree(name, f"tree {t}", ints["left_child"], ints["right_child"], ints["split_feature"], n_feat,
+                    n_leaf_ids=leaves)
