@@ -92,3 +92,26 @@ def test_audit_from_two_parquet_files_says_the_split_was_given(tmp_path):
     md = (tmp_path / "split" / "report.md").read_text()
     assert "train/test: split by mlwarden" in md and "membership numbers assume" in md
     assert runs["given"]["findings"][0]["status"] == "ok", runs["given"]["findings"][0]["headline"]
+
+
+def test_parquet_bombs_duplicate_columns_and_mismatched_pairs_are_one_line_errors(tmp_path, monkeypatch):
+    """A few-KB Parquet file declaring 10^8+ values ran the process out of memory (exit 3); duplicate column
+    names gave a multi-line Arrow message; a test file with other or reordered columns was taken silently."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from mlwarden.io import datasets
+    a = np.linspace(0, 1, 40)
+    y = (a > 0.5).astype(int)
+    pq.write_table(pa.table({"a": a, "b": a, "y": y}), tmp_path / "ok.parquet")
+    pq.write_table(pa.table({"b": a, "a": a, "y": y}), tmp_path / "swapped.parquet")
+    pq.write_table(pa.Table.from_arrays([pa.array(a), pa.array(a), pa.array(y)], names=["a", "a", "y"]),
+                   tmp_path / "dup.parquet")
+    monkeypatch.setattr(datasets, "PARQUET_MAX_CELLS", 100)   # 40 rows x 3 columns is over it
+    with pytest.raises(UserError, match="reads at most 100 values"):
+        load_data(str(tmp_path / "ok.parquet"), label_column="y")
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="appears more than once") as e:
+        load_data(str(tmp_path / "dup.parquet"), label_column="y")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="same columns in the same order"):
+        load_data(str(tmp_path / "ok.parquet"), label_column="y", test_spec=str(tmp_path / "swapped.parquet"))

@@ -135,6 +135,8 @@ def load_table(path: Path, label_column: str, test_fraction: float, seed: int, i
 
 
 TABLES = (".csv", ".parquet", ".pq")
+PARQUET_MAX_CELLS = 100_000_000      # values (rows x columns) one Parquet file may unpack to
+PARQUET_MAX_BYTES = 1 << 30          # and bytes, as its footer declares them
 
 
 def read_table(path: Path, label_column: str, input_shape=None):
@@ -159,9 +161,23 @@ def _parquet_arrays(path: Path, label_column: str):
     from ..core.extras import require
     pq = require("pyarrow.parquet", "parquet", "reading Parquet data")
     try:
+        meta = pq.ParquetFile(path).metadata   # the footer only: sizes are checked before anything is decompressed
+        names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise UserError(f"{path}: column '{dup}' appears more than once; column names must be unique")
+        unpacked = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+        cells = meta.num_rows * max(meta.num_columns, 1)
+        if cells > PARQUET_MAX_CELLS or unpacked > PARQUET_MAX_BYTES:
+            raise UserError(f"{path}: declares {meta.num_rows} rows x {meta.num_columns} columns "
+                            f"({unpacked / 2**20:.0f} MiB unpacked); mlwarden reads at most {PARQUET_MAX_CELLS} "
+                            f"values ({PARQUET_MAX_BYTES // 2**20} MiB): sample the rows first")
         table = pq.read_table(path)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - whatever a broken file raises is the user's one line
-        raise UserError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e)[:160]})") from None
+        msg = " ".join(str(e).split())[:160]
+        raise UserError(f"{path}: not a readable Parquet file ({type(e).__name__}: {msg})") from None
     header = list(table.column_names)
     if label_column not in header:
         raise _no_label(path, label_column, header)
@@ -234,9 +250,31 @@ def load_pair(train: Path, test: Path, label_column: str, input_range=None, inpu
     if xtr.shape[1:] != xte.shape[1:]:
         raise UserError(f"--data {train.name} has samples of shape {list(xtr.shape[1:])} but --test-data {test.name} "
                         f"has {list(xte.shape[1:])}")
+    if kinds != {".npz"}:
+        cols = [table_columns(p) for p in (train, test)]
+        if cols[0] != cols[1]:
+            raise UserError(f"--data {train.name} has columns {', '.join(cols[0][:10])} but --test-data {test.name} "
+                            f"has {', '.join(cols[1][:10])}; give both files the same columns in the same order")
     ds = make_dataset(f"{train.name} + {test.name}", xtr, ytr, xte, yte, input_range=input_range)
     ds.split = f"given: train {train.name}, test {test.name}"
     return ds
+
+
+def table_columns(path: Path) -> list[str]:
+    """A table's column names, from a CSV's header row or a Parquet file's footer."""
+    if path.suffix.lower() == ".csv":
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                return [h.strip() for h in next(csv.reader(f), [])]
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise UserError(f"{path}: cannot read CSV ({e})") from None
+    from ..core.extras import require
+    pq = require("pyarrow.parquet", "parquet", "reading Parquet data")
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception as e:  # noqa: BLE001 - whatever a broken file raises is the user's one line
+        msg = " ".join(str(e).split())[:160]
+        raise UserError(f"{path}: not a readable Parquet file ({type(e).__name__}: {msg})") from None
 
 
 def _check_numeric(path, x, y):
