@@ -189,3 +189,40 @@ def test_malformed_trees_are_one_line_errors_not_native_crashes(tmp_path, cancer
         (tmp_path / "m.txt").write_text(text[:i] + line + text[j:])
         with pytest.raises(UserError, match="not a loadable"):
             BoosterScores(str(tmp_path / "m.txt"), "lightgbm", "m.txt")
+
+
+def test_a_ubjson_booster_is_decoded_and_checked_before_xgboost_reads_it(tmp_path):
+    """XGBoost's UBJSON reader trusts declared sizes and tree links: a cycle segfaulted the audit."""
+    import struct
+
+    from mlwarden.io.boosters import BoosterScores, _ubj_or_error
+
+    def enc(v):
+        if isinstance(v, bool):
+            return b"T" if v else b"F"
+        if isinstance(v, int):
+            return b"L" + struct.pack(">q", v)
+        if isinstance(v, float):
+            return b"d" + struct.pack(">f", v)
+        if isinstance(v, str):
+            return b"SL" + struct.pack(">q", len(v.encode())) + v.encode()
+        if isinstance(v, list):
+            return b"[" + b"".join(map(enc, v)) + b"]"
+        return b"{" + b"".join(b"L" + struct.pack(">q", len(k.encode())) + k.encode() + enc(x) for k, x in v.items()) + b"}"
+
+    rng = np.random.default_rng(0)
+    x = rng.random((100, 4)).astype(np.float32)
+    b = xgb.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1}, xgb.DMatrix(x, x[:, 0] > 0.5), 2)
+    raw = bytes(b.save_raw("ubj"))
+    doc = _ubj_or_error(raw, "m.ubj")
+    assert doc == json.loads(bytes(b.save_raw("json"))) or doc["learner"]["learner_model_param"]
+    (tmp_path / "ok.ubj").write_bytes(raw)
+    assert BoosterScores(str(tmp_path / "ok.ubj"), "xgboost", "ok.ubj").n_features == 4
+    tree = doc["learner"]["gradient_booster"]["model"]["trees"][0]
+    tree["left_children"] = [0] * len(tree["left_children"])
+    (tmp_path / "m.ubj").write_bytes(enc(doc))
+    with pytest.raises(UserError, match="not a loadable"):
+        BoosterScores(str(tmp_path / "m.ubj"), "xgboost", "m.ubj")
+    (tmp_path / "big.ubj").write_bytes(b"{L" + struct.pack(">q", 7) + b"learner[$d#L" + struct.pack(">q", 1 << 40))
+    with pytest.raises(UserError, match="past the end"):
+        BoosterScores(str(tmp_path / "big.ubj"), "xgboost", "big.ubj")

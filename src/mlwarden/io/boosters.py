@@ -57,6 +57,8 @@ class BoosterScores:
             src = bytearray(text.encode())
         elif not _XGB_UBJ_HEAD.match(bytes(raw[:2])):
             _check_xgb_trees(_json_or_error(raw, self.name), self.name)   # before XGBoost's recursive parser
+        else:
+            _check_xgb_trees(_ubj_or_error(bytes(raw), self.name), self.name)
         try:
             if self.library == "xgboost":
                 self._booster = lib.Booster()
@@ -255,3 +257,73 @@ def _check_lgb_trees(text: str, name: str):
                             f"{str(e)[:80]})") from None
         _check_tree(name, f"tree {t}", ints["left_child"], ints["right_child"], ints["split_feature"], n_feat,
                     n_leaf_ids=leaves)
+
+
+_UBJ_NUM = {b"i": ">b", b"U": ">B", b"I": ">h", b"l": ">i", b"L": ">q", b"d": ">f", b"D": ">d"}
+
+
+def _ubj_or_error(raw: bytes, name: str):
+    """UBJSON as XGBoost writes it, decoded in Python with every declared count checked against the bytes
+    left (XGBoost's own reader recurses without limit and trusts the trees it reads)."""
+    import struct
+    pos = 0
+
+    def take(n):
+        nonlocal pos
+        if n < 0 or pos + n > len(raw):
+            raise ValueError("truncated or a declared size past the end of the file")
+        pos += n
+        return raw[pos - n:pos]
+
+    def number(m):
+        fmt = _UBJ_NUM.get(m)
+        if fmt is None:
+            raise ValueError(f"unexpected marker {m!r}")
+        return struct.unpack(fmt, take(struct.calcsize(fmt)))[0]
+
+    def length():
+        n = number(take(1))
+        if not isinstance(n, int) or n < 0 or n > len(raw) - pos:
+            raise ValueError("a declared length past the end of the file")
+        return n
+
+    def value(m, depth):
+        if depth > 64:
+            raise ValueError("nested too deeply")
+        if m in _UBJ_NUM:
+            return number(m)
+        if m in (b"T", b"F", b"Z"):
+            return {b"T": True, b"F": False, b"Z": None}[m]
+        if m == b"S":
+            return take(length()).decode("utf-8", "replace")
+        if m in (b"[", b"{"):
+            typ = cnt = None
+            if raw[pos:pos + 1] == b"$":
+                take(1)
+                typ = take(1)
+            if raw[pos:pos + 1] == b"#":
+                take(1)
+                cnt = length()
+            elif typ is not None:
+                raise ValueError("a typed container without a count")
+            out = [] if m == b"[" else {}
+            i = 0
+            while cnt is None or i < cnt:
+                if cnt is None and raw[pos:pos + 1] == (b"]" if m == b"[" else b"}"):
+                    take(1)
+                    break
+                if m == b"{":
+                    key = take(length()).decode("utf-8", "replace")
+                out_v = value(typ if typ is not None else take(1), depth + 1)
+                if m == b"[":
+                    out.append(out_v)
+                else:
+                    out[key] = out_v
+                i += 1
+            return out
+        raise ValueError(f"unexpected marker {m!r}")
+
+    try:
+        return value(take(1), 0)
+    except (ValueError, struct.error, RecursionError) as e:
+        raise UserError(f"{name}: not a loadable XGBoost model (UBJSON at byte {pos}: {str(e)[:100]})") from None
