@@ -226,3 +226,14 @@ def test_a_ubjson_booster_is_decoded_and_checked_before_xgboost_reads_it(tmp_pat
     (tmp_path / "big.ubj").write_bytes(b"{L" + struct.pack(">q", 7) + b"learner[$d#L" + struct.pack(">q", 1 << 40))
     with pytest.raises(UserError, match="past the end"):
         BoosterScores(str(tmp_path / "big.ubj"), "xgboost", "big.ubj")
+
+
+def test_a_huge_declared_num_class_is_refused_before_xgboost_allocates_it(tmp_path):
+    from mlwarden.io.boosters import BoosterScores
+    x = np.random.default_rng(0).random((100, 4)).astype(np.float32)
+    b = xgb.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1}, xgb.DMatrix(x, x[:, 0] > 0.5), 2)
+    doc = json.loads(bytes(b.save_raw("json")))
+    doc["learner"]["learner_model_param"]["num_class"] = "1000000000"   # XGBoost allocated GBs for it
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="num_class 1000000000"):
+        BoosterScores(str(tmp_path / "m.json"), "xgboost", "m.json")

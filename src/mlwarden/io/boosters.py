@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from ..core.data import Dataset
+from ..core.data import MAX_CLASSES, Dataset
 from ..core.errors import UserError
 from ..core.extras import require
 from ..core.target import Access, NumpyTarget, Target
@@ -200,6 +200,9 @@ def _check_xgb_trees(doc, name: str):
         booster = learner["gradient_booster"]
         model = (booster.get("gbtree") or booster)["model"]
         trees = model.get("trees", [])
+        n_class = int(learner["learner_model_param"].get("num_class", "0"))
+        if not 0 <= n_class <= MAX_CLASSES or not 0 <= n_feat <= 1 << 24:
+            raise UserError(f"{name}: not a loadable XGBoost model (num_class {n_class}, num_feature {n_feat})")
         for k, t in enumerate(trees):
             n = int(t["tree_param"]["num_nodes"])
             left, right, feats = t["left_children"], t["right_children"], t["split_indices"]
