@@ -12,8 +12,12 @@ __all__ = ["audit", "harden", "Report", "__version__"]
 
 
 def _api(name):
-    from . import api
-    return getattr(api, name)
+    """A property that is the API function `name`; setting it (the import system does, for the subpackage
+    of the same name) is ignored."""
+    def get(self):
+        from . import api
+        return getattr(api, name)
+    return property(get, lambda self, value: None)
 
 
 class _Package(types.ModuleType):
@@ -21,21 +25,8 @@ class _Package(types.ModuleType):
     the import system sets a loaded subpackage as an attribute of its parent, and that assignment is ignored
     here (the subpackages stay reachable through sys.modules and `from mlwarden.harden import run`)."""
 
-    @property
-    def audit(self):
-        return _api("audit")
-
-    @audit.setter
-    def audit(self, value):
-        pass
-
-    @property
-    def harden(self):
-        return _api("harden")
-
-    @harden.setter
-    def harden(self, value):
-        pass
+    audit = _api("audit")
+    harden = _api("harden")
 
     @property
     def Report(self):  # noqa: N802 - the public class name
