@@ -101,6 +101,17 @@ class BoosterScores:
             out = self._booster.predict(a, num_threads=threads)
         return as_probabilities(np.asarray(out, dtype=np.float64), self.output).astype(np.float32)
 
+    def ensemble(self, probe: np.ndarray):
+        """The parsed trees (io/tree_ensemble.py), their base margins measured against this booster on `probe`."""
+        from .tree_ensemble import parse_booster
+        return parse_booster(self._booster, self.library, self._rounds if self.library == "xgboost" else (0, 0),
+                             probe, self._margins)
+
+    def _margins(self, a: np.ndarray) -> np.ndarray:
+        if self.library == "xgboost":
+            return self._booster.inplace_predict(a, iteration_range=self._rounds, predict_type="margin")
+        return self._booster.predict(a, raw_score=True, num_threads=1)
+
 
 def as_probabilities(out: np.ndarray, output: str) -> np.ndarray:
     """A booster's transformed output as (n, n_classes) probabilities (labels stay labels)."""

@@ -8,11 +8,11 @@ from .memorization import secret_sharer  # noqa: F401
 from .model_extraction import (  # noqa: F401
     equation_solving, jacobian, knockoff, linear_boundary, path_finding, retraining, svm_margin)
 from .tricking import (  # noqa: F401
-    apgd, eot, fgsm, hopskipjump, patch, pgd, square, whitebox_cascade,
+    apgd, eot, fgsm, hopskipjump, patch, pgd, square, tree_milp, whitebox_cascade,
 )
 
 # The order the audit runs and lists threats in: the verdict first, then single attacks, then physical.
-ORDER = ["unsafe-model-file", "whitebox-cascade", "fgsm", "pgd-linf", "pgd-l2", "apgd-ce", "apgd-dlr-t", "square", "hopskipjump",
+ORDER = ["unsafe-model-file", "whitebox-cascade", "fgsm", "pgd-linf", "pgd-l2", "apgd-ce", "apgd-dlr-t", "square", "hopskipjump", "tree-milp",
          "eot-pgd", "adversarial-patch",
          "membership-inference", "label-only-membership", "lm-membership", "secret-sharer", "extract-equation-solving", "extract-retraining",
          "extract-knockoff", "extract-jacobian", "extract-path-finding", "extract-linear-boundary",
