@@ -190,3 +190,31 @@ def test_cli_audit_of_an_xgboost_json_runs_the_milp(tmp_path):
     assert m["robust_accuracy"]["value"] < m["clean_accuracy"]["value"]
     assert 0 < m["median_minimal_eps"]["value"] <= 1
     assert "each feature's own range" in f["headline"]
+
+
+def test_on_two_features_the_milp_equals_the_brute_force_minimum(tmp_path):
+    """On two features the minimum is at a corner of the leaf regions: every combination of x_i, each cut T
+    and the largest input below T is tried, and the closest misclassified one must be what the MILP found."""
+    rng = np.random.default_rng(0)
+    x = rng.random((400, 2)).astype(np.float32)
+    y = ((x[:, 0] - 0.5) ** 2 + (x[:, 1] - 0.5) ** 2 < 0.1).astype(int)
+    b = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1, "eta": 0.5}, xgb.DMatrix(x, y), 8)
+    b.save_model(tmp_path / "two.json")
+    from mlwarden.io.boosters import BoosterScores
+    fn = BoosterScores(str(tmp_path / "two.json"), "xgboost", "two.json")
+    ens = fn.ensemble(x)
+    pts, labels = x[:25], fn(x[:25]).argmax(1)
+    res = kantchelian_attack(ens, pts, labels, 1.0, low=0.0, high=1.0)
+    cuts = [sorted({np.float32(t.threshold[n]) for t in ens.trees for n in np.flatnonzero(t.left >= 0)
+                    if t.feature[n] == f}) for f in range(2)]
+    brute = []
+    for p, label in zip(pts, labels):
+        axes = [np.array([p[f], *cuts[f], *(np.nextafter(c, np.float32(-1)) for c in cuts[f])], np.float32)
+                for f in range(2)]
+        axes = [a[(a >= 0) & (a <= 1)] for a in axes]
+        grid = np.stack(np.meshgrid(*axes), -1).reshape(-1, 2)
+        wrong = fn(grid).argmax(1) != label
+        brute.append(np.abs(grid[wrong].astype(np.float64) - p).max(1).min() if wrong.any() else np.inf)
+    milp = [np.inf if r.eps is None else r.eps for r in res]
+    assert all(r.optimal for r in res) and np.isfinite(brute).sum() >= 20
+    np.testing.assert_allclose(milp, brute, atol=1e-6)
