@@ -94,7 +94,9 @@ class Threat:
 
     def skip_reason(self, ctx: Context) -> str | None:
         if not ctx.target.access.allows(self.needs):
-            return f"needs {self.needs.value} access; the target gives {ctx.target.access.value}"
+            why = getattr(ctx.target, "access_note", None)   # e.g. an ONNX graph that did not convert to torch
+            return f"needs {self.needs.value} access; the target gives {ctx.target.access.value}" + (
+                f" ({why})" if why else "")
         if ctx.data.modality not in self.modalities:
             return f"applies to {'/'.join(self.modalities)} data; this data is {ctx.data.modality}"
         if self.needs_recipe and (ctx.recipe is None or not hasattr(ctx.recipe, "factory")):

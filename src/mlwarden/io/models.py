@@ -13,11 +13,12 @@ from ..core.data import Dataset
 from ..core.errors import UserError
 from ..core.extras import require
 from ..core.recipe import load_entry_point
-from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
+from ..core.target import Access, Target, TorchTarget, sklearn_target
 from ..text.filters import FilterTarget, check_text_pipeline
 from ..text.messages import MODALITY
 from .boosters import LIBRARY, booster_target
 from .guard import guarded_load
+from .onnx_torch import onnx_target
 from .pt2 import load_exported
 from .validate import validate_estimator
 from .scan import FileScan, UnsafeModelFile, scan_file
@@ -160,12 +161,12 @@ def _onnx_target(path: Path, data: Dataset) -> Target:
     from .scan.formats import onnx_tensors
     raw = path.read_bytes()
     try:
-        external = any(t.data_location == onnx.TensorProto.EXTERNAL
-                       for t in onnx_tensors(onnx.load_model_from_string(raw)))
+        model = onnx.load_model_from_string(raw)
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx_tensors(model))
     except Exception as e:  # noqa: BLE001 - changed since the scan read it
         raise UserError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
-    return NumpyTarget(OnnxScores(str(path) if external else raw, str(path)), data.n_classes, data.input_shape,
-                       Access.SCORES, path.name, "onnx")
+    # white-box when the graph converts to torch and agrees with onnxruntime, else scores-only saying why
+    return onnx_target(model, OnnxScores(str(path) if external else raw, str(path)), data, path.name, path.parent)
 
 
 def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | None = None,
