@@ -112,8 +112,8 @@ def _main(version: bool = typer.Option(False, "--version", callback=_print_versi
 @app.command()
 def audit(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model file: .pt2, TorchScript, state_dict "
-                                        "(.pt + --factory), .skops, .onnx, XGBoost .json/.ubj, LightGBM .txt; "
-                                        "pickles need --allow-pickle"),
+                                        "(.pt + --factory), .skops, .onnx, XGBoost .json/.ubj, LightGBM .txt, "
+                                        "a Hugging Face save_pretrained folder; pickles need --allow-pickle"),
     data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .parquet, .tsv (labelled messages), "
                                         ".txt, or digits|breast-cancer|iris|wine|stdlib-docstrings|sms-spam"),
     test_data: Optional[str] = typer.Option(None, "--test-data", help="your own test file (CSV, Parquet or .npz "

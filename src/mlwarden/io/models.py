@@ -24,7 +24,7 @@ from .validate import validate_estimator
 from .scan import FileScan, UnsafeModelFile, scan_file
 from .pickled import _load_pickle, _load_skops
 
-FORMATS = ("auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle", "xgboost", "lightgbm")
+FORMATS = ("auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle", "xgboost", "lightgbm", "hf")
 
 
 def detect_format(path: Path, factory: str | None) -> str:
@@ -177,6 +177,9 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
         raise UserError(f"model file not found: {path}")
     if fmt not in FORMATS:
         raise UserError(f"unknown model format '{fmt}'; one of {', '.join(FORMATS)}")
+    if fmt == "hf" or p.is_dir():   # a Hugging Face folder: every file scanned, then loaded (io/hf.py)
+        from .hf import hf_target
+        return _with_access(hf_target(p, data, frozenset(trust or ())), access, path)
     if p.suffix.lower() == ".onnx" or fmt == "onnx":   # a missing reader is an install problem, not a hostile file
         require("onnx", "onnx", "reading an ONNX model")
     scan = scan_file(p, frozenset(trust or ()))
@@ -188,6 +191,10 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
     with guarded_load(str(p), frozenset(trust or ())):
         target = _load(p, scan, fmt, factory, data, allow_pickle)
     target.source = scan.to_dict()
+    return _with_access(target, access, path)
+
+
+def _with_access(target: Target, access: str | None, path: str) -> Target:
     if access is not None:
         want = Access(access)
         if not target.access.allows(want):

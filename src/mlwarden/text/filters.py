@@ -128,6 +128,8 @@ def recipe_for(flt) -> FilterRecipe:
     """How to train a fresh filter like `flt`: a clone of a scikit-learn pipeline, or a new filter of its class."""
     if isinstance(flt, SklearnTextFilter):
         return sklearn_recipe(flt)
+    if hasattr(flt, "fresh"):   # a filter that makes an untrained copy of itself (io/hf.py's fine-tuned classifier)
+        return FilterRecipe(getattr(flt, "recipe_name", flt.name), flt.fresh)
     return FilterRecipe(getattr(flt, "name", type(flt).__name__), type(flt))
 
 

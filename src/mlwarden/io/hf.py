@@ -1,0 +1,462 @@
+"""Hugging Face `transformers` model folders as audit targets: what `model.save_pretrained(dir)` and
+`tokenizer.save_pretrained(dir)` write (config.json, model.safetensors or its sharded index, tokenizer.json and
+tokenizer_config.json; https://huggingface.co/docs/transformers/main_classes/model#transformers.PreTrainedModel.save_pretrained).
+
+Never remote code: a config or tokenizer config with `auto_map` and any `*.py` file in the folder are refused,
+`model_type` must name an architecture that ships with transformers and `architectures` its sequence-classification
+or causal-LM class for that type, and loading runs with `trust_remote_code=False`, `local_files_only=True` and the
+Hugging Face offline switches set. Every file is scanned first (io/scan), symlinks leaving the folder are refused,
+and the load runs under the load guard (io/guard.py). Weights come from safetensors only
+(https://github.com/huggingface/safetensors: a JSON header and raw tensor bytes, no code): a `pytorch_model.bin`
+(a pickle) is refused with how to convert it, never unpickled. The tokenizer is the folder's `tokenizer.json`,
+read by the Rust `tokenizers` library through `PreTrainedTokenizerFast` (no tokenizer class resolved by name).
+
+Sequence classifiers become spam-filter targets (text/filters.py's filter protocol), queried with raw text:
+the messages modality's black-box threats run on them, and retraining (the poisoning threats' recipe)
+fine-tunes a copy of the folder's weights. Causal LMs load and pass a forward pass as `HFCausalLM`, whose
+sequence log-likelihoods the language-model threats can use; the audit has no threat for them yet and says so."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.data import Dataset
+from ..core.errors import UserError
+from ..core.extras import require
+from ..core.target import Access, Target
+from .guard import guarded_load
+from .scan import MODEL_SUFFIXES, FileScan, UnsafeModelFile, scan_file
+
+CONFIG = "config.json"
+TOKENIZER = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+MAX_CONFIG_BYTES = 1 << 20        # config.json, tokenizer_config.json, the shard index: small JSON documents
+MAX_FILES = 10_000
+MAX_DIMENSION = 1 << 22           # any size in the config (vocabulary, width, positions)
+MAX_LAYERS = 1024
+SIZE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "max_position_embeddings", "n_positions", "n_ctx",
+             "n_embd", "n_inner", "d_model", "num_labels")
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "num_attention_heads", "n_head")
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
+OFFLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY")
+CLASSIFIER, CAUSAL_LM = "sequence-classification", "causal-lm"
+
+
+@dataclass
+class HFFolder:
+    """A model folder that passed every check, before anything in it is loaded."""
+    path: Path                 # resolved
+    config: dict
+    model_type: str
+    architecture: str
+    task: str                  # CLASSIFIER or CAUSAL_LM
+    scan: FileScan             # every file's references, as one scan of the folder
+
+
+@dataclass
+class FineTune:
+    """How the poisoning threats retrain a classifier: the folder's weights fine-tuned on the (poisoned)
+    training messages with AdamW (the usual BERT fine-tuning setting of Devlin et al. 2019, one epoch)."""
+    epochs: int = 1
+    lr: float = 5e-5
+    batch_size: int = 32
+    seed: int = 0
+
+
+# -- the folder, checked without loading anything ---------------------------------------------------------
+
+def is_hf_folder(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG).is_file()
+
+
+def read_json(path: Path, where: str) -> dict:
+    """A small JSON object, parsed strictly: size-bounded, no NaN or Infinity, no duplicate keys."""
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise UserError(f"{where}: {size} bytes; a {path.name} over {MAX_CONFIG_BYTES} bytes is refused")
+
+    def pairs(items):
+        keys = [k for k, _ in items]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+        return dict(items)
+
+    def constant(name):
+        raise ValueError(f"{name} is not JSON")
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=pairs, parse_constant=constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise UserError(f"{where}: not strict JSON ({str(e)[:120]})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{where}: not a JSON object")
+    return doc
+
+
+def _files(root: Path) -> list[Path]:
+    """Every file in the folder, with the folder's own rules: no code, no link leaving it, nothing special."""
+    out = []
+    for dirpath, dirs, names in os.walk(root, followlinks=False):
+        dirs[:] = [d for d in dirs if not (Path(dirpath) == root and d == ".git")]   # git's own objects: never loaded
+        for name in [*dirs, *names]:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root)
+            if p.is_symlink():
+                real = Path(os.path.realpath(p))
+                if not real.is_relative_to(root):
+                    raise UserError(f"{root}: {rel} is a symbolic link to {real}, outside the model folder; refused")
+                if real.is_dir():
+                    raise UserError(f"{root}: {rel} is a symbolic link to a folder; refused")
+            if name in dirs:
+                continue
+            if name.endswith((".py", ".pyc", ".pyw", ".so", ".pyd", ".dylib")):
+                raise UserError(f"{root}: {rel} is code; a model folder with custom code is refused (mlwarden never "
+                                "runs a model's own code: use an architecture that ships with transformers)")
+            if not p.is_file():
+                raise UserError(f"{root}: {rel} is not a regular file")
+            out.append(p)
+            if len(out) > MAX_FILES:
+                raise UserError(f"{root}: over {MAX_FILES} files; not a model folder")
+    return sorted(out)
+
+
+def _scan(root: Path, files: list[Path], trust: frozenset[str]) -> FileScan:
+    """Every file through the scanner: a model-like file (by content or by name) that fails it is refused
+    as the unsafe-model-file finding; plain text and JSON files (config, tokenizer) pass."""
+    t0 = time.monotonic()
+    folder = FileScan(str(root), "huggingface")
+    for p in files:
+        s = scan_file(p, trust)
+        plain = s.format == "unknown" or (s.format == "pickle" and s.safe and not s.references)
+        if plain and p.suffix.lower() not in MODEL_SUFFIXES and p.name not in PICKLED_WEIGHTS:
+            continue
+        if not s.safe:
+            raise UnsafeModelFile(s)
+        folder.references += s.references
+    folder.seconds = time.monotonic() - t0
+    return folder
+
+
+def _task(model_type: str, arch: str, where: str) -> str:
+    from transformers.models.auto import modeling_auto as ma
+    if ma.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(model_type) == arch:
+        return CLASSIFIER
+    if ma.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type) == arch:
+        return CAUSAL_LM
+    want = [n for n in (ma.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(model_type),
+                        ma.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)) if n]
+    raise UserError(f"{where}: architecture {arch[:80]!r} is not one mlwarden audits for model_type {model_type!r} "
+                    f"({' or '.join(want) or 'this type has no sequence classifier or causal LM'})")
+
+
+def _check_config(cfg: dict, where: str) -> tuple[str, str]:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    if "auto_map" in cfg:
+        raise UserError(f"{where}: auto_map names custom code; mlwarden never runs remote code (a model folder must "
+                        "use an architecture that ships with transformers)")
+    if "quantization_config" in cfg:
+        raise UserError(f"{where}: quantized models (quantization_config) are not supported; save the model "
+                        "unquantized")
+    mt = cfg.get("model_type")
+    if not isinstance(mt, str) or mt not in CONFIG_MAPPING_NAMES:
+        raise UserError(f"{where}: model_type {str(mt)[:60]!r} is not an architecture that ships with transformers")
+    archs = cfg.get("architectures")
+    if not (isinstance(archs, list) and len(archs) == 1 and isinstance(archs[0], str)):
+        raise UserError(f"{where}: 'architectures' must name one model class (as save_pretrained writes it)")
+    for k in (*SIZE_KEYS, *LAYER_KEYS):
+        v = cfg.get(k)
+        top = MAX_LAYERS if k in LAYER_KEYS else MAX_DIMENSION
+        if v is not None and not (type(v) is int and 0 < v <= top):
+            raise UserError(f"{where}: {k} = {str(v)[:40]} is not a whole number in 1..{top}")
+    return mt, archs[0]
+
+
+def _check_weights(root: Path, names: set[str]) -> None:
+    if WEIGHTS in names:
+        return
+    if WEIGHTS_INDEX in names:
+        index = read_json(root / WEIGHTS_INDEX, f"{root / WEIGHTS_INDEX}")
+        shards = index.get("weight_map")
+        if not isinstance(shards, dict) or not shards:
+            raise UserError(f"{root / WEIGHTS_INDEX}: no weight_map")
+        for shard in set(shards.values()):
+            if not (isinstance(shard, str) and shard.endswith(".safetensors") and shard in names):
+                raise UserError(f"{root / WEIGHTS_INDEX}: shard {str(shard)[:80]!r} is not a .safetensors file of "
+                                "this folder")
+        return
+    if names & set(PICKLED_WEIGHTS):
+        raise UserError(f"{root}: the weights are pytorch_model.bin, a pickle; mlwarden reads Hugging Face weights "
+                        "from safetensors only: where you trust the file, load it and save_pretrained the model again "
+                        "(that writes model.safetensors)")
+    raise UserError(f"{root}: no {WEIGHTS} (save the model with save_pretrained)")
+
+
+def inspect_folder(path: str | Path, trust: frozenset[str] = frozenset()) -> HFFolder:
+    """The folder's files scanned and its config checked; nothing loaded."""
+    root = Path(os.path.realpath(path))
+    if not root.is_dir():
+        raise UserError(f"{path}: a Hugging Face model is a folder (what save_pretrained writes)")
+    if not (root / CONFIG).is_file():
+        raise UserError(f"{path}: no {CONFIG}; not a Hugging Face model folder (save it with save_pretrained)")
+    require("transformers", "hf", "loading a Hugging Face model folder")
+    files = _files(root)
+    names = {p.relative_to(root).as_posix() for p in files}
+    scan = _scan(root, files, trust)
+    cfg = read_json(root / CONFIG, f"{path}/{CONFIG}")
+    mt, arch = _check_config(cfg, f"{path}/{CONFIG}")
+    if TOKENIZER_CONFIG in names and "auto_map" in read_json(root / TOKENIZER_CONFIG, f"{path}/{TOKENIZER_CONFIG}"):
+        raise UserError(f"{path}/{TOKENIZER_CONFIG}: auto_map names a custom tokenizer's code; mlwarden never runs "
+                        "remote code")
+    if TOKENIZER not in names:
+        raise UserError(f"{path}: no {TOKENIZER} (save a fast tokenizer with tokenizer.save_pretrained into the folder)")
+    _check_weights(root, names)
+    return HFFolder(root, cfg, mt, arch, _task(mt, arch, f"{path}/{CONFIG}"), scan)
+
+
+# -- loading -------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def offline():
+    """The Hugging Face libraries' offline switches, set for the block (and read again by huggingface_hub)."""
+    saved = {k: os.environ.get(k) for k in OFFLINE}
+    os.environ.update({k: "1" for k in OFFLINE})
+    constants = None
+    try:
+        import huggingface_hub.constants as constants
+        was = getattr(constants, "HF_HUB_OFFLINE", None)
+        constants.HF_HUB_OFFLINE = True
+        yield
+    finally:
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = was
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
+
+
+def _load(folder: HFFolder):
+    """(model, tokenizer) from the checked folder: built-in classes only, safetensors weights, as float32, eval."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedTokenizerFast
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.utils import logging as hf_logging
+    auto = AutoModelForSequenceClassification if folder.task == CLASSIFIER else AutoModelForCausalLM
+    where = str(folder.path)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()   # no progress bars or config warnings on the audit's terminal
+    hf_logging.disable_progress_bar()
+    try:
+        config = CONFIG_MAPPING[folder.model_type].from_dict(dict(folder.config))
+        model = auto.from_pretrained(where, config=config, trust_remote_code=False, local_files_only=True,
+                                     use_safetensors=True).float()
+    except Exception as e:  # noqa: BLE001 - weights that do not fit the config, a header the scan let through
+        raise UserError(f"{where}: transformers cannot load the model ({_one_line(e)})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    try:
+        tok = PreTrainedTokenizerFast.from_pretrained(where, local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{where}: cannot read {TOKENIZER} ({_one_line(e)})") from None
+    if type(model).__name__ != folder.architecture:
+        raise UserError(f"{where}: config.json names {folder.architecture} but transformers built "
+                        f"{type(model).__name__}")
+    return model.eval(), tok
+
+
+def load_folder(path: str | Path, trust: frozenset[str] = frozenset()):
+    """A checked folder loaded and probed: an `HFTextClassifier` or an `HFCausalLM`."""
+    folder = inspect_folder(path, trust)
+    with offline():
+        require("transformers", "hf", "loading a Hugging Face model folder")
+        with guarded_load(str(folder.path), trust):
+            model, tok = _load(folder)
+    cls = HFTextClassifier if folder.task == CLASSIFIER else HFCausalLM
+    loaded = cls(model, tok, folder)
+    loaded.probe()
+    return loaded
+
+
+@dataclass
+class _Base:
+    model: torch.nn.Module
+    tokenizer: object
+    folder: HFFolder
+    batch_size: int = 64
+    max_length: int = field(init=False)
+
+    def __post_init__(self):
+        cap = min((self.folder.config[k] for k in POSITION_KEYS if isinstance(self.folder.config.get(k), int)),
+                  default=512)
+        own = getattr(self.tokenizer, "model_max_length", None)
+        self.max_length = min(cap, own) if isinstance(own, int) and 0 < own < 1_000_000 else cap
+        vocab = getattr(self.model.config, "vocab_size", None)
+        if isinstance(vocab, int) and len(self.tokenizer) > vocab:
+            raise UserError(f"{self.folder.path}: the tokenizer has {len(self.tokenizer)} tokens but the model's "
+                            f"vocabulary has {vocab}")
+        if self.tokenizer.pad_token is None:   # GPT-2-style tokenizers: pad with the end-of-text token
+            fill = self.tokenizer.eos_token or self.tokenizer.unk_token
+            if fill is None:
+                raise UserError(f"{self.folder.path}: the tokenizer has no padding, end or unknown token to batch with")
+            self.tokenizer.pad_token = fill
+        self.tokenizer.padding_side = "right"
+        self.inputs = set(inspect.signature(self.model.forward).parameters)
+        if getattr(self.model.config, "pad_token_id", None) is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+
+    @property
+    def name(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        return f"{self.folder.architecture} ({n / 1e6:.2f}M parameters, Hugging Face folder {self.folder.path.name})"
+
+    def encode(self, texts: list[str]) -> dict:
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
+                             return_tensors="pt")
+        return {k: v for k, v in enc.items() if k in self.inputs}   # e.g. no token_type_ids for DistilBERT
+
+    def batches(self, texts: list[str]):
+        """(positions, encoded batch) of similar lengths (less padding), in order of length."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i:i + self.batch_size]
+            yield idx, self.encode([texts[j] for j in idx])
+
+
+class HFTextClassifier(_Base):
+    """A `*ForSequenceClassification` model as a spam filter (text/filters.py's protocol): `spam_scores`
+    is the softmax probability of the spam class (the id2label entry named spam, else class 1), `verdicts`
+    thresholds it at 0.5 (no unsure band), `fit` fine-tunes a copy of the folder's weights."""
+
+    def __init__(self, model, tokenizer, folder: HFFolder, tune: FineTune | None = None, start=None):
+        super().__init__(model, tokenizer, folder)
+        self.tune = tune or FineTune()
+        self.start = start if start is not None else model   # the folder's weights: what fit starts from
+        labels = {int(k): str(v).lower() for k, v in (getattr(model.config, "id2label", None) or {}).items()}
+        self.spam = next((i for i, v in labels.items() if "spam" in v), 1)
+
+    @property
+    def recipe_name(self) -> str:
+        t = self.tune
+        return (f"fine-tuning {self.folder.architecture} from the folder's weights ({t.epochs} epoch"
+                f"{'s' * (t.epochs != 1)}, AdamW lr {t.lr:g}, batch {t.batch_size})")
+
+    def probe(self) -> None:
+        k = self.model.config.num_labels
+        if k != 2:
+            raise UserError(f"{self.folder.path}: a classifier of {k} classes; the text threats audit spam filters "
+                            "(2 classes, ham and spam)")
+        p = self.spam_scores(["a test message", "win a free prize now"])
+        if not np.isfinite(p).all():
+            raise UserError(f"{self.folder.path}: the model returns NaN or infinite scores")
+
+    @torch.no_grad()
+    def spam_scores(self, texts) -> np.ndarray:
+        texts = list(texts)
+        out = np.zeros(len(texts))
+        self.model.eval()
+        for idx, enc in self.batches(texts):
+            out[idx] = torch.softmax(self.model(**enc).logits.float(), 1)[:, self.spam].numpy()
+        return out
+
+    def verdicts(self, texts) -> np.ndarray:
+        from ..text.spambayes import HAM, SPAM
+        return np.where(self.spam_scores(texts) >= 0.5, SPAM, HAM)
+
+    def fresh(self) -> "HFTextClassifier":
+        return HFTextClassifier(self.start, self.tokenizer, self.folder, self.tune, self.start)
+
+    def fit(self, texts, labels) -> "HFTextClassifier":
+        """Fine-tune a copy of the folder's weights on messages labelled 0 ham / 1 spam."""
+        t = self.tune
+        texts, labels = list(texts), np.asarray(labels)
+        target = torch.as_tensor(np.where(labels == 1, self.spam, 1 - self.spam), dtype=torch.int64)
+        torch.manual_seed(t.seed)
+        rng = np.random.default_rng(t.seed)
+        model = copy.deepcopy(self.start)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(model.parameters(), lr=t.lr)
+        model.train()
+        for _ in range(t.epochs):
+            order = rng.permutation(len(texts))
+            for i in range(0, len(order), t.batch_size):
+                idx = order[i:i + t.batch_size]
+                loss = model(**self.encode([texts[j] for j in idx]), labels=target[idx]).loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.model = model.eval()
+        return self
+
+
+class HFCausalLM(_Base):
+    """A `*ForCausalLM` model (e.g. GPT2LMHeadModel) as the language-model threats can query it: per-token
+    log-likelihoods of texts under the model (each token predicted from the ones before it; the first from
+    nothing when the tokenizer adds no start token, so it is left out), their mean per sequence (the signal
+    of sequence-level membership inference, threats/membership/lm_membership.py), and the log-probability
+    of continuations after a prefix (a Secret Sharer canary's log-perplexity, Carlini et al. 2019)."""
+
+    def probe(self) -> None:
+        lp = self.token_log_probs(["a test sentence", "another one, a little longer than the first"])
+        if not all(len(t) and torch.isfinite(t).all() for t in lp):
+            raise UserError(f"{self.folder.path}: the model returns no or non-finite log-probabilities")
+
+    @torch.no_grad()
+    def token_log_probs(self, texts) -> list[torch.Tensor]:
+        """For each text, log P(token_i | tokens before it) for its tokens after the first (float64)."""
+        texts = list(texts)
+        out: list[torch.Tensor] = [torch.zeros(0, dtype=torch.float64)] * len(texts)
+        self.model.eval()
+        for idx, enc in self.batches(texts):
+            logits = self.model(**enc).logits.double()
+            lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, enc["input_ids"][:, 1:, None])[..., 0]
+            mask = enc["attention_mask"][:, 1:].bool() & enc["attention_mask"][:, :-1].bool()
+            for row, j in enumerate(idx):
+                out[j] = lp[row][mask[row]]
+        return out
+
+    def sequence_log_likelihood(self, texts) -> np.ndarray:
+        """Mean per-token log-likelihood of each text (log of its geometric-mean token probability)."""
+        return np.array([float(t.mean()) if len(t) else 0.0 for t in self.token_log_probs(texts)])
+
+    def continuation_log_prob(self, prefix: str, continuations: list[str]) -> np.ndarray:
+        """log P(continuation | prefix), summed over the continuation's tokens (prefix tokenised alone first:
+        its tokens are the ones the continuation is scored after)."""
+        n = len(self.tokenizer(prefix, truncation=True, max_length=self.max_length)["input_ids"])
+        whole = self.token_log_probs([prefix + c for c in continuations])
+        return np.array([float(t[n - 1:].sum()) for t in whole])
+
+
+def hf_target(path: str | Path, data: Dataset, trust: frozenset[str] = frozenset()) -> Target:
+    """A Hugging Face folder as the audit's target: a sequence classifier as a spam filter on labelled
+    messages; a causal LM loads, then a one-line error says no threat audits it yet."""
+    from ..text.filters import FilterTarget
+    from ..text.messages import MODALITY
+    loaded = load_folder(path, trust)
+    if isinstance(loaded, HFCausalLM):
+        raise UserError(f"{path}: {loaded.name} is a causal language model; it loads and runs, but no audit threat "
+                        "takes a Hugging Face causal LM yet (mlwarden.io.hf.load_folder gives it to Python)")
+    if data.modality != MODALITY:
+        raise UserError(f"{path}: a Hugging Face text classifier is audited on labelled messages (--data sms-spam, a "
+                        f".tsv of label<TAB>text, or a CSV with a text column); {data.name} is {data.modality} data")
+    target = FilterTarget(loaded, loaded.name, Access.SCORES)
+    target.source = loaded.folder.scan.to_dict()
+    return target
