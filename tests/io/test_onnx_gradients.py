@@ -268,3 +268,22 @@ def test_an_initializer_declaring_more_elements_than_it_holds_is_refused_unread(
     lie.dims.extend([1 << 40])
     with pytest.raises(NotConvertible, match="initializer 'B' declares 1,099,511,627,776 elements"):
         convert(model)
+
+
+def test_probabilities_that_do_not_end_in_softmax_become_log_probabilities_with_gradients(tmp_path, digits):
+    """tf2onnx-like: Softmax, then an Identity to the output. The module's output is the log of the
+    probabilities (logits up to a constant), so white-box attacks get logits, and scores stay onnxruntime's."""
+    model = mlp_graph([helper.make_node("Softmax", ["z"], ["p"], axis=1),
+                       helper.make_node("Identity", ["p"], ["probs"])])
+    path = save(model, tmp_path / "p.onnx")
+    t = load_target(str(path), digits)
+    probe(t, digits)
+    assert isinstance(t, OnnxTorchTarget) and t.describe()["onnx"]["outputs"].startswith("log-probabilities")
+    x = digits.x_test[:32]
+    ort = torch.from_numpy(OnnxScores(path.read_bytes(), "m")(x.numpy()))
+    with torch.no_grad():
+        out = t.module(x)
+    assert (out <= 0).all() and torch.allclose(out.exp(), ort, atol=1e-5)
+    assert float((t.scores(x) - ort).abs().max()) <= 1e-5
+    g = input_gradient(t.module, x, digits.y_test[:32])
+    assert (g.flatten(1).abs().sum(1) > 0).all()
