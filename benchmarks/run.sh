@@ -41,6 +41,7 @@ peers() {   # the pinned packages benchmark $1 needs, beyond the package itself
     evasion_vs_art|adv_training|backdoor_detection|clean_label|extraction|gradient_poisoning|mia_vs_art|\
     spam_poisoning|strip) echo "$ART" ;;
     smoothing_preprocessing) echo "$ART statsmodels==0.15.0" ;;   # ART's smoothing certification needs statsmodels
+    trees_vs_art) echo "$ART xgboost==3.2.0" ;;   # ART's tree verification reads XGBoost models
     dp_modes|dp_accuracy|dp_utility) echo "$OPACUS" ;;
     federated) echo "$FLOWER $TENSEAL $OPACUS" ;;   # part C: secure aggregation (CKKS), dp-fedavg's accountant
     leakage_he) echo "$TENSEAL $SERVE" ;;           # encrypted inference through the serve app
