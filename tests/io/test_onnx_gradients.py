@@ -287,3 +287,18 @@ def test_probabilities_that_do_not_end_in_softmax_become_log_probabilities_with_
     assert float((t.scores(x) - ort).abs().max()) <= 1e-5
     g = input_gradient(t.module, x, digits.y_test[:32])
     assert (g.flatten(1).abs().sum(1) > 0).all()
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_a_converted_network_saves_as_a_pt2_that_loads_back_with_the_same_outputs(exported, digits, tmp_path,
+                                                                                   exporter):
+    """Sizes computed in the graph (Shape, Gather, Concat -> Reshape) stay Python ints, so torch.export takes
+    the converted module with a dynamic batch: `harden` saves an ONNX model's repair as a `.pt2`."""
+    from mlwarden.io.models import save_module
+    path, _ = exported[("cnn", exporter)]
+    t = load_target(str(path), digits)
+    saved = save_module(t.module, digits, tmp_path / "cnn")
+    assert saved["format"] == "export", saved
+    back = load_target(saved["path"], digits)
+    with torch.no_grad():
+        assert torch.allclose(back.module(digits.x_test), t.module(digits.x_test), atol=1e-5)

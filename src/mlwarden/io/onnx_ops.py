@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .onnx_shapes import Dims
+
 MAX_ELEMENTS = 1 << 28   # one tensor of the converted graph (1 GiB of float32)
 
 Op = Callable[[list, dict, int], Any]
@@ -32,11 +34,13 @@ class TooLarge(ValueError):
 
 
 def bounded(op: str, n: int) -> None:
-    if n > MAX_ELEMENTS:
+    if isinstance(n, int) and n > MAX_ELEMENTS:   # a symbolic size (under torch.export) is not a hostile one
         raise TooLarge(f"{op} would make a tensor of {n:,} elements (limit {MAX_ELEMENTS:,})")
 
 
-def ints(t: Tensor | None) -> list[int]:
+def ints(t: Tensor | Dims | None) -> list[int]:
+    if isinstance(t, Dims):
+        return list(t.values)   # sizes, symbolic under torch.export
     return [] if t is None else [int(v) for v in t.reshape(-1).tolist()]
 
 

@@ -26,6 +26,7 @@ from torch import nn
 from ..core.data import Dataset
 from ..core.target import Access, NumpyTarget, Target, TorchTarget, outputs_are_probabilities
 from .onnx_ops import DTYPES, MAX_ELEMENTS, OPS, OUTPUTS, refuse_attributes
+from .onnx_shapes import SIZE_INPUTS, STATIC, Dims, as_dims
 
 MAX_NODES = 100_000
 MIN_OPSET = 7          # elementwise ops broadcast numpy-style from opset 7
@@ -219,6 +220,7 @@ class OnnxModule(nn.Module):
         self.input_dims, self.input_dtype = input_dims, input_dtype
         self.log_probs, self.log_of_output = log_probs, False
         self.names: dict[str, str] = {}
+        self.dims = {name: d for name, t in inits.items() if (d := as_dims(t)) is not None}   # small int constants
         for i, (name, t) in enumerate(inits.items()):
             self.names[name] = f"t{i}"
             if t.is_floating_point():
@@ -233,14 +235,20 @@ class OnnxModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.input_dims) != x.ndim - 1:   # the data's sample shape -> the graph's, as OnnxScores does
             x = x.reshape(x.shape[0], *[d if d else -1 for d in self.input_dims])
-        env = {name: getattr(self, attr) for name, attr in self.names.items()}
+        env = {name: self.dims.get(name) or getattr(self, attr) for name, attr in self.names.items()}
         env[self.input_name] = x.to(self.input_dtype)
         for n in self.nodes:
-            out = OPS[n.op]([env[i] if i else None for i in n.inputs], n.attrs, self.opset)
+            args = [env[i] if i else None for i in n.inputs]
+            out = STATIC[n.op](args, n.attrs, self.opset) if n.op in STATIC else None   # sizes stay Python ints
+            if out is None:
+                keep = SIZE_INPUTS.get(n.op, ())
+                args = [a.tensor(x.device) if isinstance(a, Dims) and i not in keep else a for i, a in enumerate(args)]
+                out = OPS[n.op](args, n.attrs, self.opset)
             for name, value in zip(n.outputs, out if isinstance(out, tuple) else (out,)):
                 if name:
                     env[name] = value
         y = env[self.output]
+        y = y.tensor(x.device) if isinstance(y, Dims) else y
         return torch.log(y.clamp_min(1e-30)) if self.log_of_output else y
 
 
