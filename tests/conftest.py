@@ -167,7 +167,7 @@ SLOW_MODULES = {
     "threats/corruption/test_spam_poisoning.py", "threats/corruption/test_label_flipping.py",
     "threats/membership/test_label_only.py", "threats/membership/test_lm_membership.py",
     "core/test_plugins_and_layers.py", "serve/test_strip_guard.py", "serve/test_extraction_over_http.py",
-    "serve/test_detector_and_watermark.py"}
+    "serve/test_detector_and_watermark.py", "io/test_arch_models.py"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -23,6 +23,8 @@ class ModelConfig(_Strict):
     format: Literal["auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle", "xgboost",
                     "lightgbm"] = "auto"
     factory: str | None = None
+    arch: str | None = Field(None, description="the network for a state dict by name (resnet18, timm/resnet50, "
+                             "...; io/arch.py), instead of a factory")
     allow_pickle: bool = False
     trust: list[str] = []                # names a model file may use beyond the trust list (--trust)
     access: Literal["white-box", "scores", "labels"] | None = None

@@ -9,8 +9,9 @@ from torch import nn
 
 from ..core.data import Dataset, declare_features, make_dataset, shape_only
 from ..core.errors import UserError
-from ..core.recipe import get_recipe
+from ..core.recipe import BUILTIN_RECIPES, get_recipe
 from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
+from ..io.arch import arch_recipe, is_arch
 from ..io.datasets import load_data
 from ..io.models import load_target, probe
 from .config import AuditConfig, describe_validation_error
@@ -26,6 +27,8 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
         raise UserError("--endpoint-encrypted queries a served model's encrypted route: give its --endpoint URL")
     if cfg.federated.enabled:
         return _federated_subject(cfg)
+    if m.arch is not None and m.path is None:
+        raise UserError("--arch names the network of a weights file: give the file with --model")
     if m.endpoint is not None:
         return _endpoint_subject(cfg)
     if m.path is None and is_messages(d.path, d.text_column) and not m.factory:
@@ -50,17 +53,26 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
         return Subject(target, data, recipe, {"path": None, "demo": True, "cli": cli})
     data = _load(cfg)
     target = load_target(m.path, data, fmt=m.format, factory=m.factory, allow_pickle=m.allow_pickle, access=m.access,
-                         trust=m.trust)
+                         trust=m.trust, arch=m.arch)
     probe(target, data)
-    recipe = get_recipe(m.recipe) if m.recipe else None
+    recipe = _user_recipe(m.recipe)
     if isinstance(target, FilterTarget):
         if m.recipe:
             raise UserError("--recipe trains networks; a scikit-learn text pipeline is retrained from a clone of itself")
         recipe = recipe_for(target.filter)
-    cli = _cli([("--model", m.path), ("--factory", m.factory), ("--format", None if m.format == "auto" else m.format),
+    cli = _cli([("--model", m.path), ("--factory", m.factory), ("--arch", m.arch),
+                ("--format", None if m.format == "auto" else m.format),
                 ("--allow-pickle", m.allow_pickle), ("--trust", ",".join(m.trust or ()) or None),
-                ("--access", m.access), ("--data", d.path), *_data_flags(d), ("--recipe", m.recipe or "RECIPE")])
+                ("--access", m.access), ("--data", d.path), *_data_flags(d),
+                ("--recipe", m.recipe or (m.arch if m.arch and is_arch(m.arch) else "RECIPE"))])
     return Subject(target, data, recipe, {"path": str(Path(m.path)), "format": m.format, "cli": cli})
+
+
+def _user_recipe(name: str | None):
+    """--recipe: a built-in recipe, module:function, or an architecture by name (io/arch.py) trained afresh."""
+    if name and name not in BUILTIN_RECIPES and is_arch(name):
+        return arch_recipe(name)
+    return get_recipe(name) if name else None
 
 
 def subject_for_shape(cfg: AuditConfig) -> Subject:
@@ -68,7 +80,7 @@ def subject_for_shape(cfg: AuditConfig) -> Subject:
     m, d = cfg.model, cfg.data
     data = shape_only(d.input_shape, d.input_range)
     target = load_target(m.path, data, fmt=m.format, factory=m.factory, allow_pickle=m.allow_pickle, access=m.access,
-                         trust=m.trust)
+                         trust=m.trust, arch=m.arch)
     probe(target, data)
     return Subject(target, data, None, {"path": str(Path(m.path)), "format": m.format})
 
@@ -189,7 +201,7 @@ def _federated_subject(cfg: AuditConfig) -> Subject:
         raise UserError(f"federated.aggregator_params ({fed.aggregator}): {e}") from None
     if m.path is not None:
         target = load_target(m.path, data, fmt=m.format, factory=m.factory, allow_pickle=m.allow_pickle,
-                             access=m.access, trust=m.trust)
+                             access=m.access, trust=m.trust, arch=m.arch)
         probe(target, data)
     else:
         from ..federated.partition import partition

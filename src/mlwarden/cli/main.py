@@ -92,6 +92,10 @@ AGGREGATOR_OPTION = typer.Option(None, "--aggregator", help="--federated: the se
 DEVICE_OPTION = typer.Option(None, "--device", help="where the network computes: auto | cpu | cuda | cuda:N | mps "
                              "(default auto: a GPU when one is visible)")
 
+ARCH_OPTION = typer.Option(None, "--arch", help="the network of a state_dict (.safetensors, .pt) by name, "
+                          "instead of --factory: resnet18, resnet34, resnet50, mobilenet_v2, vgg11, vgg16, "
+                          "timm/NAME, torchvision/NAME (`--arch list`)")
+
 TRUST_HELP = ("comma-separated names a model file may import or call beyond the trust list (see `mlwarden "
               "scan`); only for a file whose author you trust")
 
@@ -126,6 +130,7 @@ def audit(
                                           "critical | high | medium | low"),
     resume: bool = typer.Option(False, "--resume", help="reuse findings already in the run directory"),
     factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
+    arch: Optional[str] = ARCH_OPTION,
     fmt: Optional[str] = typer.Option(None, "--format", help="force the model format"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow unpickling the model (only trusted "
                                       "types, or those named with --trust, may load)"),
@@ -168,7 +173,8 @@ def audit(
                                             "got significantly worse than in the baseline"),
 ):
     """Run the attacks that apply to a model and write the report."""
-    cfg = _build_config(config, model=model, factory=factory, fmt=fmt, access=access, data=data, test_data=test_data,
+    cfg = _build_config(config, model=model, factory=factory, arch=arch, fmt=fmt, access=access, data=data,
+                        test_data=test_data,
                         label_column=label_column, input_range=input_range, input_shape=input_shape,
                         threats=threats, out_dir=out_dir, profile=profile, fail_on=fail_on, seed=seed,
                         threads=threads, time_budget=time_budget, eps=eps, allow_pickle=allow_pickle, recipe=recipe,
@@ -258,7 +264,7 @@ def _inputs(cfg, config: str | None) -> list[str]:
     return [p for p in dict.fromkeys(found) if p and os.path.exists(p)]
 
 
-def _build_config(config, *, model=None, factory=None, fmt=None, access=None, data=None, test_data=None,
+def _build_config(config, *, model=None, factory=None, arch=None, fmt=None, access=None, data=None, test_data=None,
                   label_column=None,
                   input_range=None, input_shape=None, threats=None, out_dir=None, profile=None, fail_on=None,
                   seed=None, threads=None, time_budget=None, eps=None, allow_pickle=False, recipe=None,
@@ -269,9 +275,13 @@ def _build_config(config, *, model=None, factory=None, fmt=None, access=None, da
     from ..audit.config import AuditConfig, describe_validation_error, load_config
     from pydantic import ValidationError
 
+    if arch == "list":
+        from ..io.arch import available
+        out.print(available(), highlight=False, markup=False)
+        raise typer.Exit(0)
     _regular(config, "--config")
     cfg = load_config(config).model_dump()
-    sets = {("model", "path"): model, ("model", "factory"): factory, ("model", "format"): fmt,
+    sets = {("model", "path"): model, ("model", "factory"): factory, ("model", "arch"): arch, ("model", "format"): fmt,
             ("model", "access"): access, ("model", "recipe"): recipe, ("model", "endpoint"): endpoint,
             ("model", "api_key"): api_key, ("model", "trust"): _names(trust), ("data", "path"): data,
             ("data", "test_path"): test_data,
@@ -375,6 +385,7 @@ def harden(
                                           "at or above: critical | high | medium | low"),
     resume: bool = typer.Option(False, "--resume", help="reuse the audits already in the output directory"),
     factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
+    arch: Optional[str] = ARCH_OPTION,
     fmt: Optional[str] = typer.Option(None, "--format", help="force the model format"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow unpickling the model (only trusted "
                                       "types, or those named with --trust, may load)"),
@@ -402,7 +413,7 @@ def harden(
 
     chosen, sweep = parse_defenses(defense, param)
     cfg = _build_config(config, model=model, data=data, test_data=test_data, recipe=recipe, threats=threats,
-                        out_dir=out_dir, factory=factory, fmt=fmt, allow_pickle=allow_pickle, access=access, profile=profile,
+                        out_dir=out_dir, factory=factory, arch=arch, fmt=fmt, allow_pickle=allow_pickle, access=access, profile=profile,
                         seed=seed, threads=threads, trust=trust, label_column=label_column, input_range=input_range,
                         input_shape=input_shape, fail_on=fail_on, backend=backend, workers=workers, device=device,
                         federation=dict(enabled=federated or None, clients=clients, rounds=rounds,
@@ -447,6 +458,7 @@ def serve(
     model: Optional[str] = typer.Argument(None, help="model file (default: the built-in digits CNN)"),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="data that fixes input shape, range and classes"),
     factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
+    arch: Optional[str] = ARCH_OPTION,
     fmt: Optional[str] = typer.Option(None, "--format", help="force the model format"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow unpickling the model (only trusted "
                                       "types, or those named with --trust, may load)"),
@@ -525,7 +537,7 @@ def serve(
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise UserError(f"--name '{name}' may hold only letters, digits, '_', '.', '-'")
     from ..serve.server import listen, server
-    cfg = _build_config(None, model=model, data=data, factory=factory, fmt=fmt, input_range=input_range,
+    cfg = _build_config(None, model=model, data=data, factory=factory, arch=arch, fmt=fmt, input_range=input_range,
                         input_shape=input_shape, allow_pickle=allow_pickle, threads=threads, trust=trust,
                         device=device)
     sock = listen(host, port)   # after the options, before the model loads: a port in use is one line, exit 2

@@ -41,7 +41,8 @@ def detect_format(path: Path, factory: str | None) -> str:
         if factory:
             return "state-dict"
         if suf == ".safetensors":
-            raise UserError(f"{path}: a .safetensors file holds weights only; pass --factory module:function")
+            raise UserError(f"{path}: a .safetensors file holds weights only; pass --arch NAME (e.g. resnet18) or "
+                            "--factory module:function")
         return "torchscript"
     raise UserError(f"{path}: unknown model format '{suf}' (.pt2, .pt/.pth + --factory, TorchScript, "
                     f".skops, .onnx; pickles only with --allow-pickle)")
@@ -170,9 +171,13 @@ def _onnx_target(path: Path, data: Dataset) -> Target:
 
 
 def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | None = None,
-                allow_pickle: bool = False, access: str | None = None, trust: list[str] | None = None) -> Target:
-    """Scan the file, refuse it when it would run code nobody named, then load it with the same rule."""
+                allow_pickle: bool = False, access: str | None = None, trust: list[str] | None = None,
+                arch: str | None = None) -> Target:
+    """Scan the file, refuse it when it would run code nobody named, then load it with the same rule. `arch`
+    names the network for a state dict (io/arch.py), instead of a `factory`."""
     p = Path(path)
+    if arch is not None and factory is not None:
+        raise UserError("give --arch (a network by name) or --factory (your function), not both")
     if not p.exists():
         raise UserError(f"model file not found: {path}")
     if fmt not in FORMATS:
@@ -189,7 +194,11 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
     if not scan.safe:
         raise UnsafeModelFile(scan)
     with guarded_load(str(p), frozenset(trust or ())):
-        target = _load(p, scan, fmt, factory, data, allow_pickle)
+        if arch is not None:
+            from .arch import arch_target
+            target = arch_target(p, arch, fmt, scan.format, data)
+        else:
+            target = _load(p, scan, fmt, factory, data, allow_pickle)
     target.source = scan.to_dict()
     return _with_access(target, access, path)
 
