@@ -26,7 +26,7 @@ from pydantic import Field
 
 from ...core import measure
 from ...core.finding import Finding, Metric, Severity, Status
-from ...core.layers import penultimate
+from ...core.layers import head_reason, penultimate
 from ...core.recipe import BUILTIN_RECIPES
 from ...core.registry import register
 from ...core.severity import POISONING
@@ -115,6 +115,8 @@ class FeatureCollision(Threat):
     needs_torch = True
     in_default_audit = False   # crafts poisons and fine-tunes a head per target
 
+    def skip_reason(self, ctx: Context) -> str | None:
+        return super().skip_reason(ctx) or head_reason(ctx.target.module)
 
     def run(self, ctx: Context, p: CollisionParams) -> Finding:
         module, data, seed = ctx.target.module.eval(), ctx.data, ctx.seed
