@@ -61,7 +61,7 @@ def _train(model, tok, texts: list[str], batches, labels: np.ndarray | None = No
     return model.eval()
 
 
-def build_tiny_bert(folder: Path, texts: list[str], labels: np.ndarray, epochs: int = 2, seed: int = 0):
+def build_tiny_bert(folder: Path, texts: list[str], labels: np.ndarray, epochs: int = 1, seed: int = 0):
     """A BERT-style spam classifier (hidden 32, 2 layers, 2 heads), trained on (texts, labels) with its own
     word tokenizer, written with save_pretrained: the folder `mlwarden audit --model` takes. Returns
     (model, tokenizer)."""
@@ -242,10 +242,17 @@ def _hostile(kind: str, bert_dir: Path, tmp_path: Path) -> tuple[Path, Path, str
     if kind == "nan-config":
         (folder / "config.json").write_text(json.dumps(cfg).replace('"hidden_size": 32', '"hidden_size": NaN'))
         return folder, marker, "strict JSON"
+    if kind == "huge-config":
+        (folder / "config.json").write_text(json.dumps({**cfg, "padding": " " * (1 << 20)}))
+        return folder, marker, "bytes"
+    if kind == "fifo":   # opening a named pipe would wait forever
+        os.mkfifo(folder / "vocab.txt")
+        return folder, marker, "not a regular file"
     raise AssertionError(kind)
 
 
-KINDS = ["auto-map", "code-file", "symlink-out", "truncated", "pickle-bin", "plain-bin", "unknown-type", "nan-config"]
+KINDS = ["auto-map", "code-file", "symlink-out", "truncated", "pickle-bin", "plain-bin", "unknown-type", "nan-config",
+         "huge-config", "fifo"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -44,6 +44,7 @@ WEIGHTS_INDEX = "model.safetensors.index.json"
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 MAX_CONFIG_BYTES = 1 << 20        # config.json, tokenizer_config.json, the shard index: small JSON documents
 MAX_FILES = 10_000
+MAX_TOKENIZER_BYTES = 256 << 20   # tokenizer.json: the largest vocabularies in use take tens of MB
 MAX_DIMENSION = 1 << 22           # any size in the config (vocabulary, width, positions)
 MAX_LAYERS = 1024
 SIZE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "max_position_embeddings", "n_positions", "n_ctx",
@@ -209,17 +210,19 @@ def inspect_folder(path: str | Path, trust: frozenset[str] = frozenset()) -> HFF
         raise UserError(f"{path}: a Hugging Face model is a folder (what save_pretrained writes)")
     if not (root / CONFIG).is_file():
         raise UserError(f"{path}: no {CONFIG}; not a Hugging Face model folder (save it with save_pretrained)")
-    require("transformers", "hf", "loading a Hugging Face model folder")
     files = _files(root)
     names = {p.relative_to(root).as_posix() for p in files}
     scan = _scan(root, files, trust)
     cfg = read_json(root / CONFIG, f"{path}/{CONFIG}")
+    require("transformers", "hf", "loading a Hugging Face model folder")   # after the checks that need no import
     mt, arch = _check_config(cfg, f"{path}/{CONFIG}")
     if TOKENIZER_CONFIG in names and "auto_map" in read_json(root / TOKENIZER_CONFIG, f"{path}/{TOKENIZER_CONFIG}"):
         raise UserError(f"{path}/{TOKENIZER_CONFIG}: auto_map names a custom tokenizer's code; mlwarden never runs "
                         "remote code")
     if TOKENIZER not in names:
         raise UserError(f"{path}: no {TOKENIZER} (save a fast tokenizer with tokenizer.save_pretrained into the folder)")
+    if (size := (root / TOKENIZER).stat().st_size) > MAX_TOKENIZER_BYTES:
+        raise UserError(f"{path}/{TOKENIZER}: {size} bytes; over {MAX_TOKENIZER_BYTES} bytes is refused")
     _check_weights(root, names)
     return HFFolder(root, cfg, mt, arch, _task(mt, arch, f"{path}/{CONFIG}"), scan)
 
@@ -359,10 +362,6 @@ class HFTextClassifier(_Base):
                 f"{'s' * (t.epochs != 1)}, AdamW lr {t.lr:g}, batch {t.batch_size})")
 
     def probe(self) -> None:
-        k = self.model.config.num_labels
-        if k != 2:
-            raise UserError(f"{self.folder.path}: a classifier of {k} classes; the text threats audit spam filters "
-                            "(2 classes, ham and spam)")
         p = self.spam_scores(["a test message", "win a free prize now"])
         if not np.isfinite(p).all():
             raise UserError(f"{self.folder.path}: the model returns NaN or infinite scores")
@@ -457,6 +456,9 @@ def hf_target(path: str | Path, data: Dataset, trust: frozenset[str] = frozenset
     if data.modality != MODALITY:
         raise UserError(f"{path}: a Hugging Face text classifier is audited on labelled messages (--data sms-spam, a "
                         f".tsv of label<TAB>text, or a CSV with a text column); {data.name} is {data.modality} data")
+    if (k := loaded.model.config.num_labels) != 2:
+        raise UserError(f"{path}: a classifier of {k} classes; the text threats audit spam filters (2 classes, ham "
+                        "and spam)")
     target = FilterTarget(loaded, loaded.name, Access.SCORES)
     target.source = loaded.folder.scan.to_dict()
     return target
