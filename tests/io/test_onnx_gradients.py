@@ -302,3 +302,27 @@ def test_a_converted_network_saves_as_a_pt2_that_loads_back_with_the_same_output
     back = load_target(saved["path"], digits)
     with torch.no_grad():
         assert torch.allclose(back.module(digits.x_test), t.module(digits.x_test), atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["short", "link-out", "parent"])
+def test_external_data_is_read_only_from_the_models_folder_and_only_its_declared_length(tmp_path, case):
+    """Behind the scan (which refuses these files first): the converter itself reads an external tensor only
+    from a regular file inside the model's folder, and only when the file holds the bytes the dims declare."""
+    from onnx import TensorProto as TP
+    folder, outside = tmp_path / "model", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    (outside / "secret.bin").write_bytes(np.ones(160, np.float32).tobytes())
+    model = mlp_graph([helper.make_node("Softmax", ["z"], ["probs"])])
+    w2 = model.graph.initializer[1]
+    w2.ClearField("float_data")
+    w2.data_location = TP.EXTERNAL
+    location = {"short": "w.bin", "link-out": "link.bin", "parent": "../outside/secret.bin"}[case]
+    for key, value in (("location", location), ("offset", "0"), ("length", str(160 * 4))):
+        entry = w2.external_data.add()
+        entry.key, entry.value = key, value
+    (folder / "w.bin").write_bytes(np.ones(100, np.float32).tobytes())   # 400 of the 640 bytes
+    (folder / "link.bin").symlink_to(outside / "secret.bin")
+    why = "does not hold" if case == "short" else "not a file in the model's folder"
+    with pytest.raises(NotConvertible, match=why):
+        convert(model, folder)
