@@ -129,6 +129,13 @@ def test_the_threat_reports_a_falling_certified_curve(tmp_path):
     assert all(b <= a for a, b in zip(curve, curve[1:])) and curve[0] > curve[-1] == 0.0
     assert curve[0] == m["clean_accuracy"].value
     assert (tmp_path / "evidence" / "tree-milp" / "security_curve.png").stat().st_size > 0
+    # the same points under l1 (paper sec. 3.3): verified too, and each point's l1 minimum is at least its linf one
+    f1 = threat.run(ctx, threat.params_for("quick", {"n_samples": 25, "eps_max": 1.0, "norm": "l1"}))
+    m1 = {x.name: x for x in f1.metrics}
+    assert f1.status is Status.OK and m1["verification_failures"].value == 0
+    linf, l1 = f.details["minimal_eps"], f1.details["minimal_eps"]
+    assert len(linf) == len(l1) and all(b >= a - 1e-9 for a, b in zip(linf, l1) if a is not None and b is not None)
+    assert sum(b > a + 1e-6 for a, b in zip(linf, l1) if a is not None and b is not None) >= len(l1) // 2
 
 
 def test_multiclass_margins_one_against_each_other_class(tmp_path):
@@ -192,7 +199,11 @@ def test_cli_audit_of_an_xgboost_json_runs_the_milp(tmp_path):
     assert "each feature's own range" in f["headline"]
 
 
-def test_on_two_features_the_milp_equals_the_brute_force_minimum(tmp_path):
+NORM = {"linf": lambda d: d.max(1), "l1": lambda d: d.sum(1), "l2": lambda d: np.sqrt((d ** 2).sum(1))}
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1", "l2"])
+def test_on_two_features_the_milp_equals_the_brute_force_minimum(tmp_path, norm):
     """On two features the minimum is at a corner of the leaf regions: every combination of x_i, each cut T
     and the largest input below T is tried, and the closest misclassified one must be what the MILP found."""
     rng = np.random.default_rng(0)
@@ -204,7 +215,7 @@ def test_on_two_features_the_milp_equals_the_brute_force_minimum(tmp_path):
     fn = BoosterScores(str(tmp_path / "two.json"), "xgboost", "two.json")
     ens = fn.ensemble(x)
     pts, labels = x[:25], fn(x[:25]).argmax(1)
-    res = kantchelian_attack(ens, pts, labels, 1.0, low=0.0, high=1.0)
+    res = kantchelian_attack(ens, pts, labels, 2.0, norm=norm, low=0.0, high=1.0)
     cuts = [sorted({np.float32(t.threshold[n]) for t in ens.trees for n in np.flatnonzero(t.left >= 0)
                     if t.feature[n] == f}) for f in range(2)]
     brute = []
@@ -214,7 +225,9 @@ def test_on_two_features_the_milp_equals_the_brute_force_minimum(tmp_path):
         axes = [a[(a >= 0) & (a <= 1)] for a in axes]
         grid = np.stack(np.meshgrid(*axes), -1).reshape(-1, 2)
         wrong = fn(grid).argmax(1) != label
-        brute.append(np.abs(grid[wrong].astype(np.float64) - p).max(1).min() if wrong.any() else np.inf)
+        brute.append(NORM[norm](np.abs(grid[wrong].astype(np.float64) - p)).min() if wrong.any() else np.inf)
     milp = [np.inf if r.eps is None else r.eps for r in res]
     assert all(r.optimal for r in res) and np.isfinite(brute).sum() >= 20
     np.testing.assert_allclose(milp, brute, atol=1e-6)
+    adv = np.stack([r.x_adv for r in res if r.x_adv is not None])
+    assert (fn(adv).argmax(1) != labels[[r.x_adv is not None for r in res]]).all()

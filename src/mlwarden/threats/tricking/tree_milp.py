@@ -12,7 +12,8 @@ The program (paper eq. 2-6): a binary predicate p[i,j] = [x_i < t_ij] for every 
 feature i, with p[i,j] <= p[i,j+1]; leaf variables l in [0, 1] summing to one per tree, and for every
 split node sum(l over its left subtree) <= p, sum(l over its right subtree) <= 1 - p; the margin of the
 target class minus the true class's, as a sum of leaf values, at least `delta`; b at least the scaled
-distance of every predicate that changes from x; minimise b. Solved with HiGHS through
+distance of every predicate that changes from x; minimise b. For L1 (and L2, on squared distances) one such
+variable per feature and their sum is minimised (paper section 3.3). Solved with HiGHS through
 `scipy.optimize.milp`. Each solution is mapped back to the nearest input of its leaf region and verified
 by the booster itself (threat below): a solution the booster does not misclassify, or whose distance is
 not the solver's, is a defect, never a success.
@@ -32,6 +33,7 @@ from ...core.target import Access, RescaledTarget
 from ...core.threat import Context, Params, Threat
 from .common import WHITE_BOX_ATLAS, accuracy_metrics, eval_points, severity_from_ratio
 
+NORMS = ("linf", "l1", "l2")
 DIST_TOL = 1e-6   # eps units: the rebuilt input's distance against the solver's objective (plus 1e-4 relative)
 
 
@@ -78,9 +80,11 @@ def _cuts(ens, integer: np.ndarray) -> dict[int, np.ndarray]:
 class _Program:
     """The sample-independent part of the program: variables, tree constraints, leaf values per group."""
 
-    def __init__(self, ens, integer: np.ndarray):
+    def __init__(self, ens, integer: np.ndarray, norm: str = "linf"):
         from scipy import sparse
-        self.ens, self.sparse = ens, sparse
+        if norm not in NORMS:
+            raise ValueError(f"norm {norm!r}: the program is written for {', '.join(NORMS)}")
+        self.ens, self.sparse, self.norm = ens, sparse, norm
         self.features, k = [], 0
         for f, cut in sorted(_cuts(ens, integer).items()):
             below = cut - 1 if integer[f] else np.nextafter(cut.astype(np.float32), np.float32(-np.inf)).astype(
@@ -119,7 +123,10 @@ class _Program:
                         row([(c, 1.0) for c in under] + [(pred, -1.0)], -np.inf, 0.0)
                     else:
                         row([(c, 1.0) for c in under] + [(pred, 1.0)], -np.inf, 1.0)
-        self.n_var = leaf + 1                          # ... and b, the distance
+        # ... and the distance: one b for linf (b >= each feature's), one per feature for l1 and l2 (summed; l2
+        # sums squared distances, paper section 3.3)
+        self.leaf_end = leaf
+        self.n_var = leaf + (1 if norm == "linf" else len(self.features))
         self.leaf_value, self.leaf_group = np.asarray(self.leaf_value), np.asarray(self.leaf_group)
         self.static = (rows, cols, vals, lb, ub)
 
@@ -129,21 +136,23 @@ class _Program:
         rows, cols, vals, lb, ub = (list(a) for a in self.static)
         p_lo, p_hi = np.zeros(self.n_pred), np.ones(self.n_pred)
         r = len(lb)
-        for ft in self.features:
+        for k, ft in enumerate(self.features):
             xi, w = float(x[ft.index]), float(scale[ft.index])
             lo, hi = min(float(low[ft.index]), xi), max(float(high[ft.index]), xi)
             now = xi < ft.cuts                       # the predicates at x
             cost = np.where(now, ft.cuts - xi, xi - ft.below) / w if w > 0 else np.full(len(ft.cuts), np.inf)
+            dist = self.leaf_end + (0 if self.norm == "linf" else k)
             for j, c in enumerate(cost):
                 v = ft.first + j
                 if c > eps_cap or ft.cuts[j] <= lo or ft.cuts[j] > hi:
                     p_lo[v] = p_hi[v] = float(now[j])   # too far, or across it is outside the valid range
                     continue
-                # x_i < T now: leaving needs x'_i >= T, b + c p >= c; else x'_i < T needs x'_i <= below(T), b - c p >= 0
-                rows.extend((r, r)), cols.extend((self.n_var - 1, v)), vals.extend((1.0, c if now[j] else -c))
+                c = c * c if self.norm == "l2" else c
+                # x_i < T now: leaving needs x'_i >= T, d + c p >= c; else x'_i < T needs x'_i <= below(T), d - c p >= 0
+                rows.extend((r, r)), cols.extend((dist, v)), vals.extend((1.0, c if now[j] else -c))
                 lb.append(c if now[j] else 0.0), ub.append(np.inf)
                 r += 1
-        leaves = np.arange(self.n_pred, self.n_var - 1)
+        leaves = np.arange(self.n_pred, self.leaf_end)
         if ens.n_groups == 1:   # binary: the margin must cross zero towards the other class
             sign = 1.0 if y == 0 else -1.0
             coef, need = sign * self.leaf_value, delta - sign * float(ens.base[0])
@@ -154,15 +163,24 @@ class _Program:
         keep = coef != 0
         rows.extend([r] * int(keep.sum())), cols.extend(leaves[keep].tolist()), vals.extend(coef[keep].tolist())
         lb.append(need), ub.append(np.inf)
+        cap = eps_cap * eps_cap if self.norm == "l2" else eps_cap
+        n_dist = self.n_var - self.leaf_end
+        if n_dist > 1:   # l1, l2: the summed distance within the cap
+            rows.extend([r + 1] * n_dist), cols.extend(range(self.leaf_end, self.n_var)), vals.extend([1.0] * n_dist)
+            lb.append(0.0), ub.append(cap)
         a = self.sparse.csr_array((vals, (rows, cols)), shape=(len(lb), self.n_var))
         c = np.zeros(self.n_var)
-        c[-1] = 1.0
+        c[self.leaf_end:] = 1.0
         integrality = np.zeros(self.n_var)
         integrality[:self.n_pred] = 1
         bounds = Bounds(np.concatenate([p_lo, np.zeros(self.n_var - self.n_pred)]),
-                        np.concatenate([p_hi, np.ones(self.n_var - self.n_pred - 1), [eps_cap]]))
-        return milp(c, constraints=LinearConstraint(a, lb, ub), integrality=integrality, bounds=bounds,
-                    options={"time_limit": max(time_limit, 1e-3), "disp": False, "mip_rel_gap": 1e-6})
+                        np.concatenate([p_hi, np.ones(self.leaf_end - self.n_pred), np.full(n_dist, cap)]))
+        res = milp(c, constraints=LinearConstraint(a, lb, ub), integrality=integrality, bounds=bounds,
+                   options={"time_limit": max(time_limit, 1e-3), "disp": False, "mip_rel_gap": 1e-6})
+        back = (lambda v: float(np.sqrt(max(v, 0.0)))) if self.norm == "l2" else float
+        bound = getattr(res, "mip_dual_bound", None)   # what the solver proved (optimal: within its gap)
+        return (res.status, None if res.x is None else back(res.fun), res.x,
+                back(bound) if bound is not None and np.isfinite(bound) else None)
 
     def input_of(self, sol: np.ndarray, x: np.ndarray, low, high) -> np.ndarray:
         """The input nearest x in the leaf region the predicates of `sol` choose, inside [low, high]."""
@@ -188,19 +206,20 @@ def _subtree_leaves(t, node: int) -> list[int]:
     return out
 
 
-def kantchelian_attack(ensemble, x: np.ndarray, y: np.ndarray, eps_max: float, *, scale=None, low=None, high=None,
-                       integer=None, time_limit: float = 10.0, delta: float = 1e-4,
+def kantchelian_attack(ensemble, x: np.ndarray, y: np.ndarray, eps_max: float, *, norm: str = "linf", scale=None,
+                       low=None, high=None, integer=None, time_limit: float = 10.0, delta: float = 1e-4,
                        should_stop=None) -> list[MilpResult]:
-    """Minimal Linf adversarial examples against `ensemble` (io/tree_ensemble.TreeEnsemble) for the rows of x
-    (n, d) with labels y. Distances are max_i |x'_i - x_i| / scale_i (scale: each feature's range; 1 by
-    default), searched up to eps_max; x' stays within [low, high] per feature and whole on `integer` features.
+    """Minimal adversarial examples against `ensemble` (io/tree_ensemble.TreeEnsemble) for the rows of x
+    (n, d) with labels y. Distances are the `norm` (linf, l1 or l2) of (x'_i - x_i) / scale_i (scale: each
+    feature's range; 1 by default), searched up to eps_max; x' stays within [low, high] per feature and whole
+    on `integer` features.
     `time_limit`: seconds per point (a multiclass point splits it over its target classes)."""
     x = np.asarray(x, np.float32).reshape(len(x), -1)
     d = x.shape[1]
     full = lambda v, fill: np.broadcast_to(np.asarray(fill if v is None else v, np.float64), (d,))
     scale, low, high = full(scale, 1.0), full(low, -np.inf), full(high, np.inf)
     integer = np.broadcast_to(np.asarray(False if integer is None else integer, bool), (d,))
-    prog = _Program(ensemble, integer)
+    prog = _Program(ensemble, integer, norm)
     results = []
     for xi, yi in zip(x, np.asarray(y).reshape(-1)):
         if should_stop is not None:
@@ -211,18 +230,16 @@ def kantchelian_attack(ensemble, x: np.ndarray, y: np.ndarray, eps_max: float, *
         for i, k in enumerate(targets):
             cap = eps_max if best is None else best
             left = time_limit - (time.monotonic() - t0)
-            res = prog.solve(xi, int(yi), k, scale, low, high, cap, left / (len(targets) - i), delta)
-            solved = res.status == 0 or (res.status == 1 and res.x is not None)
-            if solved and (best is None or res.fun < best):
-                best, best_x = float(res.fun), prog.input_of(res.x, xi, low, high)
-            bound = getattr(res, "mip_dual_bound", None)   # what the solver proved (optimal: within its gap)
-            bound = float(bound) if bound is not None and np.isfinite(bound) else None
-            if res.status == 0:
-                lower = min(lower, float(res.fun) if bound is None else min(bound, float(res.fun)))
-            elif res.status == 1:
+            status, value, sol, bound = prog.solve(xi, int(yi), k, scale, low, high, cap, left / (len(targets) - i),
+                                                   delta)
+            if status in (0, 1) and sol is not None and (best is None or value < best):
+                best, best_x = value, prog.input_of(sol, xi, low, high)
+            if status == 0:
+                lower = min(lower, value if bound is None else min(bound, value))
+            elif status == 1:
                 optimal = False
                 lower = min(lower, 0.0 if bound is None else bound)
-            elif res.status != 2:   # 2: no adversarial input of this class within the cap
+            elif status != 2:   # 2: no adversarial input of this class within the cap
                 optimal = False
                 lower = 0.0
         results.append(MilpResult(best, best_x, lower, optimal, time.monotonic() - t0))
@@ -239,7 +256,7 @@ TREE_HARDENING = Remedy(
 
 class TreeMilpParams(Params):
     eps: float = Field(0.05, gt=0, le=1, description="the audited budget, a fraction of each feature's range")
-    norm: str = Field("linf", pattern="^linf$", description="the program's norm (Linf only)")
+    norm: str = Field("linf", pattern="^(linf|l1|l2)$", description="linf (the default), l1 or l2 (paper sec. 3.3)")
     eps_max: float = Field(0.3, gt=0, le=1, description="search cap: points still standing there are robust up to it")
     n_samples: int = Field(50, gt=0)
     time_limit_s: float = Field(5.0, gt=0, description="solver seconds per point; over it the point is unresolved")
@@ -259,11 +276,11 @@ def booster_of(target):
 
 @register
 class TreeMilp(Threat):
-    """Minimal Linf adversarial examples for XGBoost/LightGBM ensembles by MILP (Kantchelian et al. 2016)."""
+    """Minimal Linf (or L1, L2) adversarial examples for XGBoost/LightGBM ensembles by MILP (Kantchelian et al. 2016)."""
 
     name = "tree-milp"
     family = "model-tricking"
-    title = "Tree-ensemble evasion, exact minimal Linf (Kantchelian MILP)"
+    title = "Tree-ensemble evasion, exact minimal perturbation (Kantchelian MILP)"
     needs = Access.LABELS
     atlas = WHITE_BOX_ATLAS
     Params = TreeMilpParams
@@ -299,9 +316,9 @@ class TreeMilp(Threat):
         clean_ok = (inner.labels(to_t(raw)) == y).numpy()
         att = np.flatnonzero(clean_ok)
         cap = max(p.eps_max, p.eps)
-        res = kantchelian_attack(ens, raw[att], y[att].numpy(), cap, scale=scale, low=low, high=high,
+        res = kantchelian_attack(ens, raw[att], y[att].numpy(), cap, norm=p.norm, scale=scale, low=low, high=high,
                                  integer=integer, time_limit=p.time_limit_s, should_stop=ctx.check_time)
-        lower, upper, defects = self._verify(inner, to_t, raw[att], y[att], res, low, high, scale, integer)
+        lower, upper, defects = self._verify(inner, to_t, raw[att], y[att], res, low, high, scale, integer, p.norm)
         n = len(y)
         lo_all, up_all = np.full(n, -np.inf), np.full(n, -np.inf)   # misclassified points: broken at eps 0
         lo_all[att], up_all[att] = lower, upper
@@ -330,7 +347,7 @@ class TreeMilp(Threat):
                         "never robust)", "raise time_limit_s (--param time_limit_s=...) or audit fewer trees")]
         clean, rob = metrics[0].value, metrics[1].value
         status = Status.UNRELIABLE if defects or unresolved else Status.OK
-        what = (f"minimal Linf eps by MILP on {len(ens.trees)} trees ({ens.n_leaves} leaves): accuracy "
+        what = (f"minimal {p.norm} eps by MILP on {len(ens.trees)} trees ({ens.n_leaves} leaves): accuracy "
                 f"{100 * clean:.1f}% -> {100 * rob:.1f}% certified at eps={p.eps:g}")
         if unresolved:
             what += f", {unresolved} of {n} points unresolved (solver limit or verification)"
@@ -359,7 +376,7 @@ class TreeMilp(Threat):
         return np.full(d, s.low), np.full(d, s.high), np.full(d, width), np.zeros(d, bool)
 
     @staticmethod
-    def _verify(inner, to_t, x, y, res, low, high, scale, integer):
+    def _verify(inner, to_t, x, y, res, low, high, scale, integer, norm):
         """(lower, upper) eps bounds per point after the booster itself checks every solution."""
         lower = np.array([r.lower for r in res], np.float64)
         upper = np.array([np.inf if r.eps is None else r.eps for r in res], np.float64)
@@ -369,7 +386,8 @@ class TreeMilp(Threat):
         adv = np.stack([res[i].x_adv for i in has])
         fooled = (inner.labels(to_t(adv)) != y[has]).numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
-            dist = np.nan_to_num(np.abs(adv.astype(np.float64) - x[has]) / scale, nan=0.0, posinf=np.inf).max(1)
+            step = np.nan_to_num(np.abs(adv.astype(np.float64) - x[has]) / scale, nan=0.0, posinf=np.inf)
+        dist = step.max(1) if norm == "linf" else step.sum(1) if norm == "l1" else np.sqrt((step ** 2).sum(1))
         inside = ((adv >= np.minimum(low, x[has]) - 1e-6) & (adv <= np.maximum(high, x[has]) + 1e-6)).all(1)
         whole = (adv[:, integer] == np.round(adv[:, integer])).all(1)
         exact = np.abs(dist - upper[has]) <= DIST_TOL + 1e-4 * upper[has]
@@ -388,6 +406,6 @@ class TreeMilp(Threat):
         accs = [r / n for r, _ in curve]
         cis = [clopper_pearson(r, n) for r, _ in curve]
         path = ctx.evidence_path("security_curve.png")
-        security_curve(path, grid, accs, [c[0] for c in cis], [c[1] for c in cis], norm="linf",
+        security_curve(path, grid, accs, [c[0] for c in cis], [c[1] for c in cis], norm=p.norm,
                        title=f"Certified robust accuracy (Kantchelian MILP, n={n})")
         return [ctx.rel(path)]
