@@ -282,3 +282,18 @@ def test_a_folder_classifier_needs_labelled_messages(bert_dir):
     from mlwarden.io.models import load_target
     with pytest.raises(UserError, match="labelled messages"):
         load_target(str(bert_dir), load_data("iris"))
+
+
+def test_access_is_scores_at_most(bert_dir, split, tmp_path):
+    from mlwarden.io.datasets import load_data
+    from mlwarden.io.models import load_target
+    texts, labels, _, te = split
+    data = tmp_path / "sms.tsv"
+    data.write_text("".join(f"{'spam' if labels[i] else 'ham'}\t{texts[i]}\n" for i in te[:100]), encoding="utf-8")
+    ds = load_data(str(data))
+    target = load_target(str(bert_dir), ds, access="labels")
+    assert target.access.value == "labels" and target.labels(ds.x_test[:8]).shape == (8,)
+    with pytest.raises(UserError, match="at most scores"):
+        load_target(str(bert_dir), ds, access="white-box")
+    with pytest.raises(UserError, match="is a folder"):
+        load_target(str(data), ds, fmt="hf")
