@@ -231,3 +231,38 @@ def test_on_two_features_the_milp_equals_the_brute_force_minimum(tmp_path, norm)
     np.testing.assert_allclose(milp, brute, atol=1e-6)
     adv = np.stack([r.x_adv for r in res if r.x_adv is not None])
     assert (fn(adv).argmax(1) != labels[[r.x_adv is not None for r in res]]).all()
+
+
+def _chain_tree_file(tmp_path, data, depth):
+    """A LightGBM text model whose one tree is a chain `depth` splits deep (a crafted file, not a trained one)."""
+    model = lgb.LGBMClassifier(n_estimators=1, max_depth=2, verbose=-1).fit(data.x_train.numpy(),
+                                                                             data.y_train.numpy())
+    text = model.booster_.model_to_string()
+    head, rest = text.split("\nTree=0\n", 1)
+    tail = rest[rest.index("end of trees"):]
+    lo, hi = float(data.x_train[:, 0].min()), float(data.x_train[:, 0].max())
+    ts = np.linspace(lo, hi, depth + 2)[1:-1]
+    tree = "\n".join([
+        f"num_leaves={depth + 1}", "num_cat=0", "split_feature=" + " ".join(["0"] * depth),
+        "split_gain=" + " ".join(["1"] * depth), "threshold=" + " ".join(f"{t:.17g}" for t in ts),
+        "decision_type=" + " ".join(["2"] * depth), "left_child=" + " ".join(str(-1 - i) for i in range(depth)),
+        "right_child=" + " ".join([str(i + 1) for i in range(depth - 1)] + [str(-1 - depth)]),
+        "leaf_value=" + " ".join(f"{v:.6f}" for v in np.sin(np.arange(depth + 1))), "is_linear=0", "shrinkage=1"])
+    (tmp_path / "chain.txt").write_text(f"{head}\nTree=0\n{tree}\n\n\n{tail}")
+    return tmp_path / "chain.txt"
+
+
+def test_hostile_booster_files_are_refused_with_a_reason_not_a_crash(tmp_path):
+    """A tree deep enough to blow a recursive reader up (dump_model's nested JSON), and a model whose zero
+    values count as missing (a split rule the program does not encode): a finding that says why, no exit 3."""
+    _, _, data = tiny_booster_file(tmp_path, "lightgbm")
+    chain = _chain_tree_file(tmp_path, data, 1500)
+    target = load_target(str(chain), data)
+    ens = target.fn.ensemble(data.x_test.numpy())   # read without recursion, and agrees with LightGBM
+    assert ens.n_leaves == 1501 and ens.path_length > 1000 * 1000 // 2
+    f = TreeMilp().run(audit_context(tmp_path, target, data), TreeMilp().params_for("quick"))
+    assert f.status is Status.SKIPPED and "depths summing to" in f.headline
+    (tmp_path / "zero").mkdir()
+    zpath, _, _ = tiny_booster_file(tmp_path / "zero", "lightgbm", zero_as_missing=True)
+    f = TreeMilp().run(audit_context(tmp_path, load_target(str(zpath), data), data), TreeMilp().params_for("quick"))
+    assert f.status is Status.FAILED and "zero as missing" in f.headline

@@ -3,9 +3,9 @@
 
 Read from what the libraries write about their own models: XGBoost's JSON model (`Booster.save_raw("json")`,
 schema in XGBoost's doc/model.schema: per tree `left_children`, `right_children`, `split_indices`,
-`split_conditions` (the leaf value at a leaf), `tree_info` (the output group of each tree)), LightGBM's
-`Booster.dump_model()` (nested `tree_structure` nodes with `split_feature`, `threshold`, `decision_type`,
-`left_child`, `right_child`, `leaf_value`). Row x goes left at a node when x[feature] < threshold (XGBoost,
+`split_conditions` (the leaf value at a leaf), `tree_info` (the output group of each tree)), LightGBM's model
+text (`Booster.model_to_string()`, per tree `split_feature`, `threshold`, `decision_type`, `left_child`,
+`right_child` (-1 - j for leaf j), `leaf_value`; tree k adds to group k mod num_tree_per_iteration). Row x goes left at a node when x[feature] < threshold (XGBoost,
 compared in float32) or x[feature] <= threshold (LightGBM, in float64). The margin of output group k is
 base[k] plus the leaf values of group k's trees; the class is margin > 0 for one group (binary), argmax otherwise.
 
@@ -16,6 +16,7 @@ whose leaf sums do not differ from the booster's margins by one constant is refu
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,20 @@ class Tree:
     @property
     def leaves(self) -> np.ndarray:
         return np.flatnonzero(self.left < 0)
+
+    @property
+    def path_length(self) -> int:
+        """The sum of the leaves' depths (the nonzeros of the MILP's split constraints)."""
+        depth, total, stack = {0: 0}, 0, [0]
+        while stack:
+            n = stack.pop()
+            if self.left[n] < 0:
+                total += depth[n]
+                continue
+            for c in (int(self.left[n]), int(self.right[n])):
+                depth[c] = depth[n] + 1
+                stack.append(c)
+        return total
 
     def leaf_of(self, x: np.ndarray, strict: bool) -> np.ndarray:
         """The leaf each row of x (float32) reaches."""
@@ -73,6 +88,10 @@ class TreeEnsemble:
     @property
     def n_leaves(self) -> int:
         return sum(len(t.leaves) for t in self.trees)
+
+    @property
+    def path_length(self) -> int:
+        return sum(t.path_length for t in self.trees)
 
     def leaf_sums(self, x: np.ndarray) -> np.ndarray:
         out = np.zeros((len(x), self.n_groups))
@@ -115,37 +134,37 @@ def _xgboost_trees(booster) -> tuple[list[Tree], int, str]:
 
 
 def _lightgbm_trees(booster) -> tuple[list[Tree], int, str]:
-    doc = booster.dump_model()
-    n_groups = int(doc.get("num_tree_per_iteration", 1))
-    infos = doc["tree_info"]
-    scale = 1.0 / max(len(infos) // max(n_groups, 1), 1) if doc.get("average_output") else 1.0   # random forest
+    """From LightGBM's model text (the arrays io/boosters.py checked on loading; `dump_model`'s JSON nests one
+    level per tree level, which a deep tree turns into a RecursionError). Internal node i is node i, leaf j is
+    node num_leaves - 1 + j (a child -1 - j)."""
+    text = booster.model_to_string()        # the rounds predict uses (best_iteration when there is one)
+    head = text[:text.find("\nTree=")] if "\nTree=" in text else text
+    meta = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    n_groups = int(meta.get("num_tree_per_iteration", "1"))
+    blocks = re.split(r"^Tree=\d+\s*$", text.split("end of trees")[0], flags=re.MULTILINE)[1:]
+    # a random forest (average_output) predicts the mean of its trees per group
+    scale = 1.0 / max(len(blocks) // max(n_groups, 1), 1) if re.search(r"^average_output\s*$", head, re.MULTILINE) \
+        else 1.0
     trees = []
-    for k, info in enumerate(infos):
-        feature, threshold, left, right, value = [], [], [], [], []
-        stack = [(info["tree_structure"], None, None)]
-        while stack:                      # pre-order, children patched into their parent once numbered
-            node, parent, side = stack.pop()
-            i = len(feature)
-            if parent is not None:
-                (left if side == "l" else right)[parent] = i
-            if "split_feature" in node:
-                if node.get("decision_type") != "<=" or node.get("missing_type") == "Zero":
-                    raise EnsembleMismatch(f"LightGBM tree {k}: a '{node.get('decision_type')}' split with missing "
-                                           f"type {node.get('missing_type')} (the attack reads numeric <= splits)")
-                feature.append(int(node["split_feature"]))
-                threshold.append(float(node["threshold"]))
-                left.append(-1)
-                right.append(-1)
-                value.append(0.0)
-                stack += [(node["right_child"], i, "r"), (node["left_child"], i, "l")]
-            else:
-                feature.append(-1)
-                threshold.append(0.0)
-                left.append(-1)
-                right.append(-1)
-                value.append(float(node["leaf_value"]) * scale)
-        trees.append(_tree(feature, threshold, left, right, value, k % n_groups))
-    return trees, n_groups, str(doc.get("objective", "unknown")).split()[0]
+    for k, block in enumerate(blocks):
+        kv = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        leaves = int(kv["num_leaves"])
+        values = np.array(kv["leaf_value"].split(), np.float64) * scale
+        if leaves == 1:
+            trees.append(_tree([-1], [0.0], [-1], [-1], values, k % n_groups))
+            continue
+        ints = {key: np.array(kv[key].split(), np.int64) for key in ("split_feature", "left_child", "right_child",
+                                                                     "decision_type")}
+        if ((ints["decision_type"] >> 2) & 3 == 1).any():
+            raise EnsembleMismatch(f"LightGBM tree {k}: a split with zero as missing (zero_as_missing) (the attack "
+                                   "reads numeric splits whose missing values are NaN or none)")
+        inner = leaves - 1
+        feature = np.concatenate([ints["split_feature"], np.full(leaves, -1)])
+        threshold = np.concatenate([np.array(kv["threshold"].split(), np.float64), np.zeros(leaves)])
+        left, right = (np.concatenate([np.where(c >= 0, c, inner + ~c), np.full(leaves, -1)])
+                       for c in (ints["left_child"], ints["right_child"]))
+        trees.append(_tree(feature, threshold, left, right, np.concatenate([np.zeros(inner), values]), k % n_groups))
+    return trees, n_groups, meta.get("objective", "unknown").split()[0]
 
 
 def parse_booster(booster, library: str, rounds: tuple[int, int], probe: np.ndarray, margins) -> TreeEnsemble:

@@ -34,6 +34,7 @@ from ...core.threat import Context, Params, Threat
 from .common import WHITE_BOX_ATLAS, accuracy_metrics, eval_points, severity_from_ratio
 
 NORMS = ("linf", "l1", "l2")
+PATH_PER_LEAF = 16   # the program holds every leaf once per split above it: depths beyond 16 on average are refused
 DIST_TOL = 1e-6   # eps units: the rebuilt input's distance against the solver's objective (plus 1e-4 relative)
 
 
@@ -307,10 +308,11 @@ class TreeMilp(Threat):
         except EnsembleMismatch as e:
             return self.finding(ctx, p, status=Status.FAILED, severity=Severity.INFO,
                                 headline=f"the trees could not be read exactly: {e}", error=str(e))
-        if ens.n_leaves > p.max_leaves:
+        if ens.n_leaves > p.max_leaves or ens.path_length > PATH_PER_LEAF * p.max_leaves:
             return self.finding(ctx, p, status=Status.SKIPPED, severity=Severity.INFO,
-                                headline=f"skipped: {len(ens.trees)} trees with {ens.n_leaves} leaves, over max_leaves="
-                                         f"{p.max_leaves} (raise it, or use the standard/thorough profile)")
+                                headline=f"skipped: {len(ens.trees)} trees with {ens.n_leaves} leaves at depths summing "
+                                         f"to {ens.path_length}, over max_leaves={p.max_leaves} (x{PATH_PER_LEAF} for "
+                                         "the depths; raise it, or use the standard/thorough profile)")
         shape = (-1, *inner.input_shape)
         to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).reshape(shape)
         clean_ok = (inner.labels(to_t(raw)) == y).numpy()
