@@ -95,7 +95,8 @@ def test_wrong_architecture_names_the_first_missing_and_unexpected_keys(digits_r
         load_arch(d / "w.safetensors", "resnet34", data)
     sd = dict(model.state_dict(), **{"layer2.0.conv1.weight": torch.zeros(128, 64, 1, 1)})
     torch.save(sd, d / "reshaped.pt")
-    with pytest.raises(UserError, match=r"shape of layer2\.0\.conv1\.weight \[128, 64, 1, 1\] \(want \[128, 64, 3, 3\]\)"):
+    want = r"shape of layer2\.0\.conv1\.weight \[128, 64, 1, 1\] \(want \[128, 64, 3, 3\]\)"
+    with pytest.raises(UserError, match=want):
         load_arch(d / "reshaped.pt", "resnet18", data)
 
 
@@ -194,3 +195,57 @@ def test_arch_factory_is_a_picklable_recipe_factory():
     assert f((1, 28, 28), 10)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(UserError, match="trains an image network"):
         f((64,), 10)
+
+
+def _fake_library(name, calls):
+    """A stand-in for torchvision or timm (neither installs beside this project's torch): it records each call
+    and builds 3-channel networks from mlwarden's definitions, as torchvision does."""
+    import types
+
+    from mlwarden.io import archnets
+    lib = types.ModuleType(name)
+
+    def make(arch, **kw):
+        calls.append((arch, kw))
+        return getattr(archnets, arch)(num_classes=kw["num_classes"], in_chans=kw.get("in_chans", 3))
+    if name == "torchvision":
+        lib.models = types.SimpleNamespace(get_model=make, list_models=lambda: ["resnet18", "mobilenet_v2"])
+    else:
+        lib.create_model, lib.is_model = make, lambda arch: arch == "resnet50"
+    return lib
+
+
+def test_installed_torchvision_builds_the_network_without_weights_and_for_the_datas_channels(monkeypatch):
+    import sys
+    calls = []
+    monkeypatch.setitem(sys.modules, "torchvision", _fake_library("torchvision", calls))
+    monkeypatch.setitem(sys.modules, "timm", None)   # import timm fails
+    model = build("resnet18", 10, 1)
+    assert calls == [("resnet18", {"weights": None, "num_classes": 10})]
+    assert model.conv1.weight.shape == (64, 1, 7, 7)
+    assert list(model.state_dict()) == list(build("timm/resnet18", 10, 1).state_dict())
+    assert build("mobilenet_v2", 10, 2).features[0][0].in_channels == 2
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(UserError, match="torchvision has no model of that name"):
+        build("torchvision/resnet9000", 10, 1)
+
+
+def test_installed_timm_builds_what_torchvision_does_not_know(monkeypatch):
+    import sys
+    calls = []
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "timm", _fake_library("timm", calls))
+    assert build("resnet50", 7, 1).fc.out_features == 7
+    assert calls == [("resnet50", {"pretrained": False, "num_classes": 7, "in_chans": 1})]
+    with pytest.raises(UserError, match="timm has no model of that name"):
+        build("timm/resnet9000", 10, 1)
+    assert build("vgg11", 10, 3).classifier[6].out_features == 10   # timm lacks it: the built-in definition
+
+
+def arch_model_file(folder):
+    """For the contract suite: an untrained resnet18 for digits (1 channel, 10 classes) as safetensors, and the
+    CLI arguments that audit it."""
+    from safetensors.torch import save_file
+    path = folder / "resnet18.safetensors"
+    save_file(build("resnet18", 10, 1).state_dict(), path)
+    return path, ["--model", str(path), "--arch", "resnet18", "--data", "digits"]

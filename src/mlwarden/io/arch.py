@@ -79,22 +79,34 @@ def build(spec: str | ArchName, n_classes: int, in_chans: int) -> nn.Module:
     """A fresh network of that name with `n_classes` outputs and `in_chans` input channels, never pretrained."""
     arch = parse(spec) if isinstance(spec, str) else spec
     if arch.library in (None, "torchvision") and (tv := _library("torchvision")) is not None:
-        try:
-            return _with_in_chans(tv.models.get_model(arch.name, weights=None, num_classes=n_classes), in_chans)
-        except ValueError:   # get_model's answer to a name it does not know
-            if arch.library == "torchvision":
-                raise UserError(f"--arch {arch}: torchvision has no model of that name") from None
+        if arch.name in tv.models.list_models():
+            return _with_in_chans(_call(arch, tv.models.get_model, arch.name, weights=None, num_classes=n_classes),
+                                  in_chans)
+        if arch.library == "torchvision":
+            raise UserError(f"--arch {arch}: torchvision has no model of that name (torchvision.models.list_models())")
     if arch.library in (None, "timm") and (timm := _library("timm")) is not None:
         if timm.is_model(arch.name):
-            return timm.create_model(arch.name, pretrained=False, num_classes=n_classes, in_chans=in_chans)
+            return _call(arch, timm.create_model, arch.name, pretrained=False, num_classes=n_classes,
+                         in_chans=in_chans)
         if arch.library == "timm":
-            raise UserError(f"--arch {arch}: timm has no model of that name")
+            raise UserError(f"--arch {arch}: timm has no model of that name (timm.list_models())")
     base = arch.name.split(".")[0].lower()   # timm's "resnet18.a1_in1k" is resnet18 with other weights
     if base in BUILTIN and (arch.library != "timm" or base.startswith("resnet")):
         return BUILTIN[base](num_classes=n_classes, in_chans=in_chans)
     missing = [lib for lib in ((arch.library,) if arch.library else LIBRARIES) if _library(lib) is None]
     raise UserError(f"--arch {arch}: unknown architecture (built in: {', '.join(BUILTIN)}"
                     + (f"; {' and '.join(missing)} not installed" if missing else "") + ")")
+
+
+def _call(arch: ArchName, make, *args, **kw) -> nn.Module:
+    """A library's constructor; what it raises for these arguments is one line."""
+    try:
+        model = make(*args, **kw)
+    except Exception as e:  # noqa: BLE001 - a library refusing a class count or channel count
+        raise UserError(f"--arch {arch}: cannot build it ({type(e).__name__}: {str(e)[:160]})") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"--arch {arch}: the library returned a {type(model).__name__}, not a network")
+    return model
 
 
 def _with_in_chans(model: nn.Module, in_chans: int) -> nn.Module:
@@ -192,7 +204,7 @@ def _refuse_keys(path: Path, arch: ArchName, want: dict, got: dict) -> None:
                         + (f" (+{len(shapes) - 2} more)" if len(shapes) > 2 else ""))
 
 
-WEIGHTS_FORMATS = ("torch", "safetensors", "pickle")   # the scan's names: torch.save zip, safetensors, legacy torch.save
+WEIGHTS_FORMATS = ("torch", "safetensors", "pickle")   # the scan's names: torch.save zip, safetensors, old torch.save
 
 
 def arch_target(path: Path, spec: str, fmt: str, scanned: str, data: Dataset):
