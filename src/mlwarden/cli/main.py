@@ -594,6 +594,8 @@ def verify_copy_cmd(
     data: str = typer.Option("digits", "--data", "-d", help="data whose test split measures ordinary disagreement"),
     factory: Optional[str] = typer.Option(None, help="module:function for --model's state_dict"),
     suspect_factory: Optional[str] = typer.Option(None, "--suspect-factory", help="module:function for --suspect"),
+    arch: Optional[str] = ARCH_OPTION,
+    suspect_arch: Optional[str] = typer.Option(None, "--suspect-arch", help="--arch for --suspect (default: --arch)"),
 ):
     """Test whether a suspect model learned this server's watermarked answers (p-value)."""
     from ..audit.subject import subject_from_config
@@ -608,7 +610,7 @@ def verify_copy_cmd(
         raise UserError(f"{registry}: not a watermark registry ({e})") from None
     if not records:
         raise UserError(f"{registry} holds no watermarked queries yet")
-    victim = subject_from_config(_build_config(None, model=model, data=data, factory=factory))
+    victim = subject_from_config(_build_config(None, model=model, data=data, factory=factory, arch=arch))
     if victim.data.modality == "messages":
         raise UserError("verify-copy compares models on numeric tensors; spam filters are not supported")
     import math
@@ -620,7 +622,9 @@ def verify_copy_cmd(
     if top >= victim.target.n_classes:
         raise UserError(f"{registry}: watermark label {top} is not a class of {model} ({victim.target.n_classes} "
                         "classes): not this model's registry")
-    other = subject_from_config(_build_config(None, model=suspect, data=data, factory=suspect_factory or factory))
+    other = subject_from_config(_build_config(None, model=suspect, data=data,   # the suspect's own flags, else --model's
+                                              factory=suspect_factory or (None if suspect_arch else factory),
+                                              arch=suspect_arch or (None if suspect_factory else arch)))
     v = verify_copy(other.target.scores, victim.target.scores, records, victim.data.x_test, victim.data.input_shape)
     verdict = "COPY" if v.copied else "not shown to be a copy"
     out.print(f"{verdict}: the suspect gives the watermark label on {v.matches} of {v.watermarks} watermarked "
