@@ -35,18 +35,35 @@ from .common import WHITE_BOX_ATLAS, accuracy_metrics, eval_points, severity_fro
 
 NORMS = ("linf", "l1", "l2")
 PATH_PER_LEAF = 16   # the program holds every leaf once per split above it: depths beyond 16 on average are refused
-DIST_TOL = 1e-6   # eps units: the rebuilt input's distance against the solver's objective (plus 1e-4 relative)
+SOLVER_TOL = 1e-5   # cap units: how far the solver's objective may sit from the exact distance (plus 1e-4 relative)
 
 
 @dataclass
 class MilpResult:
-    """One point: `eps` the smallest budget found (fraction units) and `x_adv` the input at it; `lower` what
-    the solver proved (inf: no adversarial input within eps_max); `optimal` False when it hit the time limit."""
+    """One point: `x_adv` the input found and `eps` its distance from x (fraction units, computed from the
+    input itself); `solver_eps` the solver's objective for it (equal up to the solver's tolerances); `lower`
+    what the solver proved (inf: no adversarial input within eps_max); `optimal` False at the time limit."""
     eps: float | None
     x_adv: np.ndarray | None
     lower: float
     optimal: bool
     seconds: float
+    solver_eps: float | None = None
+
+
+def distance(x_adv: np.ndarray, x: np.ndarray, scale: np.ndarray, norm: str) -> np.ndarray:
+    """The norm of |x_adv - x| / scale per row (a feature of scale 0 cannot move: its term is 0 when unmoved)."""
+    diff = np.abs(np.asarray(x_adv, np.float64) - x)
+    step = np.divide(diff, scale, out=np.where(diff > 0, np.inf, 0.0), where=scale > 0)
+    return step.max(-1) if norm == "linf" else step.sum(-1) if norm == "l1" else np.sqrt((step ** 2).sum(-1))
+
+
+def solver_agrees(norm: str, eps: float, solver_eps: float, cap: float) -> bool:
+    """The rebuilt input's distance against the solver's objective, within HiGHS's feasibility tolerances
+    (1e-7 per constraint, 1e-6 on integrality) on distances in units of the cap (squared for l2)."""
+    if norm == "l2":
+        return abs(eps ** 2 - solver_eps ** 2) / cap ** 2 <= SOLVER_TOL + 1e-4 * (eps / cap) ** 2
+    return abs(eps - solver_eps) / cap <= SOLVER_TOL + 1e-4 * eps / cap
 
 
 @dataclass(frozen=True)
@@ -148,7 +165,7 @@ class _Program:
                 if c > eps_cap or ft.cuts[j] <= lo or ft.cuts[j] > hi:
                     p_lo[v] = p_hi[v] = float(now[j])   # too far, or across it is outside the valid range
                     continue
-                c = c * c if self.norm == "l2" else c
+                c = (c / eps_cap) ** (2 if self.norm == "l2" else 1)   # in units of the cap: O(1) for the solver
                 # x_i < T now: leaving needs x'_i >= T, d + c p >= c; else x'_i < T needs x'_i <= below(T), d - c p >= 0
                 rows.extend((r, r)), cols.extend((dist, v)), vals.extend((1.0, c if now[j] else -c))
                 lb.append(c if now[j] else 0.0), ub.append(np.inf)
@@ -164,7 +181,7 @@ class _Program:
         keep = coef != 0
         rows.extend([r] * int(keep.sum())), cols.extend(leaves[keep].tolist()), vals.extend(coef[keep].tolist())
         lb.append(need), ub.append(np.inf)
-        cap = eps_cap * eps_cap if self.norm == "l2" else eps_cap
+        cap = 1.0
         n_dist = self.n_var - self.leaf_end
         if n_dist > 1:   # l1, l2: the summed distance within the cap
             rows.extend([r + 1] * n_dist), cols.extend(range(self.leaf_end, self.n_var)), vals.extend([1.0] * n_dist)
@@ -178,7 +195,8 @@ class _Program:
                         np.concatenate([p_hi, np.ones(self.leaf_end - self.n_pred), np.full(n_dist, cap)]))
         res = milp(c, constraints=LinearConstraint(a, lb, ub), integrality=integrality, bounds=bounds,
                    options={"time_limit": max(time_limit, 1e-3), "disp": False, "mip_rel_gap": 1e-6})
-        back = (lambda v: float(np.sqrt(max(v, 0.0)))) if self.norm == "l2" else float
+        back = (lambda v: eps_cap * float(np.sqrt(max(v, 0.0)))) if self.norm == "l2" else \
+            (lambda v: eps_cap * float(v))
         bound = getattr(res, "mip_dual_bound", None)   # what the solver proved (optimal: within its gap)
         return (res.status, None if res.x is None else back(res.fun), res.x,
                 back(bound) if bound is not None and np.isfinite(bound) else None)
@@ -235,6 +253,7 @@ def kantchelian_attack(ensemble, x: np.ndarray, y: np.ndarray, eps_max: float, *
                                                    delta)
             if status in (0, 1) and sol is not None and (best is None or value < best):
                 best, best_x = value, prog.input_of(sol, xi, low, high)
+                exact = float(distance(best_x, xi, scale, norm))
             if status == 0:
                 lower = min(lower, value if bound is None else min(bound, value))
             elif status == 1:
@@ -243,7 +262,8 @@ def kantchelian_attack(ensemble, x: np.ndarray, y: np.ndarray, eps_max: float, *
             elif status != 2:   # 2: no adversarial input of this class within the cap
                 optimal = False
                 lower = 0.0
-        results.append(MilpResult(best, best_x, lower, optimal, time.monotonic() - t0))
+        results.append(MilpResult(None if best is None else exact, best_x, lower, optimal, time.monotonic() - t0,
+                                  best))
     return results
 
 
@@ -320,7 +340,8 @@ class TreeMilp(Threat):
         cap = max(p.eps_max, p.eps)
         res = kantchelian_attack(ens, raw[att], y[att].numpy(), cap, norm=p.norm, scale=scale, low=low, high=high,
                                  integer=integer, time_limit=p.time_limit_s, should_stop=ctx.check_time)
-        lower, upper, defects = self._verify(inner, to_t, raw[att], y[att], res, low, high, scale, integer, p.norm)
+        lower, upper, defects = self._verify(inner, to_t, raw[att], y[att], res, low, high, scale, integer, p.norm,
+                                             cap)
         n = len(y)
         lo_all, up_all = np.full(n, -np.inf), np.full(n, -np.inf)   # misclassified points: broken at eps 0
         lo_all[att], up_all[att] = lower, upper
@@ -346,7 +367,7 @@ class TreeMilp(Threat):
                         "report it: the parsed trees disagree with the booster on those inputs"),
                   Check("solver-time-limit", timed_out > 0,
                         f"{timed_out} of {len(res)} points hit the {p.time_limit_s:g} s limit (counted unresolved, "
-                        "never robust)", "raise time_limit_s (--param time_limit_s=...) or audit fewer trees")]
+                        "never robust)", "raise time_limit_s ([threats.tree-milp] in the config) or use a larger profile")]
         clean, rob = metrics[0].value, metrics[1].value
         status = Status.UNRELIABLE if defects or unresolved else Status.OK
         what = (f"minimal {p.norm} eps by MILP on {len(ens.trees)} trees ({ens.n_leaves} leaves): accuracy "
@@ -378,7 +399,7 @@ class TreeMilp(Threat):
         return np.full(d, s.low), np.full(d, s.high), np.full(d, width), np.zeros(d, bool)
 
     @staticmethod
-    def _verify(inner, to_t, x, y, res, low, high, scale, integer, norm):
+    def _verify(inner, to_t, x, y, res, low, high, scale, integer, norm, cap):
         """(lower, upper) eps bounds per point after the booster itself checks every solution."""
         lower = np.array([r.lower for r in res], np.float64)
         upper = np.array([np.inf if r.eps is None else r.eps for r in res], np.float64)
@@ -387,12 +408,11 @@ class TreeMilp(Threat):
             return lower, upper, 0
         adv = np.stack([res[i].x_adv for i in has])
         fooled = (inner.labels(to_t(adv)) != y[has]).numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            step = np.nan_to_num(np.abs(adv.astype(np.float64) - x[has]) / scale, nan=0.0, posinf=np.inf)
-        dist = step.max(1) if norm == "linf" else step.sum(1) if norm == "l1" else np.sqrt((step ** 2).sum(1))
+        dist = distance(adv, x[has], scale, norm)
         inside = ((adv >= np.minimum(low, x[has]) - 1e-6) & (adv <= np.maximum(high, x[has]) + 1e-6)).all(1)
         whole = (adv[:, integer] == np.round(adv[:, integer])).all(1)
-        exact = np.abs(dist - upper[has]) <= DIST_TOL + 1e-4 * upper[has]
+        exact = np.array([abs(d - u) <= 1e-9 * (1 + u) and solver_agrees(norm, u, res[i].solver_eps, cap)
+                          for d, u, i in zip(dist, upper[has], has)])
         bad = ~(fooled & inside & whole & exact)
         lower[has[bad]], upper[has[bad]] = -np.inf, np.inf   # a defect: neither broken nor robust
         return lower, upper, int(bad.sum())
