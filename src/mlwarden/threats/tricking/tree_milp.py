@@ -35,6 +35,9 @@ from .common import WHITE_BOX_ATLAS, accuracy_metrics, eval_points, severity_fro
 
 NORMS = ("linf", "l1", "l2")
 PATH_PER_LEAF = 16   # the program holds every leaf once per split above it: depths beyond 16 on average are refused
+# the search caps, as fractions of eps_max, tried in turn: predicates beyond the cap are fixed, so a small
+# cap is a much smaller program, and the first cap with a solution holds the exact minimum
+CAP_STEPS = (0.125, 0.25, 0.5, 1.0)
 SOLVER_TOL = 1e-5   # cap units: how far the solver's objective may sit from the exact distance (plus 1e-4 relative)
 
 
@@ -247,21 +250,26 @@ def kantchelian_attack(ensemble, x: np.ndarray, y: np.ndarray, eps_max: float, *
         targets = [None] if ensemble.n_groups == 1 else [k for k in range(ensemble.n_groups) if k != int(yi)]
         best, best_x, lower, optimal = None, None, np.inf, True
         for i, k in enumerate(targets):
-            cap = eps_max if best is None else best
-            left = time_limit - (time.monotonic() - t0)
-            status, value, sol, bound = prog.solve(xi, int(yi), k, scale, low, high, cap, left / (len(targets) - i),
-                                                   delta)
-            if status in (0, 1) and sol is not None and (best is None or value < best):
-                best, best_x = value, prog.input_of(sol, xi, low, high)
-                exact = float(distance(best_x, xi, scale, norm))
-            if status == 0:
-                lower = min(lower, value if bound is None else min(bound, value))
-            elif status == 1:
-                optimal = False
-                lower = min(lower, 0.0 if bound is None else bound)
-            elif status != 2:   # 2: no adversarial input of this class within the cap
-                optimal = False
-                lower = 0.0
+            floor = 0.0   # this class needs more than `floor` (proven by the smaller caps tried before)
+            for cap in [eps_max * f for f in CAP_STEPS]:
+                cap = cap if best is None else min(cap, best)
+                if cap <= floor:
+                    break
+                left = time_limit - (time.monotonic() - t0)
+                status, value, sol, bound = prog.solve(xi, int(yi), k, scale, low, high, cap,
+                                                       left / (len(targets) - i), delta)
+                if status in (0, 1) and sol is not None and (best is None or value < best):
+                    best, best_x = value, prog.input_of(sol, xi, low, high)
+                    exact = float(distance(best_x, xi, scale, norm))
+                if status == 2:   # no adversarial input of this class within this cap: try the next one
+                    floor = cap
+                    continue
+                if status == 0:
+                    lower = min(lower, value if bound is None else min(bound, value))
+                else:             # 1: the time limit; anything else: no answer
+                    optimal = False
+                    lower = min(lower, max(floor, bound if status == 1 and bound is not None else 0.0))
+                break
         results.append(MilpResult(None if best is None else exact, best_x, lower, optimal, time.monotonic() - t0,
                                   best))
     return results
