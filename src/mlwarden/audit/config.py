@@ -42,7 +42,7 @@ class ModelConfig(_Strict):
 class DataConfig(_Strict):
     path: str = "digits"
     test_path: str | None = Field(None, description="the user's own test file beside path, the train file "
-                                  "(CSV, Parquet or .npz); without it mlwarden splits path itself")
+                                  "(CSV, Parquet, .npz, or an image folder); without it mlwarden splits path itself")
     label_column: str = "label"
     text_column: str = Field("text", description="labelled messages in a CSV: the column holding the text")
     input_range: tuple[float, float] | None = None

@@ -119,9 +119,11 @@ def audit(
                                         "(.pt + --factory), .skops, .onnx, XGBoost .json/.ubj, LightGBM .txt, "
                                         "a Hugging Face save_pretrained folder; pickles need --allow-pickle"),
     data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .parquet, .tsv (labelled messages), "
-                                        ".txt, or digits|breast-cancer|iris|wine|stdlib-docstrings|sms-spam"),
-    test_data: Optional[str] = typer.Option(None, "--test-data", help="your own test file (CSV, Parquet or .npz "
-                                            "like --data): --data is then the train file, and nothing is split"),
+                                        ".txt, an image folder (one sub-folder per class), or "
+                                        "digits|breast-cancer|iris|wine|stdlib-docstrings|sms-spam"),
+    test_data: Optional[str] = typer.Option(None, "--test-data", help="your own test file (CSV, Parquet, .npz or an "
+                                            "image folder like --data): --data is then the train file, and nothing "
+                                            "is split"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="audit.toml"),
     threats: Optional[str] = typer.Option(None, "--threats", "-t", help="comma-separated threat names or families"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="run directory (default mlwarden-out/<model>)"),
@@ -373,9 +375,11 @@ def harden(
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="a defence parameter, key=value or "
                                               "defence.key=value; several values (epsilon=1,2,4,8) sweep it"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model file (default: the built-in demo)"),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .parquet, .tsv, .txt, a built-in name"),
-    test_data: Optional[str] = typer.Option(None, "--test-data", help="your own test file (CSV, Parquet or .npz "
-                                            "like --data): --data is then the train file, and nothing is split"),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help=".npz, .csv, .parquet, .tsv, .txt, an image folder, "
+                                        "a built-in name"),
+    test_data: Optional[str] = typer.Option(None, "--test-data", help="your own test file (CSV, Parquet, .npz or an "
+                                            "image folder like --data): --data is then the train file, and nothing "
+                                            "is split"),
     recipe: Optional[str] = typer.Option(None, help="how the model was trained (built-in name or module:function)"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="audit.toml"),
     threats: Optional[str] = typer.Option(None, "--threats", "-t", help="threats to audit before and after "

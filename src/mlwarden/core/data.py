@@ -79,6 +79,7 @@ class Dataset:
     # how train and test were chosen: "given" (two files, or an .npz with both), or the split mlwarden made
     # itself ("split by mlwarden: ..."); membership numbers treat the train part as the members
     split: str = "given"
+    classes: tuple[str, ...] | None = None   # the class names, label i the i-th, where the data names them
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -95,6 +96,7 @@ class Dataset:
             "input_range": [self.space.low, self.space.high],
             "input_range_declared": self.space.declared,
             "split": self.split,
+            **({"classes": list(self.classes)} if self.classes else {}),
         }
 
 

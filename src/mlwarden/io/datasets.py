@@ -1,4 +1,5 @@
-"""Data sets: the built-in ones that ship with scikit-learn, and the user's .npz and .csv files."""
+"""Data sets: the built-in ones that ship with scikit-learn, and the user's .npz, .csv and Parquet files (image
+folders: io/images.py)."""
 from __future__ import annotations
 
 import csv
@@ -305,6 +306,11 @@ def load_data(spec: str, *, label_column: str = "label", test_fraction: float = 
               test_spec: str | None = None) -> Dataset:
     """`raw`: built-in tabular sets keep their natural feature values (for a model served elsewhere).
     `test_spec`: the user's test file beside `spec`, the train file (their own split; see load_pair)."""
+    if (spec not in BUILTIN and Path(spec).is_dir()) or (test_spec is not None and Path(test_spec).is_dir()):
+        # one sub-folder per class (torchvision's ImageFolder layout)
+        from .images import load_image_folders
+        return load_image_folders(spec, test_spec, test_fraction=test_fraction, seed=seed, input_range=input_range,
+                                  input_shape=input_shape)
     if test_spec is not None:
         paths = []
         for flag, s in (("--data", spec), ("--test-data", test_spec)):
@@ -341,4 +347,4 @@ def load_data(spec: str, *, label_column: str = "label", test_fraction: float = 
     if suffix in TABLES:
         return load_table(path, label_column, test_fraction, seed, input_range, input_shape)
     raise UserError(f"{spec}: unknown data format '{suffix}'; use .npz, .csv, .parquet, .tsv (labelled messages), "
-                    ".txt (text corpus) or a built-in name")
+                    ".txt (text corpus), an image folder (one sub-folder per class) or a built-in name")

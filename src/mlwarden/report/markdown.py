@@ -19,6 +19,8 @@ def render(report) -> str:
              f"- data: {md(s.get('data', {}).get('name'))}, input shape {md(s.get('data', {}).get('input_shape'))}, "
              f"range {md(s.get('input_space', ''))}",
              *([f"- train/test: {md(s['data']['split'])}"] if s.get("data", {}).get("split") else []),
+             *([f"- classes (label 0 first): {md(', '.join(map(str, s['data']['classes'])))}"]
+               if s.get("data", {}).get("classes") else []),
              *([f"- note: {md(s['model']['note'])}"] if s.get("model", {}).get("note") else []),
              *([f"- federation: {md(s['model']['federation'])}"] if s.get("model", {}).get("federation") else []),
              f"- worst severity: **{report.worst().value}**", "",
