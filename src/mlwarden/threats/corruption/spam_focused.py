@@ -88,8 +88,9 @@ class SpamFocused(Threat):
         clean = ctx.recipe.fit(ctx.data.x_train, ctx.data.y_train, seed=ctx.seed)
         targets = inbox_targets(clean, ctx.data, params.targets, ctx.seed)
         if not targets:
-            return self.finding(ctx, params, status=Status.FAILED, severity=severity.Severity.INFO,
-                                headline="no test ham reaches the inbox of the clean filter: nothing to keep out")
+            return self.finding(ctx, params, status=Status.SKIPPED, severity=severity.Severity.INFO,
+                                headline="skipped: no test ham reaches the inbox of the clean filter, so there is "
+                                         "no message to keep out")
         res = focused_attack(ctx.recipe, ctx.data, targets, fractions, params.control, ctx.seed, ctx.check_time)
         copies = copies_for(params.control, len(ctx.data.x_train))
         table, metrics = [], []

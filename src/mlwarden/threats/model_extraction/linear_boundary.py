@@ -85,8 +85,10 @@ class LinearBoundary(ExtractionThreat):
         pool = population(ctx)[:200]
         y = ctx.target.labels(pool)
         if len(torch.unique(y)) < 2:
-            return self.finding(ctx, p, status=Status.FAILED, severity=Severity.INFO,
-                                headline="failed: every population point got the same label; no line to search")
+            return self.finding(ctx, p, status=Status.SKIPPED, severity=Severity.INFO,   # a constant model
+                                headline="skipped: every population point got the same label, so there is no "
+                                         "boundary to search (a model that answers one class is copied by that "
+                                         "answer)")
         x_pos, x_neg = pool[y == 1], pool[y == 0]
         pts = boundary_points(ctx.target.labels, x_pos, x_neg, n, p.steps, s.low, s.high, ctx.seed)
         flat = pts.reshape(n, -1).double().numpy()

@@ -98,8 +98,9 @@ class SvmMargin(ExtractionThreat):
 
         stolen, x, y = margin_retraining(ctx.target.labels, pool, cand, p, ctx.data.n_classes, measure)
         if stolen is None:
-            return self.finding(ctx, p, status=Status.FAILED, severity=Severity.INFO,
-                                headline="failed: every query got the same label; no boundary to learn")
+            return self.finding(ctx, p, status=Status.SKIPPED, severity=Severity.INFO,   # a constant model
+                                headline="skipped: every query got the same label, so there is no boundary to "
+                                         "learn (a model that answers one class is copied by that answer)")
         queries = ctx.target.queries - q0
         f = report_copy(self, ctx, p, stolen, queries, y, "svm-margin-copy.pt", {"table": curve},
                         notes=["Each row: the copy after one more round of queries at its smallest margins "
