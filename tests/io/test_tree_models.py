@@ -1,6 +1,5 @@
 """XGBoost and LightGBM models in their own files (issue 33): read by the library's own loader, never
 unpickled, scanned safe, and audited end to end with the black-box threats."""
-import csv
 import json
 import sys
 
@@ -9,23 +8,15 @@ import pytest
 
 from mlwarden.core.errors import UserError
 from mlwarden.core.target import Access
-from mlwarden.io.datasets import load_data
 from mlwarden.io.models import load_target, probe
 
 from ..cli.run import mlwarden
+from .tabular import write_csv  # noqa: F401 - tests/threats/test_tree_milp.py imports it from here
 
 xgb = pytest.importorskip("xgboost")
 lgb = pytest.importorskip("lightgbm")
 
 pytestmark = pytest.mark.slow   # two end-to-end audits through the CLI
-
-
-def write_csv(path, x, y):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow([f"f{i}" for i in range(x.shape[1])] + ["y"])
-        w.writerows([*map(float, row), int(label)] for row, label in zip(x, y))
-    return load_data(str(path), label_column="y")   # the split the audit makes of this file
 
 
 def fit(library, data):
@@ -42,22 +33,6 @@ def save(model, path):
     else:
         model.booster_.save_model(path)
     return path
-
-
-@pytest.fixture(scope="module")
-def cancer(tmp_path_factory):
-    from sklearn.datasets import load_breast_cancer
-    bc = load_breast_cancer()
-    path = tmp_path_factory.mktemp("cancer") / "patients.csv"
-    return path, write_csv(path, bc.data, bc.target)
-
-
-@pytest.fixture(scope="module")
-def wine(tmp_path_factory):
-    from sklearn.datasets import load_wine
-    w = load_wine()
-    path = tmp_path_factory.mktemp("wine") / "wine.csv"
-    return path, write_csv(path, w.data, w.target)
 
 
 @pytest.mark.parametrize("library, suffix, dataset", [("xgboost", "json", "cancer"), ("xgboost", "ubj", "wine"),
@@ -110,7 +85,7 @@ def test_a_missing_library_names_the_extra(tmp_path, cancer, monkeypatch):
     _, data = cancer
     path = str(save(fit("lightgbm", data), tmp_path / "m.txt"))
     monkeypatch.setitem(sys.modules, "lightgbm", None)
-    with pytest.raises(UserError, match=r"needs the 'trees' extra \(xgboost, lightgbm\).*mlwarden\[trees\]"):
+    with pytest.raises(UserError, match=r"needs the 'trees' extra \(xgboost, lightgbm, catboost\).*mlwarden\[trees\]"):
         load_target(path, data)
 
 

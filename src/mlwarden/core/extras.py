@@ -8,7 +8,7 @@ from types import ModuleType
 from .errors import UserError
 
 EXTRAS = {"dp": "opacus", "serve": "fastapi, uvicorn, httpx", "onnx": "onnx, onnxruntime", "ray": "ray", "flower": "flwr", "he": "tenseal", "parquet": "pyarrow",
-          "trees": "xgboost, lightgbm", "hf": "transformers, tokenizers"}
+          "trees": "xgboost, lightgbm, catboost", "hf": "transformers, tokenizers"}
 
 
 def require(module: str, extra: str, what: str) -> ModuleType:

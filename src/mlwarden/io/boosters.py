@@ -17,7 +17,7 @@ from ..core.errors import UserError
 from ..core.extras import require
 from ..core.target import Access, NumpyTarget, Target
 
-LIBRARY = {"xgboost": "XGBoost", "lightgbm": "LightGBM"}
+LIBRARY = {"xgboost": "XGBoost", "lightgbm": "LightGBM", "catboost": "CatBoost"}   # CatBoost: io/catboost_files.py
 # objective -> what predict's transformed output is: "p1" (P(class 1)), "probs" (one column per class),
 # "ova" (one independent probability per class), "margins" (softmax them), "labels"
 _XGB_OUTPUT = {"binary:logistic": "p1", "binary:logitraw": "margins-binary", "multi:softprob": "probs",

@@ -120,3 +120,15 @@ def guarded_load(path: str, trust: frozenset[str] = frozenset()):
 def _refusal(load: _Load) -> UserError:
     return UserError(f"{load.path}: loading it tried to {load.refused[0]}, which no model needs; refused, and "
                      "nothing it loaded is used (details: mlwarden scan " + load.path + ")")
+
+
+@contextmanager
+def own_step():
+    """A step of mlwarden's own inside a load, not the file's: the hook lets it through. Only for fixed
+    commands that no byte of the file chooses (io/catboost_files.py starts its converter, a constant Python
+    program in a child process under resource limits, to keep CatBoost's native reader out of this process)."""
+    token = _ACTIVE.set(None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)

@@ -17,6 +17,7 @@ from ..core.target import Access, Target, TorchTarget, sklearn_target
 from ..text.filters import FilterTarget, check_text_pipeline
 from ..text.messages import MODALITY
 from .boosters import LIBRARY, booster_target
+from .catboost_files import catboost_target
 from .guard import guarded_load
 from .onnx_torch import onnx_target
 from .pt2 import load_exported
@@ -24,7 +25,8 @@ from .validate import validate_estimator
 from .scan import FileScan, UnsafeModelFile, scan_file
 from .pickled import _load_pickle, _load_skops
 
-FORMATS = ("auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle", "xgboost", "lightgbm", "hf")
+FORMATS = ("auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle", "xgboost", "lightgbm", "catboost",
+           "hf")
 
 
 def detect_format(path: Path, factory: str | None) -> str:
@@ -189,8 +191,8 @@ def load_target(path: str, data: Dataset, *, fmt: str = "auto", factory: str | N
         require("onnx", "onnx", "reading an ONNX model")
     scan = scan_file(p, frozenset(trust or ()))
     if scan.format == "unknown":
-        raise UserError(f"{path}: unknown model format (not a torch, skops, ONNX, safetensors, XGBoost, LightGBM "
-                        "or pickle file)")
+        raise UserError(f"{path}: unknown model format (not a torch, skops, ONNX, safetensors, XGBoost, LightGBM, "
+                        "CatBoost or pickle file)")
     if not scan.safe:
         raise UnsafeModelFile(scan)
     with guarded_load(str(p), frozenset(trust or ())):
@@ -218,7 +220,7 @@ def _load(p: Path, scan: FileScan, fmt: str, factory: str | None, data: Dataset,
     if fmt == "auto":   # XGBoost and LightGBM files are known by their content (the scan's format), not a suffix
         fmt = scan.format if scan.format in LIBRARY else detect_format(p, factory)
     if fmt in LIBRARY and scan.format != fmt:
-        want = "JSON or UBJSON" if fmt == "xgboost" else "text"
+        want = {"xgboost": "JSON or UBJSON", "lightgbm": "text", "catboost": ".cbm or JSON"}[fmt]
         raise UserError(f"{path}: --format {fmt} reads {LIBRARY[fmt]}'s own {want} model files; this file reads as "
                         f"{scan.format}")
     if data.modality == MODALITY and fmt not in ("skops", "pickle"):
@@ -226,6 +228,8 @@ def _load(p: Path, scan: FileScan, fmt: str, factory: str | None, data: Dataset,
                         f"model, as the built-in filter; this is a {fmt} model")
     if fmt == "onnx":
         target = _onnx_target(p, data)
+    elif fmt == "catboost":
+        target = catboost_target(path, p.name, data)
     elif fmt in LIBRARY:
         target = booster_target(path, fmt, p.name, data)
     elif fmt == "skops":

@@ -181,12 +181,18 @@ def parse_booster(booster, library: str, rounds: tuple[int, int], probe: np.ndar
         n_features = booster.num_feature()
     ens = TreeEnsemble(library, objective, n_features, n_groups, library == "xgboost", tuple(trees),
                        np.zeros(n_groups))
+    return measured_base(ens, probe, margins)
+
+
+def measured_base(ens: TreeEnsemble, probe: np.ndarray, margins) -> TreeEnsemble:
+    """`ens` with its base margins measured on `probe` rows against `margins(probe) -> (n, n_groups)`, the
+    model's own raw margins; EnsembleMismatch when the parsed trees disagree beyond float32 rounding."""
     probe = np.asarray(probe, np.float32).reshape(len(probe), -1)
-    want = np.asarray(margins(probe), np.float64).reshape(len(probe), n_groups)
+    want = np.asarray(margins(probe), np.float64).reshape(len(probe), ens.n_groups)
     diff = want - ens.leaf_sums(probe)
     base = np.median(diff, axis=0)
     worst = float(np.max(np.abs(diff - base) / (1 + np.abs(want)))) if len(probe) else 0.0
     if worst > MISMATCH_TOL:
-        raise EnsembleMismatch(f"the parsed {library} trees miss the booster's margins by up to {worst:.2g} "
+        raise EnsembleMismatch(f"the parsed {ens.library} trees miss the booster's margins by up to {worst:.2g} "
                                f"(relative; limit {MISMATCH_TOL:g})")
-    return TreeEnsemble(library, objective, n_features, n_groups, ens.strict, ens.trees, base)
+    return TreeEnsemble(ens.library, ens.objective, ens.n_features, ens.n_groups, ens.strict, ens.trees, base)

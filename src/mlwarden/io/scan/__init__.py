@@ -119,8 +119,8 @@ def scan_file(path: str | Path, trust: frozenset[str] | set[str] = frozenset()) 
             refs = [(n, "import", p.name) for n in imports]
         else:
             fmt = "unknown"
-            problems = [("not a model format mlwarden reads (zip archive, pickle, ONNX, safetensors, XGBoost JSON/UBJ "
-                         "or LightGBM text)")]
+            problems = [("not a model format mlwarden reads (zip archive, pickle, ONNX, safetensors, XGBoost JSON/UBJ, "
+                         "LightGBM text or CatBoost .cbm/JSON)")]
     scan = FileScan(str(p), fmt, problems=problems)
     seen = set()
     for name, kind, where in refs:

@@ -31,15 +31,20 @@ SKOPS_DATA_LOADERS = {"DictNode", "ListNode", "TupleNode", "SetNode", "JsonNode"
 _XGB_JSON = re.compile(rb'\s*\{\s*"learner"\s*:')
 _XGB_UBJ = re.compile(rb"\{(?:[iU]\x07|I\x00\x07|l\x00{3}\x07|L\x00{7}\x07)learner")
 _LGB_TEXT = re.compile(rb"tree\r?\nversion=v\d")
+# CatBoost: its binary opens with "CBM1"; its JSON export (keys sorted) with "features_info" (or "ctr_data")
+_CATBOOST_JSON = re.compile(rb'\s*\{\s*"(?:features_info|ctr_data)"\s*:')
 
 
 def booster_kind(head: bytes) -> str | None:
-    """The library ("xgboost", "lightgbm") whose model format a file's first bytes open, else None. These hold
-    trees and numbers only, parsed by the library's own reader: nothing in them is imported, constructed or called."""
+    """The library ("xgboost", "lightgbm", "catboost") whose model format a file's first bytes open, else None.
+    These hold trees and numbers only, parsed by the library's own reader: nothing in them is imported,
+    constructed or called."""
     if _XGB_JSON.match(head) or _XGB_UBJ.match(head):
         return "xgboost"
     if _LGB_TEXT.match(head):
         return "lightgbm"
+    if head.startswith(b"CBM1") or _CATBOOST_JSON.match(head):
+        return "catboost"   # read by io/catboost_files.py: checked in Python, the binary in a child process
     return None
 
 
