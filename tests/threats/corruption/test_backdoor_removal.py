@@ -91,3 +91,18 @@ def test_fine_pruning_silences_dormant_channels_and_exports(mnist, badnets_cnn, 
           f"{100 * _asr(badnets_cnn, mnist, badnets_trigger):.1f}% -> {100 * _asr(tuned, mnist, badnets_trigger):.1f}%; "
           f"clean accuracy change {100 * change[0]:+.2f} points (95% CI {100 * change[1]:+.2f} to {100 * change[2]:+.2f})")
     assert change[0] > -0.02
+
+
+def test_neural_cleanse_flags_the_same_class_in_the_pt2_as_in_the_state_dict(mnist, badnets_cnn, tmp_path):
+    """The scan on the backdoored model as users ship it: a `torch.export` archive (the format harden writes) and
+    a state dict with its factory, each loaded from the file, flag the same class (issue 33)."""
+    saved = save_module(badnets_cnn, mnist, tmp_path / "badnets")
+    assert saved["format"] == "export"
+    torch.save(badnets_cnn.state_dict(), tmp_path / "badnets.pt")
+    from_pt2 = load_target(saved["path"], mnist)
+    from_state_dict = load_target(str(tmp_path / "badnets.pt"), mnist, factory="tests.conftest:small_cnn16")
+    assert type(from_pt2.module).__name__ == "ExportedModule"
+    flagged = [_scan(t.module, mnist, tmp_path / f"scan-{i}").details["flagged"]
+               for i, t in enumerate((from_state_dict, from_pt2))]
+    print(f"Neural Cleanse flags {flagged[0]} on the state dict and {flagged[1]} on the .pt2")
+    assert flagged[0] == flagged[1] == [3]
