@@ -178,7 +178,8 @@ def _decode(f: ImageFile, mode: str, size: tuple[int, int]) -> np.ndarray:
     with _opened(f.path) as im:
         try:
             im.seek(0)   # a GIF or WebP animation: its first frame
-            im = im.convert(mode)
+            if im.mode != mode:
+                im = im.convert(mode)
             if im.size != size:
                 im = im.resize(size, Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
@@ -254,16 +255,16 @@ def load_image_folders(train: str, test: str | None = None, *, test_fraction: fl
     if not hi > lo:
         raise UserError(f"--input-range {lo:g},{hi:g} is empty")
     parts, classes = read_folders(roots, input_shape)
-    reshape = input_shape is not None and len(input_shape) != 3
-    xs = [(_reshape(r, _scaled(x, lo, hi), input_shape) if reshape else _scaled(x, lo, hi), y)
-          for r, (x, y) in zip(roots, parts)]
-    if test is None:
-        (x, y), = xs
-        xtr, xte, ytr, yte = _split(x, y, test_fraction, seed)
+    if test is None:   # the indices are split, and the 8-bit pixels picked, before anything is made float
+        (x, y), = parts
+        itr, ite, ytr, yte = _split(np.arange(len(y)), y, test_fraction, seed)
+        parts = [(x[itr], ytr), (x[ite], yte)]
         split = split_note(test_fraction, seed)
     else:
-        (xtr, ytr), (xte, yte) = xs
         split = f"given: train {roots[0].name}, test {roots[1].name}"
+    reshape = input_shape is not None and len(input_shape) != 3
+    (xtr, ytr), (xte, yte) = [(_reshape(roots[0], _scaled(x, lo, hi), input_shape) if reshape else
+                               _scaled(x, lo, hi), y) for x, y in parts]
     name = roots[0].name + (f" + {roots[1].name}" if test is not None else "")
     ds = make_dataset(f"{name} (image folders, {len(classes)} classes)", xtr, ytr, xte, yte, input_range=(lo, hi),
                       modality="image", n_classes=len(classes))
