@@ -297,3 +297,23 @@ def test_access_is_scores_at_most(bert_dir, split, tmp_path):
         load_target(str(bert_dir), ds, access="white-box")
     with pytest.raises(UserError, match="is a folder"):
         load_target(str(data), ds, fmt="hf")
+
+
+def test_a_trainer_output_folder_loads_and_its_training_state_is_never_opened(bert_dir, tmp_path):
+    """`Trainer.save_model` writes training_args.bin (a pickle) beside the model: loading never opens it, so the
+    folder loads as it is, and a payload in it does not run; a payload in a file the loader reads still refuses
+    the folder."""
+    from mlwarden.io.hf import inspect_folder, load_folder
+    folder = tmp_path / "trainer-out"
+    shutil.copytree(bert_dir, folder)
+    marker = tmp_path / "trainer.ran"
+    (folder / "training_args.bin").write_bytes(pickle.dumps(_Payload(str(marker))))
+    (folder / "trainer_state.json").write_text("{}")
+    inspect_folder(folder)
+    load_folder(folder)
+    assert not marker.exists()
+    (folder / "model.safetensors").rename(folder / "elsewhere")
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(str(marker))))
+    with pytest.raises(UserError):
+        inspect_folder(folder)
+    assert not marker.exists()

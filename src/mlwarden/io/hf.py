@@ -22,6 +22,7 @@ import copy
 import inspect
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,11 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# What `Trainer.save_model` and its checkpoints write beside the model: pickles of the training state that
+# loading a model never opens (transformers does not read them; neither does mlwarden), so they are not scanned
+# as part of the model and do not refuse it. `mlwarden scan` still judges each of them as a file.
+TRAINER_STATE = re.compile(r"(training_args\.bin|optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth|"
+                           r"trainer_state\.json)")
 MAX_CONFIG_BYTES = 1 << 20        # config.json, tokenizer_config.json, the shard index: small JSON documents
 MAX_FILES = 10_000
 MAX_TOKENIZER_BYTES = 256 << 20   # tokenizer.json: the largest vocabularies in use take tens of MB
@@ -138,6 +144,8 @@ def _scan(root: Path, files: list[Path], trust: frozenset[str]) -> FileScan:
     t0 = time.monotonic()
     folder = FileScan(str(root), "huggingface")
     for p in files:
+        if p.parent == root and TRAINER_STATE.fullmatch(p.name):
+            continue   # never opened by the loader (see TRAINER_STATE)
         s = scan_file(p, trust)
         plain = s.format == "unknown" or (s.format == "pickle" and s.safe and not s.references)
         if plain and p.suffix.lower() not in MODEL_SUFFIXES and p.name not in PICKLED_WEIGHTS:
