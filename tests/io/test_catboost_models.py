@@ -152,6 +152,19 @@ def test_hostile_catboost_files_are_one_line_errors(tmp_path, binary_model, canc
         assert "\n" not in str(e.value) and path.name in str(e.value), str(e.value)
 
 
+def test_fields_nobody_checked_never_reach_catboost(tmp_path, binary_model, cancer):
+    """A class_to_label entry of 10^9 segfaults CatBoost 1.2.10's JSON reader (found while writing this
+    loader): the model CatBoost reads is rebuilt from the checked fields, so the file loads and predicts."""
+    model, _, js = binary_model
+    doc = json.loads(js.read_text())
+    doc["model_info"]["class_params"]["class_to_label"] = [0, 10**9]
+    doc["model_info"]["class_params"]["classes_count"] = 10**9
+    t = load_target(str(_hostile(tmp_path, "labels.json", json.dumps(doc).encode())), cancer[1])
+    assert "class_params" not in json.loads(t.fn.__getstate__()["source"])["model_info"]
+    x = cancer[1].x_test.numpy()
+    assert np.allclose(t.fn(x), model.predict_proba(x), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_hostile_catboost_files_exit_2_through_the_cli(tmp_path, binary_model, cancer):
     csv_path, _ = cancer

@@ -8,8 +8,9 @@ then optional CTR data) and the JSON one indexes arrays by numbers it reads (`sp
 - JSON: parsed in Python, checked (`check_model`: oblivious trees of float splits only; every split's
   feature, border and `split_index` consistent with `features_info`; `leaf_values` holding 2^depth x
   dimension numbers; bounded tree count, depth, feature and class counts; a known classification loss), then
-  written back from the parsed document (no duplicate keys left for the C++ parser to read differently) and
-  only that is given to CatBoost.
+  rebuilt from the checked fields alone (no duplicate key for the C++ parser to read differently, no field
+  nobody checked: a `class_to_label` entry of 10^9 segfaults CatBoost 1.2.10's JSON reader) and only that is
+  given to CatBoost.
 - `.cbm`: its layout is checked here (magic, declared size within the file), then one short-lived child
   process, under memory, CPU-time and file-size limits, lets CatBoost read it and write it back as JSON; the
   parent checks that JSON as above and loads it. A crash, abort, hang or allocation storm of the native
@@ -32,6 +33,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
@@ -66,8 +68,18 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def check_model(doc, name: str) -> tuple[str, int, int]:
-    """(loss, n_classes, n_features) of a CatBoost JSON model, or a UserError saying what is wrong with it."""
+@dataclass(frozen=True)
+class CheckedModel:
+    loss: str
+    n_classes: int
+    n_features: int
+    doc: dict   # rebuilt from the checked fields only: what CatBoost reads
+
+
+def check_model(doc, name: str) -> CheckedModel:
+    """A CatBoost JSON model checked and rebuilt from the fields prediction needs (anything else, such as
+    `class_params`, whose `class_to_label` CatBoost 1.2.10 indexes unchecked, is left out), or a UserError
+    saying what is wrong with it."""
     if not isinstance(doc, dict):
         raise _bad(name, "JSON is not an object")
     if "trees" in doc:
@@ -86,18 +98,15 @@ def check_model(doc, name: str) -> tuple[str, int, int]:
     floats = feats.get("float_features")
     if not isinstance(floats, list) or not floats or len(floats) > MAX_FEATURES:
         raise _bad(name, "features_info.float_features is not a non-empty list")
-    offsets, borders, n_features = [], [], 0
+    offsets, borders, n_features = [], [], len(floats)   # float features only: flat index = float index
     for i, f in enumerate(floats):
         b = f.get("borders", []) if isinstance(f, dict) else None
-        if not (isinstance(f, dict) and f.get("feature_index") == i and _int(f.get("flat_feature_index"), 0,
-                MAX_FEATURES) and isinstance(b, list) and all(map(_finite, b))
-                and all(x < y for x, y in pairwise(b)) and f.get("nan_value_treatment", "AsIs") in _NAN_MODES):
+        if not (isinstance(f, dict) and f.get("feature_index") == i and f.get("flat_feature_index") == i
+                and isinstance(b, list) and all(map(_finite, b)) and all(x < y for x, y in pairwise(b))
+                and f.get("nan_value_treatment", "AsIs") in _NAN_MODES and isinstance(f.get("has_nans", False), bool)):
             raise _bad(name, f"float feature {i}: index, borders (finite, increasing) or nan_value_treatment")
-        offsets.append(sum(map(len, borders)))
+        offsets.append(offsets[-1] + len(borders[-1]) if borders else 0)
         borders.append(b)
-        n_features = max(n_features, f["flat_feature_index"] + 1)
-    if len({f["flat_feature_index"] for f in floats}) != len(floats):
-        raise _bad(name, "two float features share a flat_feature_index")
     trees = doc.get("oblivious_trees")
     if not isinstance(trees, list) or not trees or len(trees) > MAX_TREES:
         raise _bad(name, f"oblivious_trees must be a list of 1 to {MAX_TREES} trees")
@@ -131,7 +140,17 @@ def check_model(doc, name: str) -> tuple[str, int, int]:
     if not (isinstance(sb, list) and len(sb) == 2 and _finite(sb[0]) and isinstance(sb[1], list)
             and len(sb[1]) == dims and all(map(_finite, sb[1]))):
         raise _bad(name, f"scale_and_bias must be [scale, [{dims} biases]]")
-    return loss, n_classes, n_features
+    split_keys = ("border", "float_feature_index", "split_index", "split_type")
+    rebuilt = {
+        "features_info": {"float_features": [
+            {"borders": b, "feature_id": "", "feature_index": i, "flat_feature_index": i,
+             "has_nans": f.get("has_nans", False), "nan_value_treatment": f.get("nan_value_treatment", "AsIs")}
+            for i, (f, b) in enumerate(zip(floats, borders))]},
+        "model_info": {"params": {"loss_function": {"params": {}, "type": loss}}},
+        "oblivious_trees": [{"leaf_values": t["leaf_values"], "leaf_weights": t.get("leaf_weights", [0] * (1 << len(
+            t["splits"]))), "splits": [{k: s[k] for k in split_keys} for s in t["splits"]]} for t in trees],
+        "scale_and_bias": [sb[0], list(sb[1])]}
+    return CheckedModel(loss, n_classes, n_features, rebuilt)
 
 
 def _loss(info, name: str) -> tuple[str, int]:
@@ -258,10 +277,11 @@ class CatBoostScores:
         if raw[:4] == MAGIC:
             raw = cbm_to_json(raw, self.name)
         doc = parse_json(raw, self.name)
-        self.loss, self.n_classes, self.n_features = check_model(doc, self.name)
+        checked = check_model(doc, self.name)
+        self.loss, self.n_classes, self.n_features = checked.loss, checked.n_classes, checked.n_features
         self.output = LOSSES[self.loss]
-        self._doc = doc
-        self._json = json.dumps(doc).encode()   # what was checked, one key each, is what CatBoost reads
+        self._doc = checked.doc
+        self._json = json.dumps(checked.doc).encode()   # only what was checked, one key each, reaches CatBoost
         try:
             self._model = _load_json_model(lib, self._json)
         except Exception as e:  # noqa: BLE001 - CatBoost rejecting a checked file is still one line
@@ -296,7 +316,6 @@ def oblivious_as_binary(doc) -> list:
     2n+1 (x <= border) and 2n+2; the root splits on the last split (the leaf index's high bit) so that the
     leaves, left to right, are leaf indices 0 .. 2^depth - 1."""
     from .tree_ensemble import Tree
-    floats = doc["features_info"]["float_features"]
     scale = float(doc.get("scale_and_bias", [1.0])[0])
     out = []
     for t in doc["oblivious_trees"]:
@@ -309,7 +328,7 @@ def oblivious_as_binary(doc) -> list:
         for level in range(depth):
             s = t["splits"][depth - 1 - level]
             nodes = np.arange((1 << level) - 1, (1 << (level + 1)) - 1)
-            feature[nodes] = floats[s["float_feature_index"]]["flat_feature_index"]
+            feature[nodes] = s["float_feature_index"]   # = its flat index (check_model)
             threshold[nodes] = float(np.float32(s["border"]))
             left[nodes], right[nodes] = 2 * nodes + 1, 2 * nodes + 2
         for d in range(values.shape[1]):
