@@ -264,6 +264,20 @@ def test_hostile_folders_are_one_line_and_exit_2(kind, digit_cnn, tmp_path, monk
         assert images.MAX_IMAGE_PIXELS < 100_000 ** 2
 
 
+def test_the_total_budget_and_deep_images_are_refused_from_the_headers_before_decoding(digit_folders, tmp_path,
+                                                                                        monkeypatch):
+    root, src = digit_folders
+    monkeypatch.setattr(images, "_decode", lambda *a: pytest.fail("decoded an image of a refused folder"))
+    monkeypatch.setattr(images, "MAX_VALUES", 256 * len(src["train"][1]) - 1)   # one value short
+    with pytest.raises(UserError, match=r"300 images of 76,800 values in all; mlwarden reads at most 76,799"):
+        load_data(str(root / "train"))
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(tmp_path / c / "deep.png")   # 16-bit grayscale
+    with pytest.raises(UserError, match=r"deep\.png: a I;16 image \(16-bit or floating point\)"):
+        load_data(str(tmp_path))
+
+
 def test_pillows_own_bomb_limit_is_restored_after_reading(digit_folders):
     root, _ = digit_folders
     before = Image.MAX_IMAGE_PIXELS

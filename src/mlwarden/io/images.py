@@ -149,9 +149,12 @@ def _opened(path: Path):
     """The image at `path` opened lazily (header only), as the format its suffix names; a bomb, a pipe or an
     unreadable file is one line."""
     Image = _pillow()
+    fmt = SUFFIXES[path.suffix.lower()]
+    if fmt not in Image.registered_extensions().values():
+        raise UserError(f"{path}: this Pillow was built without {fmt} support; convert the image to PNG")
     with os.fdopen(open_regular(path, "image"), "rb") as f:
         try:
-            im = Image.open(f, formats=[SUFFIXES[path.suffix.lower()]])
+            im = Image.open(f, formats=[fmt])
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise UserError(f"{path}: refused as a decompression bomb ({' '.join(str(e).split())[:160]})") from None
         except Exception as e:  # noqa: BLE001 - whatever a broken file raises is the user's one line
