@@ -312,9 +312,27 @@ def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, ca
             "feature_ranges": [[float(lo), float(hi)] for lo, hi in zip(s.feature_low, s.feature_high)],
             "budget": [float(b) for b in s.feature_budget(f.params["eps"])],
             "integer_features": [i for i, v in enumerate(s.integer.tolist()) if v]}
-    if f.remedy and f.remedy.command.startswith("mlwarden harden") and subject.info.get("cli"):
+    refused = refused_remedy(f.remedy, subject.recipe) if f.remedy else None
+    if refused:   # a network-only defence for a model retrained as itself: no command that would exit 2
+        f.remedy = replace(f.remedy, description=f"{f.remedy.description} Not for this model: {refused}.", command="")
+    elif f.remedy and f.remedy.command.startswith("mlwarden harden") and subject.info.get("cli"):
         f.remedy.command += " " + subject.info["cli"]   # the exact command for this subject
     return f
+
+
+def refused_remedy(remedy, recipe) -> str | None:
+    """Why the remedy's `harden --defense NAME` cannot harden a model retrained as itself (a scikit-learn
+    estimator or a booster, io/estimator_recipe.py), in the words harden would refuse it with; None when it can."""
+    import re
+
+    from ..core.registry import all_defenses
+    found = re.search(r"--defense (\S+)", remedy.command or "")
+    if not found or not getattr(recipe, "as_itself", False):
+        return None
+    names = found.group(1).split(",")
+    why = [f"{n} {all_defenses()[n].needs_network()}" for n in names if n in all_defenses()
+           and all_defenses()[n].needs_network()]
+    return "; ".join(why) + f"; {recipe.model_kind} is retrained as itself" if why else None
 
 
 def write_refused(scan: dict, out_dir: Path, *, settings: dict[str, Any], subject: dict[str, Any],

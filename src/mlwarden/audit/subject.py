@@ -13,6 +13,7 @@ from ..core.recipe import BUILTIN_RECIPES, get_recipe
 from ..core.target import Access, NumpyTarget, Target, TorchTarget, sklearn_target
 from ..io.arch import arch_recipe, is_arch
 from ..io.datasets import load_data
+from ..io.estimator_recipe import recipe_of
 from ..io.models import load_target, probe
 from .config import AuditConfig, describe_validation_error
 from ..io.messages import is_messages
@@ -60,11 +61,18 @@ def subject_from_config(cfg: AuditConfig) -> Subject:
         if m.recipe:
             raise UserError("--recipe trains networks; a scikit-learn text pipeline is retrained from a clone of itself")
         recipe = recipe_for(target.filter)
+    itself = recipe_of(target)   # a scikit-learn estimator or a booster: retrained as itself, never as a network
+    if itself is not None:
+        if m.recipe:
+            raise UserError(f"--recipe {m.recipe}: {m.path} is a {itself.model_kind}, which mlwarden retrains as itself "
+                            "(its own class and hyper-parameters); drop --recipe")
+        recipe = itself
     cli = _cli([("--model", m.path), ("--factory", m.factory), ("--arch", m.arch),
                 ("--format", None if m.format == "auto" else m.format),
                 ("--allow-pickle", m.allow_pickle), ("--trust", ",".join(m.trust or ()) or None),
                 ("--access", m.access), ("--data", d.path), *_data_flags(d),
-                ("--recipe", m.recipe or (m.arch if m.arch and is_arch(m.arch) else "RECIPE"))])
+                ("--recipe", None if itself is not None or isinstance(target, FilterTarget) else
+                 m.recipe or (m.arch if m.arch and is_arch(m.arch) else "RECIPE"))])
     return Subject(target, data, recipe, {"path": str(Path(m.path)), "format": m.format, "cli": cli})
 
 
@@ -86,10 +94,11 @@ def subject_for_shape(cfg: AuditConfig) -> Subject:
 
 
 def default_recipe(target: Target, recipe):
-    """A spam filter given without a recipe is retrained as itself (a clone of the pipeline)."""
+    """A spam filter, a scikit-learn estimator or a booster given without a recipe is retrained as itself (a
+    clone of the estimator, the booster's own training)."""
     if recipe is None and isinstance(target, FilterTarget):
         return recipe_for(target.filter)
-    return recipe
+    return recipe if recipe is not None else recipe_of(target)
 
 
 def _load(cfg: AuditConfig, raw: bool = False) -> Dataset:

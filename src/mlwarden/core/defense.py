@@ -82,7 +82,7 @@ class Hardened:
     facts: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     training_s: float = 0.0
-    model: nn.Module | None = None              # the trained network, for saving (training defences)
+    model: Any = None   # the trained network, or a model retrained as itself (io/estimator_recipe.py Fitted), to save
 
 
 class Defense:
@@ -99,6 +99,16 @@ class Defense:
     # the optional packages it needs, as (module, extra, what needs it): checked when the defence is chosen,
     # before any model trains, so a missing one is the first thing the user reads
     extras: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    # what the defence does that only a network allows, which refuses a model retrained as itself (a
+    # scikit-learn estimator or a booster, io/estimator_recipe.py): None reads the kind (inference defences
+    # wrap any model; the others train or rewrite a network); "" works on such models
+    network_only: ClassVar[str | None] = None
+
+    def needs_network(self) -> str:
+        """Why this defence cannot harden a model retrained as itself ("" when it can)."""
+        if self.network_only is not None:
+            return self.network_only
+        return "" if self.kind == "inference" else f"{'rewrites' if self.kind == 'repair' else 'trains'} networks"
 
     def require_extras(self) -> None:
         from .extras import require
@@ -191,7 +201,8 @@ def apply_defenses(subject, chosen: list[tuple[Defense, Params]], ctx: DefenseCo
     others = [d.name for d, _ in chosen if d.kind not in (*RETRAINS, "repair", "inference")]
     if others:
         raise UserError(f"{', '.join(others)} cannot be combined with other defences in one run")
-    return Hardened(target, recipe, facts, training_s=seconds, model=model if isinstance(model, nn.Module) else None)
+    keep = isinstance(model, nn.Module) or hasattr(model, "to_bytes")   # a network, or a model retrained as itself
+    return Hardened(target, recipe, facts, training_s=seconds, model=model if keep else None)
 
 
 def chain(hooks: list):
@@ -263,9 +274,13 @@ def wrap_target(target: Target, chosen: list[tuple[Defense, Params]], ctx: Defen
 def check_applicable(subject, chosen: list[tuple[Defense, Params]], data: Dataset) -> None:
     """Fail with the defence's own error before anything trains or audits: a missing recipe, a value the
     defence rejects (DP's delta), a network it cannot train."""
+    itself = getattr(subject.recipe, "as_itself", False)
     for d, p in chosen:
         if data.modality not in d.modalities:
             raise UserError(f"{d.name} applies to {'/'.join(d.modalities)} data; this data is {data.modality}")
+        if itself and d.needs_network():
+            raise UserError(f"{d.name} {d.needs_network()}; {subject.recipe.model_kind} is retrained as itself "
+                            f"(defences that can harden it: {', '.join(usable_without_network(data))})")
         d.check(p, data)
         d.check_target(subject.target, p)
     training = [(d, p) for d, p in chosen if d.kind in RETRAINS]
@@ -275,3 +290,9 @@ def check_applicable(subject, chosen: list[tuple[Defense, Params]], data: Datase
     recipe = subject.recipe
     for d, p in training:
         recipe, _ = d.defend_recipe(recipe, p, data)
+
+
+def usable_without_network(data: Dataset) -> list[str]:
+    """The registered defences that harden a model retrained as itself, on this data."""
+    from .registry import all_defenses
+    return [n for n, d in all_defenses().items() if not d.needs_network() and data.modality in d.modalities]

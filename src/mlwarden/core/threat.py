@@ -91,6 +91,9 @@ class Threat:
     in_default_audit: ClassVar[bool] = True
     needs_recipe: ClassVar[bool] = False     # retrains the model: needs the training recipe (--recipe)
     needs_torch: ClassVar[bool] = False      # reads the model's layers: needs a PyTorch module
+    # with needs_recipe: also runs on a recipe that retrains an estimator or a booster as itself
+    # (io/estimator_recipe.py), whose fit returns a function of inputs to probabilities, not a network
+    retrains_any_model: ClassVar[bool] = False
 
     def skip_reason(self, ctx: Context) -> str | None:
         if not ctx.target.access.allows(self.needs):
@@ -99,7 +102,10 @@ class Threat:
                 f" ({why})" if why else "")
         if ctx.data.modality not in self.modalities:
             return f"applies to {'/'.join(self.modalities)} data; this data is {ctx.data.modality}"
-        if self.needs_recipe and (ctx.recipe is None or not hasattr(ctx.recipe, "factory")):
+        if self.needs_recipe and getattr(ctx.recipe, "as_itself", False) and not self.retrains_any_model:
+            return f"retrains networks; {ctx.recipe.model_kind} is retrained as itself"
+        if self.needs_recipe and ctx.recipe is None or (self.needs_recipe and not self.retrains_any_model
+                                                        and not hasattr(ctx.recipe, "factory")):
             return "needs training access: the recipe (--recipe) the model is trained with"
         if self.needs_torch and not isinstance(ctx.target.module, torch.nn.Module):   # white-box checked above
             return "needs the model's layers and gradients (a PyTorch model)"

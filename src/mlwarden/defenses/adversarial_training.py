@@ -269,6 +269,7 @@ class AdversarialTraining(Defense):
     kind = "training"
     mitigates = ("whitebox-cascade", "hopskipjump")
     Params = ATParams
+    network_only = "trains networks on adversarial examples found through their gradients"
     sweepable = ("eps", "beta", "epochs")
 
     def defend_recipe(self, recipe: Recipe, p: ATParams, data: Dataset) -> tuple[Recipe, dict]:

@@ -185,6 +185,7 @@ class DPSGDDefense(Defense):
     Params = DPParams
     sweepable = ("epsilon",)
     extras = (("opacus", "dp", "DP-SGD"),)
+    network_only = "trains networks with Opacus (per-example gradients clipped and noised)"
 
     def defend_recipe(self, recipe: Recipe, p: DPParams, data: Dataset) -> tuple[Recipe, dict]:
         self.require_extras()

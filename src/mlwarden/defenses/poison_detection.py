@@ -102,6 +102,7 @@ class RepresentationDefense(SanitizerDefense):
     sweepable = ("threshold",)
     modalities: ClassVar[tuple[str, ...]] = ("image", "tabular")
     Filter: ClassVar[type] = RepresentationFilter
+    network_only: ClassVar[str | None] = "reads a network's penultimate activations"
 
     def make(self, p, data, recipe):
         return self.Filter(recipe, data.n_classes, 0, p.threshold)

@@ -71,6 +71,7 @@ class PreprocessingDefense(Defense):
     with the oblivious attack's number computed only to be shown struck through."""
 
     kind: ClassVar[str] = "inference"
+    network_only: ClassVar[str | None] = "puts its transform in front of a network, attacked through its gradients (BPDA)"
     mitigates: ClassVar[tuple[str, ...]] = ("whitebox-cascade",)
 
     def evaluate(self, subject, hardened, p: PreprocessingParams, ctx) -> dict:

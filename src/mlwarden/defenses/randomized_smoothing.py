@@ -161,6 +161,7 @@ class RandomizedSmoothing(Defense):
     kind = "training"
     mitigates = ("whitebox-cascade",)
     Params = SmoothingParams
+    network_only = "trains networks under Gaussian noise"
     profiles = {"standard": {"n": 10000, "n_points": 450}, "thorough": {"n": 100000, "n_points": 1000}}
     sweepable = ("sigma",)
 

@@ -68,6 +68,7 @@ class RepairDefense(Defense):
     """A defence that rewrites a trained network with a little clean data (`repair(model, hook)`)."""
 
     kind = "repair"
+    network_only: ClassVar[str | None] = "rewrites a network's weights"
     mitigates = ("backdoor", "neural-cleanse")
     modalities: ClassVar[tuple[str, ...]] = ("image",)
     Params = RepairParams

@@ -26,6 +26,7 @@ class SanitizerDefense(Defense):
     """A training defence whose whole effect is a Sanitizer in the recipe's data filter."""
 
     kind = "training"
+    network_only: ClassVar[str | None] = ""   # filters the data; any model retrains on it
     mitigates = ("label-flipping",)
     modalities: ClassVar[tuple[str, ...]] = ("image", "tabular")
 

@@ -200,7 +200,11 @@ def facts(point: dict) -> list[str]:
                                                 if "certified" in ev else
                                                 "the empirical lower bound exceeds the accountant's epsilon: the "
                                                 "training pipeline does not deliver the privacy it claims."))
-    if point["model"]:
+    if point["model"] and point["model"].get("compared"):   # a model retrained as itself (io/estimator_recipe.py)
+        m = point["model"]
+        lines.append(f"{m['compared']}; hardened model: {m['path']} ({m['format']}); `{m['audit']}` audits it, "
+                     f"`{m['serve']}` serves it")
+    elif point["model"]:
         lines.append(f"hardened model: {point['model']['path']} ({point['model']['format']}); "
                      f"`mlwarden serve {point['model']['path']}` serves it")
     return lines

@@ -27,6 +27,7 @@ from ..core.errors import UserError
 from ..core.measure import correct, paired_difference
 from ..core.finding import Metric
 from ..core.registry import get_defense, get_threats
+from ..io.estimator_recipe import save_fitted
 from ..io.models import load_target, save_module
 from ..report import sarif
 from ..report.report import Report, dumps, read_regular
@@ -277,7 +278,10 @@ def _prepare(subject, params, out_dir: Path, label: str, settings, audit, run: R
         hardened, apply_s = applied or apply_point(params, (subject, ctx, seed))
         state.update(facts=hardened.facts, training_s=hardened.training_s, apply_s=apply_s, model=None,
                      target_name=hardened.target.name)
-        if hardened.model is not None:
+        if hasattr(hardened.model, "to_bytes"):   # retrained as itself: saved in its library's own format
+            state["model"] = save_fitted(hardened.model, out_dir / "hardened" / label.replace("after", "model"),
+                                         subject, [d.name for d, _ in params], run)
+        elif hardened.model is not None:
             base = out_dir / "hardened" / label.replace("after", "model")
             for suffix in (".pt2", ".safetensors"):   # save_module writes one of them
                 run.check_write(base.parent / f"{base.name}{suffix}")

@@ -41,7 +41,8 @@ def fit_reference(k: int, shared) -> dict:
     recipe, x, y, n_classes, masks, seed, subset = shared
     idx = np.flatnonzero(masks[k])
     xs, ys = subset(idx) if subset is not None else (x[torch.from_numpy(idx)], y[torch.from_numpy(idx)])
-    return recipe.fit(xs, ys, n_classes, seed=seed * 1_000 + k + 1).state_dict()
+    model = recipe.fit(xs, ys, n_classes, seed=seed * 1_000 + k + 1)
+    return model.state_dict() if isinstance(model, nn.Module) else model   # a model retrained as itself, whole
 
 
 def train_reference_models(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, n_classes: int, n_models: int,
@@ -56,11 +57,17 @@ def train_reference_models(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, n_c
         raise ValueError("the number of reference models must be even and at least 2")
     t0 = time.monotonic()
     masks = balanced_masks(n_models, len(x), seed)
+    shared = (recipe, x, y, n_classes, masks, seed, subset)
+    if getattr(recipe, "as_itself", False):   # an estimator or a booster (io/estimator_recipe.py): fast to retrain,
+        models = [None] * n_models             # and never cached (its cache file would be a pickle to load)
+        for chunk, results in rounds(backend, fit_reference, list(range(n_models)), shared, check_time):
+            for k, model in zip(chunk, results):
+                models[k] = model
+        return ReferenceSet(models, masks, n_models, time.monotonic() - t0)
     key = key_of("reference-models/1", recipe.describe(), digest or tensor_digest(x, y), n_classes, n_models, seed)
     folder = cache_dir() / "reference-models" / key
     states = {k: load_state(folder / f"model-{k}.pt") for k in range(n_models)}
     todo = [k for k, state in states.items() if state is None]
-    shared = (recipe, x, y, n_classes, masks, seed, subset)
     for chunk, results in rounds(backend, fit_reference, todo, shared, check_time):
         for k, state in zip(chunk, results):   # cached round by round: an interrupted run keeps what it trained
             save_state(state, folder / f"model-{k}.pt")   # the caller writes the cache, never a worker

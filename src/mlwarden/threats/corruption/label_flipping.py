@@ -93,6 +93,7 @@ class LabelFlipping(Threat):
                                                                  "budgets": [0.01, 0.05, 0.1, 0.2, 0.3, 0.4]}}
     remedy = REMEDY
     needs_recipe = True
+    retrains_any_model = True  # a forest or a booster retrained as itself too
     in_default_audit = False   # retrains the model once per budget and strategy
 
 

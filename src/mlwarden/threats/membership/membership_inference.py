@@ -122,6 +122,8 @@ class MembershipInference(Threat):
                                           ctx.check_time, subset=pool.subset, input_shape=pool.input_shape,
                                           digest=pool.digest)
             t_ref = time.monotonic() - t0
+            notes.append(f"Reference models: {p.n_reference}, each trained through the recipe ({ctx.recipe.name}) on "
+                         "half of the pool")
             logp += [signal(m, y)[0] for m in refs.models]
             in_mask = np.vstack([target_in[None], refs.in_mask])
         logp = np.stack(logp)                # (models, views, N, C)

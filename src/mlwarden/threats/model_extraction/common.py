@@ -47,6 +47,12 @@ def agreement(target, stolen, x_test: torch.Tensor, n_uniform: int, space, seed:
                                 ("agreement on uniform inputs (1 - R_unif)", x_unif))]
 
 
+def copy_factory(ctx, default):
+    """The network the attacker trains as the copy: the recipe's (it knows the architecture), else `default`;
+    a model the recipe retrains as itself (a forest, a booster) is copied by that network too."""
+    return getattr(ctx.recipe, "factory", None) or default
+
+
 def fit_copy(factory, x: torch.Tensor, answers: torch.Tensor, n_classes: int, *, epochs: int = 60,
              lr: float = 1e-3, batch_size: int = 64, seed: int = 0):
     """Train a copy on the victim's answers through the one training loop (Recipe.fit): soft

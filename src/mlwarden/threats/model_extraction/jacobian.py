@@ -10,7 +10,7 @@ from pydantic import Field
 from ...core import zoo
 from ...core.registry import register
 from ...core.threat import Context, Params
-from .common import ExtractionThreat, ask, fit_copy, population, report_copy
+from .common import ExtractionThreat, ask, copy_factory, fit_copy, population, report_copy
 
 
 class Jp(Params):
@@ -39,7 +39,7 @@ def jacobian_queries(ctx: Context, p: Jp, on_round=None):
         seeds.append(idx[torch.randperm(len(idx), generator=g)[: p.seeds_per_class]])
     x = pool[torch.cat(seeds)]
     answers = ask(ctx.target, x, prefer_scores=False)
-    factory = ctx.recipe.factory if ctx.recipe is not None else zoo.mlp
+    factory = copy_factory(ctx, zoo.mlp)
     space = ctx.data.space
     sub = None
     for r in range(p.rounds):

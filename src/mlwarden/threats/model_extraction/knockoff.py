@@ -9,7 +9,7 @@ from pydantic import Field
 from ...core import zoo
 from ...core.registry import register
 from ...core.threat import Context, Params
-from .common import DETECTOR_BLIND_SPOT, ExtractionThreat, ask, fit_copy, population, report_copy
+from .common import DETECTOR_BLIND_SPOT, ExtractionThreat, ask, copy_factory, fit_copy, population, report_copy
 
 
 class Kp(Params):
@@ -33,7 +33,7 @@ class Knockoff(ExtractionThreat):
         q0 = ctx.target.queries
         answers = ask(ctx.target, x)
         paid = ctx.target.queries - q0  # repeated picks are free at a caching client (the HTTP target)
-        factory = ctx.recipe.factory if ctx.recipe is not None else zoo.mlp
+        factory = copy_factory(ctx, zoo.mlp)
         stolen = fit_copy(factory, x, answers, ctx.data.n_classes, epochs=p.epochs, seed=ctx.seed)
         return report_copy(self, ctx, p, stolen, paid, answers, "knockoff-copy.pt",
                            {"answers_used": p.budget}, notes=[DETECTOR_BLIND_SPOT])

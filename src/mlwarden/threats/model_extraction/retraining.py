@@ -14,7 +14,7 @@ from pydantic import Field
 from ...core import zoo
 from ...core.registry import register
 from ...core.threat import Context, Params
-from .common import DETECTOR_BLIND_SPOT, ExtractionThreat, ask, fit_copy, report_copy
+from .common import DETECTOR_BLIND_SPOT, ExtractionThreat, ask, copy_factory, fit_copy, report_copy
 from .equation_solving import scaled_queries
 
 
@@ -36,7 +36,7 @@ class Retraining(ExtractionThreat):
     Params = Rp
 
     def run(self, ctx: Context, p: Rp):
-        factory = ctx.recipe.factory if ctx.recipe is not None else zoo.logreg
+        factory = copy_factory(ctx, zoo.logreg)
         s, shape, c = ctx.data.space, ctx.data.input_shape, ctx.data.n_classes
         lr = 1e-2 if factory is zoo.logreg else 1e-3
         fit = lambda x, y, r=0: fit_copy(factory, x, y, c, epochs=p.epochs, lr=lr, seed=ctx.seed + r)  # noqa: E731
