@@ -148,3 +148,20 @@ def test_a_network_or_a_callable_has_no_estimator_recipe(wine):
     from mlwarden.core.target import Access, NumpyTarget, TorchTarget
     assert recipe_of(TorchTarget(torch.nn.Linear(13, 3), 3, (13,))) is None
     assert recipe_of(NumpyTarget(lambda a: np.ones((len(a), 3)) / 3, 3, (13,), Access.SCORES)) is None
+
+
+def test_the_python_api_retrains_a_forest_as_itself_and_refuses_a_network_recipe(wine, tmp_path):
+    from sklearn.ensemble import RandomForestClassifier
+
+    import mlwarden
+    est = RandomForestClassifier(n_estimators=10, random_state=0).fit(wine.x_train.numpy(), wine.y_train.numpy())
+    data = (wine.x_train, wine.y_train, wine.x_test, wine.y_test)
+    with pytest.raises(UserError, match="retrains as itself"):
+        mlwarden.harden(est, data, "knn-label-sanitization", recipe="mlp", out=tmp_path / "refused")
+    result = mlwarden.harden(est, data, "knn-label-sanitization", out=tmp_path / "h",
+                             threat_params={"label-flipping": {"budgets": [0.1], "strategies": ["random"]}})
+    saved = result.summary["points"][0]["model"]
+    assert saved["format"] == "skops" and saved["kind"] == "RandomForestClassifier"
+    import skops.io
+    back = skops.io.load(saved["path"], trusted=skops.io.get_untrusted_types(file=saved["path"]))
+    assert type(back) is RandomForestClassifier and back is not est

@@ -98,7 +98,11 @@ def default_recipe(target: Target, recipe):
     clone of the estimator, the booster's own training)."""
     if recipe is None and isinstance(target, FilterTarget):
         return recipe_for(target.filter)
-    return recipe if recipe is not None else recipe_of(target)
+    itself = recipe_of(target)
+    if itself is not None and recipe is not None:
+        raise UserError(f"recipe {getattr(recipe, 'name', recipe)!r}: {target.name} is a {itself.model_kind}, which "
+                        "mlwarden retrains as itself (its own class and hyper-parameters); give no recipe")
+    return recipe if recipe is not None else itself
 
 
 def _load(cfg: AuditConfig, raw: bool = False) -> Dataset:
