@@ -208,7 +208,9 @@ def booster_recipe(scores: BoosterScores) -> EstimatorRecipe:
         if n_class > 1:
             params["num_class"] = str(n_class)
         best = booster.attr("best_iteration")
-        rounds = int(best) + 1 if best is not None else booster.num_boosted_rounds()
+        rounds = booster.num_boosted_rounds()   # what its trees hold: a file's best_iteration cannot raise it
+        if best is not None and str(best).isdigit():
+            rounds = min(rounds, int(best) + 1)
         # a model file keeps its trees, not its training parameters (save_config of a loaded booster reads
         # XGBoost's defaults): the depth is read from the trees; the rest are the library's defaults
         params["max_depth"] = str(max(_xgb_depths(booster), default=1))
