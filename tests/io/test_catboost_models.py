@@ -124,6 +124,8 @@ def _json_variants(doc):
     yield "cat.json", edit(lambda d: d["features_info"].update(categorical_features=[{"feature_index": 0}])), \
         "with categorical_features; mlwarden audits models of float features only"
     yield "depthwise.json", edit(lambda d: d.update(trees=d.pop("oblivious_trees"))), "non-symmetric trees"
+    yield "borders.json", edit(lambda d: d["features_info"]["float_features"][0].update(
+        borders=[float(j) for j in range(65536)])), "at most 65535"
 
 
 def _hostile_files(folder, binary_model):
@@ -163,6 +165,29 @@ def test_fields_nobody_checked_never_reach_catboost(tmp_path, binary_model, canc
     assert "class_params" not in json.loads(t.fn.__getstate__()["source"])["model_info"]
     x = cancer[1].x_test.numpy()
     assert np.allclose(t.fn(x), model.predict_proba(x), atol=1e-5)
+
+
+def test_each_split_finds_its_border_in_one_look_up(binary_model):
+    """A split's border is looked up by value, not searched for in the feature's borders: a search per split is
+    borders x splits comparisons (300k borders and 300k one-split trees, a 53 MB file, kept the check busy for
+    hours). Counted through a border whose comparisons count themselves."""
+    from mlwarden.io.catboost_files import check_model
+    calls = []
+
+    class Border(float):
+        __hash__ = float.__hash__
+
+        def __eq__(self, other):
+            calls.append(other)
+            return float.__eq__(self, other)
+
+    doc = json.loads(binary_model[2].read_text())
+    doc["features_info"]["float_features"][0]["borders"] = [float(j) for j in range(20_000)]
+    split = {"border": Border(19_999.0), "float_feature_index": 0, "split_index": 19_999, "split_type": "FloatFeature"}
+    doc["oblivious_trees"] = [{"leaf_values": [0.1, -0.1], "splits": [split]}] * 50
+    checked = check_model(doc, "many-borders.json")
+    assert checked.n_features == len(doc["features_info"]["float_features"])
+    assert len(calls) <= 2 * 50, len(calls)
 
 
 @pytest.mark.slow

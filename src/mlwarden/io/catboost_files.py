@@ -49,6 +49,7 @@ MAX_DEPTH = 16              # CatBoost's own limit for oblivious trees
 MAX_TREES = 1 << 20
 MAX_LEAF_VALUES = 1 << 26   # summed 2^depth x dimension over the trees (512 MiB as float64)
 MAX_FEATURES = 1 << 20
+MAX_BORDERS = 65535        # CatBoost's own limit on border_count per float feature
 MAX_FILE = 2 << 30
 CHILD_MEMORY = 4 << 30      # address space of the converting child (CatBoost's library maps ~1 GiB)
 CHILD_CPU_S = 60
@@ -102,11 +103,16 @@ def check_model(doc, name: str) -> CheckedModel:
     for i, f in enumerate(floats):
         b = f.get("borders", []) if isinstance(f, dict) else None
         if not (isinstance(f, dict) and f.get("feature_index") == i and f.get("flat_feature_index") == i
-                and isinstance(b, list) and all(map(_finite, b)) and all(x < y for x, y in pairwise(b))
+                and isinstance(b, list) and len(b) <= MAX_BORDERS and all(map(_finite, b))
+                and all(x < y for x, y in pairwise(b))
                 and f.get("nan_value_treatment", "AsIs") in _NAN_MODES and isinstance(f.get("has_nans", False), bool)):
-            raise _bad(name, f"float feature {i}: index, borders (finite, increasing) or nan_value_treatment")
+            raise _bad(name, f"float feature {i}: index, borders (finite, increasing, at most {MAX_BORDERS}) or "
+                             "nan_value_treatment")
         offsets.append(offsets[-1] + len(borders[-1]) if borders else 0)
         borders.append(b)
+    # each split's border by value in one look-up (a list search per split was borders x splits: a 53 MB file
+    # of 300k borders and 300k one-split trees kept the check busy for hours)
+    position = [{x: j for j, x in enumerate(b)} for b in borders]
     trees = doc.get("oblivious_trees")
     if not isinstance(trees, list) or not trees or len(trees) > MAX_TREES:
         raise _bad(name, f"oblivious_trees must be a list of 1 to {MAX_TREES} trees")
@@ -121,10 +127,10 @@ def check_model(doc, name: str) -> CheckedModel:
                 raise UserError(f"{name}: a CatBoost model with a {str(kind)[:40]} split; mlwarden audits float "
                                 "feature splits only")
             f, border = s.get("float_feature_index"), s.get("border")
-            if not _int(f, 0, len(floats)) or border not in borders[f]:
+            if not _int(f, 0, len(floats)) or not _finite(border) or border not in position[f]:
                 raise _bad(name, f"tree {k}: a split on float feature {str(f)[:20]} at a border it does not have "
                                  f"(the model has {len(floats)} float features)")
-            if s.get("split_index") != offsets[f] + borders[f].index(border):
+            if s.get("split_index") != offsets[f] + position[f][border]:
                 raise _bad(name, f"tree {k}: split_index {str(s.get('split_index'))[:20]} does not match its border")
         leaves = 1 << len(splits)
         values, weights = t.get("leaf_values"), t.get("leaf_weights", [0] * leaves)
