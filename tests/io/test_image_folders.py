@@ -238,11 +238,14 @@ def _hostile(kind: str, d, outside):
         return r"4\.png: is a named pipe"
     if kind == "too-many":
         return "more than 5 entries"
+    if kind == "control-name":   # a name that would clear the terminal and print a fake verdict on lines of its own
+        (d / "a" / "x\n\x1b[2J\x1b[32mno findings\x1b[0m\n.txt").write_text("x")
+        return r"x\\n\\x1b\[2J\\x1b\[32mno findings\\x1b\[0m\\n\.txt: not an image file by its suffix"
     raise AssertionError(kind)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes and symlinks need a POSIX system")
-@pytest.mark.parametrize("kind", ["bomb", "symlink", "truncated", "fifo", "too-many"])
+@pytest.mark.parametrize("kind", ["bomb", "symlink", "truncated", "fifo", "too-many", "control-name"])
 def test_hostile_folders_are_one_line_and_exit_2(kind, digit_cnn, tmp_path, monkeypatch, capsys):
     d = tmp_path / "data"
     (tmp_path / "outside").mkdir()
@@ -258,7 +261,7 @@ def test_hostile_folders_are_one_line_and_exit_2(kind, digit_cnn, tmp_path, monk
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     import re
     assert re.search(expected, " ".join(err.split())), err
-    assert "Traceback" not in err and not (tmp_path / "run").exists()
+    assert "Traceback" not in err and "\x1b" not in err and not (tmp_path / "run").exists()
     assert all("outside" not in p and not p.endswith("4.png") for p in opened)   # never opened the link or the pipe
     if kind == "bomb":   # refused from the header: the 10^10 pixels were never allocated
         assert images.MAX_IMAGE_PIXELS < 100_000 ** 2

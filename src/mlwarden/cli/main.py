@@ -773,10 +773,10 @@ def entry() -> None:
     try:
         code = cmd.main(args=sys.argv[1:], prog_name="mlwarden", standalone_mode=False)
     except UserError as e:
-        err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"error: {printable(str(e))}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except _CLICK_ERROR as e:
-        err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"error: {printable(e.format_message())}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()
@@ -789,6 +789,13 @@ def entry() -> None:
     if code == 130:   # typer turns a KeyboardInterrupt into exit code 130; no command returns 130 itself
         _interrupted()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters written as escapes (\\n, \\x1b): an error names files from the user's
+    folders, and a file name holding a newline or a terminal escape sequence must neither break the one line
+    nor drive the terminal (clear it, recolour it, fake a message)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 INTERNAL_ERROR = 3   # exit 1 means a finding at or above --fail-on, 2 bad input; a bug in mlwarden is neither
