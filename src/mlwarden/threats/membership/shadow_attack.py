@@ -18,6 +18,8 @@ MAX_ROWS = 20_000
 
 
 def features(logp: np.ndarray, phi: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per example: its top (up to) three log-probabilities, the signal phi and whether it is classified right
+    (a binary model has two log-probabilities, so four features)."""
     top = -np.sort(-logp, axis=-1)[..., :3]
     correct = (logp.argmax(axis=-1) == y).astype(np.float64)
     return np.concatenate([np.clip(top, -50, 0), np.clip(phi, -50, 50)[..., None], correct[..., None]], axis=-1)
@@ -25,7 +27,8 @@ def features(logp: np.ndarray, phi: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def score(a: AttackInput, seed: int = 0) -> np.ndarray:
     valid = a.ref_valid.reshape(-1)
-    f_ref = features(a.ref_logp, a.ref_phi, a.y[None, :]).reshape(-1, 5)[valid]
+    f_ref = features(a.ref_logp, a.ref_phi, a.y[None, :])
+    f_ref = f_ref.reshape(-1, f_ref.shape[-1])[valid]
     lab = a.ref_in.reshape(-1)[valid]
     rng = np.random.default_rng(seed)
     if len(lab) > MAX_ROWS:
