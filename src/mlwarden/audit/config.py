@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.errors import UserError
 from ..core.files import MAX_NESTING, check_nesting
+from ..io import FORMATS
 
 SeverityName = Literal["critical", "high", "medium", "low"]
 
@@ -20,8 +21,7 @@ class _Strict(BaseModel):
 
 class ModelConfig(_Strict):
     path: str | None = None
-    format: Literal["auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle", "xgboost",
-                    "lightgbm"] = "auto"
+    format: Literal[FORMATS] = "auto"
     factory: str | None = None
     arch: str | None = Field(None, description="the network for a state dict by name (resnet18, timm/resnet50, "
                              "...; io/arch.py), instead of a factory")

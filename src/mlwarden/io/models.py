@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..core.data import Dataset
+from . import FORMATS
 from ..core.errors import UserError
 from ..core.extras import require
 from ..core.recipe import load_entry_point
@@ -25,8 +26,6 @@ from .validate import validate_estimator
 from .scan import FileScan, UnsafeModelFile, scan_file
 from .pickled import _load_pickle, _load_skops
 
-FORMATS = ("auto", "export", "torchscript", "state-dict", "skops", "onnx", "pickle", "xgboost", "lightgbm", "catboost",
-           "hf")
 
 
 def detect_format(path: Path, factory: str | None) -> str:
