@@ -260,6 +260,32 @@ def test_a_huge_reshape_or_pad_is_refused_before_anything_is_allocated(tmp_path,
         probe(load_target(str(save(reshape, tmp_path / "reshape.onnx")), digits), digits)
 
 
+def test_size_arithmetic_stays_in_int64_as_onnxruntime_computes_it():
+    """Sizes computed in the graph are Python ints (io/onnx_shapes.py) and Python ints do not wrap: a Reshape whose
+    size passes through 40 squarings of a constant (onnxruntime: int64, milliseconds) made the converter square
+    numbers of 1.6 x 2^k bits and never finish. Past int64 (or MAX_DIMS values) the node runs as int64 tensors."""
+    import onnxruntime as ort
+    from mlwarden.io.onnx_shapes import STATIC, Dims
+    chain = [helper.make_node("Mul", [f"c{k}", f"c{k}"], [f"c{k + 1}"]) for k in range(40)]
+    model = mlp_graph([helper.make_node("Shape", ["z"], ["s"]), helper.make_node("Gather", ["s", "one"], ["width"]),
+                       *chain, helper.make_node("Sub", ["c40", "c40"], ["zero"]),
+                       helper.make_node("Add", ["zero", "width"], ["width2"]),
+                       helper.make_node("Concat", ["minus1", "width2"], ["shape"], axis=0),
+                       helper.make_node("Reshape", ["z", "shape"], ["z2"]),
+                       helper.make_node("Softmax", ["z2"], ["probs"])])
+    model.graph.initializer.extend([helper.make_tensor(n, TensorProto.INT64, [1], [v])
+                                    for n, v in (("c0", 3), ("one", 1), ("minus1", -1))])
+    x = np.random.default_rng(1).normal(size=(5, 64)).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    module = convert(model)
+    with torch.no_grad():
+        out = module(torch.from_numpy(x)).exp().numpy()
+    assert np.allclose(out, ref, atol=1e-5)
+    big = Dims((1 << 40,), (1,))
+    assert STATIC["Mul"]([big, big], {}, 17) is None and STATIC["Mul"]([big, Dims((2,), (1,))], {}, 17) is not None
+    assert STATIC["Concat"]([Dims(tuple(range(64)), (64,)), Dims((1,), (1,))], {"axis": 0}, 17) is None
+
+
 def test_an_initializer_declaring_more_elements_than_it_holds_is_refused_unread():
     model = mlp_graph([helper.make_node("Softmax", ["z"], ["probs"])])
     lie = model.graph.initializer[2]

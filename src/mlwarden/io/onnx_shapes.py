@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 MAX_DIMS = 64   # an int64 initializer of at most this many values (0-D or 1-D) is read as Dims
+INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,26 @@ def _arith(fn):
     return op
 
 
-STATIC: dict[str, Callable] = {
+def _int64(fn):
+    """A handler whose Dims stay what ONNX's int64 tensors can hold: at most MAX_DIMS values, each in int64's range;
+    otherwise None, and the node runs as int64 tensors (wrapping as onnxruntime does, sizes bounded by io/onnx_ops).
+    Python ints do not wrap: 40 Muls of a constant by itself made a number of 1.6 x 2^40 bits and the
+    conversion of a 1 KB file never finished."""
+    def op(a, k, opset):
+        out = fn(a, k, opset)
+        if out is None or len(out.values) <= MAX_DIMS and all(
+                not isinstance(v, int) or INT64[0] <= v <= INT64[1] for v in out.values):   # symbolic: a real size
+            return out
+        return None
+    return op
+
+
+STATIC: dict[str, Callable] = {name: _int64(fn) for name, fn in {
     "Shape": _shape, "Identity": _same, "Cast": _same, "Gather": _gather, "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze, "Concat": _concat, "Slice": _slice, "Reshape": _reshape,
     "Add": _arith(lambda x, y: x + y), "Sub": _arith(lambda x, y: x - y), "Mul": _arith(lambda x, y: x * y),
     "Div": _arith(_trunc_div),
-}
+}.items()}
 
 # inputs an op reads as a list of sizes (io/onnx_ops.py `ints`): Dims go to it as they are
 SIZE_INPUTS = {"Reshape": {1}, "Unsqueeze": {1}, "Squeeze": {1}, "Slice": {1, 2, 3, 4}, "Pad": {1, 3},
