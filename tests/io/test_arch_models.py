@@ -111,6 +111,24 @@ def test_channels_and_classes_are_checked_against_the_data(digits_resnet, tmp_pa
         load_arch(tmp_path / "five.safetensors", "resnet18", data)
 
 
+def test_a_head_declaring_millions_of_classes_in_no_bytes_is_refused_before_anything_is_built(digits_resnet,
+                                                                                              tmp_path, monkeypatch):
+    """fc.weight of shape [4194304, 0] holds no bytes; the network for its 4M classes (an 8 GiB head) is only
+    built on the meta device, where every shape is compared, and the file refused in one line."""
+    from safetensors.torch import save_file
+    from mlwarden.io import arch
+    _, _, data = digits_resnet
+    sd = build("resnet18", 10, 1).state_dict()
+    sd["fc.weight"] = torch.empty(1 << 22, 0)
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "head.safetensors")
+    built, real_build = [], arch.build
+    monkeypatch.setattr(arch, "build", lambda *a: built.append((a[1], torch.empty(0).device.type)) or (
+        real_build(*a) if a[1] < 1 << 20 or torch.empty(0).is_meta else None))
+    with pytest.raises(UserError, match=r"shape of fc\.weight \[4194304, 0\] \(want \[4194304, 512\]\)"):
+        load_arch(tmp_path / "head.safetensors", "resnet18", data)
+    assert (1 << 22, "meta") in built and all(device == "meta" for k, device in built if k >= 1 << 20), built
+
+
 class _Payload:
     def __reduce__(self):
         import os

@@ -175,12 +175,13 @@ def load_arch(path: Path, spec: str, data: Dataset) -> nn.Module:
     if k < data.n_classes:
         raise UserError(f"{path}: the weights have {k} classes ({head} {list(sd[head].shape)}) but {data.name} "
                         f"has labels up to {data.n_classes - 1}")
-    model = build(arch, k, c)
-    want = model.state_dict()
+    with torch.device("meta"):   # every name and shape checked before anything is allocated: a head declaring
+        want = build(arch, k, c).state_dict()   # 4M classes in zero bytes (fc.weight [4194304, 0]) built 8 GiB
     for name in want:   # a state dict without batch-norm step counters (older torch, some exporters)
         if name.endswith("num_batches_tracked") and name not in sd:
             sd[name] = torch.zeros((), dtype=torch.long)
     _refuse_keys(path, arch, want, sd)
+    model = build(arch, k, c)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:   # what the checks above did not foresee, still one line
