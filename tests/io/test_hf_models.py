@@ -265,6 +265,29 @@ def test_hostile_folders_are_refused_in_one_line(kind, bert_dir, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("kind", ["normalizer", "template"])
+def test_a_tokenizer_that_makes_texts_huge_is_refused_when_loaded(kind, bert_dir, tmp_path):
+    """Replace normalizers of " " by 1,000 spaces multiply a text's length by 1,000 each (five of them made
+    "a test message" 10^15 characters: the Rust allocator aborted the process); a TemplateProcessing of
+    100,000 [CLS] made every sequence longer than the model's positions (exit 3). Both are one line."""
+    from mlwarden.io.hf import load_folder
+    folder = tmp_path / kind
+    shutil.copytree(bert_dir, folder)
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    if kind == "normalizer":
+        tok["normalizer"] = {"type": "Sequence", "normalizers": [
+            {"type": "Replace", "pattern": {"String": " "}, "content": " " * 1000}] * 2}
+        word = "over 256 times longer"
+    else:
+        tok["post_processor"]["single"] = [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}] * 100_000 + [
+            {"Sequence": {"id": "A", "type_id": 0}}]
+        word = "adds 100000 special tokens"
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(UserError) as e:
+        load_folder(folder)
+    assert word in str(e.value) and "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("kind", ["code-file", "pickle-bin"])
 def test_hostile_folders_exit_2_from_the_cli(kind, bert_dir, tmp_path, split):
     texts, labels, _, te = split

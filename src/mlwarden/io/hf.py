@@ -53,6 +53,8 @@ MAX_FILES = 10_000
 MAX_TOKENIZER_BYTES = 256 << 20   # tokenizer.json: the largest vocabularies in use take tens of MB
 MAX_DIMENSION = 1 << 22           # any size in the config (vocabulary, width, positions)
 MAX_LAYERS = 1024
+MAX_NORMALIZER_GROWTH = 256       # how many times longer the tokenizer's normalizer may make a text, at most
+MAX_ADDED_TOKENS = 64             # special tokens its post-processor adds to one sequence ([CLS] ... [SEP]: 2)
 SIZE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "max_position_embeddings", "n_positions", "n_ctx",
              "n_embd", "n_inner", "d_model", "num_labels")
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "num_attention_heads", "n_head")
@@ -287,10 +289,41 @@ def _load(folder: HFFolder):
         tok = PreTrainedTokenizerFast.from_pretrained(where, local_files_only=True, trust_remote_code=False)
     except Exception as e:  # noqa: BLE001
         raise UserError(f"{where}: cannot read {TOKENIZER} ({_one_line(e)})") from None
+    check_tokenizer(tok.backend_tokenizer, f"{where}/{TOKENIZER}")
     if type(model).__name__ != folder.architecture:
         raise UserError(f"{where}: config.json names {folder.architecture} but transformers built "
                         f"{type(model).__name__}")
     return model.eval(), tok
+
+
+def check_tokenizer(backend, where: str) -> None:
+    """Refuse a tokenizer.json that makes a short message huge, read from the loaded `tokenizers.Tokenizer`
+    (https://huggingface.co/docs/tokenizers/api/normalizers): five chained Replace normalizers of " " by 1,000
+    spaces turn "a test message" into 10^15 characters (the Rust allocator aborts the process, no error to
+    catch), and a TemplateProcessing of 100,000 [CLS] tokens makes every sequence longer than the model's
+    positions. A Replace multiplies the length by its content's length (by one more where the pattern is a
+    regex or empty: it may match between characters); a Prepend by its prefix's."""
+    growth, todo = 1, [json.loads(backend.normalizer.__getstate__())] if backend.normalizer is not None else []
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo += node
+        elif isinstance(node, dict):
+            todo += [v for v in node.values() if isinstance(v, (dict, list))]
+            kind, pattern = node.get("type"), node.get("pattern")
+            if kind == "Replace":
+                literal = isinstance(pattern, dict) and isinstance(pattern.get("String"), str) and pattern["String"]
+                growth *= max(1, len(str(node.get("content", ""))) + (0 if literal else 1))
+            elif kind == "Prepend":
+                growth *= max(1, len(str(node.get("prepend", ""))))
+            if growth > MAX_NORMALIZER_GROWTH:
+                raise UserError(f"{where}: its normalizer can make a text over {MAX_NORMALIZER_GROWTH} times longer "
+                                "(Replace or Prepend with long contents); refused")
+    post = backend.post_processor
+    added = max(post.num_special_tokens_to_add(False), post.num_special_tokens_to_add(True)) if post else 0
+    if added > MAX_ADDED_TOKENS:
+        raise UserError(f"{where}: its post-processor adds {added} special tokens to a sequence (at most "
+                        f"{MAX_ADDED_TOKENS}); refused")
 
 
 def load_folder(path: str | Path, trust: frozenset[str] = frozenset()):
@@ -302,7 +335,12 @@ def load_folder(path: str | Path, trust: frozenset[str] = frozenset()):
             model, tok = _load(folder)
     cls = HFTextClassifier if folder.task == CLASSIFIER else HFCausalLM
     loaded = cls(model, tok, folder)
-    loaded.probe()
+    try:
+        loaded.probe()
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a folder whose model fails on two short test texts is bad input
+        raise UserError(f"{folder.path}: the model fails on a short test text ({_one_line(e)})") from None
     return loaded
 
 
