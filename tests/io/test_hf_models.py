@@ -245,6 +245,10 @@ def _hostile(kind: str, bert_dir: Path, tmp_path: Path) -> tuple[Path, Path, str
     if kind == "huge-config":
         (folder / "config.json").write_text(json.dumps({**cfg, "padding": " " * (1 << 20)}))
         return folder, marker, "bytes"
+    if kind == "attn-kernel":   # a Hub kernel (native code) transformers would load from the user's cache
+        cfg["attn_implementation"] = "kernels-community/flash-attn"
+        (folder / "config.json").write_text(json.dumps(cfg))
+        return folder, marker, "attention kernel"
     if kind == "fifo":   # opening a named pipe would wait forever
         os.mkfifo(folder / "vocab.txt")
         return folder, marker, "not a regular file"
@@ -252,7 +256,7 @@ def _hostile(kind: str, bert_dir: Path, tmp_path: Path) -> tuple[Path, Path, str
 
 
 KINDS = ["auto-map", "code-file", "symlink-out", "truncated", "pickle-bin", "plain-bin", "unknown-type", "nan-config",
-         "huge-config", "fifo"]
+         "huge-config", "fifo", "attn-kernel"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -176,6 +176,10 @@ def _check_config(cfg: dict, where: str) -> tuple[str, str]:
     if "auto_map" in cfg:
         raise UserError(f"{where}: auto_map names custom code; mlwarden never runs remote code (a model folder must "
                         "use an architecture that ships with transformers)")
+    attn = [cfg[k] for k in ("attn_implementation", "_attn_implementation") if cfg.get(k) is not None]
+    if any(a not in ("eager", "sdpa") for a in attn):   # a Hub kernel repo (kernels-community/...) is native code
+        raise UserError(f"{where}: attn_implementation {str(attn[0])[:60]!r} names an attention kernel to load; "
+                        "mlwarden runs transformers' own attention only (eager or sdpa)")
     if "quantization_config" in cfg:
         raise UserError(f"{where}: quantized models (quantization_config) are not supported; save the model "
                         "unquantized")
