@@ -292,6 +292,22 @@ def test_a_tokenizer_that_makes_texts_huge_is_refused_when_loaded(kind, bert_dir
     assert word in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_config_far_larger_than_its_weights_is_refused_before_anything_is_allocated(bert_dir, tmp_path):
+    """transformers initialises every parameter the safetensors file lacks: a config of 64 layers 4,096 wide
+    (every size within the config limits) beside a weights file of two numbers asked for 2 x 10^12 parameters."""
+    from safetensors.torch import save_file
+    from mlwarden.io.hf import load_folder
+    folder = tmp_path / "tiny-weights"
+    shutil.copytree(bert_dir, folder)
+    save_file({"unused.x": torch.zeros(2)}, folder / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(vocab_size=4_000_000, hidden_size=4096, intermediate_size=4_000_000, num_hidden_layers=64,
+               num_attention_heads=32)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match=r"describes [\d,]+ parameters but the weights hold 2 numbers"):
+        load_folder(folder)
+
+
 @pytest.mark.parametrize("kind", ["code-file", "pickle-bin"])
 def test_hostile_folders_exit_2_from_the_cli(kind, bert_dir, tmp_path, split):
     texts, labels, _, te = split

@@ -269,6 +269,26 @@ def _one_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
+MISSING_SLACK = 1 << 24   # parameters the weights may leave to initialisation (a new classification head)
+
+
+def _check_size(folder: HFFolder, auto, config) -> None:
+    """The network the config describes, built on the meta device (nothing allocated), may hold at most
+    MISSING_SLACK parameters more than the safetensors files hold: transformers initialises every parameter
+    the weights lack, so a config of 64 layers 4096 wide beside a 448-byte model.safetensors allocated tens of
+    GiB. The files' sizes come from their headers (https://github.com/huggingface/safetensors)."""
+    from safetensors import safe_open
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in auto.from_config(config).parameters())
+    held = 0
+    for shard in sorted(folder.path.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as f:
+            held += sum(int(np.prod(f.get_slice(k).get_shape(), dtype=object)) for k in f.keys())
+    if n_params > held + MISSING_SLACK:
+        raise UserError(f"{folder.path}: config.json describes {n_params:,} parameters but the weights hold "
+                        f"{held:,} numbers; refused (transformers would initialise the missing ones)")
+
+
 def _load(folder: HFFolder):
     """(model, tokenizer) from the checked folder: built-in classes only, safetensors weights, as float32, eval."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedTokenizerFast
@@ -281,8 +301,11 @@ def _load(folder: HFFolder):
     hf_logging.disable_progress_bar()
     try:
         config = CONFIG_MAPPING[folder.model_type].from_dict(dict(folder.config))
+        _check_size(folder, auto, config)
         model = auto.from_pretrained(where, config=config, trust_remote_code=False, local_files_only=True,
                                      use_safetensors=True).float()
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - weights that do not fit the config, a header the scan let through
         raise UserError(f"{where}: transformers cannot load the model ({_one_line(e)})") from None
     finally:
