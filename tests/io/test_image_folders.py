@@ -238,6 +238,11 @@ def _hostile(kind: str, d, outside):
         return r"4\.png: is a named pipe"
     if kind == "too-many":
         return "more than 5 entries"
+    if kind == "jpeg-scans":   # a progressive JPEG whose last scan is repeated: each repeat a pass over all blocks
+        Image.new("L", (64, 64), 99).save(d / "a" / "0.jpg", progressive=True)
+        raw = (d / "a" / "0.jpg").read_bytes()
+        (d / "a" / "0.jpg").write_bytes(raw[:-2] + raw[raw.rfind(b"\xff\xda"):-2] * 100 + raw[-2:])
+        return r"0\.jpg: a JPEG of over 64 scans"
     if kind == "control-name":   # a name that would clear the terminal and print a fake verdict on lines of its own
         (d / "a" / "x\n\x1b[2J\x1b[32mno findings\x1b[0m\n.txt").write_text("x")
         return r"x\\n\\x1b\[2J\\x1b\[32mno findings\\x1b\[0m\\n\.txt: not an image file by its suffix"
@@ -245,7 +250,8 @@ def _hostile(kind: str, d, outside):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes and symlinks need a POSIX system")
-@pytest.mark.parametrize("kind", ["bomb", "symlink", "truncated", "fifo", "too-many", "control-name"])
+@pytest.mark.parametrize("kind", ["bomb", "symlink", "truncated", "fifo", "too-many", "control-name",
+                                  "jpeg-scans"])
 def test_hostile_folders_are_one_line_and_exit_2(kind, digit_cnn, tmp_path, monkeypatch, capsys):
     d = tmp_path / "data"
     (tmp_path / "outside").mkdir()

@@ -44,6 +44,7 @@ SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif
 MAX_FILES = 200_000              # entries listed in all class folders together
 MAX_IMAGE_PIXELS = 40_000_000    # pixels of one image (about 6300 x 6300), from its header
 MAX_VALUES = 200_000_000         # values (pixels x channels) of all images together: 800 MB as float32
+MAX_JPEG_SCANS = 64              # start-of-scan markers in one JPEG (encoders write about 1 to 12)
 GRAY = {"1", "L", "LA"}
 DEEP = {"I", "F"}                # Pillow's 32-bit integer and float modes (16-bit PNG, TIFF-like data)
 
@@ -163,7 +164,24 @@ def _opened(path: Path):
             yield im
 
 
+def _jpeg_scans(path: Path) -> int:
+    """Start-of-scan markers (FF DA) in a JPEG file, counted up to MAX_JPEG_SCANS + 1 (ITU-T T.81 B.2.3; FF in
+    entropy-coded data is always followed by 00, so the pair marks a scan). libjpeg walks every block of the
+    image once per scan: a 6000 x 6000 progressive JPEG with 2,000 copies of a 59-byte AC scan took 9 s to
+    decode instead of 0.3 s, and the time grows with the copies."""
+    count, tail = 0, b""
+    with os.fdopen(open_regular(path, "image"), "rb") as f:
+        while count <= MAX_JPEG_SCANS and (chunk := f.read(1 << 20)):
+            block = tail + chunk
+            count += block.count(b"\xff\xda")
+            tail = block[-1:]
+    return count
+
+
 def _header(path: Path, label: int) -> ImageFile:
+    if SUFFIXES[path.suffix.lower()] == "JPEG" and (scans := _jpeg_scans(path)) > MAX_JPEG_SCANS:
+        raise UserError(f"{path}: a JPEG of over {MAX_JPEG_SCANS} scans ({scans} counted); refused (each scan costs a "
+                        "pass over the whole image when decoding)")
     with _opened(path) as im:
         w, h = im.size
         mode = im.mode
