@@ -292,6 +292,24 @@ def test_a_tokenizer_that_makes_texts_huge_is_refused_when_loaded(kind, bert_dir
     assert word in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_tokenizer_regex_past_its_backtracking_limit_is_a_one_line_error(bert_dir, tmp_path):
+    """A Split pre-tokenizer of (\\w|\\s|\\w)*$ passes the short probe texts but backtracks exponentially on a
+    message with a long run of words before punctuation: Oniguruma stops it and tokenizers panics, which
+    reaches Python as pyo3's PanicException, a BaseException (the audit ended in a traceback, exit 1)."""
+    from mlwarden.io.hf import load_folder
+    folder = tmp_path / "regex"
+    shutil.copytree(bert_dir, folder)
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    tok["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "(\\w|\\s|\\w)*$"}, "behavior": "Isolated", "invert": False},
+        tok["pre_tokenizer"]]}
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    loaded = load_folder(folder)
+    with pytest.raises(UserError, match="the tokenizer failed on a message") as e:
+        loaded.spam_scores(["Go until jurong point crazy Available only in bugis n great world la e buffet!"])
+    assert "\n" not in str(e.value)
+
+
 def test_a_config_far_larger_than_its_weights_is_refused_before_anything_is_allocated(bert_dir, tmp_path):
     """transformers initialises every parameter the safetensors file lacks: a config of 64 layers 4,096 wide
     (every size within the config limits) beside a weights file of two numbers asked for 2 x 10^12 parameters."""

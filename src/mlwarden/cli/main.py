@@ -786,6 +786,10 @@ def entry() -> None:
         if hasattr(e, "exit_code"):
             sys.exit(e.exit_code)
         _crashed(e)
+    except BaseException as e:   # pyo3's PanicException (a Rust panic in tokenizers) is no Exception
+        if isinstance(e, (SystemExit, GeneratorExit)):
+            raise
+        _crashed(e)
     if code == 130:   # typer turns a KeyboardInterrupt into exit code 130; no command returns 130 itself
         _interrupted()
     sys.exit(code if isinstance(code, int) else 0)

@@ -404,8 +404,15 @@ class _Base:
         return f"{self.folder.architecture} ({n / 1e6:.2f}M parameters, Hugging Face folder {self.folder.path.name})"
 
     def encode(self, texts: list[str]) -> dict:
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
-                             return_tensors="pt")
+        try:
+            enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
+                                 return_tensors="pt")
+        except BaseException as e:   # a Rust panic comes as pyo3's PanicException, a BaseException
+            if type(e).__name__ != "PanicException":
+                raise
+            # e.g. a Split pre-tokenizer's regex, (\w|\s|\w)*$, past Oniguruma's backtracking limit on a message
+            raise UserError(f"{self.folder.path}/{TOKENIZER}: the tokenizer failed on a message "
+                            f"({' '.join(str(e).split())[:160]})") from None
         return {k: v for k, v in enc.items() if k in self.inputs}   # e.g. no token_type_ids for DistilBERT
 
     def batches(self, texts: list[str]):
