@@ -72,13 +72,29 @@ class RoniFilter:
             t, q = _stratified_pair(trusted_labels, train_size, quiz_size, rng)
             self.trials.append(([trusted[i] for i in t], trusted_labels[t], [trusted[i] for i in q], trusted_labels[q]))
         self._memo: dict[bytes, float] = {}
-        if threshold is None:
-            cal = self.impact(trusted, trusted_labels)
-            self.threshold = float(np.median(cal) - 3 * cal.std())
-            self.rule = (f"calibrated: median - 3 std of the impacts of the {len(trusted)} trusted messages "
-                         f"({self.threshold:+.3f})")
-        else:
-            self.threshold, self.rule = -threshold, f"fixed: a harm of more than {threshold:g} of the quiz set"
+        self._trusted, self._trusted_labels = trusted, trusted_labels
+        self._threshold, self._rule = None, None
+        if threshold is not None:
+            self._threshold, self._rule = -threshold, f"fixed: a harm of more than {threshold:g} of the quiz set"
+
+    def _calibrate(self) -> None:
+        """The calibrated threshold, computed the first time it is needed (it retrains the filter trials x
+        trusted times): choosing the defence, which checks its settings, costs nothing."""
+        if self._threshold is None:
+            cal = self.impact(self._trusted, self._trusted_labels)
+            self._threshold = float(np.median(cal) - 3 * cal.std())
+            self._rule = (f"calibrated: median - 3 std of the impacts of the {len(self._trusted)} trusted messages "
+                          f"({self._threshold:+.3f})")
+
+    @property
+    def threshold(self) -> float:
+        self._calibrate()
+        return self._threshold
+
+    @property
+    def rule(self) -> str:
+        self._calibrate()
+        return self._rule
 
     def impact(self, texts: list[str], labels: np.ndarray) -> np.ndarray:
         keys = [hashlib.sha256(f"{int(y)}\x00{t}".encode()).digest() for t, y in zip(texts, labels)]
@@ -148,8 +164,12 @@ class Roni(Defense):
         idx = np.sort(rng.choice(len(data.x_train), trusted, replace=False))
         flt = RoniFilter(recipe.make, decode(data.x_train[idx]), data.y_train[idx].numpy(), p.trials, p.train_size,
                          p.quiz_size, p.threshold, seed=1)
-        return recipe.with_(data_filter=flt), {"trusted_messages": trusted, "rule": flt.rule,
-                                               "threshold": flt.threshold}
+        return recipe.with_(data_filter=flt), {"trusted_messages": trusted}
+
+    def after_training(self, recipe, p: RoniParams) -> dict:
+        """The threshold, calibrated while the filter sanitized the training mail."""
+        flt = recipe.data_filter
+        return {"rule": flt.rule, "threshold": flt.threshold}
 
     def evaluate(self, subject, hardened, p: RoniParams, ctx) -> dict:
         """What RONI costs on clean mail: the legitimate training messages it rejects (no attack present)."""
