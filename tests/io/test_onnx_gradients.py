@@ -5,6 +5,7 @@ import json
 import pickle
 import resource
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from mlwarden.core.errors import UserError
 from mlwarden.core.registry import all_threats
 from mlwarden.core.target import Access
 from mlwarden.core.threat import Context
+from mlwarden.io import onnx_torch
 from mlwarden.io.models import OnnxScores, load_target, probe
 from mlwarden.io.onnx_ops import TooLarge
 from mlwarden.io.onnx_torch import NotConvertible, OnnxScoresTarget, OnnxTorchTarget, convert
@@ -258,6 +260,61 @@ def test_a_huge_reshape_or_pad_is_refused_before_anything_is_allocated(tmp_path,
     assert peak_rss_mb() - before < 200
     with pytest.raises(UserError, match="cannot take data"):   # onnxruntime refuses the reshape too: exit 2
         probe(load_target(str(save(reshape, tmp_path / "reshape.onnx")), digits), digits)
+
+
+def hoard_graph(width: int, relus: int):
+    """x (n, 64) padded to (n, width), then `relus` Relus of it, whose mean (times 0) is added to the MLP's logits:
+    a few nodes whose intermediates a gradient keeps alive, relus x width values per sample (the probe's graph)."""
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    pads = helper.make_tensor("pads", TensorProto.INT64, [4], [0, 0, 0, width - 64])
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["e0"]),
+             *[helper.make_node("Relu", [f"e{k}"], [f"e{k + 1}"]) for k in range(relus)],
+             helper.make_node("ReduceMean", [f"e{relus}"], ["m"], axes=[1], keepdims=1),
+             helper.make_node("Mul", ["m", "zero"], ["m0"]), helper.make_node("Add", ["z", "m0"], ["probs"])]
+    model = mlp_graph(nodes)
+    model.graph.initializer.extend([zero, pads])
+    return model
+
+
+def test_a_graph_hoarding_intermediates_falls_back_to_black_box_before_the_node_past_the_budget_runs(
+        tmp_path, digits, monkeypatch):
+    """16 Relus of a padded input: onnxruntime reuses one buffer, a gradient would keep all 17. Measured on one
+    sample, node by node: the conversion stops at the Relu that takes the total past the budget, and no later
+    node runs, on one sample or on the batch."""
+    width, budget = 1 << 14, 5 * (1 << 14) + 1000   # the Pad and 4 Relus fit; the 5th Relu passes the budget
+    monkeypatch.setattr(onnx_torch, "MAX_ACTIVATIONS", budget)
+    relu, shapes = onnx_torch.OPS["Relu"], []
+    monkeypatch.setitem(onnx_torch.OPS, "Relu", lambda a, k, o: shapes.append(tuple(a[0].shape)) or relu(a, k, o))
+    t = load_target(str(save(hoard_graph(width, 16), tmp_path / "hoard.onnx")), digits)
+    probe(t, digits)
+    assert isinstance(t, OnnxScoresTarget) and t.access is Access.SCORES
+    why = t.describe()["onnx"]["why"]
+    at = f"by node Relu, {4 + 1 + 5} of {4 + 1 + 16 + 3}"   # after the MLP's 4 nodes and the Pad; of all 24
+    assert f"values per sample in its intermediates {at}" in why and f"budget of {budget:,}" in why
+    assert shapes == [(1, 16)] + [(1, width)] * 5   # the MLP's, then five of the 16, on one sample; no batch ran
+    assert t.scores(digits.x_test[:4]).shape == (4, 10)   # audited through onnxruntime
+
+
+def test_a_network_within_the_budget_converts_and_frees_what_no_later_node_reads(tmp_path, digits, monkeypatch):
+    """The same graph under the budget converts white-box, with the gradients onnxruntime cannot give; without
+    gradients each tensor is dropped after its last reader (the padded one and 15 Relus are gone when the last
+    Relu runs; with gradients autograd keeps what backward needs)."""
+    t = load_target(str(save(hoard_graph(1 << 10, 16), tmp_path / "small.onnx")), digits)
+    probe(t, digits)
+    assert isinstance(t, OnnxTorchTarget), t.describe()
+    module, x = t._module, digits.x_test[:4]
+    assert input_gradient(module, x, digits.y_test[:4]).abs().sum() > 0
+    made, alive, relu = [], [], onnx_torch.OPS["Relu"]
+
+    def tracked(a, k, o):   # how many of the Relus' earlier outputs are still held when the next one runs
+        alive.append(sum(r() is not None for r in made))
+        out = relu(a, k, o)
+        made.append(weakref.ref(out))
+        return out
+    monkeypatch.setitem(onnx_torch.OPS, "Relu", tracked)
+    with torch.no_grad():
+        module(x)
+    assert len(alive) == 1 + 16 and max(alive) == 1   # the MLP's Relu and the 16: each holds only what it reads
 
 
 def test_size_arithmetic_stays_in_int64_as_onnxruntime_computes_it():

@@ -6,7 +6,16 @@ nodes become float32 parameters (integers stay int64 buffers, for shape arithmet
 run. Not convertible, and then audited black-box through onnxruntime as before, with the reason recorded:
 an op outside the table, any other domain (ai.onnx.ml, com.microsoft, the model's own functions), subgraphs
 (If/Loop/Scan), tensors in external-data files, more than one input, a node reading a tensor no earlier node
-made (a cycle), and a converted module whose outputs differ from onnxruntime's on the user's samples.
+made (a cycle), a graph whose intermediates hold more than MAX_ACTIVATIONS values per sample, and a converted
+module whose outputs differ from onnxruntime's on the user's samples.
+
+Memory: a gradient keeps every node's output alive until backward (autograd saves them), so a small graph of
+many nodes on one padded tensor (a Pad to 2^22 values, then a chain of Relus) would hold nodes x 16 MiB per
+sample where onnxruntime, reusing buffers, holds 16 MiB. Before the converted module runs on a batch,
+`measure` runs it on one sample, adds up the values of every new tensor each node makes and stops at the
+first node that takes the total past the budget, so the check itself holds at most the budget and one node's
+output (each op's output is bounded by onnx_ops.MAX_ELEMENTS). Without gradients the module drops each
+tensor after its last reader.
 
 Outputs: a graph that ends in probabilities (Softmax) gives white-box attacks no logits; the converted
 module returns log-probabilities instead (LogSoftmax in the Softmax's place, or the log of probabilities
@@ -32,6 +41,10 @@ MAX_NODES = 100_000
 MIN_OPSET = 7          # elementwise ops broadcast numpy-style from opset 7
 N_CHECK = 16           # user's samples the conversion is checked on
 TOLERANCE = 1e-4       # max |converted - onnxruntime|, relative to max(1, max |onnxruntime|)
+# values per sample all nodes' outputs may hold together (128 MiB of float32): what a gradient keeps alive for
+# backward. A batch of 32 at the budget is 4 GiB, the most an audit on a CPU machine should need; a 32x32
+# ResNet-18's conv, batch-norm, Relu and Add outputs come to about 2^21 per sample, the tests' CNN to 2^11.
+MAX_ACTIVATIONS = 1 << 25
 
 
 class NotConvertible(ValueError):
@@ -221,6 +234,9 @@ class OnnxModule(nn.Module):
         self.log_probs, self.log_of_output = log_probs, False
         self.names: dict[str, str] = {}
         self.dims = {name: d for name, t in inits.items() if (d := as_dims(t)) is not None}   # small int constants
+        last = {name: k for k, n in enumerate(nodes) for name in (*n.inputs, *n.outputs) if name}
+        self.frees = [tuple(name for name in (*n.inputs, *n.outputs) if name and last[name] == k and name != output)
+                      for k, n in enumerate(nodes)]   # the tensors no later node reads, dropped after node k
         for i, (name, t) in enumerate(inits.items()):
             self.names[name] = f"t{i}"
             if t.is_floating_point():
@@ -233,11 +249,20 @@ class OnnxModule(nn.Module):
         return sorted({n.op for n in self.nodes})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+    def run(self, x: torch.Tensor, budget: int | None = None) -> torch.Tensor:
+        """The graph on x. With a `budget`, keeps every tensor and raises NotConvertible as soon as the new
+        tensors the nodes made hold more than `budget` values (`measure`); without, drops each after its last use
+        (autograd still holds what backward needs)."""
         if len(self.input_dims) != x.ndim - 1:   # the data's sample shape -> the graph's, as OnnxScores does
             x = x.reshape(x.shape[0], *[d if d else -1 for d in self.input_dims])
         env = {name: self.dims.get(name) or getattr(self, attr) for name, attr in self.names.items()}
         env[self.input_name] = x.to(self.input_dtype)
-        for n in self.nodes:
+        seen = set() if budget is None else {   # storages not made per sample: the input and the constants
+            v.untyped_storage().data_ptr() for v in env.values() if isinstance(v, torch.Tensor)}
+        total = 0
+        for k, n in enumerate(self.nodes):
             args = [env[i] if i else None for i in n.inputs]
             out = STATIC[n.op](args, n.attrs, self.opset) if n.op in STATIC else None   # sizes stay Python ints
             if out is None:
@@ -247,14 +272,43 @@ class OnnxModule(nn.Module):
             for name, value in zip(n.outputs, out if isinstance(out, tuple) else (out,)):
                 if name:
                     env[name] = value
+                    if budget is not None and isinstance(value, torch.Tensor):
+                        total += _new_values(value, seen)
+            if budget is None:
+                for name in self.frees[k]:
+                    env.pop(name, None)
+            elif total > budget:
+                at = f"{n.name!r}, " if n.name else ""
+                raise NotConvertible(f"the graph holds over {total:,} values per sample in its intermediates by "
+                                     f"node {at}{n.op}, {k + 1} of {len(self.nodes)}, over the budget of "
+                                     f"{budget:,} a gradient keeps alive")
         y = env[self.output]
         y = y.tensor(x.device) if isinstance(y, Dims) else y
         return torch.log(y.clamp_min(1e-30)) if self.log_of_output else y
 
 
+def _new_values(t: torch.Tensor, seen: set[int]) -> int:
+    """The values of t's storage when no tensor counted before shares it (a view or an input passed through
+    allocates nothing)."""
+    storage = t.untyped_storage()
+    if storage.data_ptr() in seen:
+        return 0
+    seen.add(storage.data_ptr())
+    return storage.nbytes() // max(t.element_size(), 1)
+
+
+def measure(module: OnnxModule, x: torch.Tensor) -> None:
+    """NotConvertible when the graph's intermediates for one sample of x hold more than MAX_ACTIVATIONS values,
+    raised at the node that passes it, before any later node runs."""
+    with torch.no_grad():
+        module.run(x[:1], budget=MAX_ACTIVATIONS)
+
+
 def check(module: OnnxModule, ref: torch.Tensor, x: torch.Tensor) -> float:
     """max |module - onnxruntime's outputs `ref`| on x, in probabilities where the module gives log-probabilities;
-    turns on `log_of_output` when onnxruntime's outputs are probabilities the module gives as they are."""
+    turns on `log_of_output` when onnxruntime's outputs are probabilities the module gives as they are. The
+    intermediates' size is measured on one sample first (`measure`)."""
+    measure(module, x)
     with torch.no_grad():
         out = module(x).to(torch.float32)
     out = out.exp() if module.log_probs else out
