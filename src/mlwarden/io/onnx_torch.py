@@ -42,8 +42,9 @@ MIN_OPSET = 7          # elementwise ops broadcast numpy-style from opset 7
 N_CHECK = 16           # user's samples the conversion is checked on
 TOLERANCE = 1e-4       # max |converted - onnxruntime|, relative to max(1, max |onnxruntime|)
 # values per sample all nodes' outputs may hold together (128 MiB of float32): what a gradient keeps alive for
-# backward. A batch of 32 at the budget is 4 GiB, the most an audit on a CPU machine should need; a 32x32
-# ResNet-18's conv, batch-norm, Relu and Add outputs come to about 2^21 per sample, the tests' CNN to 2^11.
+# backward. The largest networks mlwarden names (--arch) fit: a 224x224 VGG16's conv, Relu and pool outputs
+# come to 2^24.8 per sample, a 32x32 ResNet-18's to about 2^21, the tests' CNN to 2^11; a graph past it asks
+# more of a white-box attack (200 samples at once) than any of them.
 MAX_ACTIVATIONS = 1 << 25
 
 
