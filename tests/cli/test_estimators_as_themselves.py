@@ -55,19 +55,34 @@ def xgb_file(folder, data_path) -> str:
     return folder / "xgb.json"
 
 
+def cbm_file(folder, data_path) -> str:
+    """A CatBoost classifier trained on the data, saved with save_model (.cbm)."""
+    import catboost
+    d = np.load(data_path)
+    catboost.CatBoostClassifier(iterations=20, depth=3, learning_rate=0.3, thread_count=1, verbose=0,
+                                allow_writing_files=False).fit(d["x_train"], d["y_train"]).save_model(
+        str(folder / "model.cbm"))
+    return folder / "model.cbm"
+
+
+MODEL_FILES = {"forest": forest_file, "xgboost": xgb_file, "catboost": cbm_file}
+
+
 def one_line_error(r) -> str:
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     return lines[0]
 
 
-@pytest.mark.parametrize("kind", ["forest", "xgboost"])
+@pytest.mark.parametrize("kind", ["forest", "xgboost", "catboost"])
 def test_harden_retrains_the_model_as_itself(tmp_path, kind):
     from mlwarden.defenses.knn_sanitization import KnnSanitizer
     from mlwarden.io.datasets import load_data
     from mlwarden.io.models import load_target
     data, flipped, truth = flipped_wine(tmp_path)
-    model = forest_file(tmp_path, data) if kind == "forest" else xgb_file(tmp_path, data)
+    if kind == "catboost":
+        pytest.importorskip("catboost")
+    model = MODEL_FILES[kind](tmp_path, data)
     out = tmp_path / "h"
     r = mlwarden("harden", "--model", model, *(["--allow-pickle"] if kind == "forest" else []), "--data", data,
                  "--defense", "knn-label-sanitization", "--out", out, cwd=tmp_path)
@@ -82,6 +97,13 @@ def test_harden_retrains_the_model_as_itself(tmp_path, kind):
         assert saved["format"] == "skops" and saved["path"].endswith(".skops")
         assert type(target.estimator).__name__ == "Pipeline"
         assert type(target.estimator.steps[-1][1]).__name__ == "RandomForestClassifier"
+    elif kind == "catboost":
+        from mlwarden.io.catboost_files import CatBoostScores
+        assert saved["format"] == "catboost" and saved["path"].endswith(".cbm")
+        assert isinstance(target.fn, CatBoostScores) and target.fn.loss == "MultiClass"
+        assert (tmp_path / saved["path"]).read_bytes()[:4] == b"CBM1"
+        assert max(len(t["splits"]) for t in target.fn._doc["oblivious_trees"]) <= 3   # the user's depth 3
+        assert len(target.fn._doc["oblivious_trees"]) == 20
     else:
         assert saved["format"] == "xgboost" and saved["path"].endswith(".json")
         assert target.fn.library == "xgboost" and type(target.fn._booster).__name__ == "Booster"
@@ -109,16 +131,21 @@ def test_harden_retrains_the_model_as_itself(tmp_path, kind):
     assert r2.returncode == 0, r2.stderr[-1500:]
 
 
-def test_membership_reference_models_are_forests(tmp_path):
+@pytest.mark.parametrize("kind", ["forest", "catboost"])
+def test_membership_reference_models_are_the_same_kind(tmp_path, kind):
+    if kind == "catboost":
+        pytest.importorskip("catboost")
     data, _, _ = flipped_wine(tmp_path, share=0.0)
-    model = forest_file(tmp_path, data)
-    r = mlwarden("audit", "--model", model, "--allow-pickle", "--data", data, "--threats", "membership-inference",
+    model = MODEL_FILES[kind](tmp_path, data)
+    pickle = ["--allow-pickle"] if kind == "forest" else []
+    r = mlwarden("audit", "--model", model, *pickle, "--data", data, "--threats", "membership-inference",
                  "--out", tmp_path / "a", cwd=tmp_path, env_cache=tmp_path / "cache")
     assert r.returncode in (0, 1), r.stderr[-2000:]
     f = next(f for f in json.loads((tmp_path / "a" / "report.json").read_text())["findings"]
              if f["threat"] == "membership-inference")
     assert f["status"] in ("ok", "unreliable")
-    assert any("Reference models: 8" in n and "RandomForestClassifier" in n for n in f["details"]["notes"])
+    name = "RandomForestClassifier" if kind == "forest" else "CatBoost MultiClass, 20 iterations, depth 3"
+    assert any("Reference models: 8" in n and name in n for n in f["details"]["notes"]), f["details"]["notes"]
     assert f["details"]["models_pooled"] == 8
     # its remedy (DP-SGD) trains networks: the report says so instead of printing a command that exits 2
     assert f["remedy"]["command"] == "" and "dp-sgd trains networks" in f["remedy"]["description"]

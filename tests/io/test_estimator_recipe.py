@@ -28,6 +28,16 @@ def wine():
     return make_dataset("wine", torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte), torch.tensor(yte))
 
 
+def fit_in(folder, recipe, data):
+    """The recipe's model trained with `folder` as the working directory (where a library writes by default)."""
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        return recipe.fit(data.x_train, data.y_train, 3, seed=0)
+    finally:
+        os.chdir(cwd)
+
+
 def accuracy(model, data) -> float:
     return float((model(data.x_test).argmax(1) == data.y_test).float().mean())
 
@@ -109,12 +119,7 @@ def test_a_lightgbm_file_cannot_name_files_for_training(tmp_path, wine):
     recipe = booster_recipe(BoosterScores(str(tmp_path / "m.txt"), "lightgbm", "m.txt"))
     assert recipe.rounds == 6 and dict(recipe.params)["num_leaves"] == "5"
     assert not any("planted" in str(v) for _, v in recipe.params)
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        model = recipe.fit(wine.x_train, wine.y_train, 3, seed=0)
-    finally:
-        os.chdir(cwd)
+    model = fit_in(tmp_path, recipe, wine)
     assert accuracy(model, wine) > 0.8
     assert not any(p.name.startswith("planted") for p in tmp_path.iterdir())
 
@@ -177,3 +182,65 @@ def test_a_booster_file_cannot_ask_for_more_rounds_than_its_trees(tmp_path, wine
     recipe = booster_recipe(BoosterScores(str(tmp_path / "m.json"), "xgboost", "m.json"))
     assert recipe.rounds == 4
     assert recipe.fit(wine.x_train, wine.y_train, 3, seed=0).model.num_boosted_rounds() == 4
+
+
+def catboost_file(path, data, **kw):
+    catboost = pytest.importorskip("catboost")
+    model = catboost.CatBoostClassifier(thread_count=1, verbose=0, allow_writing_files=False, **kw)
+    model.fit(data.x_train.numpy(), data.y_train.numpy()).save_model(str(path), format="json" if
+                                                                      path.suffix == ".json" else "cbm")
+    return path
+
+
+def test_catboost_retrained_with_its_loss_depth_and_iterations(tmp_path, wine):
+    from mlwarden.io.catboost_files import CatBoostScores, catboost_target
+    path = catboost_file(tmp_path / "m.cbm", wine, iterations=12, depth=3, learning_rate=0.3, l2_leaf_reg=5)
+    recipe = recipe_of(catboost_target(str(path), "m.cbm", wine))
+    params = dict(recipe.params)
+    assert recipe.library == "catboost" and recipe.rounds == 12
+    assert params["depth"] == 3 and params["loss_function"] == "MultiClass" and params["l2_leaf_reg"] == 5
+    assert params["learning_rate"] == pytest.approx(0.3)
+    model = recipe.fit(wine.x_train, wine.y_train, 3, seed=1)
+    assert model.model.tree_count_ == 12
+    import catboost
+    got = catboost.CatBoost().load_model(blob=model.to_bytes()).get_all_params()   # the .cbm it saves
+    assert got["depth"] == 3 and got["loss_function"] == "MultiClass" and got["iterations"] == 12
+    assert max(len(t["splits"]) for t in model.scores._doc["oblivious_trees"]) == 3
+    assert accuracy(model, wine) > 0.85
+    assert torch.equal(pickle.loads(pickle.dumps(model))(wine.x_test), model(wine.x_test))
+    saved = model.to_bytes()
+    assert saved[:4] == b"CBM1"   # saved as CatBoost's .cbm, read back through the checked loader
+    back = CatBoostScores(saved, "back.cbm")
+    assert back.loss == "MultiClass" and len(back._doc["oblivious_trees"]) == 12
+    assert np.allclose(back(wine.x_test.numpy()), model(wine.x_test).numpy(), atol=1e-5)
+
+
+def test_a_catboost_file_cannot_make_retraining_write_files_or_run_for_ever(tmp_path, wine):
+    """A CatBoost JSON's model_info.params is free text to an attacker: train_dir, a billion iterations, a
+    depth the trees do not have, out-of-range options. Only checked options are read; the iterations are the
+    trees the file holds and the depth their splits; nothing is written."""
+    import json
+
+    from mlwarden.io.catboost_files import catboost_target
+    path = catboost_file(tmp_path / "m.json", wine, iterations=5, depth=2)
+    doc = json.loads(path.read_text())
+    p = doc["model_info"]["params"]
+    planted = str(tmp_path / "planted")
+    p["flat_params"] = {"train_dir": planted, "iterations": 10 ** 9, "snapshot_file": planted + "-snap"}
+    p["system_options"] = {"thread_count": 10 ** 6}
+    p["boosting_options"].update(iterations=10 ** 9, learning_rate=1e308)
+    p["tree_learner_options"].update(depth=99, l2_leaf_reg=-1, leaf_estimation_iterations=10 ** 6,
+                                     bootstrap={"type": planted, "bagging_temperature": "x"})
+    p["data_processing_options"]["float_features_binarization"]["border_count"] = 10 ** 9
+    p["train_dir"] = planted
+    path.write_text(json.dumps(doc))
+    recipe = recipe_of(catboost_target(str(path), "m.json", wine))
+    params = dict(recipe.params)
+    assert recipe.rounds == 5 and params["depth"] == 2
+    assert not {"learning_rate", "l2_leaf_reg", "leaf_estimation_iterations", "bootstrap_type", "border_count",
+                "bagging_temperature", "train_dir", "thread_count", "iterations"} & set(params)
+    assert not any("planted" in str(v) for v in params.values())
+    before = sorted(tmp_path.iterdir())
+    model = fit_in(tmp_path, recipe, wine)
+    assert model.model.tree_count_ == 5 and accuracy(model, wine) > 0.8
+    assert sorted(tmp_path.iterdir()) == before   # no catboost_info, no planted train_dir

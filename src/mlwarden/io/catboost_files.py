@@ -286,7 +286,7 @@ class CatBoostScores:
         checked = check_model(doc, self.name)
         self.loss, self.n_classes, self.n_features = checked.loss, checked.n_classes, checked.n_features
         self.output = LOSSES[self.loss]
-        self._doc = checked.doc
+        self._doc, self.train = checked.doc, training_params(doc)
         self._json = json.dumps(checked.doc).encode()   # only what was checked, one key each, reaches CatBoost
         try:
             self._model = _load_json_model(lib, self._json)
@@ -350,3 +350,45 @@ def catboost_target(path: str, name: str, data: Dataset) -> Target:
     if fn.n_features != width:
         raise UserError(f"{name}: the CatBoost model takes {fn.n_features} features, the data has {width}")
     return NumpyTarget(fn, fn.n_classes, data.input_shape, fn.access, name, "catboost")
+
+
+# CatBoost's training options that shape an oblivious-tree classifier, where its JSON keeps them
+# (model_info.params, https://catboost.ai/en/docs/references/training-parameters/), each with the check its
+# value must pass to be used again: anything else in params (train_dir, file names, thread counts, iterations
+# the trees do not hold) is never read
+_TRAIN = (("learning_rate", ("boosting_options", "learning_rate"), lambda v: _finite(v) and 0 < v <= 1),
+          ("l2_leaf_reg", ("tree_learner_options", "l2_leaf_reg"), lambda v: _finite(v) and 0 <= v <= 1e6),
+          ("random_strength", ("tree_learner_options", "random_strength"), lambda v: _finite(v) and 0 <= v <= 1e6),
+          ("rsm", ("tree_learner_options", "rsm"), lambda v: _finite(v) and 0 < v <= 1),
+          ("bootstrap_type", ("tree_learner_options", "bootstrap", "type"),
+           lambda v: v in ("Bayesian", "Bernoulli", "MVS", "No")),
+          ("bagging_temperature", ("tree_learner_options", "bootstrap", "bagging_temperature"),
+           lambda v: _finite(v) and 0 <= v <= 1e6),
+          ("subsample", ("tree_learner_options", "bootstrap", "subsample"), lambda v: _finite(v) and 0 < v <= 1),
+          ("leaf_estimation_method", ("tree_learner_options", "leaf_estimation_method"),
+           lambda v: v in ("Newton", "Gradient")),
+          ("leaf_estimation_iterations", ("tree_learner_options", "leaf_estimation_iterations"),
+           lambda v: _int(v, 1, 11)),
+          ("border_count", ("data_processing_options", "float_features_binarization", "border_count"),
+           lambda v: _int(v, 1, 1025)),
+          ("boost_from_average", ("boosting_options", "boost_from_average"), lambda v: isinstance(v, bool)))
+
+
+def training_params(doc) -> tuple:
+    """(name, value) pairs of the training options in `_TRAIN` that the JSON model records and that pass their
+    check; a missing, mistyped or out-of-range one is left to CatBoost's default."""
+    params = ((doc.get("model_info") or {}) if isinstance(doc, dict) else {})
+    params = params.get("params") if isinstance(params, dict) else None
+    out = []
+    for name, path, ok in _TRAIN:
+        v = params
+        for k in path:
+            v = v.get(k) if isinstance(v, dict) else None
+        if v is not None and ok(v):
+            out.append((name, v))
+    kept = dict(out)
+    if kept.get("bootstrap_type") != "Bayesian":
+        kept.pop("bagging_temperature", None)
+    if kept.get("bootstrap_type") not in ("Bernoulli", "MVS"):
+        kept.pop("subsample", None)
+    return tuple(kept.items())

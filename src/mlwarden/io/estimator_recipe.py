@@ -16,11 +16,15 @@ hooks (`wrap`, `batch_transform`, `loss`, `on_epoch`, `repair`): a defence that 
 - LightGBM: `lightgbm.train` with the training parameters of the model text's `parameters:` section (a fixed
   list of hyper-parameters: the section also names files, which are never passed on) and its number of
   iterations (https://lightgbm.readthedocs.io/en/stable/Parameters.html).
+- CatBoost: `CatBoostClassifier` with the checked model's loss, depth (its oblivious trees' splits) and
+  iterations (its number of trees), and the training options its JSON records that pass their checks
+  (io/catboost_files.py `training_params`; never train_dir or any other file name): no file written
+  (allow_writing_files=False), https://catboost.ai/en/docs/references/training-parameters/.
 
 A trained model (`Fitted`) is a function of torch inputs returning class probabilities, as threats call a
 network; it travels to a backend's workers as the estimator or as the booster's own bytes (io/boosters.py
-`BoosterScores`), and saves in the user's format: `.skops` (skops.io, no pickle), XGBoost `.json`,
-LightGBM `.txt`."""
+`BoosterScores`, `RetrainedCatBoost`), and saves in the user's format: `.skops` (skops.io, no pickle), XGBoost
+`.json`, LightGBM `.txt`, CatBoost `.cbm`."""
 from __future__ import annotations
 
 import json
@@ -34,9 +38,10 @@ import torch
 from ..core.errors import UserError
 from ..core.target import Access, NumpyTarget, Target, sklearn_target
 from .boosters import LIBRARY, BoosterScores
+from .catboost_files import CatBoostScores
 
-SUFFIX = {"sklearn": ".skops", "xgboost": ".json", "lightgbm": ".txt"}
-FORMAT = {"sklearn": "skops", "xgboost": "xgboost", "lightgbm": "lightgbm"}
+SUFFIX = {"sklearn": ".skops", "xgboost": ".json", "lightgbm": ".txt", "catboost": ".cbm"}
+FORMAT = {"sklearn": "skops", "xgboost": "xgboost", "lightgbm": "lightgbm", "catboost": "catboost"}
 # LightGBM's training hyper-parameters: the model text's parameters section also holds file names (data,
 # output_model, forcedsplits_filename, ...), which must never reach lightgbm.train
 _LGB_TRAIN = ("boosting", "objective", "num_class", "learning_rate", "num_leaves", "max_depth", "min_data_in_leaf",
@@ -73,8 +78,8 @@ class EstimatorScores:
 class Fitted:
     """A model the recipe trained: called on a torch batch it returns class probabilities (what threats read
     from a network's output); `target_for` makes it a Target; `to_bytes` saves it in its library's format."""
-    scores: Callable[[np.ndarray], np.ndarray]   # EstimatorScores or io/boosters.py BoosterScores
-    library: str                                 # "sklearn", "xgboost" or "lightgbm"
+    scores: Callable[[np.ndarray], np.ndarray]   # EstimatorScores, io/boosters.py BoosterScores, RetrainedCatBoost
+    library: str                                 # "sklearn", "xgboost", "lightgbm" or "catboost"
     name: str
     n_classes: int
 
@@ -87,7 +92,9 @@ class Fitted:
 
     @property
     def model(self):
-        """The scikit-learn estimator, or the library's booster."""
+        """The scikit-learn estimator, or the library's booster (CatBoost: its model)."""
+        if self.library == "catboost":
+            return self.scores._model
         return self.scores.estimator if self.library == "sklearn" else self.scores._booster
 
     def to_bytes(self) -> bytes:
@@ -98,6 +105,8 @@ class Fitted:
             return skops.io.dumps(self.model)
         if self.library == "xgboost":
             return bytes(self.model.save_raw("json"))
+        if self.library == "catboost":
+            return self.scores.cbm
         return self.model.model_to_string().encode()
 
 
@@ -106,7 +115,7 @@ class EstimatorRecipe:
     """Retrains the user's own model: a clone of a scikit-learn estimator, or a booster with its own
     hyper-parameters. `as_itself` marks it for the defences and threats that need a network."""
     name: str
-    library: str                          # "sklearn", "xgboost" or "lightgbm"
+    library: str                          # "sklearn", "xgboost", "lightgbm" or "catboost"
     estimator: Any = None                 # scikit-learn: the estimator cloned for every fit
     params: tuple = ()                    # boosters: (key, value) training parameters
     rounds: int = 0                       # boosters: boosting rounds
@@ -119,6 +128,8 @@ class EstimatorRecipe:
     @property
     def model_kind(self) -> str:
         """What it trains, for messages: 'RandomForestClassifier', 'XGBoost booster'."""
+        if self.library == "catboost":
+            return "CatBoost model"
         return estimator_name(self.estimator) if self.library == "sklearn" else f"{LIBRARY[self.library]} booster"
 
     def with_(self, **changes) -> "EstimatorRecipe":
@@ -150,6 +161,9 @@ class EstimatorRecipe:
         if self.library == "sklearn":
             return Fitted(EstimatorScores(_fit_sklearn(self.estimator, a, labels, seed, threads), n_classes),
                           "sklearn", self.name, n_classes)
+        if self.library == "catboost":
+            return Fitted(_fit_catboost(dict(self.params), self.rounds, a, labels, seed, threads, n_classes,
+                                        self.name), "catboost", self.name, n_classes)
         raw = (_fit_xgboost(dict(self.params), self.rounds, a, labels, seed, threads) if self.library == "xgboost"
                else _fit_lightgbm(dict(self.params), self.rounds, a, labels, seed, threads))
         return Fitted(BoosterScores(raw, self.library, self.name), self.library, self.name, n_classes)
@@ -185,6 +199,58 @@ def _fit_lightgbm(params: dict, rounds: int, a, labels, seed: int, threads: int)
     params = {**params, "seed": seed, "num_threads": threads, "verbosity": -1}
     booster = lightgbm.train(params, lightgbm.Dataset(a, label=labels), num_boost_round=rounds)
     return booster.model_to_string().encode()
+
+
+class RetrainedCatBoost(CatBoostScores):
+    """A CatBoost model the recipe trained: scored as any CatBoost target (its JSON checked and loaded by
+    io/catboost_files.py), travelling to workers as that JSON and its `.cbm` bytes (what `to_bytes` saves)."""
+
+    def __init__(self, json_bytes: bytes, cbm: bytes, name: str):
+        self.cbm = cbm
+        super().__init__(json_bytes, name)
+
+    def __getstate__(self):   # the JSON CatBoost wrote (checked again on arrival), with its class names
+        return {"source": self.source, "name": self.name, "cbm": self.cbm}
+
+
+def _fit_catboost(params: dict, rounds: int, a, labels, seed: int, threads: int, n_classes: int,
+                  name: str) -> RetrainedCatBoost:
+    from ..core.extras import require
+    catboost = require("catboost", "trees", "retraining a CatBoost model")
+    import os
+    loss = params.get("loss_function")
+    # every class column kept when a class is missing from the labels (a reference model's half of the pool);
+    # CrossEntropy takes probabilities as its target, and no class names
+    names = {} if loss == "CrossEntropy" else {
+        "class_names": list(range(max(n_classes, 2) if loss == "MultiClass" else 2))}
+    model = catboost.CatBoostClassifier(**params, **names, iterations=rounds, random_seed=seed, thread_count=threads,
+                                        allow_writing_files=False, verbose=0)
+    try:
+        model.fit(a, labels.astype(np.float32) if loss == "CrossEntropy" else labels)
+    except catboost.CatBoostError as e:
+        first = re.sub(r"^\S+\.(?:cpp|h):\d+:\s*", "", (str(e).strip().splitlines() or ["no message"])[0])
+        raise UserError(f"{name}: CatBoost could not retrain it on this data ({first[:200]})") from None
+    fd = os.memfd_create("catboost-retrained.json")   # CatBoost writes JSON only to a path: a memory file
+    try:
+        model.save_model(f"/proc/self/fd/{fd}", format="json")
+        os.lseek(fd, 0, os.SEEK_SET)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            text = f.read()
+    finally:
+        os.close(fd)
+    return RetrainedCatBoost(text, bytes(model._serialize_model()), name)
+
+
+def catboost_recipe(scores: CatBoostScores) -> EstimatorRecipe:
+    """The checked model's loss, depth and number of trees (what its file holds: a recorded `iterations`
+    cannot raise it) and the training options it records that pass their checks."""
+    trees = scores._doc["oblivious_trees"]
+    depth = max(len(t["splits"]) for t in trees)
+    params = {**dict(getattr(scores, "train", ())), "loss_function": scores.loss, "depth": max(depth, 1)}
+    rate = params.get("learning_rate")
+    title = (f"CatBoost {scores.loss}, {len(trees)} iterations, depth {params['depth']}, learning rate "
+             f"{'CatBoost default' if rate is None else f'{rate:.6g}'}")
+    return EstimatorRecipe(title, "catboost", params=tuple(sorted(params.items())), rounds=len(trees))
 
 
 def estimator_recipe(estimator) -> EstimatorRecipe:
@@ -257,6 +323,8 @@ def recipe_of(target: Target) -> EstimatorRecipe | None:
     fn = getattr(target, "fn", None)
     if isinstance(fn, BoosterScores):
         return booster_recipe(fn)
+    if isinstance(fn, CatBoostScores):
+        return catboost_recipe(fn)
     return None
 
 
