@@ -72,10 +72,12 @@ def test_the_target_answers_what_predict_proba_answers(tmp_path, request, suffix
     assert np.allclose(ens.margins(x), raw, atol=1e-6)
 
 
-def test_a_catboost_model_travels_to_a_worker_as_checked_json(binary_model, cancer):
-    _, data = cancer
-    _, cbm, _ = binary_model
-    t = load_target(str(cbm), data)
+@pytest.mark.parametrize("dataset, suffix", [("cancer", "cbm"), ("wine", "cbm"), ("wine", "json")])
+def test_a_catboost_model_travels_to_a_worker_as_checked_json(tmp_path, request, dataset, suffix):
+    """As JSON that the worker checks again (a multiclass model once failed there: the rebuilt JSON it was sent
+    had no class names)."""
+    _, data = request.getfixturevalue(dataset)
+    t = load_target(str(save(fit(data), tmp_path / f"m.{suffix}")), data)
     state = t.fn.__getstate__()
     assert isinstance(state["source"], bytes) and json.loads(state["source"])["oblivious_trees"]
     assert b"catboost" not in pickle.dumps(t.fn).split(b"mlwarden")[0]   # no pickled CatBoost object

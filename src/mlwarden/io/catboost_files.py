@@ -265,8 +265,8 @@ class CatBoostScores:
         self.source, self.name = source, name
         self._open()
 
-    def __getstate__(self):
-        return {"source": self._json, "name": self.name}
+    def __getstate__(self):   # the model's JSON as read (a .cbm already converted): the worker checks it again
+        return {"source": self._read, "name": self.name}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -282,6 +282,7 @@ class CatBoostScores:
                 raw = f.read()
         if raw[:4] == MAGIC:
             raw = cbm_to_json(raw, self.name)
+        self._read = bytes(raw)
         doc = parse_json(raw, self.name)
         checked = check_model(doc, self.name)
         self.loss, self.n_classes, self.n_features = checked.loss, checked.n_classes, checked.n_features
