@@ -156,7 +156,7 @@ def sms_spam(tmp_path_factory):
 # end to end (measured with `--durations`: each over about 15 s of test time). `make test-fast` (-m "not slow") leaves them out; CI runs
 # everything.
 SLOW_MODULES = {
-    "cli", "interop", "threats/corruption/test_backdoor.py", "threats/corruption/test_backdoor_removal.py",
+    "cli", "interop", "contract", "threats/corruption/test_backdoor.py", "threats/corruption/test_backdoor_removal.py",
     "threats/corruption/test_feature_collision.py", "threats/corruption/test_gradient_matching.py",
     "threats/corruption/test_strip.py", "threats/memorization/test_secret_sharer.py",
     "threats/membership/test_membership_inference.py", "threats/tricking/test_blackbox_attacks.py",
