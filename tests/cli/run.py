@@ -18,32 +18,61 @@ def infer_body(x) -> dict:
     return {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.flatten().tolist()}]}
 
 
+def start_serve(*args, env=None) -> tuple[subprocess.Popen, str]:
+    """`mlwarden serve ARGS --port 0` in a subprocess: returns it and the base URL it announced, once it answers
+    ready. The port is the one the server bound itself (a port picked here and bound later can be taken in
+    between by another test's server, which would then answer this test's requests)."""
+    import queue
+    import re
+    import threading
+
+    import httpx
+    p = subprocess.Popen([sys.executable, "-m", "mlwarden", "serve", *map(str, args), "--port", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+    lines: queue.Queue = queue.Queue()
+    seen: list[str] = []
+    threading.Thread(target=lambda: [lines.put(ln) for ln in p.stderr], daemon=True).start()
+    deadline = time.monotonic() + 90
+    url = None
+    while url is None:
+        assert time.monotonic() < deadline, "server did not start: " + "".join(seen)[-1500:]
+        try:
+            seen.append(lines.get(timeout=0.5))
+        except queue.Empty:
+            assert p.poll() is None, "server exited: " + "".join(seen)[-1500:]
+            continue
+        m = re.search(r"at (http://[^/\s]+)/v2/models/", seen[-1])
+        url = m and m.group(1)
+    while True:
+        assert p.poll() is None, "server exited: " + "".join(seen)[-1500:]
+        try:
+            if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                return p, url
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not answer ready"
+        time.sleep(0.2)
+
+
+def stop(p: subprocess.Popen) -> None:
+    p.terminate()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(10)
+
+
 @contextlib.contextmanager
 def served(model, *extra, data="digits", env=None):
-    """`mlwarden serve MODEL --data digits` (or other --data; None: no --data) in a subprocess on a free port,
-    until the block ends."""
-    import httpx
-
-    from .test_serve_cli import free_port
-    port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "mlwarden", "serve", str(model),
-                          *(["--data", data] if data else []), "--port", str(port), *extra], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+    """`mlwarden serve MODEL --data digits` (or other --data; None: no --data) in a subprocess on a port of its
+    own, until the block ends."""
+    p, url = start_serve(model, *(["--data", data] if data else []), *extra, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert p.poll() is None, p.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
-        p.terminate()
-        p.wait(10)
+        stop(p)
 
 
 def screenshot(html, png, size="1100,900"):

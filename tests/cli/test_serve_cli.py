@@ -1,24 +1,10 @@
 """`mlwarden serve` as a process, and `mlwarden audit --endpoint` against it: the extraction threats run
 against the served configuration, so the guards' effect on the cost of a copy shows in the report."""
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
-from .run import mlwarden
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from .run import mlwarden, start_serve, stop
 
 
 @pytest.fixture()
@@ -33,28 +19,14 @@ def served(tmp_path_factory, digits):
     procs = []
 
     def start(*guards):
-        port = free_port()
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        p = subprocess.Popen([sys.executable, "-m", "mlwarden", "serve", str(d / "lr.pt"), "--factory",
-                              "mlwarden.core.zoo:logreg", "--data", "digits", "--name", "lr", "--port", str(port),
-                              *guards], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p, base = start_serve(d / "lr.pt", "--factory", "mlwarden.core.zoo:logreg", "--data", "digits", "--name",
+                              "lr", *guards)
         procs.append(p)
-        url = f"http://127.0.0.1:{port}/v2/models/lr"
-        deadline = time.monotonic() + 60
-        while True:
-            assert p.poll() is None, p.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        return f"{base}/v2/models/lr"
 
     yield start, d
     for p in procs:
-        p.terminate()
-        p.wait(10)
+        stop(p)
 
 
 def test_audit_endpoint_shows_what_each_guard_costs_the_thief(served, tmp_path):

@@ -471,7 +471,7 @@ def serve(
     input_shape: Optional[str] = typer.Option(None, help="sample shape, e.g. '1,28,28'"),
     name: str = typer.Option("model", help="model name in the URL /v2/models/NAME"),
     host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8080, min=1, max=65535),
+    port: int = typer.Option(8080, min=0, max=65535, help="0: any free port (the line printed at start names it)"),
     output: str = typer.Option("probabilities", help="probabilities | top-k | rounded | label"),
     top_k: int = typer.Option(1, "--top-k"),
     decimals: int = typer.Option(2, help="decimals for --output rounded"),
@@ -566,8 +566,9 @@ def serve(
         subject, _ = placed(subject, cfg.audit.model_dump())
         clean = subject.data.x_train[:1000] if strip and len(subject.data.x_train) else None
         app_ = build_app(subject.target, subject.data.space, name, guards, clean=clean)
-        err.print(f"[bold]mlwarden serve[/] {subject.target.name} at http://{host}:{port}/v2/models/{name} "
-                  f"(docs at /docs); guards: {guards.describe()}")
+        bound = sock.getsockname()[1]   # the port asked for, or the one the system chose for --port 0
+        err.print(f"[bold]mlwarden serve[/] {subject.target.name} at http://{host}:{bound}/v2/models/{name} "
+                  f"(docs at /docs); guards: {guards.describe()}", soft_wrap=True)
         if encrypted:
             err.print("encrypted queries (/encrypted-infer) get exact scores: output rounding, the extraction detector "
                       "and the watermark cannot touch them; only the rate limit and the query budget apply", markup=False)
