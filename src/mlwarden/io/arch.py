@@ -144,6 +144,11 @@ def normalise(obj, path: Path) -> dict[str, torch.Tensor]:
     bad = [str(k)[:60] for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise UserError(f"{path}: not a state dict: {len(bad)} entries are not named tensors (first: {bad[0]})")
+    for k, v in obj.items():   # a torch.save'd view with stride 0 declares any shape over one stored number:
+        held = v.untyped_storage().nbytes() - v.storage_offset() * v.element_size()   # fc.weight [4194304, 512]
+        if v.layout != torch.strided or v.numel() * v.element_size() > held:   # in 4 bytes built an 8 GiB head
+            raise UserError(f"{path}: {k[:60]} {list(v.shape)} is not stored as its shape says ({max(held, 0)} "
+                            "bytes behind it: an expanded or overlapping view); save the weights with .contiguous()")
     for prefix in PREFIXES:
         if all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix):]: v for k, v in obj.items()}
