@@ -173,15 +173,20 @@ def test_the_python_api_retrains_a_forest_as_itself_and_refuses_a_network_recipe
 
 
 def test_a_booster_file_cannot_ask_for_more_rounds_than_its_trees(tmp_path, wine):
-    """A hostile best_iteration (10^9) would make the retraining run for ever: the rounds are the trees'."""
+    """A hostile best_iteration (10^9) would make the retraining run for ever: the file is refused when read
+    (XGBoost's predict refuses it too); one within range gives the rounds the user's predict uses."""
     xgboost = pytest.importorskip("xgboost")
     b = xgboost.XGBClassifier(n_estimators=4, max_depth=2, nthread=1).fit(
         wine.x_train.numpy(), wine.y_train.numpy()).get_booster()
     b.set_attr(best_iteration="1000000000")
     b.save_model(tmp_path / "m.json")
+    with pytest.raises(UserError, match="best_iteration '1000000000' is not one of its 4 rounds"):
+        BoosterScores(str(tmp_path / "m.json"), "xgboost", "m.json")
+    b.set_attr(best_iteration="1")
+    b.save_model(tmp_path / "m.json")
     recipe = booster_recipe(BoosterScores(str(tmp_path / "m.json"), "xgboost", "m.json"))
-    assert recipe.rounds == 4
-    assert recipe.fit(wine.x_train, wine.y_train, 3, seed=0).model.num_boosted_rounds() == 4
+    assert recipe.rounds == 2
+    assert recipe.fit(wine.x_train, wine.y_train, 3, seed=0).model.num_boosted_rounds() == 2
 
 
 def catboost_file(path, data, **kw):

@@ -66,6 +66,10 @@ class BoosterScores:
                 self.objective, self.n_classes = _xgb_objective(self._booster)
                 self.n_features = self._booster.num_features()
                 best = self._booster.attr("best_iteration")   # what the user's predict uses after early stopping
+                rounds = self._booster.num_boosted_rounds()
+                if best is not None and not (best.isdigit() and int(best) < rounds):   # XGBoost checks it at predict
+                    raise UserError(f"{self.name}: not a loadable XGBoost model (best_iteration {best[:40]!r} is not "
+                                    f"one of its {rounds} rounds)")
                 self._rounds = (0, int(best) + 1) if best is not None else (0, 0)
             else:
                 self._booster = lib.Booster(model_str=src.decode("utf-8"))
