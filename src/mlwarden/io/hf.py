@@ -329,7 +329,9 @@ def check_tokenizer(backend, where: str) -> None:
     spaces turn "a test message" into 10^15 characters (the Rust allocator aborts the process, no error to
     catch), and a TemplateProcessing of 100,000 [CLS] tokens makes every sequence longer than the model's
     positions. A Replace multiplies the length by its content's length (by one more where the pattern is a
-    regex or empty: it may match between characters); a Prepend by its prefix's."""
+    regex or empty: it may match between characters); a Prepend by its prefix's; a ByteLevel normalizer by 4
+    (https://huggingface.co/docs/tokenizers/api/normalizers: one character per UTF-8 byte, so chained ones
+    double a non-ASCII text's length each time)."""
     growth, todo = 1, [json.loads(backend.normalizer.__getstate__())] if backend.normalizer is not None else []
     while todo:
         node = todo.pop()
@@ -343,9 +345,11 @@ def check_tokenizer(backend, where: str) -> None:
                 growth *= max(1, len(str(node.get("content", ""))) + (0 if literal else 1))
             elif kind == "Prepend":
                 growth *= max(1, len(str(node.get("prepend", ""))))
+            elif kind == "ByteLevel":   # each UTF-8 byte becomes a character: up to 4 per character, and
+                growth *= 4             # compounding (40 in a Sequence aborted the process on "a test message")
             if growth > MAX_NORMALIZER_GROWTH:
                 raise UserError(f"{where}: its normalizer can make a text over {MAX_NORMALIZER_GROWTH} times longer "
-                                "(Replace or Prepend with long contents); refused")
+                                "(Replace or Prepend with long contents, or chained ByteLevel); refused")
     post = backend.post_processor
     added = max(post.num_special_tokens_to_add(False), post.num_special_tokens_to_add(True)) if post else 0
     if added > MAX_ADDED_TOKENS:
