@@ -54,6 +54,9 @@ MAX_TOKENIZER_BYTES = 256 << 20   # tokenizer.json: the largest vocabularies in 
 MAX_DIMENSION = 1 << 22           # any size in the config (vocabulary, width, positions)
 MAX_LAYERS = 1024
 MAX_NORMALIZER_GROWTH = 256       # how many times longer the tokenizer's normalizer may make a text, at most
+# The most characters one character becomes (Unicode's normalization forms, UAX #15; full lowercase mapping), as
+# measured over every code point with unicodedata (tests/security/test_hostile_new_formats.py checks them)
+UNICODE_GROWTH = {"NFC": 3, "NFD": 4, "NFKC": 18, "NFKD": 18, "Lowercase": 2}
 MAX_ADDED_TOKENS = 64             # special tokens its post-processor adds to one sequence ([CLS] ... [SEP]: 2)
 SIZE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "max_position_embeddings", "n_positions", "n_ctx",
              "n_embd", "n_inner", "d_model", "num_labels")
@@ -331,7 +334,9 @@ def check_tokenizer(backend, where: str) -> None:
     positions. A Replace multiplies the length by its content's length (by one more where the pattern is a
     regex or empty: it may match between characters); a Prepend by its prefix's; a ByteLevel normalizer by 4
     (https://huggingface.co/docs/tokenizers/api/normalizers: one character per UTF-8 byte, so chained ones
-    double a non-ASCII text's length each time)."""
+    double a non-ASCII text's length each time); a Unicode normal form or a lowercasing by the most characters
+    it makes of one (`UNICODE_GROWTH`: U+FDFA is 18 characters in NFKC, 3 of them spaces, so Replace(" ", U+FDFA)
+    and NFKC, 30 times over, grew "a test message" 4-fold per pair, each counted as 1 before)."""
     growth, todo = 1, [json.loads(backend.normalizer.__getstate__())] if backend.normalizer is not None else []
     while todo:
         node = todo.pop()
@@ -347,9 +352,15 @@ def check_tokenizer(backend, where: str) -> None:
                 growth *= max(1, len(str(node.get("prepend", ""))))
             elif kind == "ByteLevel":   # each UTF-8 byte becomes a character: up to 4 per character, and
                 growth *= 4             # compounding (40 in a Sequence aborted the process on "a test message")
+            elif kind in UNICODE_GROWTH:
+                growth *= UNICODE_GROWTH[kind]
+            elif kind == "BertNormalizer":   # a space either side of a CJK character, NFD to strip accents, lowercase
+                accents = node.get("strip_accents") or (node.get("strip_accents") is None and node.get("lowercase"))
+                growth *= (3 if node.get("handle_chinese_chars") else 1) * (UNICODE_GROWTH["NFD"] if accents else 1) \
+                    * (UNICODE_GROWTH["Lowercase"] if node.get("lowercase") else 1)
             if growth > MAX_NORMALIZER_GROWTH:
                 raise UserError(f"{where}: its normalizer can make a text over {MAX_NORMALIZER_GROWTH} times longer "
-                                "(Replace or Prepend with long contents, or chained ByteLevel); refused")
+                                "(Replace or Prepend with long contents, chained ByteLevel or Unicode forms); refused")
     post = backend.post_processor
     added = max(post.num_special_tokens_to_add(False), post.num_special_tokens_to_add(True)) if post else 0
     if added > MAX_ADDED_TOKENS:
