@@ -10,7 +10,8 @@ Found by these cases (each failed before its fix): a `torch.save`d ResNet-18 hea
 fc.weight [4194304, 512] in 4 bytes, built an 8 GiB network (exit 3 under a memory limit); an XGBoost
 best_iteration past the rounds failed at predict with XGBoost's check message; a tokenizer.json of 40 chained
 ByteLevel normalizers doubled a text per pass and the Rust allocator aborted the process (exit 134), and so
-did 30 pairs of Replace(" ", U+FDFA) and NFKC (each counted as growing a text by nothing)."""
+did 30 pairs of Replace(" ", U+FDFA) and NFKC (each counted as growing a text by nothing) and 40 ByteLevel
+pre-tokenizers (the pre-tokenizer was not checked)."""
 from __future__ import annotations
 
 import ctypes
@@ -185,6 +186,11 @@ def build(root: Path) -> tuple[list[Case], Path, Path]:
         "type": "Sequence", "normalizers": [t["normalizer"]] + [
             {"type": "Replace", "pattern": {"String": " "}, "content": "\ufdfa"}, {"type": "NFKC"}] * 30}))
     audit("hf-nfkc-interleaved", f, messages, "over 256 times longer")
+    f = hf("hf-bytelevel-pre-tokenizer")   # the pieces of a ByteLevel pre-tokenizer grow the same way
+    _edit_json(f / "tokenizer.json", lambda t: t.__setitem__("pre_tokenizer", {
+        "type": "Sequence", "pretokenizers": [t["pre_tokenizer"]] + [
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}] * 40}))
+    audit("hf-bytelevel-pre-tokenizer", f, messages, "over 256 times longer")
     f = hf("hf-tokenizer-link-out")
     shutil.copy(f / "tokenizer.json", secrets / "tokenizer.json")
     (f / "tokenizer.json").unlink()
@@ -252,5 +258,6 @@ def test_the_unicode_growth_factors_are_the_largest_over_every_code_point():
 
     from mlwarden.io.hf import UNICODE_GROWTH
     chars = [chr(i) for i in range(sys.maxunicode + 1) if not 0xD800 <= i <= 0xDFFF]
-    measured = {form: max(len(unicodedata.normalize(form, c)) for c in chars) for form in ("NFC", "NFD", "NFKC", "NFKD")}
+    measured = {form: max(len(unicodedata.normalize(form, c)) for c in chars)
+                for form in ("NFC", "NFD", "NFKC", "NFKD")}
     assert UNICODE_GROWTH == {**measured, "Lowercase": max(len(c.lower()) for c in chars)}

@@ -336,8 +336,10 @@ def check_tokenizer(backend, where: str) -> None:
     (https://huggingface.co/docs/tokenizers/api/normalizers: one character per UTF-8 byte, so chained ones
     double a non-ASCII text's length each time); a Unicode normal form or a lowercasing by the most characters
     it makes of one (`UNICODE_GROWTH`: U+FDFA is 18 characters in NFKC, 3 of them spaces, so Replace(" ", U+FDFA)
-    and NFKC, 30 times over, grew "a test message" 4-fold per pair, each counted as 1 before)."""
-    growth, todo = 1, [json.loads(backend.normalizer.__getstate__())] if backend.normalizer is not None else []
+    and NFKC, 30 times over, grew "a test message" 4-fold per pair, each counted as 1 before). The pre-tokenizer
+    counts too (ByteLevel 4, Metaspace 2: a ByteLevel pre-tokenizer's pieces grow as the normalizer's text does)."""
+    growth, todo = 1, [json.loads(part.__getstate__()) for part in (backend.normalizer, backend.pre_tokenizer)
+                       if part is not None]   # a pre-tokenizer's ByteLevel maps bytes to characters too
     while todo:
         node = todo.pop()
         if isinstance(node, list):
@@ -352,6 +354,8 @@ def check_tokenizer(backend, where: str) -> None:
                 growth *= max(1, len(str(node.get("prepend", ""))))
             elif kind == "ByteLevel":   # each UTF-8 byte becomes a character: up to 4 per character, and
                 growth *= 4             # compounding (40 in a Sequence aborted the process on "a test message")
+            elif kind == "Metaspace" and node.get("prepend_scheme") != "never":   # a ▁ before each piece
+                growth *= 2
             elif kind in UNICODE_GROWTH:
                 growth *= UNICODE_GROWTH[kind]
             elif kind == "BertNormalizer":   # a space either side of a CJK character, NFD to strip accents, lowercase
@@ -359,8 +363,9 @@ def check_tokenizer(backend, where: str) -> None:
                 growth *= (3 if node.get("handle_chinese_chars") else 1) * (UNICODE_GROWTH["NFD"] if accents else 1) \
                     * (UNICODE_GROWTH["Lowercase"] if node.get("lowercase") else 1)
             if growth > MAX_NORMALIZER_GROWTH:
-                raise UserError(f"{where}: its normalizer can make a text over {MAX_NORMALIZER_GROWTH} times longer "
-                                "(Replace or Prepend with long contents, chained ByteLevel or Unicode forms); refused")
+                raise UserError(f"{where}: its normalizer or pre-tokenizer can make a text over "
+                                f"{MAX_NORMALIZER_GROWTH} times longer (Replace or Prepend with long contents, chained ByteLevel or Unicode "
+                                "forms); refused")
     post = backend.post_processor
     added = max(post.num_special_tokens_to_add(False), post.num_special_tokens_to_add(True)) if post else 0
     if added > MAX_ADDED_TOKENS:
