@@ -11,7 +11,8 @@ fc.weight [4194304, 512] in 4 bytes, built an 8 GiB network (exit 3 under a memo
 best_iteration past the rounds failed at predict with XGBoost's check message; a tokenizer.json of 40 chained
 ByteLevel normalizers doubled a text per pass and the Rust allocator aborted the process (exit 134), and so
 did 30 pairs of Replace(" ", U+FDFA) and NFKC (each counted as growing a text by nothing) and 40 ByteLevel
-pre-tokenizers (the pre-tokenizer was not checked)."""
+pre-tokenizers (the pre-tokenizer was not checked); `mlwarden scan FOLDER` read the files that links in the
+folder led to, outside it."""
 from __future__ import annotations
 
 import ctypes
@@ -216,6 +217,7 @@ def build(root: Path) -> tuple[list[Case], Path, Path]:
     torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 16, 16),),
                                           dynamic_shapes=({0: torch.export.Dim("batch")},)), cases_dir / "net.pt2")
     audit("images-link-out", cases_dir / "net.pt2", linked, "leading out of the data folder")
+    cases.append(Case("scan-folder-link-out", ["scan", str(linked)], "outside the folder"))   # scan read it
     return cases, secrets, sentinel
 
 

@@ -657,9 +657,13 @@ def scan_cmd(
     for f in map(Path, files):
         _regular(str(f), "scan", folder=True)
         if f.is_dir():  # in a folder, files that are neither model-like by name nor by content are passed over
+            root = os.path.realpath(f)
             for p in sorted(f.rglob("*")):
                 if not p.is_file():
                     continue
+                if not Path(os.path.realpath(p)).is_relative_to(root):   # never read through a link leading out
+                    raise UserError(f"{p}: a symbolic link to {os.path.realpath(p)}, outside the folder {f}; refused "
+                                    "(mlwarden reads only what is inside the folders it is given)")
                 s = scan_file(p, trusted)
                 plain = s.format == "unknown" or (s.format == "pickle" and s.safe and not s.references)
                 if plain and p.suffix.lower() not in MODEL_SUFFIXES:
