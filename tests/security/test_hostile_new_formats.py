@@ -12,7 +12,8 @@ best_iteration past the rounds failed at predict with XGBoost's check message; a
 ByteLevel normalizers doubled a text per pass and the Rust allocator aborted the process (exit 134), and so
 did 30 pairs of Replace(" ", U+FDFA) and NFKC (each counted as growing a text by nothing) and 40 ByteLevel
 pre-tokenizers (the pre-tokenizer was not checked); `mlwarden scan FOLDER` read the files that links in the
-folder led to, outside it."""
+folder led to, outside it; a LightGBM text model whose parameters section holds a line without ':'
+crashed the process in LightGBM's parser (SIGSEGV)."""
 from __future__ import annotations
 
 import ctypes
@@ -171,6 +172,13 @@ def build(root: Path) -> tuple[list[Case], Path, Path]:
     xgboost.XGBClassifier(n_estimators=3, max_depth=2, n_jobs=1).fit(x, y).save_model(cases_dir / "xgb.json")
     _edit_json(cases_dir / "xgb.json", lambda d: d["learner"]["attributes"].__setitem__("best_iteration", "9" * 20))
     audit("xgb-best-iteration", cases_dir / "xgb.json", "iris", "best_iteration")
+    # LightGBM: a parameters line without its ':' (LightGBM's parser crashed the process with SIGSEGV)
+    import lightgbm
+    text = lightgbm.LGBMClassifier(n_estimators=3, num_leaves=4, n_jobs=1, verbose=-1).fit(x, y).booster_ \
+        .model_to_string()
+    assert "\n[machines: ]\n" in text
+    (cases_dir / "lgb.txt").write_text(text.replace("\n[machines: ]\n", "\n[machines:\n"))
+    audit("lgb-parameter-line", cases_dir / "lgb.txt", "iris", "is not [name: value]")
     # Hugging Face folders
     bert = root / "bert"
     _tiny_bert(bert)
@@ -224,6 +232,7 @@ def build(root: Path) -> tuple[list[Case], Path, Path]:
 def test_hostile_new_format_files_exit_2_in_one_line_and_touch_nothing_outside(tmp_path):
     pytest.importorskip("transformers")
     pytest.importorskip("xgboost")
+    pytest.importorskip("lightgbm")
     torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

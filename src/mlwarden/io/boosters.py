@@ -233,7 +233,26 @@ def _check_xgb_trees(doc, name: str):
             from None
 
 
+def _check_lgb_parameters(text: str, name: str) -> None:
+    """The `parameters:` section LightGBM's model writer ends a file with holds one `[name: value]` per line;
+    LightGBM 4.7 splits each line's inside at ':' unchecked, and a line without one ('[machines:', 'junk', '[]')
+    crashed the process (SIGSEGV) while the model loaded."""
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == "parameters:"), None)
+    if start is None:
+        return
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() == "end of parameters"), None)
+    if end is None:
+        raise UserError(f"{name}: not a loadable LightGBM model (its parameters section has no 'end of parameters')")
+    for i in range(start + 1, end):
+        ln = lines[i].strip()
+        if ln and not (len(ln) > 2 and ln[0] == "[" and ln[-1] == "]" and ":" in ln[1:-1]):   # LightGBM writes a
+            raise UserError(f"{name}: not a loadable LightGBM model (line {i + 1}, in its parameters section, is "
+                            f"not [name: value]: {ln[:60]!r})")                            # blank line at the end
+
+
 def _check_lgb_trees(text: str, name: str):
+    _check_lgb_parameters(text, name)
     head = text[:text.find("\nTree=")] if "\nTree=" in text else text
     m = re.search(r"^max_feature_idx=(\d+)", head, re.MULTILINE)
     k = re.search(r"^num_tree_per_iteration=(\d+)", head, re.MULTILINE)
