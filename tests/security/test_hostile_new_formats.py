@@ -13,7 +13,8 @@ ByteLevel normalizers doubled a text per pass and the Rust allocator aborted the
 did 30 pairs of Replace(" ", U+FDFA) and NFKC (each counted as growing a text by nothing) and 40 ByteLevel
 pre-tokenizers (the pre-tokenizer was not checked); `mlwarden scan FOLDER` read the files that links in the
 folder led to, outside it; a LightGBM text model whose parameters section holds a line without ':'
-crashed the process in LightGBM's parser (SIGSEGV)."""
+crashed the process in LightGBM's parser (SIGSEGV), and so did an objective line naming another class count
+than the header's, or none, at the first prediction."""
 from __future__ import annotations
 
 import ctypes
@@ -179,6 +180,11 @@ def build(root: Path) -> tuple[list[Case], Path, Path]:
     assert "\n[machines: ]\n" in text
     (cases_dir / "lgb.txt").write_text(text.replace("\n[machines: ]\n", "\n[machines:\n"))
     audit("lgb-parameter-line", cases_dir / "lgb.txt", "iris", "is not [name: value]")
+    assert "\nobjective=multiclass num_class:3\n" in text   # the objective's class count sizes its output (SIGSEGV)
+    for tag, objective in (("huge", "multiclass num_class:99999999"), ("empty", "")):
+        (cases_dir / f"lgb-{tag}.txt").write_text(text.replace("\nobjective=multiclass num_class:3\n",
+                                                               f"\nobjective={objective}\n"))
+        audit(f"lgb-objective-{tag}", cases_dir / f"lgb-{tag}.txt", "iris", "does not match its num_class=3")
     # Hugging Face folders
     bert = root / "bert"
     _tiny_bert(bert)

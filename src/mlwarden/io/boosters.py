@@ -264,6 +264,13 @@ def _check_lgb_trees(text: str, name: str):
     if c and int(c.group(1)) > 1 and (not k or int(k.group(1)) != int(c.group(1))):
         raise UserError(f"{name}: not a loadable LightGBM model (num_class={c.group(1)} but num_tree_per_iteration="
                         f"{k.group(1) if k else 'missing'})")
+    # the objective's own num_class sizes LightGBM's output transform: one other than the header's made it read
+    # past its buffer (num_class:99999999 and an empty objective= crashed the audit with SIGSEGV at predict)
+    obj = re.search(r"^objective=(.*)$", head, re.MULTILINE)
+    given = [t.split(":", 1)[1] for t in obj.group(1).split() if t.startswith("num_class:")] if obj else []
+    if obj and (not obj.group(1).strip() or any(g != (c.group(1) if c else "1") for g in given)):
+        raise UserError(f"{name}: not a loadable LightGBM model (objective={obj.group(1)[:60]!r} does not match its "
+                        f"num_class={c.group(1) if c else 'missing'})")
     if k and blocks and len(blocks) % max(int(k.group(1)), 1):
         raise UserError(f"{name}: not a loadable LightGBM model ({len(blocks)} trees, not a multiple of "
                         f"num_tree_per_iteration={k.group(1)})")
