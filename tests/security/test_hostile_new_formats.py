@@ -14,7 +14,8 @@ did 30 pairs of Replace(" ", U+FDFA) and NFKC (each counted as growing a text by
 pre-tokenizers (the pre-tokenizer was not checked); `mlwarden scan FOLDER` read the files that links in the
 folder led to, outside it; a LightGBM text model whose parameters section holds a line without ':'
 crashed the process in LightGBM's parser (SIGSEGV), and so did an objective line naming another class count
-than the header's, or none, at the first prediction."""
+than the header's, or none, at the first prediction; an XGBoost tree_info entry of -5 corrupted the heap
+(SIGABRT) at the first prediction."""
 from __future__ import annotations
 
 import ctypes
@@ -173,6 +174,10 @@ def build(root: Path) -> tuple[list[Case], Path, Path]:
     xgboost.XGBClassifier(n_estimators=3, max_depth=2, n_jobs=1).fit(x, y).save_model(cases_dir / "xgb.json")
     _edit_json(cases_dir / "xgb.json", lambda d: d["learner"]["attributes"].__setitem__("best_iteration", "9" * 20))
     audit("xgb-best-iteration", cases_dir / "xgb.json", "iris", "best_iteration")
+    shutil.copy(cases_dir / "xgb.json", cases_dir / "xgb-tree-info.json")   # a tree's output group of -5: heap
+    _edit_json(cases_dir / "xgb-tree-info.json", lambda d: d["learner"].update(attributes={}) or d["learner"][
+        "gradient_booster"]["model"]["tree_info"].__setitem__(-1, -5))   # corrupted (SIGABRT) at predict
+    audit("xgb-tree-info", cases_dir / "xgb-tree-info.json", "iris", "tree_info")
     # LightGBM: a parameters line without its ':' (LightGBM's parser crashed the process with SIGSEGV)
     import lightgbm
     text = lightgbm.LGBMClassifier(n_estimators=3, num_leaves=4, n_jobs=1, verbose=-1).fit(x, y).booster_ \

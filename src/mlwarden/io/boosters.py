@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import pairwise
 
 import numpy as np
 
@@ -226,6 +227,16 @@ def _check_xgb_trees(doc, name: str):
             if any(x for x in t.get("split_type", [])) or t.get("categories_nodes"):
                 raise UserError(f"{name}: a model with categorical splits; mlwarden audits numeric-split trees")
             _check_tree(name, f"tree {k}", left, right, feats, n_feat)
+        # each tree's output group, and where each round's trees start: XGBoost indexes with them unchecked (a
+        # tree_info of -5 corrupted the heap, SIGABRT at the first prediction; 99999 passed silently)
+        groups, info = max(n_class, 1), [int(g) for g in model.get("tree_info", [])]
+        if len(info) != len(trees) or any(not 0 <= g < groups for g in info):
+            raise UserError(f"{name}: not a loadable XGBoost model (tree_info must give each of its {len(trees)} "
+                            f"trees an output group in 0..{groups - 1})")
+        ptr = [int(i) for i in model.get("iteration_indptr", [0, len(trees)])]
+        if not ptr or ptr[0] != 0 or ptr[-1] != len(trees) or any(b < a for a, b in pairwise(ptr)):
+            raise UserError(f"{name}: not a loadable XGBoost model (iteration_indptr does not cut its {len(trees)} "
+                            "trees into rounds)")
     except UserError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
