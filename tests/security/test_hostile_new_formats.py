@@ -134,6 +134,15 @@ def _edit_json(path: Path, edit) -> None:
     path.write_text(json.dumps(doc))
 
 
+def _add_external_key(path: Path, key: str, value: str) -> None:
+    """One more external_data entry on the ONNX model's initializer: a key it already has, given again."""
+    import onnx
+    model = onnx.load(str(path), load_external_data=False)
+    e = model.graph.initializer[0].external_data.add()
+    e.key, e.value = key, value
+    onnx.save(model, str(path))
+
+
 def build(root: Path) -> tuple[list[Case], Path, Path]:
     """The hostile cases, the secrets folder (watched) and the folder payloads would write their markers to."""
     from PIL import Image
@@ -228,6 +237,11 @@ def build(root: Path) -> tuple[list[Case], Path, Path]:
     os.symlink(secrets / "weights.bin", onnx_dir / "w.bin")
     audit("onnx-external-link-out", _onnx_external(onnx_dir, "model.onnx", "w.bin"), "breast-cancer",
           "outside the model's folder")
+    dup_dir = cases_dir / "onnx-duplicate-location"   # a second location key, read by onnx, went unchecked
+    dup_dir.mkdir()
+    (dup_dir / "w.bin").write_bytes(bytes(32))
+    _add_external_key(_onnx_external(dup_dir, "model.onnx", "w.bin"), "location", "../../secrets/weights.bin")
+    audit("onnx-duplicate-location", dup_dir / "model.onnx", "breast-cancer", "'location' twice")
     # image folder: an image that links out of the folder
     linked = cases_dir / "images-link-out"
     shutil.copytree(images, linked)

@@ -33,9 +33,16 @@ import torch
 from torch import nn
 
 from ..core.data import Dataset
-from ..core.target import Access, NumpyTarget, Target, TorchTarget, outputs_are_probabilities
+from ..core.target import (
+    Access,
+    NumpyTarget,
+    Target,
+    TorchTarget,
+    outputs_are_probabilities,
+)
 from .onnx_ops import DTYPES, MAX_ELEMENTS, OPS, OUTPUTS, refuse_attributes
 from .onnx_shapes import SIZE_INPUTS, STATIC, Dims, as_dims
+from .scan.formats import onnx_external_keys
 
 MAX_NODES = 100_000
 MIN_OPSET = 7          # elementwise ops broadcast numpy-style from opset 7
@@ -65,7 +72,10 @@ def _external(t, what: str, folder: Path | None) -> np.ndarray:
     """A tensor kept in an external-data file (ONNX external data spec: location, offset, length), read from
     the model's own folder only (the scan checked the location; checked again here), its length first."""
     from onnx import helper
-    keys = {e.key: e.value for e in t.external_data}
+    try:
+        keys = onnx_external_keys(t)
+    except ValueError as e:
+        raise NotConvertible(str(e)) from None
     loc = keys.get("location", "")
     if folder is None or not loc:
         raise NotConvertible(f"{what} is kept in an external-data file with no folder to read it from")
@@ -156,7 +166,7 @@ def _output(graph) -> str:
     return two[-1] if two else outs[0].name
 
 
-def convert(model, folder: Path | None = None) -> "OnnxModule":
+def convert(model, folder: Path | None = None) -> OnnxModule:
     """The nodes the scores output needs, checked and in order, as an OnnxModule; NotConvertible otherwise.
     `folder`: where the model's external-data files are (its own folder)."""
     graph, opset = model.graph, _opset(model)

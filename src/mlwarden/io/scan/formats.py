@@ -248,6 +248,18 @@ def onnx_tensors(model, operator=None):
         yield from node_tensors(fn.node, fn.name)
 
 
+def onnx_external_keys(t) -> dict[str, str]:
+    """A tensor's external_data entries (ONNX IR spec: location, offset, length, checksum) as one mapping;
+    ValueError when a key is given twice: readers disagree on which copy counts (onnx's ExternalDataInfo
+    keeps the last; a reader keeping the first would check one location while another is read)."""
+    keys: dict[str, str] = {}
+    for e in t.external_data:
+        if e.key in keys:
+            raise ValueError(f"tensor {t.name!r} gives its external-data key {e.key!r} twice")
+        keys[e.key] = e.value
+    return keys
+
+
 def scan_onnx(path: Path) -> tuple[Refs, list[str]]:
     """External-data paths must stay inside the model's folder; operators outside the standard domains
     are listed (onnxruntime runs them only from a library the user registers)."""
@@ -273,7 +285,11 @@ def scan_onnx(path: Path) -> tuple[Refs, list[str]]:
     for t in onnx_tensors(model, operator):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
-        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        try:
+            loc = onnx_external_keys(t).get("location", "")
+        except ValueError as e:
+            problems.append(str(e))
+            continue
         where = os.path.realpath(folder / loc)
         if (not loc or PurePosixPath(loc).is_absolute() or os.path.isabs(loc) or ".." in PurePosixPath(loc).parts
                 or os.path.commonpath([where, str(folder)]) != str(folder)):
