@@ -187,6 +187,11 @@ def build(root: Path) -> tuple[list[Case], Path, Path]:
     _edit_json(cases_dir / "xgb-tree-info.json", lambda d: d["learner"].update(attributes={}) or d["learner"][
         "gradient_booster"]["model"]["tree_info"].__setitem__(-1, -5))   # corrupted (SIGABRT) at predict
     audit("xgb-tree-info", cases_dir / "xgb-tree-info.json", "iris", "tree_info")
+    for n in (100000, 1):   # the objective's class count against the learner's 3: XGBoost loaded it silently
+        shutil.copy(cases_dir / "xgb.json", cases_dir / f"xgb-objective-{n}.json")
+        _edit_json(cases_dir / f"xgb-objective-{n}.json", lambda d, n=n: d["learner"].update(attributes={}) or d[
+            "learner"]["objective"]["softmax_multiclass_param"].__setitem__("num_class", str(n)))
+        audit(f"xgb-objective-{n}", cases_dir / f"xgb-objective-{n}.json", "iris", "is not the learner's num_class 3")
     # LightGBM: a parameters line without its ':' (LightGBM's parser crashed the process with SIGSEGV)
     import lightgbm
     text = lightgbm.LGBMClassifier(n_estimators=3, num_leaves=4, n_jobs=1, verbose=-1).fit(x, y).booster_ \

@@ -219,6 +219,13 @@ def _check_xgb_trees(doc, name: str):
         n_class = int(learner["learner_model_param"].get("num_class", "0"))
         if not 0 <= n_class <= MAX_CLASSES or not 0 <= n_feat <= 1 << 24:
             raise UserError(f"{name}: not a loadable XGBoost model (num_class {n_class}, num_feature {n_feat})")
+        # the objective's own class count (softmax_multiclass_param.num_class) must be the learner's: XGBoost 3
+        # reconfigures it from the learner on load, so 100000 or 1 beside 3 loaded silently and predicted 3
+        # columns; a file where the two disagree was edited after XGBoost wrote it, and another version may trust it
+        for part, params in (learner.get("objective") or {}).items():
+            if isinstance(params, dict) and "num_class" in params and int(params["num_class"]) != n_class:
+                raise UserError(f"{name}: not a loadable XGBoost model (objective {part}.num_class "
+                                f"{str(params['num_class'])[:20]!r} is not the learner's num_class {n_class})")
         for k, t in enumerate(trees):
             n = int(t["tree_param"]["num_nodes"])
             left, right, feats = t["left_children"], t["right_children"], t["split_indices"]
