@@ -225,6 +225,24 @@ def build(root: Path) -> tuple[list[Case], Path, Path]:
         "type": "Sequence", "pretokenizers": [t["pre_tokenizer"]] + [
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}] * 40}))
     audit("hf-bytelevel-pre-tokenizer", f, messages, "over 256 times longer")
+    # fields choosing code, in a composite model's sub-configs (Gemma3's text_config, vision_config): only the top
+    # level was checked, and these loaded with exit 0
+    kernel = "kernels-community/flash-attn"
+    for name, sub, word in (
+            ("hf-sub-attn-kernel", {"text_config": {"attn_implementation": kernel}}, "text_config.attn_implementation"),
+            ("hf-sub-attn-dict", {"vision_config": {"_attn_implementation": {"": "sdpa", "text_config": kernel}}},
+             "attention kernel"),
+            ("hf-sub-experts-kernel", {"text_config": {"experts_implementation": "deepgemm"}}, "experts kernel"),
+            ("hf-sub-auto-map", {"text_config": {"auto_map": {"AutoModel": "modeling_evil.EvilModel"}}},
+             "text_config.auto_map"),
+            ("hf-trust-remote-code", {"trust_remote_code": True}, "remote code"),
+            ("hf-sub-architecture", {"vision_config": {"architectures": ["EvilVisionModel"]}},
+             "does not ship with transformers"),
+            ("hf-sub-config-builtin", {"text_config": {"attn_implementation": "sdpa", "architectures": ["BertModel"]},
+                                       "vision_config": {"attn_implementation": None}}, None)):
+        f = hf(name)
+        _edit_json(f / "config.json", lambda c, sub=sub: c.update(sub))
+        audit(name, f, messages, word)
     f = hf("hf-tokenizer-link-out")
     shutil.copy(f / "tokenizer.json", secrets / "tokenizer.json")
     (f / "tokenizer.json").unlink()

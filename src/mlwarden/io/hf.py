@@ -174,18 +174,47 @@ def _task(model_type: str, arch: str, where: str) -> str:
                     f"({' or '.join(want) or 'this type has no sequence classifier or causal LM'})")
 
 
+# fields choosing the code that computes a layer, and transformers' own torch implementations of each: any other
+# value names a Hub kernel repo (kernels-community/...: native code) or an optional kernel package
+IMPLEMENTATIONS = {"attn_implementation": ("attention", ("eager", "sdpa")),
+                   "experts_implementation": ("experts", ("eager", "batched_mm", "grouped_mm"))}
+MAX_CONFIG_DEPTH = 32
+
+
+def _check_code_fields(node, where: str, classes: frozenset[str], path: str = "", depth: int = 0) -> None:
+    """Every field of a config, at any depth (a composite model's text_config, vision_config, ... are configs
+    too, and transformers applies their fields), that would pick code to run: auto_map (custom code),
+    trust_remote_code, quantization_config (a quantizer's kernels), an attention or experts implementation other
+    than transformers' own (`IMPLEMENTATIONS`; a dict value maps sub-configs to one), and an `architectures`
+    entry naming a class that does not ship with transformers (`classes`)."""
+    if depth > MAX_CONFIG_DEPTH:
+        raise UserError(f"{where}: {path} is nested over {MAX_CONFIG_DEPTH} levels deep")
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        at = f"{path}.{k}" if path else str(k)
+        if k == "auto_map":
+            raise UserError(f"{where}: {at} names custom code; mlwarden never runs remote code (a model "
+                            "folder must use an architecture that ships with transformers)")
+        if k == "trust_remote_code" and v is not False:
+            raise UserError(f"{where}: {at} asks for remote code; mlwarden never runs remote code")
+        if k == "quantization_config":
+            raise UserError(f"{where}: quantized models ({at}) are not supported; save the model unquantized")
+        if isinstance(k, str) and k.lstrip("_") in IMPLEMENTATIONS and v is not None:
+            kind, ok = IMPLEMENTATIONS[k.lstrip("_")]
+            bad = [x for x in (v.values() if isinstance(v, dict) else [v]) if x is not None and x not in ok]
+            if bad:   # a Hub kernel repo (kernels-community/...) is native code
+                raise UserError(f"{where}: {at} {str(bad[0])[:60]!r} names an {kind} kernel to load; "
+                                f"mlwarden runs transformers' own {kind} only ({' or '.join(ok)})")
+        if k == "architectures" and v is not None and not (
+                isinstance(v, list) and all(isinstance(a, str) and a in classes for a in v)):
+            raise UserError(f"{where}: {at} {str(v)[:80]} names a model class that does not ship with transformers")
+        _check_code_fields(v, where, classes, at, depth + 1)
+
+
 def _check_config(cfg: dict, where: str) -> tuple[str, str]:
+    import transformers
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-    if "auto_map" in cfg:
-        raise UserError(f"{where}: auto_map names custom code; mlwarden never runs remote code (a model folder must "
-                        "use an architecture that ships with transformers)")
-    attn = [cfg[k] for k in ("attn_implementation", "_attn_implementation") if cfg.get(k) is not None]
-    if any(a not in ("eager", "sdpa") for a in attn):   # a Hub kernel repo (kernels-community/...) is native code
-        raise UserError(f"{where}: attn_implementation {str(attn[0])[:60]!r} names an attention kernel to load; "
-                        "mlwarden runs transformers' own attention only (eager or sdpa)")
-    if "quantization_config" in cfg:
-        raise UserError(f"{where}: quantized models (quantization_config) are not supported; save the model "
-                        "unquantized")
+    _check_code_fields(cfg, where, frozenset(dir(transformers)))
     mt = cfg.get("model_type")
     if not isinstance(mt, str) or mt not in CONFIG_MAPPING_NAMES:
         raise UserError(f"{where}: model_type {str(mt)[:60]!r} is not an architecture that ships with transformers")
