@@ -15,7 +15,12 @@ pre-tokenizers (the pre-tokenizer was not checked); `mlwarden scan FOLDER` read 
 folder led to, outside it; a LightGBM text model whose parameters section holds a line without ':'
 crashed the process in LightGBM's parser (SIGSEGV), and so did an objective line naming another class count
 than the header's, or none, at the first prediction; an XGBoost tree_info entry of -5 corrupted the heap
-(SIGABRT) at the first prediction."""
+(SIGABRT) at the first prediction. Passed (exit 0, or an error from onnxruntime instead of the scan) before their
+fixes: an ONNX tensor giving its external-data 'location' twice, the second out of the folder (the scan checked the
+first, the converter and onnx read the last); an XGBoost objective num_class of 100000 or 1 beside the learner's 3;
+an attention kernel, auto_map or custom architecture in a Hugging Face config's text_config or vision_config (only
+the top level was checked); three SentencePiece Precompiled normalizers rewriting " " as 100 spaces (2,000,012
+characters from "a test message"; counted as growing nothing)."""
 from __future__ import annotations
 
 import ctypes
@@ -143,6 +148,19 @@ def _add_external_key(path: Path, key: str, value: str) -> None:
     onnx.save(model, str(path))
 
 
+def _charsmap(src: str, dst: str) -> str:
+    """A SentencePiece precompiled_charsmap (as tokenizer.json holds it, base64) rewriting the one-byte character
+    `src` as `dst`: [u32 trie bytes][darts-clone double array: root, src's node, its leaf][dst NUL]."""
+    import base64
+    (byte,) = src.encode()
+    units = [0] * 256
+    units[0] = 1 << 10                                   # the root: its children at 1 ^ byte
+    units[1 ^ byte] = (1 << 10) | (1 << 8) | byte        # src's node, labelled, with a leaf at (1 ^ byte) ^ 1
+    units[(1 ^ byte) ^ 1] = 1 << 31                      # the leaf: offset 0 in the replacements
+    trie = struct.pack(f"<{len(units)}I", *units)
+    return base64.b64encode(struct.pack("<I", len(trie)) + trie + dst.encode() + bytes(1)).decode()
+
+
 def build(root: Path) -> tuple[list[Case], Path, Path]:
     """The hostile cases, the secrets folder (watched) and the folder payloads would write their markers to."""
     from PIL import Image
@@ -243,6 +261,11 @@ def build(root: Path) -> tuple[list[Case], Path, Path]:
         f = hf(name)
         _edit_json(f / "config.json", lambda c, sub=sub: c.update(sub))
         audit(name, f, messages, word)
+    f = hf("hf-precompiled")   # SentencePiece rules rewriting " " as 100 spaces, 3 times: counted as 1 and loaded
+    _edit_json(f / "tokenizer.json", lambda t: t.__setitem__("normalizer", {
+        "type": "Sequence", "normalizers": [t["normalizer"]] + [
+            {"type": "Precompiled", "precompiled_charsmap": _charsmap(" ", " " * 100)}] * 3}))
+    audit("hf-precompiled", f, messages, "over 256 times longer")
     f = hf("hf-tokenizer-link-out")
     shutil.copy(f / "tokenizer.json", secrets / "tokenizer.json")
     (f / "tokenizer.json").unlink()

@@ -355,6 +355,24 @@ def _load(folder: HFFolder):
     return model.eval(), tok
 
 
+def _charsmap_growth(charsmap, where: str) -> int:
+    """The most characters a SentencePiece `Precompiled` normalizer writes for one it reads: its charsmap is
+    [u32 trie size][darts-clone double-array trie][replacements, each ended by NUL] (spm_precompiled, as
+    sentencepiece's normalizer.cc writes it), the trie mapping a prefix of at least one character to an offset in
+    the replacements, so no replacement is longer than its longest NUL-separated piece."""
+    import base64
+    import binascii
+    try:
+        raw = base64.b64decode(charsmap, validate=True) if isinstance(charsmap, str) else bytes(charsmap)
+        trie = int.from_bytes(raw[:4], "little")
+    except (binascii.Error, TypeError, ValueError):
+        raise UserError(f"{where}: a Precompiled normalizer whose precompiled_charsmap is not base64 bytes") from None
+    if len(raw) < 4 or 4 + trie > len(raw):
+        raise UserError(f"{where}: a Precompiled normalizer whose precompiled_charsmap is cut short")
+    pieces = raw[4 + trie:].split(b"\0")
+    return max(len(p.decode("utf-8", "replace")) for p in pieces)
+
+
 def check_tokenizer(backend, where: str) -> None:
     """Refuse a tokenizer.json that makes a short message huge, read from the loaded `tokenizers.Tokenizer`
     (https://huggingface.co/docs/tokenizers/api/normalizers): five chained Replace normalizers of " " by 1,000
@@ -366,7 +384,9 @@ def check_tokenizer(backend, where: str) -> None:
     double a non-ASCII text's length each time); a Unicode normal form or a lowercasing by the most characters
     it makes of one (`UNICODE_GROWTH`: U+FDFA is 18 characters in NFKC, 3 of them spaces, so Replace(" ", U+FDFA)
     and NFKC, 30 times over, grew "a test message" 4-fold per pair, each counted as 1 before). The pre-tokenizer
-    counts too (ByteLevel 4, Metaspace 2: a ByteLevel pre-tokenizer's pieces grow as the normalizer's text does)."""
+    counts too (ByteLevel 4, Metaspace 2: a ByteLevel pre-tokenizer's pieces grow as the normalizer's text does).
+    A SentencePiece `Precompiled` normalizer counts its longest replacement (`_charsmap_growth`): three chained
+    ones rewriting " " as 100 spaces were counted as 1 and loaded."""
     growth, todo = 1, [json.loads(part.__getstate__()) for part in (backend.normalizer, backend.pre_tokenizer)
                        if part is not None]   # a pre-tokenizer's ByteLevel maps bytes to characters too
     while todo:
@@ -387,14 +407,16 @@ def check_tokenizer(backend, where: str) -> None:
                 growth *= 2
             elif kind in UNICODE_GROWTH:
                 growth *= UNICODE_GROWTH[kind]
+            elif kind == "Precompiled":   # SentencePiece's rules: its longest replacement per character
+                growth *= max(1, _charsmap_growth(node.get("precompiled_charsmap"), where))
             elif kind == "BertNormalizer":   # a space either side of a CJK character, NFD to strip accents, lowercase
                 accents = node.get("strip_accents") or (node.get("strip_accents") is None and node.get("lowercase"))
                 growth *= (3 if node.get("handle_chinese_chars") else 1) * (UNICODE_GROWTH["NFD"] if accents else 1) \
                     * (UNICODE_GROWTH["Lowercase"] if node.get("lowercase") else 1)
             if growth > MAX_NORMALIZER_GROWTH:
                 raise UserError(f"{where}: its normalizer or pre-tokenizer can make a text over "
-                                f"{MAX_NORMALIZER_GROWTH} times longer (Replace or Prepend with long contents, chained ByteLevel or Unicode "
-                                "forms); refused")
+                                f"{MAX_NORMALIZER_GROWTH} times longer (Replace or Prepend with long contents, chained "
+                                "ByteLevel, Unicode forms or SentencePiece Precompiled rules); refused")
     post = backend.post_processor
     added = max(post.num_special_tokens_to_add(False), post.num_special_tokens_to_add(True)) if post else 0
     if added > MAX_ADDED_TOKENS:
