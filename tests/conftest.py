@@ -107,18 +107,25 @@ def mlp_state_dict(tmp_path_factory, digits_mlp):
     return path
 
 
+def shared_cache(tmp_path_factory):
+    """The run's one cache folder: under pytest-xdist, the workers' common base folder, so a reference model or
+    demo weights one worker trains are read by the other (the cache writes atomically and keys by content)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cache"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory):
     """The same cache for session- and module-scoped fixtures as for tests (never the real ~/.cache): a run
     directory a fixture makes is proven by a key in this cache's run-keys/, which a test's run must find."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLWARDEN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        mp.setenv("MLWARDEN_CACHE", str(shared_cache(tmp_path_factory)))
         yield
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("MLWARDEN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("MLWARDEN_CACHE", str(shared_cache(tmp_path_factory)))
     yield
 
 
@@ -137,14 +144,16 @@ def place_sms_spam(cache) -> None:
     from pathlib import Path
     dest = Path(cache) / "data" / "sms-spam" / "SMSSpamCollection"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists():
-        shutil.copyfile(SHARED_SMS, dest)
+    if not dest.exists():   # copied whole, then renamed: the other worker never reads half of it
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+        shutil.copyfile(SHARED_SMS, tmp)
+        os.replace(tmp, dest)
 
 
 @pytest.fixture(scope="session")
 def sms_spam(tmp_path_factory):
     """The SMS Spam Collection, 70/30 stratified split, seed 0, read through `--data sms-spam`'s cache."""
-    cache = tmp_path_factory.getbasetemp() / "cache"
+    cache = shared_cache(tmp_path_factory)
     place_sms_spam(cache)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLWARDEN_CACHE", str(cache))

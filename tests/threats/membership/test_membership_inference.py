@@ -62,7 +62,8 @@ def test_without_recipe_only_loss_runs(digits, digits_mlp, tmp_path):
     assert any("no recipe" in n for n in f.details["notes"])
 
 
-def test_reference_models_are_balanced_and_cached(digits):
+def test_reference_models_are_balanced_and_cached(digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLWARDEN_CACHE", str(tmp_path / "cache"))   # its own: the first call must train
     masks = balanced_masks(6, 50, seed=1)
     assert (masks.sum(axis=0) == 3).all()
     x, y = digits.x_train[:200], digits.y_train[:200]
