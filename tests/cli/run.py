@@ -2,23 +2,23 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import time
+
+from . import zygote
 
 
 def mlwarden(*args, cwd=None, timeout=600, env_cache=None):
     env = dict(os.environ, COLUMNS="200", OMP_NUM_THREADS="1")
     if env_cache is not None:   # a cache of its own (reference models trained afresh)
         env["MLWARDEN_CACHE"] = str(env_cache)
-    return subprocess.run([sys.executable, "-m", "mlwarden", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return zygote.run(args, cwd=cwd, env=env, timeout=timeout)
 
 
 def infer_body(x) -> dict:
     return {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.flatten().tolist()}]}
 
 
-def start_serve(*args, env=None) -> tuple[subprocess.Popen, str]:
+def start_serve(*args, env=None) -> tuple[subprocess.Popen | zygote.Process, str]:
     """`mlwarden serve ARGS --port 0` in a subprocess: returns it and the base URL it announced, once it answers
     ready. The port is the one the server bound itself (a port picked here and bound later can be taken in
     between by another test's server, which would then answer this test's requests)."""
@@ -27,9 +27,8 @@ def start_serve(*args, env=None) -> tuple[subprocess.Popen, str]:
     import threading
 
     import httpx
-    p = subprocess.Popen([sys.executable, "-m", "mlwarden", "serve", *map(str, args), "--port", "0"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+    p = zygote.popen(["serve", *args, "--port", "0"],
+                     env=dict(os.environ, COLUMNS="200", OMP_NUM_THREADS="1", **(env or {})))
     lines: queue.Queue = queue.Queue()
     seen: list[str] = []
     threading.Thread(target=lambda: [lines.put(ln) for ln in p.stderr], daemon=True).start()
@@ -55,7 +54,7 @@ def start_serve(*args, env=None) -> tuple[subprocess.Popen, str]:
         time.sleep(0.2)
 
 
-def stop(p: subprocess.Popen) -> None:
+def stop(p: subprocess.Popen | zygote.Process) -> None:
     p.terminate()
     try:
         p.wait(10)
