@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from . import zoo
 from .device import OnDevice
@@ -73,13 +73,24 @@ class Recipe:
         return TorchTarget(model, data.n_classes, data.input_shape, access=access, name=name)
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
+        # foreach: one call updates every parameter tensor (on the CPU torch defaults to a Python loop over them,
+        # a quarter of an MLP's training step); the same arithmetic, so the same weights
         if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+            return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay, foreach=True)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, foreach=True)
 
     def make_loader(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> DataLoader:
         g = torch.Generator().manual_seed(seed)
         return DataLoader(TensorDataset(x, y), batch_size=self.batch_size, shuffle=True, generator=g)
+
+    def _batches(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> DataLoader:
+        """make_loader's batches, in the same order (the same sampler draws from the same generator), each taken
+        by one indexing of the tensors instead of `batch_size` item reads and a stack (a fifth of an MLP's
+        training time). A loader a `wrap` (Opacus) re-samples stays make_loader's."""
+        g = torch.Generator().manual_seed(seed)
+        ds = TensorDataset(x, y)
+        return DataLoader(ds, batch_size=None, generator=g,
+                          sampler=BatchSampler(RandomSampler(ds, generator=g), self.batch_size, drop_last=False))
 
     def with_(self, **changes) -> "Recipe":
         return replace(self, **changes)
@@ -99,8 +110,9 @@ class Recipe:
         if dev is not None:
             model = model.to(dev)
         opt = self.make_optimizer([p for p in model.parameters() if p.requires_grad])
-        loader = self.make_loader(x, y, seed)
         wrap = wrap if wrap is not None else self.wrap
+        plain = wrap is None and type(self).make_loader is Recipe.make_loader
+        loader = self._batches(x, y, seed) if plain else self.make_loader(x, y, seed)
         batch_transform = batch_transform if batch_transform is not None else self.batch_transform
         on_epoch = on_epoch if on_epoch is not None else self.on_epoch
         loss_fn = self.loss or nn.CrossEntropyLoss()
