@@ -76,18 +76,21 @@ def craft(features, target: torch.Tensor, bases: torch.Tensor, base_label: int, 
     return (bases + delta).detach()
 
 
-def fine_tune_head(features, x: torch.Tensor, y: torch.Tensor, c: float, seed: int):
-    """The victim's new head on frozen features: multinomial logistic regression trained to convergence."""
+def embed(features, x: torch.Tensor) -> torch.Tensor:
+    """The frozen features of x, 512 inputs a forward pass. They do not change while the attack runs, so the
+    run embeds the fine-tuning and test sets once and only each target's poisons anew."""
+    with torch.no_grad():
+        return torch.cat([features(x[i:i + 512]) for i in range(0, len(x), 512)])
+
+
+def fine_tune_head(f: torch.Tensor, y: torch.Tensor, c: float, seed: int):
+    """The victim's new head on frozen features f: multinomial logistic regression trained to convergence."""
     from sklearn.linear_model import LogisticRegression
-    with torch.no_grad():
-        f = torch.cat([features(x[i:i + 512]) for i in range(0, len(x), 512)]).numpy()
-    return LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(f, y.numpy())
+    return LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(f.numpy(), y.numpy())
 
 
-def head_predict(head, features, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        f = torch.cat([features(x[i:i + 512]) for i in range(0, len(x), 512)]).numpy()
-    return torch.as_tensor(head.predict(f))
+def head_predict(head, f: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(head.predict(f.numpy()))
 
 
 def per_class(y: torch.Tensor, k: int | None, seed: int) -> torch.Tensor:
@@ -125,8 +128,9 @@ class FeatureCollision(Threat):
         eps = p.eps * (hi - lo)
         ft_idx = per_class(data.y_train, p.fine_tune_per_class, seed)
         x_ft, y_ft = data.x_train[ft_idx], data.y_train[ft_idx]
-        clean_head = fine_tune_head(features, x_ft, y_ft, p.head_c, seed)
-        clean_pred = head_predict(clean_head, features, data.x_test)
+        f_ft, f_test = embed(features, x_ft), embed(features, data.x_test)
+        clean_head = fine_tune_head(f_ft, y_ft, p.head_c, seed)
+        clean_pred = head_predict(clean_head, f_test)
         ok_clean = clean_pred == data.y_test
         clean_acc = Metric.rate("clean fine-tuned head: test accuracy", int(ok_clean.sum()), len(ok_clean))
         mlp = BUILTIN_RECIPES["mlp"]
@@ -135,8 +139,7 @@ class FeatureCollision(Threat):
         g = torch.Generator().manual_seed(seed)
         candidates = torch.nonzero(ok_clean).flatten()
         order = candidates[torch.randperm(len(candidates), generator=g)][:p.targets]
-        with torch.no_grad():
-            f_train = torch.cat([features(data.x_train[i:i + 512]) for i in range(0, len(data.x_train), 512)])
+        f_train = embed(features, data.x_train)
         turned, accs, judged, own, sizes, rows = [], [], 0, 0, [], []
         worst_acc = None
         for t in order.tolist():
@@ -152,10 +155,10 @@ class FeatureCollision(Threat):
             bases = data.x_train[pool[near]]
             poisons = craft(features, data.x_test[t], bases, b, eps, lo, hi, p.steps, p.objective, p.keep_base,
                             surrogate)
-            head = fine_tune_head(features, torch.cat([x_ft, poisons]),
+            head = fine_tune_head(torch.cat([f_ft, embed(features, poisons)]),
                                   torch.cat([y_ft, torch.full((len(poisons),), b)]), p.head_c, seed)
-            hit = int(head_predict(head, features, data.x_test[t:t + 1])[0]) == b
-            ok = head_predict(head, features, data.x_test) == data.y_test
+            hit = int(head_predict(head, embed(features, data.x_test[t:t + 1]))[0]) == b
+            ok = head_predict(head, f_test) == data.y_test
             acc = Metric.rate("poisoned head: test accuracy", int(ok.sum()), len(ok))
             if worst_acc is None or acc.value < worst_acc.value:
                 worst_acc = acc
