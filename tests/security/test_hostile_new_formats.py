@@ -19,7 +19,8 @@ than the header's, or none, at the first prediction; an XGBoost tree_info entry 
 fixes: an ONNX tensor giving its external-data 'location' twice, the second out of the folder (the scan checked the
 first, the converter and onnx read the last); an XGBoost objective num_class of 100000 or 1 beside the learner's 3;
 an attention kernel, auto_map or custom architecture in a Hugging Face config's text_config or vision_config (only
-the top level was checked); three SentencePiece Precompiled normalizers rewriting " " as 100 spaces (2,000,012
+the top level was checked), and an auto_map below the top level or trust_remote_code in tokenizer_config.json
+(inert, since the tokenizer is read by class, but refused as in config.json); three SentencePiece Precompiled normalizers rewriting " " as 100 spaces (2,000,012
 characters from "a test message"; counted as growing nothing)."""
 from __future__ import annotations
 
@@ -260,6 +261,14 @@ def build(root: Path) -> tuple[list[Case], Path, Path]:
                                        "vision_config": {"attn_implementation": None}}, None)):
         f = hf(name)
         _edit_json(f / "config.json", lambda c, sub=sub: c.update(sub))
+        audit(name, f, messages, word)
+    # the same fields in tokenizer_config.json, at any depth (only a top-level auto_map was refused)
+    for name, sub, word in (
+            ("hf-tokenizer-sub-auto-map", {"extra": {"auto_map": {"AutoTokenizer": ["tok_evil.EvilTok", None]}}},
+             "extra.auto_map"),
+            ("hf-tokenizer-trust-remote-code", {"trust_remote_code": True}, "remote code")):
+        f = hf(name)
+        _edit_json(f / "tokenizer_config.json", lambda c, sub=sub: c.update(sub))
         audit(name, f, messages, word)
     f = hf("hf-precompiled")   # SentencePiece rules rewriting " " as 100 spaces, 3 times: counted as 1 and loaded
     _edit_json(f / "tokenizer.json", lambda t: t.__setitem__("normalizer", {

@@ -262,9 +262,10 @@ def inspect_folder(path: str | Path, trust: frozenset[str] = frozenset()) -> HFF
     cfg = read_json(root / CONFIG, f"{path}/{CONFIG}")
     require("transformers", "hf", "loading a Hugging Face model folder")   # after the checks that need no import
     mt, arch = _check_config(cfg, f"{path}/{CONFIG}")
-    if TOKENIZER_CONFIG in names and "auto_map" in read_json(root / TOKENIZER_CONFIG, f"{path}/{TOKENIZER_CONFIG}"):
-        raise UserError(f"{path}/{TOKENIZER_CONFIG}: auto_map names a custom tokenizer's code; mlwarden never runs "
-                        "remote code")
+    if TOKENIZER_CONFIG in names:   # read by class (PreTrainedTokenizerFast), never by name; checked as the config is
+        import transformers
+        _check_code_fields(read_json(root / TOKENIZER_CONFIG, f"{path}/{TOKENIZER_CONFIG}"),
+                           f"{path}/{TOKENIZER_CONFIG}", frozenset(dir(transformers)))
     if TOKENIZER not in names:
         raise UserError(f"{path}: no {TOKENIZER} (save a fast tokenizer with tokenizer.save_pretrained into the folder)")
     if (size := (root / TOKENIZER).stat().st_size) > MAX_TOKENIZER_BYTES:
