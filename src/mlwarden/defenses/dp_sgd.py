@@ -65,6 +65,8 @@ class DPSGD:
 
     def _private(self, model, optimizer, loader, noise, used, sample_rate, steps):
         from opacus import PrivacyEngine
+
+        from ..privacy.ghost_norms import use_fast_norms
         engine = PrivacyEngine(accountant=used)
         loss = None
         if self.mode == "ghost":
@@ -72,6 +74,7 @@ class DPSGD:
             model, optimizer, loss, loader = engine.make_private(
                 module=model, optimizer=optimizer, data_loader=loader, criterion=loss_fn, noise_multiplier=noise,
                 max_grad_norm=self.max_grad_norm, poisson_sampling=True, grad_sample_mode="ghost")
+            use_fast_norms(model)   # embedding norms without Opacus's row-wise unique: the same norms, bitwise
         else:
             model, optimizer, loader = engine.make_private(
                 module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise,
