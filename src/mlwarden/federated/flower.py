@@ -14,11 +14,14 @@
   simulation's (same partition, same seeds, the recipe's one loop), so the two can be compared.
 - `run_flower(...)` runs a ServerApp built around a strategy in Flower's simulation and returns the central
   evaluation per round; `audit_flower(...)` runs it without and with malicious clients.
+- `ray_session(cpus)`: the simulations inside it share one Ray start (flwr starts and stops Ray for each).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import warnings
 from typing import Callable
 
@@ -203,6 +206,51 @@ def client_app(recipe, x: torch.Tensor, y: torch.Tensor, n_classes: int, clients
     return app
 
 
+def _ray_init_args(cpus: int) -> dict:
+    return {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False, "logging_level": "ERROR",
+            "log_to_driver": False}
+
+
+class _KeepRunning:
+    """Ray as flwr's Ray backend sees it inside ray_session: everything but shutdown."""
+
+    def __init__(self, ray):
+        self._ray = ray
+
+    def __getattr__(self, name):
+        return getattr(self._ray, name)
+
+    def shutdown(self, *args, **kwargs) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def ray_session(cpus: int = 2):
+    """One Ray runtime for every Flower simulation inside the block. flwr's simulation starts Ray when it is not
+    running and shuts it down at the end of every run; a start took 5 to 50 s here (more than a small federation
+    trains), so audit_flower and audit_flower_app run their two simulations in one session, and a caller that
+    runs several can wrap them all. Ray started by someone else is used and left running."""
+    _flwr()
+    import ray
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+    if ray.is_initialized():
+        yield
+        return
+    # what flwr's backend gives its workers when it starts Ray: the driver's sys.path, so they unpickle the apps
+    path = os.environ.get("PYTHONPATH")
+    pythonpath = os.pathsep.join(sys.path) + (os.pathsep + path if path else "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **_ray_init_args(cpus))
+    real = raybackend.ray
+    raybackend.ray = _KeepRunning(ray)
+    try:
+        yield
+    finally:
+        raybackend.ray = real
+        ray.shutdown()
+
+
 def _simulate(server_app, client_app, num_supernodes: int, cpus: int = 2) -> None:
     from flwr.simulation import run_simulation
     path = os.environ.get("PYTHONPATH")
@@ -211,8 +259,7 @@ def _simulate(server_app, client_app, num_supernodes: int, cpus: int = 2) -> Non
             warnings.simplefilter("ignore")
             run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_supernodes,
                            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                           "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False,
-                                                         "logging_level": "ERROR", "log_to_driver": False}})
+                                           "init_args": _ray_init_args(cpus)})
     finally:   # flwr appends sys.path to PYTHONPATH on every call
         if path is None:
             os.environ.pop("PYTHONPATH", None)
@@ -258,8 +305,9 @@ def audit_flower(client_app, strategy_factory: Callable[[], object], initial_mod
     `strategy_factory` makes a fresh strategy for each run (a strategy keeps state between rounds)."""
     mod = mod or scaling_mod(malicious, -10.0)
     run = dict(num_supernodes=num_supernodes, num_rounds=num_rounds, evaluate=evaluate)
-    clean = run_flower(client_app, strategy_factory(), initial_model, **run)
-    attacked = run_flower(with_mods(client_app, mod), strategy_factory(), initial_model, **run)
+    with ray_session():
+        clean = run_flower(client_app, strategy_factory(), initial_model, **run)
+        attacked = run_flower(with_mods(client_app, mod), strategy_factory(), initial_model, **run)
     return {"clean": clean, "attacked": attacked, "drop": clean[-1] - attacked[-1],
             "malicious": sorted(int(p) for p in malicious), "strategy": type(strategy_factory()).__name__}
 
@@ -299,21 +347,22 @@ def audit_flower_app(server_app, client_app, model: torch.nn.Module, *, num_supe
     _flwr()
     mod = mod or scaling_mod(malicious, -10.0)
     out = {}
-    for name, mods in (("clean", []), ("attacked", [mod])):
-        with tempfile.TemporaryDirectory(prefix="mlwarden-flower-") as folder:
-            _simulate(server_app, with_mods(client_app, recording_mod(folder), *mods), num_supernodes, cpus)
-            rounds: dict[int, str] = {}
-            for f in sorted(os.listdir(folder)):
-                if f.startswith("round-") and f.endswith(".pt"):
-                    rounds.setdefault(int(f.split("-")[1]), os.path.join(folder, f))
-            curve = []
-            for r in sorted(rounds):
-                if r == 0:
-                    continue
-                net = copy.deepcopy(model)
-                net.load_state_dict(torch.load(rounds[r], weights_only=True))
-                curve.append(float(evaluate(net.eval())))
-            out[name] = curve
+    with ray_session(cpus):   # both runs on one Ray start
+        for name, mods in (("clean", []), ("attacked", [mod])):
+            with tempfile.TemporaryDirectory(prefix="mlwarden-flower-") as folder:
+                _simulate(server_app, with_mods(client_app, recording_mod(folder), *mods), num_supernodes, cpus)
+                rounds: dict[int, str] = {}
+                for f in sorted(os.listdir(folder)):
+                    if f.startswith("round-") and f.endswith(".pt"):
+                        rounds.setdefault(int(f.split("-")[1]), os.path.join(folder, f))
+                curve = []
+                for r in sorted(rounds):
+                    if r == 0:
+                        continue
+                    net = copy.deepcopy(model)
+                    net.load_state_dict(torch.load(rounds[r], weights_only=True))
+                    curve.append(float(evaluate(net.eval())))
+                out[name] = curve
     if not out["clean"] or not out["attacked"]:
         raise UserError("the Flower run sent no global model after round 1 to its clients; use at least 2 rounds or "
                         "a strategy that evaluates on the clients (fraction_evaluate > 0)")
