@@ -105,7 +105,7 @@ class Recipe:
         torch.manual_seed(seed)
         if self.data_filter is not None:
             x, y = self.data_filter(x, y)
-        model = self.make_model(x.shape[1:], n_classes) if init is None else copy.deepcopy(init)
+        model = self.make_model(x.shape[1:], n_classes) if init is None else _copy(init)
         dev = torch.device(self.device) if self.device and self.device != "cpu" else None
         if dev is not None:
             model = model.to(dev)
@@ -226,3 +226,14 @@ def get_recipe(name_or_spec: str) -> Recipe:
     if not isinstance(recipe, Recipe):
         raise UserError(f"recipe '{name_or_spec}' did not return an mlwarden Recipe")
     return recipe
+
+
+def _copy(init: nn.Module) -> nn.Module:
+    """A deep copy whose parameters are leaves an optimizer takes, each requiring gradients as the original's
+    does: a TorchScript module copied with gradients on clones its parameters into non-leaf tensors ("can't
+    optimize a non-leaf Tensor"), so the copy is made with gradients off and the flags are set after."""
+    with torch.no_grad():
+        model = copy.deepcopy(init)
+    for q, original in zip(model.parameters(), init.parameters()):
+        q.requires_grad_(original.requires_grad)
+    return model
