@@ -10,10 +10,11 @@ kills it as it would kill a fresh process). The monitor waits for it and writes 
 test polls. Each command is its own process, so a crash, an exit code, a leaked global or a payload that
 runs are what a fresh process would show; what differs is only that modules are already imported.
 
-A request whose environment differs from the server's in more than mlwarden's own MLWARDEN_* keys (read when a
-command runs) runs in a fresh interpreter instead (`run` falls back to subprocess): PYTHONPATH, the thread
-counts or MPLCONFIGDIR act at start-up or import.
-Set MLWARDEN_TEST_FRESH=1 to run every command fresh.
+A server serves one start-up environment: everything but mlwarden's own MLWARDEN_* keys, which a command reads
+when it runs (PYTHONPATH, the thread counts or MPLCONFIGDIR act at start-up or import). A request in another
+environment gets a server of its own (the two most recently used are kept), so a test process whose environment
+changed for good (importing ray sets RAY_CLIENT_MODE) moves to a new server once.
+Set MLWARDEN_TEST_FRESH=1 to run every command in a fresh interpreter (subprocess).
 """
 import atexit
 import json
@@ -33,7 +34,8 @@ RUNTIME_KEYS = ("MLWARDEN_", "PYTEST_")
 # not transformers or huggingface_hub: they read their offline switches from the environment when imported
 PRELOAD = ("mlwarden.audit.runner", "mlwarden.cli.main", "mlwarden.harden", "mlwarden.io.datasets", "mlwarden.plots",
            "mlwarden.io.models")
-BASE_ENV = {"COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+MAX_SERVERS = 2   # the environment of a test process changes for good (importing ray sets RAY_CLIENT_MODE, flwr
+                  # GRPC_VERBOSITY): a server per start-up environment, the least recently used one closed
 
 
 def _startup_env(env: dict) -> dict:
@@ -126,8 +128,8 @@ def serve() -> None:
 # ---- the test side ----
 
 class _Server:
-    def __init__(self):
-        self.env = dict(os.environ, **BASE_ENV)
+    def __init__(self, env: dict):
+        self.env = dict(env)
         self.root = Path(tempfile.mkdtemp(prefix="mlwarden-cli-"))
         self.proc = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=self.env, cwd=os.getcwd())
@@ -231,16 +233,19 @@ def _until(ready, timeout: float | None, args) -> None:
         pause = min(pause * 2, 0.05)
 
 
-_server: _Server | None = None
+_servers: dict[tuple, _Server] = {}
 
 
 def _warm_server(env: dict) -> "_Server | None":
-    global _server
+    """The server started with this start-up environment (started now if there is none)."""
     if os.environ.get("MLWARDEN_TEST_FRESH"):
         return None
-    if _server is None:
-        _server = _Server()
-    return _server if _server.usable_for(env) else None
+    key = tuple(sorted(_startup_env(env).items()))
+    server = _servers.pop(key, None) or _Server(env)
+    _servers[key] = server   # most recently used last
+    while len(_servers) > MAX_SERVERS:
+        _servers.pop(next(iter(_servers))).close()
+    return server if server.usable_for(env) else None
 
 
 def popen(argv, cwd=None, env: dict | None = None) -> "Process | subprocess.Popen":
