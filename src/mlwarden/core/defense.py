@@ -201,7 +201,8 @@ def apply_defenses(subject, chosen: list[tuple[Defense, Params]], ctx: DefenseCo
     others = [d.name for d, _ in chosen if d.kind not in (*RETRAINS, "repair", "inference")]
     if others:
         raise UserError(f"{', '.join(others)} cannot be combined with other defences in one run")
-    keep = isinstance(model, nn.Module) or hasattr(model, "to_bytes")   # a network, or a model retrained as itself
+    # a network, or a model retrained as itself (a scikit-learn model or a booster; a text filter)
+    keep = isinstance(model, nn.Module) or hasattr(model, "to_bytes") or hasattr(model, "to_files")
     return Hardened(target, recipe, facts, training_s=seconds, model=model if keep else None)
 
 

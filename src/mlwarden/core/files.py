@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
@@ -327,3 +328,12 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     except (OSError, ValueError):
         return False
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A trained model as the bytes of the files that hold it, made in memory for a run directory's checked
+    write: `path` (relative, like every key of `files`) is what `--model` takes, a file or a folder."""
+    path: str
+    format: str                  # the --format name that loads it: skops, xgboost, lightgbm, catboost, hf
+    files: dict[str, bytes]

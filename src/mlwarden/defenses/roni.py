@@ -74,6 +74,7 @@ class RoniFilter:
         self._memo: dict[bytes, float] = {}
         self._trusted, self._trusted_labels = trusted, trusted_labels
         self._threshold, self._rule = None, None
+        self.spread: float | None = None   # the calibration impacts' standard deviation (None: fixed threshold)
         if threshold is not None:
             self._threshold, self._rule = -threshold, f"fixed: a harm of more than {threshold:g} of the quiz set"
 
@@ -82,6 +83,7 @@ class RoniFilter:
         trusted times): choosing the defence, which checks its settings, costs nothing."""
         if self._threshold is None:
             cal = self.impact(self._trusted, self._trusted_labels)
+            self.spread = float(cal.std())
             self._threshold = float(np.median(cal) - 3 * cal.std())
             self._rule = (f"calibrated: median - 3 std of the impacts of the {len(self._trusted)} trusted messages "
                           f"({self._threshold:+.3f})")
@@ -180,8 +182,15 @@ class Roni(Defense):
         path = ctx.file(ctx.point_name("roni-rejected", ".tsv"))
         write_file(path, "".join(f"{'spam' if y else 'ham'}\t{' '.join(t.split())}\n" for t, y in zip(texts, labels)))
         removed = Metric.rate("clean training messages rejected", int((~keep).sum()), len(keep))
-        return {"rejected": vars(removed), "rejected_ham": labels.count(0), "rejected_spam": labels.count(1),
-                "rule": flt.rule, "rejected_file": path.name, "files": [path.name],
-                "summary": f"with no attack, it rejects {removed.text()} of the clean training messages "
+        # every trusted message moved the quiz accuracy by exactly as much (a model that one message in a trial's
+        # training set cannot change, e.g. a fine-tune from fixed weights): the threshold is that one value and
+        # says nothing about harm, so the filter is no evidence either way
+        blind = flt.spread == 0.0
+        warning = ("UNRELIABLE: every trusted message had the same impact on the quiz sets (no single message changes "
+                   "this model's answers), so RONI cannot tell harmful messages from others here and what it keeps "
+                   "or rejects is no evidence; " if blind else "")
+        return {"unreliable": blind, "rejected": vars(removed), "rejected_ham": labels.count(0),
+                "rejected_spam": labels.count(1), "rule": flt.rule, "rejected_file": path.name, "files": [path.name],
+                "summary": f"{warning}with no attack, it rejects {removed.text()} of the clean training messages "
                            f"({labels.count(0)} ham, {labels.count(1)} spam; listed in {path.name}); threshold "
                            f"{flt.rule}"}

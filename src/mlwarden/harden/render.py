@@ -202,8 +202,8 @@ def facts(point: dict) -> list[str]:
                                                 "training pipeline does not deliver the privacy it claims."))
     if point["model"] and point["model"].get("compared"):   # a model retrained as itself (io/estimator_recipe.py)
         m = point["model"]
-        lines.append(f"{m['compared']}; hardened model: {m['path']} ({m['format']}); `{m['audit']}` audits it, "
-                     f"`{m['serve']}` serves it")
+        serves = f", `{m['serve']}` serves it" if m.get("serve") else ""
+        lines.append(f"{m['compared']}; hardened model: {m['path']} ({m['format']}); `{m['audit']}` audits it{serves}")
     elif point["model"]:
         lines.append(f"hardened model: {point['model']['path']} ({point['model']['format']}); "
                      f"`mlwarden serve {point['model']['path']}` serves it")

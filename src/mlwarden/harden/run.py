@@ -27,7 +27,7 @@ from ..core.errors import UserError
 from ..core.measure import correct, paired_difference
 from ..core.finding import Metric
 from ..core.registry import get_defense, get_threats
-from ..io.estimator_recipe import save_fitted
+from ..io.estimator_recipe import save_fitted, save_files
 from ..io.models import load_target, save_module
 from ..report import sarif
 from ..report.report import Report, dumps, read_regular
@@ -281,6 +281,10 @@ def _prepare(subject, params, out_dir: Path, label: str, settings, audit, run: R
         if hasattr(hardened.model, "to_bytes"):   # retrained as itself: saved in its library's own format
             state["model"] = save_fitted(hardened.model, out_dir / "hardened" / label.replace("after", "model"),
                                          subject, [d.name for d, _ in params], run)
+        elif hasattr(hardened.model, "to_files"):   # a text filter retrained as itself: in its own format
+            base = out_dir / "hardened" / label.replace("after", "model")
+            state["model"] = save_files(hardened.model.to_files(base.name), base.parent, subject, hardened.model.name,
+                                        [d.name for d, _ in params], run, serve=False)
         elif hardened.model is not None:
             base = out_dir / "hardened" / label.replace("after", "model")
             for suffix in (".pt2", ".safetensors"):   # save_module writes one of them

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UserError
+from ..core.files import ModelFiles
 from ..core.target import Access, NumpyTarget, Target, sklearn_target
 from .boosters import LIBRARY, BoosterScores
 from .catboost_files import CatBoostScores
@@ -333,15 +334,29 @@ _MODEL_FLAGS = {"--model": 1, "--allow-pickle": 0, "--format": 1, "--trust": 1, 
 
 
 def save_fitted(model: Fitted, base, subject, defenses: list[str], run) -> dict:
-    """Save a hardened model retrained as itself next to `base` in its library's format, through the run
-    directory's checked write (`run.check_write`, `run.write`), and say how to load it: the audit and serve
-    commands, with the subject's data flags (its `info["cli"]`), and what the before/after compares."""
-    import shlex
+    """Save a hardened model retrained as itself next to `base` in its library's format (save_files)."""
     from pathlib import Path
     base = Path(base)
-    out = base.parent / f"{base.name}{SUFFIX[model.library]}"
-    run.check_write(out)
-    run.write(out, model.to_bytes())
+    name = f"{base.name}{SUFFIX[model.library]}"
+    kind = subject.recipe.model_kind if hasattr(subject.recipe, "model_kind") else model.name
+    return save_files(ModelFiles(name, FORMAT[model.library], {name: model.to_bytes()}), base.parent, subject,
+                      kind, defenses, run)
+
+
+def save_files(saved: ModelFiles, folder, subject, kind: str, defenses: list[str], run, *,
+               serve: bool = True) -> dict:
+    """Write a hardened model retrained as itself (its files, in its own format) into `folder` of the run
+    directory, every file through the run's checked write (all checked before the first is written), and say
+    how to load it: the audit command with the subject's data flags (its `info["cli"]`), the serve command
+    where `mlwarden serve` takes the model (`serve`), and what the before/after compares."""
+    import shlex
+    from pathlib import Path
+    folder = Path(folder)
+    for rel in saved.files:
+        run.check_write(folder / rel)
+    for rel, data in saved.files.items():
+        run.write(folder / rel, data)
+    out = folder / saved.path
     words, rest = shlex.split(subject.info.get("cli", "")), []
     while words:
         w = words.pop(0)
@@ -351,9 +366,8 @@ def save_fitted(model: Fitted, base, subject, defenses: list[str], run) -> dict:
             rest.append(w)
     data = " ".join(shlex.quote(w) for w in rest)
     shape = ",".join(str(d) for d in subject.data.input_shape)
-    kind = subject.recipe.model_kind if hasattr(subject.recipe, "model_kind") else model.name
-    return {"path": str(out), "format": FORMAT[model.library], "kind": kind,
+    return {"path": str(out), "format": saved.format, "kind": kind,
             "compared": f"before: {subject.target.name} as given; after: {kind} retrained as itself on the training "
                         f"data {' + '.join(defenses)} sanitized",
             "audit": f"mlwarden audit --model {shlex.quote(str(out))} {data}".strip(),
-            "serve": f"mlwarden serve {shlex.quote(str(out))} --input-shape {shape}"}
+            "serve": f"mlwarden serve {shlex.quote(str(out))} --input-shape {shape}" if serve else None}

@@ -32,6 +32,7 @@ import torch
 
 from ..core.data import Dataset
 from ..core.errors import UserError
+from ..core.files import ModelFiles
 from ..core.extras import require
 from ..core.target import Access, Target
 from .guard import guarded_load
@@ -530,6 +531,19 @@ class HFTextClassifier(_Base):
     def verdicts(self, texts) -> np.ndarray:
         from ..text.spambayes import HAM, SPAM
         return np.where(self.spam_scores(texts) >= 0.5, SPAM, HAM)
+
+    def to_files(self, name: str) -> ModelFiles:
+        """The fine-tuned model and its tokenizer as `save_pretrained` writes them, in a folder `name`
+        (config.json, model.safetensors, tokenizer.json, tokenizer_config.json): a Hugging Face folder that
+        `mlwarden audit --model` loads like the user's. Written by transformers into a temporary folder and read
+        back, so the run directory gets bytes through its own checked write."""
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            files = {f"{name}/{p.relative_to(tmp).as_posix()}": p.read_bytes()
+                     for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
+        return ModelFiles(name, "hf", files)
 
     def fresh(self) -> "HFTextClassifier":
         return HFTextClassifier(self.start, self.tokenizer, self.folder, self.tune, self.start)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UserError
+from ..core.files import ModelFiles
 from ..core.target import Access, Target
 from .messages import decode
 from .spambayes import HAM, SPAM, SpamBayes
@@ -33,6 +34,13 @@ class SklearnTextFilter:
     def fresh(self) -> "SklearnTextFilter":
         from sklearn.base import clone
         return SklearnTextFilter(clone(self.pipeline))
+
+    def to_files(self, name: str) -> ModelFiles:
+        """The pipeline as `skops.io.dump` writes it (`name`.skops): what `mlwarden audit --model` loads."""
+        from ..core.extras import require
+        require("skops", "sklearn", "saving a scikit-learn model")
+        import skops.io
+        return ModelFiles(f"{name}.skops", "skops", {f"{name}.skops": skops.io.dumps(self.pipeline)})
 
     def spam_scores(self, texts) -> np.ndarray:
         texts = list(texts)

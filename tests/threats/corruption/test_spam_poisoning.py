@@ -1,6 +1,8 @@
 """Spam-filter poisoning on the SMS Spam Collection (70/30 stratified split, seed 0), against the numbers of
 Nelson et al. 2008 that the issue asks for: the SpamBayes-style filter and a scikit-learn MultinomialNB
 pipeline, the dictionary and focused attacks, and RONI against them."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,43 @@ def test_roni_trials_hold_both_classes_so_any_pipeline_can_be_judged(sms_spam):
                      trials=5, train_size=4, quiz_size=10, threshold=None, seed=3)
     assert all(set(t_y) == {0, 1} and set(q_y) == {0, 1} for _, t_y, _, q_y in flt.trials)
     assert flt.keep_mask(sms_spam.x_train[60:80], sms_spam.y_train[60:80]).shape == (20,)
+
+
+class _Deaf:
+    """A filter no training message changes: it answers spam for one fixed word, whatever it was fitted on."""
+    name = "deaf"
+
+    def fit(self, texts, labels):
+        return self
+
+    def spam_scores(self, texts):
+        return np.array([float("free" in t.lower()) for t in texts])
+
+    def verdicts(self, texts):
+        return np.where(self.spam_scores(texts) >= 0.5, SPAM, HAM)
+
+
+def test_roni_says_unreliable_when_no_message_changes_the_model(sms_spam, tmp_path):
+    """RONI on a model that no single message changes (a fine-tune from fixed weights too short to move an answer)
+    calibrates on impacts that are all equal: its verdicts are no evidence and its own check says so; on a
+    filter that learns from its mail (MultinomialNB) it does not."""
+    from types import SimpleNamespace
+
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.naive_bayes import MultinomialNB
+    from sklearn.pipeline import make_pipeline
+
+    from mlwarden.core.defense import DefenseContext
+    from mlwarden.text.filters import FilterRecipe
+    roni = Roni()
+    params = roni.params_for("quick", {"trials": 2, "trusted": 60, "train_size": 10, "quiz_size": 20})
+    small = dataclasses.replace(sms_spam, x_train=sms_spam.x_train[:300], y_train=sms_spam.y_train[:300])
+    seen = {}
+    for name, make in (("deaf", _Deaf), ("nb", lambda: SklearnTextFilter(make_pipeline(CountVectorizer(),
+                                                                                         MultinomialNB())))):
+        defended, _ = roni.defend_recipe(FilterRecipe(name, make), params, small)
+        ctx = DefenseContext(small, tmp_path / name, seed=0, profile="quick")
+        seen[name] = roni.evaluate(None, SimpleNamespace(recipe=defended), params, ctx)
+    assert seen["deaf"]["unreliable"] is True and seen["deaf"]["summary"].startswith("UNRELIABLE")
+    assert seen["deaf"]["rejected"]["value"] == 0 and seen["deaf"]["rejected"]["n"] == 300
+    assert seen["nb"]["unreliable"] is False and "UNRELIABLE" not in seen["nb"]["summary"]
