@@ -171,7 +171,7 @@ DEFENCES = {
     "feature-squeezing": {"oblivious_points": 10},
     "jpeg": {"oblivious_points": 10},
     "denoiser": {"oblivious_points": 10, "epochs": 2},
-    "roni": {"trials": 2, "quiz_size": 20},
+    "roni": {"trials": 1, "trusted": 40, "train_size": 10, "quiz_size": 10},
     "fine-pruning": {"clean": 50, "epochs": 1},
     "nc-unlearning": {"clean": 50, "epochs": 1, "steps": 10, "scan_points": 30},
 }
@@ -253,13 +253,26 @@ def check_serve(audits: Audits, kind: Kind) -> None:
     assert out["shape"][0] == 3 and np.isfinite(np.asarray(out["data"], float)).all(), out
 
 
+def check_serve_refuses(audits: Audits, kind: Kind) -> None:
+    """`mlwarden serve` on a kind it cannot serve (raw text: the Open Inference Protocol server takes numeric
+    tensors) exits 2 at once with one line that says why, before it listens."""
+    audits.report(kind)
+    built = audits.built[kind.name]
+    r = mlwarden("serve", *built.model, *built.data, "--port", "0", timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "not supported" in lines[0], (r.returncode, r.stderr[-800:])
+
+
 def check_harden(audits: Audits, kind: Kind) -> None:
-    """`mlwarden harden --defense X` on the kind's file re-audits the threats X mitigates, before and after, and
-    exits 0 or 1 with its comparison written."""
+    """`mlwarden harden --defense X` (at DEFENCES' small settings) on the kind's file re-audits the threats X
+    mitigates, before and after, and exits 0 or 1 with its comparison written; the model it retrains is saved
+    in the kind's own format and audits from the command line."""
     audits.report(kind)
     built = audits.built[kind.name]
     folder = audits.folder(kind) / "harden"
-    r = mlwarden("harden", "--model", *built.model, *built.data, *built.recipe, "--defense", kind.harden,
+    params = [a for k, v in DEFENCES.get(kind.harden, {}).items()
+              for a in ("--param", f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}")]
+    r = mlwarden("harden", "--model", *built.model, *built.data, *built.recipe, "--defense", kind.harden, *params,
                  "--config", audits.config(kind), "--out", folder)
     assert r.returncode in (0, 1), f"{kind.name}: harden exit {r.returncode}: {r.stderr[-1500:]}"
     point = json.loads((folder / "harden.json").read_text())["points"][0]
@@ -396,5 +409,6 @@ def contract_tests(kinds: list[Kind], label: str) -> dict:
              "test_every_accepted_defence_applies": per_kind(
                  check_defences_apply, [k for k in kinds if not k.name.startswith("HTTP")]),
              "test_serve_answers": per_kind(check_serve, [k for k in kinds if k.serve]),
+             "test_serve_refuses_in_one_line": per_kind(check_serve_refuses, [k for k in kinds if k.serve is False]),
              "test_harden_runs": per_kind(check_harden, [k for k in kinds if k.harden])}
     return {name: test for name, test in tests.items() if test is not None}

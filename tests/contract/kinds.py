@@ -26,7 +26,8 @@ class Kind:
     white_box: bool                    # white-box threats finish on it (else they skip with a reason)
     black_box: bool = True             # score/label threats finish on it
     saved_as: str = ""                 # how a user writes the file (the README's second column)
-    serve: bool | None = True          # `mlwarden serve` answers inference requests with it (None: not a file)
+    serve: bool | None = True          # `mlwarden serve` answers inference requests with it (False: it refuses the
+                                       # model in one line; None: not a file)
     harden: str | None = None          # a defence `mlwarden harden` applies to it, measured (None: not measured)
     # the audit gets the network's training recipe, so the threats that train fresh models through it run too.
     # They never touch the file, so one kind per data type runs them (the .pt2); the others skip them with
@@ -248,13 +249,15 @@ IMAGE = [
          saved_as="torch.jit.save", harden="knn-label-sanitization"),
     Kind("ONNX", "image", _network_kind("onnx", digits, "cnn", 10, ""), white_box=True,
          saved_as="torch.onnx.export", harden="feature-squeezing"),
-    Kind("state dict + --arch", "image", _arch_resnet18, white_box=True, saved_as="torchvision resnet18 state_dict"),
+    Kind("state dict + --arch", "image", _arch_resnet18, white_box=True, saved_as="torchvision resnet18 state_dict",
+         harden="feature-squeezing"),
 ]
 
 TEXT = [
     Kind("scikit-learn text pipeline (.skops)", "messages", _skops_text, white_box=False, saved_as="skops.io.dump",
-         serve=False),
-    Kind("Hugging Face folder", "messages", _hf_bert, white_box=False, saved_as="save_pretrained", serve=False),
+         serve=False, harden="roni"),
+    Kind("Hugging Face folder", "messages", _hf_bert, white_box=False, saved_as="save_pretrained", serve=False,
+         harden="roni"),
 ]
 
 
@@ -269,7 +272,9 @@ def readme_table() -> str:
             "|---|---|---|---|---|---|---|"]
     for k in KINDS:
         saved = k.saved_as if "`" in k.saved_as else f"`{k.saved_as}`"
-        serve = {True: "yes", False: "not measured", None: "n/a"}[k.serve]
-        rows.append(f"| {k.name} | {saved} | {k.modality} | {mark(k.white_box)} | {mark(k.black_box)} | "
-                    f"{f'yes (`--defense {k.harden}`)' if k.harden else 'not measured'} | {serve} |")
+        serve = {True: "yes", False: "no (refused in one line: raw text)", None: "n/a"}[k.serve]
+        harden = (f"yes (`--defense {k.harden}`)" if k.harden else
+                  "n/a (harden takes a model file)" if k.serve is None else "not measured")
+        rows.append(f"| {k.name} | {saved} | {k.modality} | {mark(k.white_box)} | {mark(k.black_box)} | {harden} | "
+                    f"{serve} |")
     return "\n".join(rows)
