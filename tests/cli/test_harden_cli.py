@@ -37,6 +37,7 @@ def test_harden_writes_before_after_with_accountant_and_empirical_epsilon(harden
     mia = next(c for c in point["comparison"] if c["threat"] == "membership-inference")
     assert mia["before"]["chance"] == 0.01 and mia["after"]["metric"] == mia["before"]["metric"]
     assert mia["after"]["ci_high"] < mia["before"]["ci_low"]  # the strongest attack lost ground
+    assert mia["better"] and not mia["worse"] and s["worse"] == []
     assert s["verdict"].startswith("Risk: membership-inference") and "Cost: accuracy" in s["verdict"]
     for name in ("harden.md", "harden.html", "harden.sarif", "before/report.json", "after/report.json",
                  "after/report.html", "plots/roc-before-after.png"):

@@ -75,6 +75,7 @@ def test_squeezing_report_strikes_the_oblivious_number_and_says_the_defence_hold
     wb = next(c for c in p["comparison"] if c["threat"] == "whitebox-cascade")
     assert wb["status"] == ["ok", "ok"] and not p["unreliable"]            # BPDA: a result, not masking
     assert wb["after"]["ci_low"] > wb["before"]["ci_high"]
+    assert wb["better"] and not wb["worse"] and s["worse"] == [] and "WORSE" not in s["verdict"]
     ob = p["evaluation"]["feature-squeezing"]["oblivious"]
     assert ob["oblivious_robust_accuracy"] >= wb["after"]["value"]          # oblivious overstates (or equals)
     html = (out / "harden.html").read_text()
@@ -108,3 +109,29 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, mlp_state_dict):
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
     assert not (tmp_path / "o" / "before").exists()                      # refused before the first audit
+
+
+def test_a_defence_that_makes_the_model_less_robust_says_worse(tmp_path, mlp_state_dict):
+    """JPEG at quality 1 wipes an 8x8 digit out: accuracy under FGSM falls (35.5% -> 12.5%, n=200) while the
+    severity reads high -> low (the attack barely lowers an accuracy already at chance). The defence made the
+    headline worse beyond noise, so the verdict says WORSE in harden.json, harden.md, the terminal and the
+    HTML (in red, rendered), and `--fail-on-regression` exits 1; without the flag harden exits 0."""
+    args = ("harden", "--defense", "jpeg", "--param", "quality=1", "--model", mlp_state_dict, "--factory",
+            "mlwarden.core.zoo:mlp", "--data", "digits", "--threats", "fgsm")
+    r = mlwarden(*args, "--fail-on-regression", "--out", tmp_path / "gated")
+    assert r.returncode == 1, r.stderr[-2000:]
+    out = tmp_path / "gated"
+    s = json.loads((out / "harden.json").read_text())
+    row = s["points"][0]["comparison"][0]
+    assert s["worse"] == ["fgsm"] and s["points"][0]["worse"] == ["fgsm"]
+    assert row["worse"] and not row["better"] and row["change"]["ci_high"] < 0, row
+    assert s["verdict"].startswith("WORSE: the defence made fgsm worse")
+    assert "WORSE" in " ".join(r.stdout.split())
+    assert (out / "harden.md").read_text().split("\n")[2].startswith("**WORSE: ")
+    assert "class='verdict worse'" in (out / "harden.html").read_text()
+    img = screenshot(out / "harden.html", tmp_path / "worse.png", size="1100,500")
+    red = (abs(img - [207, 34, 46]).sum(-1) < 30)[:200]          # the verdict box's red border, near the top
+    assert red.sum() > 100, red.sum()
+    plain = mlwarden(*args, "--out", tmp_path / "plain")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert json.loads((tmp_path / "plain" / "harden.json").read_text())["worse"] == ["fgsm"]

@@ -387,6 +387,8 @@ def harden(
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="output directory (default mlwarden-out/harden-<model>)"),
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="exit 1 when a finding on the hardened model is "
                                           "at or above: critical | high | medium | low"),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="exit 1 when the defence makes a "
+                                            "threat's headline worse beyond noise (the verdict says WORSE)"),
     resume: bool = typer.Option(False, "--resume", help="reuse the audits already in the output directory"),
     factory: Optional[str] = typer.Option(None, help="module:function building the network for a state_dict"),
     arch: Optional[str] = ARCH_OPTION,
@@ -439,9 +441,9 @@ def harden(
         out.print(table)
         for fact in facts(point):
             out.print(f"- {fact}", highlight=False, markup=False)
-    out.print(res.summary["verdict"], highlight=False, markup=False)
+    out.print(res.summary["verdict"], highlight=False, markup=False, style="bold red" if res.summary["worse"] else None)
     out.print(f"report: {run_dir / 'harden.html'} (also harden.json, harden.md, harden.sarif, before/ and after/)")
-    raise typer.Exit(res.exit_code(cfg.audit.fail_on))
+    raise typer.Exit(res.exit_code(cfg.audit.fail_on, fail_on_regression))
 
 
 @app.command("defenses")

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from ..core.finding import Finding, Status
+from ..report.diff import rate_change
 from ..report.headline import paired
 from ..report.report import Report, inside
 
@@ -30,14 +31,22 @@ def compare(before: Report, after: Report) -> list[dict]:
         if fa is None or fb.status is Status.SKIPPED or fa.status is Status.SKIPPED:
             continue
         hb, ha = paired(fb, fa)
+        change = rate_change(hb, ha)   # as `mlwarden diff` calls a regression: the change's 95% interval
         rows.append({"threat": fb.threat, "severity": [fb.severity.value, fa.severity.value],
                      "status": [fb.status.value, fa.status.value], "before": hb, "after": ha,
+                     "change": change.get("change"), "worse": change["regression"], "better": change["improvement"],
                      "unreliable_after": _reasons(fa) if fa.status is not Status.OK else []})
     return rows
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def worse(point: dict) -> list[str]:
+    """The threats whose headline the defence made worse beyond noise (the 95% interval of the change excludes
+    zero in the worse direction, both numbers reliable)."""
+    return [r["threat"] for r in point["comparison"] if r.get("worse")]
 
 
 def verdict(point: dict, before_acc: dict) -> str:
@@ -47,7 +56,7 @@ def verdict(point: dict, before_acc: dict) -> str:
         if not hb or not ha:
             continue
         chance = f" (chance {_pct(hb['chance'])})" if hb["chance"] is not None else ""
-        tag = "" if ha["reliable"] else " [unreliable, see below]"
+        tag = " WORSE" if r.get("worse") else "" if ha["reliable"] else " [unreliable, see below]"
         risks.append(f"{r['threat']}: {hb['label']} {_fmt(hb)} -> {_fmt(ha)}{chance}{tag}")
     ch = point["accuracy_change"]
     ratio = [ev["training_time_ratio"] for ev in point["evaluation"].values() if "training_time_ratio" in ev]
@@ -55,7 +64,10 @@ def verdict(point: dict, before_acc: dict) -> str:
             f"({100 * ch['points']:+.1f} points, 95% CI {100 * ch['ci_low']:+.1f} to {100 * ch['ci_high']:+.1f}; "
             f"n={point['accuracy']['n']}), training {point['training_s']:.{1 if point['training_s'] < 10 else 0}f} s"
             + (f" ({ratio[0]:.1f}x plain training)" if ratio else ""))
-    return "Risk: " + ("; ".join(risks) or "no comparable finding") + ". Cost: " + cost + "."
+    bad = worse(point)
+    warn = (f"WORSE: the defence made {', '.join(bad)} worse (the 95% interval of the change excludes no change). "
+            if bad else "")
+    return warn + "Risk: " + ("; ".join(risks) or "no comparable finding") + ". Cost: " + cost + "."
 
 
 def _fmt(h: dict) -> str:
@@ -73,6 +85,7 @@ def summarize(subject, chosen, sweep, threats, before: Report, base_ok, results:
         res["accuracy_before"] = before_acc["value"]
         res["comparison"] = compare(before, rep)
         res["verdict"] = verdict(res, before_acc)
+        res["worse"] = worse(res)
         res["unreliable"] = [{"threat": r["threat"], "reasons": r["unreliable_after"]}
                              for r in res["comparison"] if r["unreliable_after"]]
     plots = _plots(before, reports, results, sweep, out_dir, guard, dest) + [
@@ -81,7 +94,8 @@ def summarize(subject, chosen, sweep, threats, before: Report, base_ok, results:
             "sweep": vars(sweep) if sweep else None, "threats": threats, "subject": subject.describe(),
             "before": {"dir": "before", "accuracy": before_acc, "worst_severity": before.worst().value},
             "points": results, "verdict": results[-1]["verdict"] if len(results) == 1 else
-            " | ".join(f"{r['label']}: {r['verdict']}" for r in results), "plots": plots}
+            " | ".join(f"{r['label']}: {r['verdict']}" for r in results),
+            "worse": sorted({t for r in results for t in r["worse"]}), "plots": plots}
 
 
 def _plots(before: Report, reports: list[Report], results: list[dict], sweep, out_dir: Path,
@@ -141,7 +155,8 @@ def rows(point: dict, before_acc: dict) -> list[tuple[str, str, str]]:
     for r in point["comparison"]:
         out.append((f"{r['threat']}: severity", r["severity"][0], r["severity"][1]))
         if r["before"] and r["after"]:
-            out.append((f"{r['threat']}: {r['before']['label']}", r["before"]["text"], r["after"]["text"]))
+            out.append((f"{r['threat']}: {r['before']['label']}", r["before"]["text"],
+                        r["after"]["text"] + (" WORSE" if r.get("worse") else "")))
     for name, ev in point["evaluation"].items():
         ob = ev.get("oblivious")
         if ob:   # what attacking the classifier alone would claim: shown only to be struck through
@@ -237,7 +252,8 @@ def markdown(s: dict) -> str:
 def html(s: dict, out_dir: Path) -> str:
     e = _html.escape
     title = " + ".join(d["name"] for d in s["defenses"])
-    parts = [f"<h1>mlwarden harden: {e(title)}</h1><p class='verdict'>{e(s['verdict'])}</p>"]
+    worse = " worse" if s.get("worse") else ""
+    parts = [f"<h1>mlwarden harden: {e(title)}</h1><p class='verdict{worse}'>{e(s['verdict'])}</p>"]
     imgs = []
     for rel in s["plots"]:
         path = out_dir / rel
@@ -259,6 +275,7 @@ def html(s: dict, out_dir: Path) -> str:
             "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}"
             "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #d0d7de;padding:4px 8px;"
             "text-align:left}th{background:#f6f8fa}.verdict{font-size:1.15em;font-weight:600;background:#f0f7ff;"
-            "border-left:4px solid #0969da;padding:8px 12px}.plots img{max-width:49%;margin:4px;"
+            "border-left:4px solid #0969da;padding:8px 12px}.verdict.worse{background:#ffebe9;border-left-color:#cf222e;"
+            "color:#82071e}.plots img{max-width:49%;margin:4px;"
             "border:1px solid #eaeef2}.unrel{background:#fff8c5;border-left:4px solid #bf8700;padding:6px 10px}"
             "</style></head><body>" + "".join(parts) + "</body></html>")

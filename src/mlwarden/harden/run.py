@@ -52,10 +52,13 @@ class HardenResult:
     after: list[Report]
     out_dir: Path
 
-    def exit_code(self, fail_on: str | None) -> int:
-        """1 when a defence's own check caught a broken pipeline, or a hardened model still has a finding at
-        or above --fail-on; 0 otherwise."""
+    def exit_code(self, fail_on: str | None, fail_on_regression: bool = False) -> int:
+        """1 when a defence's own check caught a broken pipeline, when a hardened model still has a finding at
+        or above --fail-on, or (`fail_on_regression`) when the defence made a headline worse beyond noise (the
+        summary's `worse`, as `mlwarden diff` calls a regression); 0 otherwise."""
         if any(p.get("pipeline_bug") for p in self.summary["points"]):
+            return 1
+        if fail_on_regression and self.summary.get("worse"):
             return 1
         return max((r.exit_code(fail_on) for r in self.after), default=0)
 

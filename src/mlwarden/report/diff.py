@@ -42,25 +42,35 @@ def diff_reports(old: Report, new: Report) -> dict:
         why = _incomparable(fo, fn, settings)
         if why:
             row["incomparable"] = why
-        elif ho and hn and ho["unit"] == "rate" and not (_rate(ho) and _rate(hn)):
-            row["incomparable"] = "not a rate in [0, 1] with a sample size on both sides: compared by severity only"
-        elif ho and hn and ho["unit"] == "rate":
-            d, lo, hi = difference_interval(round(ho["value"] * ho["n"]), ho["n"], round(hn["value"] * hn["n"]),
-                                            hn["n"])
-            row["change"] = {"difference": d, "ci_low": lo, "ci_high": hi}
-            worse_up = ho["worse"] == "higher"
-            row["regression"] = bool(lo > 0 if worse_up else hi < 0)
-            row["improvement"] = bool(hi < 0 if worse_up else lo > 0)
-            if not (ho["reliable"] and hn["reliable"]):
-                row["incomparable"] = "a sanity check flagged one of the numbers (unreliable)"
-                row["regression"] = row["improvement"] = False
         else:
-            row["incomparable"] = "no interval for this metric: compared by severity only"
+            row.update(rate_change(ho, hn))
         rows.append(row)
     return {"schema": "mlwarden.diff/1", "comparable": not settings, "settings_changed": settings, "rows": rows,
             "regressions": [r["threat"] for r in rows if r.get("regression")],
             "old": {"model": old.subject.get("model", {}).get("name"), "created": old.created},
             "new": {"model": new.subject.get("model", {}).get("name"), "created": new.created}}
+
+
+def rate_change(ho: dict | None, hn: dict | None) -> dict:
+    """The change from one headline to the same headline of another run (report/headline.py `paired`): the
+    difference of the two rates with its 95% interval (Newcombe, each side's n), and whether that interval
+    excludes zero in the worse direction (`regression`) or the better one (`improvement`). A number a sanity
+    check flagged, or one without a rate and sample size, calls neither and says why (`incomparable`). Shared
+    by `mlwarden diff` and harden's before/after verdict."""
+    out = {"regression": False, "improvement": False}
+    if not (ho and hn):
+        return {**out, "incomparable": "no headline number on one side: compared by severity only"}
+    if ho["unit"] != "rate":
+        return {**out, "incomparable": "no interval for this metric: compared by severity only"}
+    if not (_rate(ho) and _rate(hn)):
+        return {**out, "incomparable": "not a rate in [0, 1] with a sample size on both sides: compared by severity "
+                                       "only"}
+    d, lo, hi = difference_interval(round(ho["value"] * ho["n"]), ho["n"], round(hn["value"] * hn["n"]), hn["n"])
+    out["change"] = {"difference": d, "ci_low": lo, "ci_high": hi}
+    if not (ho["reliable"] and hn["reliable"]):
+        return {**out, "incomparable": "a sanity check flagged one of the numbers (unreliable)"}
+    worse_up = ho["worse"] == "higher"
+    return {**out, "regression": bool(lo > 0 if worse_up else hi < 0), "improvement": bool(hi < 0 if worse_up else lo > 0)}
 
 
 def _rate(h: dict) -> bool:
