@@ -77,6 +77,24 @@ def test_fail_on_critical_only(run_dir, mlp_state_dict, tmp_path):
     cfg.write_text(CONFIG.format(model=mlp_state_dict).replace("eps = 0.15", "eps = 0.01"))
     r = mlwarden("audit", "--config", cfg, "--out", tmp_path / "r", "--threats", "fgsm", "--fail-on", "critical")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert ET.parse(tmp_path / "r" / "junit.xml").getroot().get("failures") == "0"   # as the exit code says
+
+
+def test_junit_failures_are_the_findings_the_exit_code_counts(run_dir, tmp_path):
+    """The run that exits 1 under --fail-on high (FGSM at eps 0.15 on the MLP: high or worse) marks that finding
+    a failure; the same audit with no --fail-on exits 0 and its junit.xml fails nothing, the severity and
+    headline kept in the test case's output."""
+    d, r = run_dir
+    gated = ET.parse(d / "run" / "junit.xml").getroot()
+    fgsm = next(c for c in gated.iter("testcase") if c.get("name") == "fgsm")
+    assert r.returncode == 1 and fgsm.find("failure") is not None
+    plain = mlwarden("audit", "--config", d / "audit.toml", "--out", tmp_path / "plain", "--threats", "fgsm")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    suite = ET.parse(tmp_path / "plain" / "junit.xml").getroot()
+    case = next(c for c in suite.iter("testcase") if c.get("name") == "fgsm")
+    assert suite.get("failures") == "0" and case.find("failure") is None
+    assert case.find("system-out").text.split(":")[0] == json.loads(
+        (tmp_path / "plain" / "report.json").read_text())["findings"][0]["severity"]
 
 
 def test_report_rerenders_from_json(run_dir):

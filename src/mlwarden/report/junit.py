@@ -1,4 +1,6 @@
-"""JUnit XML: one test case per threat; a finding at or above the run's fail-on level is a failure."""
+"""JUnit XML: one test case per threat; a finding at or above the run's `--fail-on` level is a failure, so the
+failures are exactly the findings that make the run exit 1 (with no `--fail-on`, none: every finding's
+severity and headline are in its test case's system-out). A threat that crashed is an error (exit 3)."""
 from __future__ import annotations
 
 from xml.etree import ElementTree as ET
@@ -7,8 +9,8 @@ from ..core.finding import Severity, Status
 
 
 def render(report) -> str:
-    fail_on = report.settings.get("fail_on") or "high"
-    limit = Severity(fail_on).rank
+    fail_on = report.settings.get("fail_on")
+    limit = Severity(fail_on).rank if fail_on else None
     suite = ET.Element("testsuite", name="mlwarden", tests=str(len(report.findings)), time=f"{report.seconds:.2f}")
     failures = errors = skipped = 0
     for f in report.findings:
@@ -20,10 +22,13 @@ def render(report) -> str:
         elif f.status is Status.FAILED:
             ET.SubElement(case, "error", message=f.headline).text = f.error
             errors += 1
-        elif f.severity.rank >= limit:
+        elif limit is not None and f.severity.rank >= limit:
             ET.SubElement(case, "failure", message=f"{f.severity.value}: {f.headline}",
                           type=f.severity.value).text = "\n".join(f"{m.name}: {m.text()}" for m in f.metrics)
             failures += 1
+        else:
+            ET.SubElement(case, "system-out").text = "\n".join([f"{f.severity.value}: {f.headline}",
+                                                                *(f"{m.name}: {m.text()}" for m in f.metrics)])
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
     suite.set("skipped", str(skipped))
