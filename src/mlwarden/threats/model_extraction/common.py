@@ -7,7 +7,7 @@ import torch
 
 from ...core import measure
 from ...core.files import torch_bytes, write_file
-from ...core.finding import Metric, Remedy, Status
+from ...core.finding import Metric, Remedy, Severity, Status
 from ...core.recipe import Recipe
 from ...core.severity import extraction
 from ...core.target import Access
@@ -47,6 +47,26 @@ def agreement(target, stolen, x_test: torch.Tensor, n_uniform: int, space, seed:
                                 ("agreement on uniform inputs (1 - R_unif)", x_unif))]
 
 
+def constant_agreement(target, x_test: torch.Tensor) -> Metric:
+    """The agreement a copy gets by answering the victim's most common test label on every input: what a copy
+    must beat before it is one (on a two-class task with 63% of one class, 37% agreement is worse than that)."""
+    with target.uncounted():
+        labels = target.labels(x_test).cpu()
+    return Metric.rate("agreement of a constant answer (the victim's most common test label)",
+                       int(torch.bincount(labels).max()) if len(labels) else 0, len(labels))
+
+
+def copy_verdict(target, x_test: torch.Tensor, test: Metric, queries: int, n_train: int,
+                 what: str = "copied") -> tuple[str, Severity, Metric]:
+    """(`what` or 'not copied', severity, the constant answer's agreement): a copy whose test agreement does not
+    beat a constant answer (the lower end of its 95% interval at or below that rate) copied nothing and is INFO;
+    one that does is graded by its agreement and query cost (core/severity.py `extraction`)."""
+    constant = constant_agreement(target, x_test)
+    if test.ci_low is not None and test.ci_low > constant.value:
+        return what, extraction(test.value, queries, n_train), constant
+    return "not copied", Severity.INFO, constant
+
+
 def copy_factory(ctx, default):
     """The network the attacker trains as the copy: the recipe's (it knows the architecture), else `default`;
     a model the recipe retrains as itself (a forest, a booster) is copied by that network too."""
@@ -84,10 +104,12 @@ def report_copy(threat, ctx, p, stolen, queries: int, answers, evidence: str, ex
     write_file(path, torch_bytes(stolen.state_dict()))   # bytes, then the write primitive
     test = metrics[0]
     kind = "probabilities" if answers.ndim == 2 else "labels"
-    head = (f"copied from {queries} answers ({kind}): {test.text()} test agreement, {metrics[1].text()} on "
-            f"uniform inputs (training set: {len(ctx.data.x_train)} examples)")
-    return threat.finding(ctx, p, status=Status.OK, severity=extraction(test.value, queries, len(ctx.data.x_train)),
-                          headline=head, metrics=metrics, evidence=[ctx.rel(path)], queries=queries,
+    verdict, severity, constant = copy_verdict(ctx.target, ctx.data.x_test, test, queries, len(ctx.data.x_train))
+    metrics.append(constant)
+    head = (f"{verdict} from {queries} answers ({kind}): {test.text()} test agreement"
+            + (f", no better than a constant answer ({constant.text()})" if verdict == "not copied" else "")
+            + f", {metrics[1].text()} on uniform inputs (training set: {len(ctx.data.x_train)} examples)")
+    return threat.finding(ctx, p, status=Status.OK, severity=severity, headline=head, metrics=metrics, evidence=[ctx.rel(path)], queries=queries,
                           details={"answers": kind, "notes": notes or [], **(extra or {})})
 
 

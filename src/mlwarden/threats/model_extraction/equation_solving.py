@@ -25,8 +25,7 @@ from ...core.registry import register
 from ...core.target import Access
 from ...core.threat import Context, Params
 from ...core.zoo import LogReg
-from ...core.severity import extraction
-from .common import ExtractionThreat, agreement
+from .common import ExtractionThreat, agreement, copy_verdict
 
 DECIMALS_CHECKED = 6
 
@@ -120,8 +119,11 @@ class EquationSolving(ExtractionThreat):
         method, queries = "exact equation solving", d + 1
         if not looks_rounded(answers):
             w, b = solve_exact(flat, answers)
-        else:
-            method = "loss minimisation (L-BFGS), answers are rounded"
+        else:   # say what was seen: a forest's probabilities sit on a grid without anyone rounding them
+            seen = decimals_of(answers)
+            method = ("loss minimisation (L-BFGS): some answers are exactly 0, so they carry no log-ratio"
+                      if seen is None else f"loss minimisation (L-BFGS): every answer lies on a grid of {seen} "
+                      "decimals (rounded by the API, or coarse scores such as a tree ensemble's)")
             n_more = max(0, int(p.fallback_factor * c * (d + 1)) - (d + 1))
             x2 = scaled_queries(n_more, shape, space.low, space.high, ctx.seed + 1)
             answers2 = ctx.target.scores(x2).double().numpy() if n_more else np.empty((0, c))
@@ -137,9 +139,11 @@ class EquationSolving(ExtractionThreat):
         path = ctx.evidence_path("stolen-logreg.pt")
         write_file(path, torch_bytes(stolen.state_dict()))   # bytes, then the write primitive
         test = metrics[0]
-        sev = extraction(test.value, queries, len(ctx.data.x_train))
-        head = (f"copied with {queries} queries by {method}: {test.text()} test agreement, "
-                f"{metrics[1].text()} on uniform inputs (training set: {len(ctx.data.x_train)} examples)")
+        verdict, sev, constant = copy_verdict(ctx.target, ctx.data.x_test, test, queries, len(ctx.data.x_train))
+        metrics.append(constant)
+        head = (f"{verdict} with {queries} queries by {method}: {test.text()} test agreement"
+                + (f", no better than a constant answer ({constant.text()})" if verdict == "not copied" else "")
+                + f", {metrics[1].text()} on uniform inputs (training set: {len(ctx.data.x_train)} examples)")
         return self.finding(ctx, p, status=Status.OK, severity=sev, headline=head, metrics=metrics,
                             evidence=[ctx.rel(path)], queries=queries,
                             details={"method": method, "d": d, "classes": c,

@@ -29,8 +29,7 @@ from ...core.finding import Metric, Severity, Status
 from ...core.registry import register
 from ...core.target import Access
 from ...core.threat import Context, Params
-from ...core.severity import extraction
-from .common import ExtractionThreat, agreement
+from .common import ExtractionThreat, agreement, copy_verdict
 
 
 class Pp(Params):
@@ -205,8 +204,12 @@ class PathFinding(ExtractionThreat):
         path = ctx.evidence_path("stolen-tree-boxes.pt")
         write_file(path, torch_bytes(stolen.state_dict()))   # bytes, then the write primitive
         test = metrics[0]
-        head = (f"{len(leaves)} leaf regions recovered with {paid} queries: {test.text()} test agreement, "
-                f"{metrics[1].text()} on uniform inputs" + ("" if complete else " (stopped at its limit)"))
-        return self.finding(ctx, p, status=Status.OK, severity=extraction(test.value, paid, len(ctx.data.x_train)),
+        verdict, severity, constant = copy_verdict(ctx.target, ctx.data.x_test, test, paid, len(ctx.data.x_train),
+                                                   "copied")
+        metrics.append(constant)
+        head = (f"{len(leaves)} leaf regions recovered with {paid} queries ({verdict}): {test.text()} test agreement"
+                + (f", no better than a constant answer ({constant.text()})" if verdict == "not copied" else "")
+                + f", {metrics[1].text()} on uniform inputs" + ("" if complete else " (stopped at its limit)"))
+        return self.finding(ctx, p, status=Status.OK, severity=severity,
                             headline=head, metrics=metrics, evidence=[ctx.rel(path)], queries=paid,
                             details={"complete": complete, "leaf_regions": len(leaves)})

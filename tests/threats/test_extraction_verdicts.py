@@ -1,0 +1,71 @@
+"""An extraction finding says "copied" only when the copy beats a constant answer (issue 34: "copied" at 37.1%
+agreement on a two-class task whose majority class is 63%), and says what it saw in the answers instead of
+calling them rounded."""
+import numpy as np
+import torch
+from sklearn.datasets import load_breast_cancer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+
+from mlwarden.core.data import InputSpace
+from mlwarden.core.finding import Severity
+from mlwarden.core.target import sklearn_target
+from mlwarden.threats.model_extraction.common import agreement, copy_verdict
+from mlwarden.threats.model_extraction.equation_solving import EquationSolving
+
+torch.set_num_threads(1)
+
+
+def _cancer():
+    x, y = load_breast_cancer(return_X_y=True)
+    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(x))
+    return x[order[:300]], y[order[:300]], x[order[300:]], y[order[300:]]
+
+
+class _Constant(torch.nn.Module):
+    """A 'copy' that answers one class for every input."""
+
+    def __init__(self, label: int):
+        super().__init__()
+        self.label = label
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(torch.full((len(x),), self.label), 2).float()
+
+
+def test_a_copy_no_better_than_a_constant_answer_is_not_copied():
+    xtr, ytr, xte, _ = _cancer()
+    victim = sklearn_target(LogisticRegression(max_iter=500).fit(xtr, ytr), 2, (30,))
+    x_test = torch.from_numpy(xte)
+    majority = int(np.bincount(victim.labels(x_test).numpy()).argmax())
+    space = InputSpace(float(xte.min()), float(xte.max()), False)
+    for label in (1 - majority, majority):   # the minority answer (below the majority rate), and the majority
+        test = agreement(victim, _Constant(label), x_test, 100, space, 0)[0]
+        verdict, severity, constant = copy_verdict(victim, x_test, test, 10, len(xtr))
+        assert verdict == "not copied" and severity is Severity.INFO, (label, test.text(), constant.text())
+    assert 0.55 < constant.value < 0.75 and constant.n == len(xte)
+    real = torch.nn.Linear(30, 2)   # the victim's own weights: a copy that agrees on every test point
+    est = victim.estimator
+    with torch.no_grad():
+        real.weight.copy_(torch.from_numpy(np.vstack([-est.coef_, est.coef_]) / 2))
+        real.bias.copy_(torch.from_numpy(np.r_[-est.intercept_, est.intercept_] / 2))
+    test = agreement(victim, real, x_test, 100, space, 0)[0]
+    verdict, severity, _ = copy_verdict(victim, x_test, test, 10, len(xtr))
+    assert test.value > 0.99 and verdict == "copied" and severity.rank > Severity.INFO.rank, test.text()
+
+
+def test_equation_solving_on_a_forest_says_its_scores_sit_on_a_grid_not_that_they_were_rounded(tmp_path):
+    """A 20-tree forest's probabilities are multiples of 1/20: nobody rounded them, and the finding says what it
+    saw. Its copy (the best logistic regression) is judged against the constant answer like any other."""
+    from mlwarden.api import audit
+    xtr, ytr, xte, yte = _cancer()
+    forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(xtr, ytr)
+    f = audit(forest, (xtr, ytr, xte, yte), threats=["extract-equation-solving"], out=tmp_path / "run").finding(
+        "extract-equation-solving")
+    assert "rounded" not in f.details["method"].split("(")[0], f.details["method"]
+    assert "grid of 2 decimals" in f.details["method"] or "exactly 0" in f.details["method"], f.details["method"]
+    constant = f.metric("agreement of a constant answer (the victim's most common test label)")
+    test = f.metric("agreement on test data (1 - R_test)")
+    copied = f.headline.split(" with ")[0] == "copied"
+    assert copied == (test.ci_low > constant.value), (f.headline, constant.text())
