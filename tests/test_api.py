@@ -3,6 +3,8 @@ from sklearn.linear_model import LogisticRegression
 
 import mlwarden
 from mlwarden.core.finding import Status
+from mlwarden.report.diff import diff_reports
+from mlwarden.report.report import Report
 
 
 def test_audit_torch_model_returns_report(tmp_path, digits, digits_mlp):
@@ -33,6 +35,17 @@ def test_time_budget_turns_a_slow_attack_into_a_failed_finding(tmp_path, digits,
     f = rep.finding("pgd-linf")
     assert f.status is Status.FAILED and "time budget" in f.error
     assert rep.exit_code("low") == 3   # the gate cannot vouch for what it did not measure; 1 is for findings
+    # a timed-out threat reads "timed out" where a severity would stand, never its placeholder info, in every
+    # rendering and after a round trip through report.json (and a diff against a run where it finished)
+    assert f.timed_out and f.grade == "timed out" and rep.summary_rows()[0][2] == "timed out"
+    again = Report.load(tmp_path).finding("pgd-linf")
+    assert again.timed_out and again.grade == "timed out"
+    assert "| pgd-linf | failed | timed out |" in (tmp_path / "report.md").read_text()
+    assert "sev skipped\">timed out<" in (tmp_path / "report.html").read_text()
+    done = mlwarden.audit(digits_mlp, digits, threats=["pgd-linf"], out=tmp_path / "done",
+                          params={"pgd-linf": {"steps": 5, "n_samples": 20}})
+    row = diff_reports(rep, done)["rows"][0]
+    assert row["severity"][0] == "timed out" and row["severity"][1] == done.finding("pgd-linf").severity.value
 
 
 def test_harden_from_python_sweeps_and_returns_the_comparison(tmp_path, digits, digits_mlp):

@@ -293,7 +293,7 @@ def _run_one(subject, item: Planned, out_dir, seed, profile, budget, backend, ca
         f = t.run(ctx, item.params)
     except TimeBudgetExceeded as e:
         f = t.finding(ctx, item.params, status=Status.FAILED, severity=Severity.INFO,
-                      headline=f"attack did not finish: {e}", error=str(e))
+                      headline=f"attack did not finish: {e}", error=str(e), timed_out=True)
     except (KeyboardInterrupt, UserError):
         raise
     except Exception as e:  # noqa: BLE001 - an attack that failed is reported as failed, never dropped

@@ -149,6 +149,7 @@ class FindingRecord(_Record):
     params: dict[str, Any] = {}
     details: dict[str, Any] = {}
     error: str = ""
+    timed_out: bool = False
 
     @field_validator("details")
     @classmethod
@@ -178,9 +179,21 @@ class Finding:
     params: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    timed_out: bool = False   # FAILED because it ran out of its time budget (not because it broke)
     # the files the threat wrote (path relative to the run directory -> SHA-256 of the bytes written), from the
     # write primitive (Context.evidence_path); the run records exactly these. Not part of the finding's JSON.
     written: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def grade(self) -> str:
+        """What a report's severity column shows: a result's severity; for an attack that did not finish,
+        'timed out' or 'failed' (its INFO is a placeholder, not a grade: reading it as one makes a threat that
+        timed out before a change and finished after look like a risk that rose); '-' for a skipped threat."""
+        if self.status is Status.SKIPPED:
+            return "-"
+        if self.status is Status.FAILED:
+            return "timed out" if self.timed_out else "failed"
+        return self.severity.value
 
     def metric(self, name: str) -> Metric:
         for m in self.metrics:
@@ -215,4 +228,4 @@ class Finding:
                    checks=[Check(**c.model_dump()) for c in r.checks], evidence=list(r.evidence),
                    seconds=r.seconds, queries=r.queries, remedy=Remedy(**remedy.model_dump()) if remedy else None,
                    atlas=list(r.atlas), profile=r.profile, params=dict(r.params), details=dict(r.details),
-                   error=r.error)
+                   error=r.error, timed_out=r.timed_out)

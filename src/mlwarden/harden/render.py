@@ -32,7 +32,7 @@ def compare(before: Report, after: Report) -> list[dict]:
             continue
         hb, ha = paired(fb, fa)
         change = rate_change(hb, ha)   # as `mlwarden diff` calls a regression: the change's 95% interval
-        rows.append({"threat": fb.threat, "severity": [fb.severity.value, fa.severity.value],
+        rows.append({"threat": fb.threat, "severity": [fb.grade, fa.grade],   # 'timed out' is no severity
                      "status": [fb.status.value, fa.status.value], "before": hb, "after": ha,
                      "change": change.get("change"), "worse": change["regression"], "better": change["improvement"],
                      "unreliable_after": _reasons(fa) if fa.status is not Status.OK else []})

@@ -34,10 +34,10 @@ def diff_reports(old: Report, new: Report) -> dict:
         fo, fn = old_by.get(threat), new_by.get(threat)
         if fo is None or fn is None:
             rows.append({"threat": threat, "state": "new" if fo is None else "absent",
-                         "severity": [fo.severity.value if fo else None, fn.severity.value if fn else None]})
+                         "severity": [fo.grade if fo else None, fn.grade if fn else None]})
             continue
         ho, hn = paired(fo, fn)
-        row = {"threat": threat, "state": "both", "severity": [fo.severity.value, fn.severity.value],
+        row = {"threat": threat, "state": "both", "severity": [fo.grade, fn.grade],   # 'timed out' is no severity
                "before": ho, "after": hn, "regression": False, "improvement": False}
         why = _incomparable(fo, fn, settings)
         if why:

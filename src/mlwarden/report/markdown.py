@@ -31,7 +31,7 @@ def render(report) -> str:
         if f.status is Status.SKIPPED:
             continue
         lines += ["", f"## {md(f.title)} (`{md(f.threat)}`)", "",
-                  f"**{f.severity.value}** ({f.status.value}): {md(f.headline)}", ""]
+                  f"**{f.grade}** ({f.status.value}): {md(f.headline)}", ""]
         if f.error:
             lines.append(f"Error: {md(f.error)}\n")
         if f.metrics:

@@ -157,5 +157,5 @@ class Report:
         return html.render(self, Path(self.run_dir) if self.run_dir else None, fragment=True)
 
     def summary_rows(self) -> list[tuple[str, str, str, str]]:
-        return [(f.threat, f.status.value, f.severity.value if f.status is not Status.SKIPPED else "-", f.headline)
+        return [(f.threat, f.status.value, f.grade, f.headline)
                 for f in self.findings]
