@@ -80,6 +80,14 @@ def test_harden_html_shows_the_verdict_and_the_plots_in_chromium(hardened, tmp_p
     assert colored > 2000                                            # the ROC plot's coloured curves
     html = (out / "harden.html").read_text()
     assert "class='verdict'>Risk: membership-inference" in html and "data:image/png;base64," in html
+    # the verdict box states the guarantee: the accountant's epsilon beside the one-run audit's lower bound
+    s = json.loads((out / "harden.json").read_text())
+    point = s["points"][0]
+    spent = point["facts"]["dp-sgd"]["epsilon_spent"]
+    bound = point["evaluation"]["dp-sgd"]["one_run_audit"]["after"]["epsilon_lower_bound"]
+    said = f"Guarantee: dp-sgd: ({spent:.3g}, "
+    assert said in s["verdict"] and f"lower bound on epsilon is {bound:.3g}" in s["verdict"], s["verdict"]
+    assert said in html.split("class='verdict'>")[1].split("</p>")[0]
 
 
 def test_resume_reuses_the_audits_and_the_saved_hardened_model(hardened, mlp_state_dict):

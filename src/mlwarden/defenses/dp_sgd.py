@@ -217,5 +217,10 @@ class DPSGDDefense(Defense):
                                       delta=delta, low=data.space.low, high=data.space.high,
                                       integer_inputs=data.modality == "text", m=p.one_run_canaries,
                                       seed=ctx.seed).as_dict()
-        bug = out["after"]["epsilon_lower_bound"] > hardened.facts[self.name]["epsilon_spent"] + 1e-9
-        return {"one_run_audit": out, "pipeline_bug": bool(bug)}
+        spent = hardened.facts[self.name]["epsilon_spent"]
+        bug = out["after"]["epsilon_lower_bound"] > spent + 1e-9
+        accountant = hardened.facts[self.name]["accountant"].upper()
+        guarantee = (f"({spent:.3g}, {delta:.2g})-DP by the {accountant} accountant; the one-run audit's 95% lower "
+                     f"bound on epsilon is {out['after']['epsilon_lower_bound']:.3g} (it must not exceed "
+                     f"{spent:.3g})" + (" CHECK FAILED" if bug else ""))
+        return {"one_run_audit": out, "pipeline_bug": bool(bug), "guarantee": guarantee}

@@ -67,7 +67,11 @@ def verdict(point: dict, before_acc: dict) -> str:
     bad = worse(point)
     warn = (f"WORSE: the defence made {', '.join(bad)} worse (the 95% interval of the change excludes no change). "
             if bad else "")
-    return warn + "Risk: " + ("; ".join(risks) or "no comparable finding") + ". Cost: " + cost + "."
+    # what a defence guarantees, in its own words (DP-SGD: the accountant's epsilon beside the audit's bound)
+    promised = "".join(f" Guarantee: {name}: {ev['guarantee']}." for name, ev in point["evaluation"].items()
+                       if ev.get("guarantee"))
+    return (warn + "Risk: " + ("; ".join(risks) or "no comparable finding") + "." + promised + " Cost: " + cost
+            + ".")
 
 
 def _fmt(h: dict) -> str:
