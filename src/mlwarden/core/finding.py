@@ -127,7 +127,11 @@ class RemedyRecord(_Record):
 _DETAILS = {"table": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of objects"),
             "notes": (lambda v: isinstance(v, list), "a list"),
             "headline_metric": (lambda v: isinstance(v, str), "a string"),
-            "headline_worse": (lambda v: v in ("higher", "lower"), "'higher' or 'lower'")}
+            "headline_worse": (lambda v: v in ("higher", "lower"), "'higher' or 'lower'"),
+            # what a scan flags (neural-cleanse: the classes a backdoor reaches); harden says "not removed" when a
+            # repair leaves any of them flagged
+            "flagged": (lambda v: isinstance(v, list) and all(isinstance(c, (int, str)) for c in v),
+                        "a list of class numbers or names")}
 
 
 class FindingRecord(_Record):

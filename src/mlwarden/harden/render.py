@@ -32,9 +32,13 @@ def compare(before: Report, after: Report) -> list[dict]:
             continue
         hb, ha = paired(fb, fa)
         change = rate_change(hb, ha)   # as `mlwarden diff` calls a regression: the change's 95% interval
+        kept = [c for c in fb.details.get("flagged", []) if c in fa.details.get("flagged", [])]
+        cleared = [c for c in fb.details.get("flagged", []) if c not in kept]
         rows.append({"threat": fb.threat, "severity": [fb.grade, fa.grade],   # 'timed out' is no severity
                      "status": [fb.status.value, fa.status.value], "before": hb, "after": ha,
                      "change": change.get("change"), "worse": change["regression"], "better": change["improvement"],
+                     "still_flagged": kept,   # what a scan flagged before and still flags after: not removed
+                     "no_longer_flagged": cleared,   # what it stopped flagging: not proof of removal
                      "unreliable_after": _reasons(fa) if fa.status is not Status.OK else []})
     return rows
 
@@ -57,6 +61,10 @@ def verdict(point: dict, before_acc: dict) -> str:
             continue
         chance = f" (chance {_pct(hb['chance'])})" if hb["chance"] is not None else ""
         tag = " WORSE" if r.get("worse") else "" if ha["reliable"] else " [unreliable, see below]"
+        kept, cleared = r.get("still_flagged"), r.get("no_longer_flagged")
+        tag += f" (still flags {', '.join(map(str, kept))}: not removed)" if kept else ""
+        tag += (f" (no longer flags {', '.join(map(str, cleared))}: a scan that stops finding a trigger does not "
+                "show the backdoor is gone; test the repaired model with the trigger if you have it)" if cleared else "")
         risks.append(f"{r['threat']}: {hb['label']} {_fmt(hb)} -> {_fmt(ha)}{chance}{tag}")
     ch = point["accuracy_change"]
     ratio = [ev["training_time_ratio"] for ev in point["evaluation"].values() if "training_time_ratio" in ev]
