@@ -5,6 +5,7 @@ the before/after report. A parameter given several values (`--param epsilon=1,2,
 apply-and-audit step for each, which traces the defence's trade-off curve."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -293,7 +294,12 @@ def _prepare(subject, params, out_dir: Path, label: str, settings, audit, run: R
             for suffix in (".pt2", ".safetensors"):   # save_module writes one of them
                 run.check_write(base.parent / f"{base.name}{suffix}")
             state["model"] = save_module(hardened.model, subject.data, base, write=run.write)
-    after = Subject(hardened.target, subject.data, hardened.recipe or subject.recipe,
+    data = subject.data
+    if any(d.kind in RETRAINS for d, _ in params) and not data.split.startswith("given"):
+        # mlwarden trained the hardened model on the train part itself: its members are known, not guessed
+        data = dataclasses.replace(data, split=f"given: the hardened model was trained by mlwarden on the train part "
+                                               f"({data.split.split(';')[0]})")
+    after = Subject(hardened.target, data, hardened.recipe or subject.recipe,
                     {**subject.info, "hardened": label, "model_file": state["model"]["path"] if state["model"] else None})
     return _Point(label, params, hardened, state, after)
 

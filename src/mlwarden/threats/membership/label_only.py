@@ -66,6 +66,7 @@ def count_signal(k: np.ndarray, total: int) -> np.ndarray:
 @register
 class LabelOnlyMembership(MembershipInference):
     """Label-only membership inference from the robustness of the label to augmentations and noise."""
+    checks_split = False   # its pool or its signal is not the class log-probabilities on the data's split
     name = "label-only-membership"
     title = "Membership inference from labels only (was this record in the training set?)"
     needs = Access.LABELS

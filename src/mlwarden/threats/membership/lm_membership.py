@@ -80,6 +80,7 @@ def sequence_signal(model, x: torch.Tensor, y: torch.Tensor, seq: np.ndarray, n:
 @register
 class LanguageModelMembership(MembershipInference):
     """Sequence-level membership inference against a language model, calibrated by reference models."""
+    checks_split = False   # its pool or its signal is not the class log-probabilities on the data's split
     name = "lm-membership"
     title = "Membership inference on text sequences (was this paragraph in the training text?)"
     needs = Access.SCORES

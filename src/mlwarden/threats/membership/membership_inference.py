@@ -15,6 +15,7 @@ from ...core.severity import MEMBERSHIP
 from ...core.target import Access
 from ...core.threat import Context, Params, Threat
 from ...core.registry import register
+from ...core.stats import difference_interval
 from ...privacy.fix import DP_SGD
 from ...privacy.reference_models import train_reference_models
 from ...privacy.roc import downsample, summarize
@@ -82,6 +83,13 @@ class Mp(ViewParams, SignalParams, PoolParams):
     pass
 
 
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counting half (the Mann-Whitney U statistic over n1 n2)."""
+    from scipy.stats import rankdata
+    ranks = rankdata(np.r_[pos, neg])
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
 @register
 class MembershipInference(Threat):
     """Membership inference: LOSS, shadow models, LiRA and RMIA from one signal matrix of reference models."""
@@ -129,6 +137,9 @@ class MembershipInference(Threat):
         logp = np.stack(logp)                # (models, views, N, C)
         if len(logp) > 1:
             checks.append(self.match_check(logp[:, 0], yn, target_in, in_mask))
+        # the members are mlwarden's guess: is there a sign of them? (from scores; a label-only signal is no fit)
+        if self.checks_split and not ctx.data.split.startswith("given") and ctx.target.access.allows(Access.SCORES):
+            checks.append(self.split_check(logp[0, 0], yn, target_in, ctx.data.split))
         phi = logit_confidence(logp, yn)
         refs_idx = list(range(1, len(logp)))
         pooled = p.pooled and len(refs_idx) > 2
@@ -163,6 +174,9 @@ class MembershipInference(Threat):
 
     ATTACKS, PRIMARY, SHOWN = ATTACKS, PRIMARY, SHOWN
     NO_REFERENCES = ("loss",)   # the attacks that run without reference models
+    # the pool's members are the data's train split and the signal the model's class log-probabilities, so a
+    # split mlwarden made itself is checked (split_check); a subclass with another pool or signal says False
+    checks_split = True
 
     def signal_fn(self, ctx: Context, p: Mp, pool: Pool, notes: list[str]):
         """Returns signal(model, y) -> ((views, N, C) log-probabilities, the labels attacks score them at),
@@ -224,6 +238,37 @@ class MembershipInference(Threat):
                      "Give the recipe that trained this model (--recipe, with its epochs and learning rate), so "
                      "that the reference models reach its accuracy; the attack is calibrated on them.")
 
+    @staticmethod
+    def split_check(lp: np.ndarray, y: np.ndarray, target_in: np.ndarray, split: str) -> Check:
+        """When mlwarden split the data itself, its train part is a guess at the model's members. A model trained
+        on it fits its members better than the rest: higher accuracy on them (Newcombe's interval of the
+        difference above zero), or a higher log-probability of the true label (the AUC of members against
+        non-members above 0.5 by its 95% interval, Hanley & McNeil 1982). With neither, there is no sign that
+        these are the members: the model leaks nothing, or it was trained on another split and many
+        "non-members" are members; the numbers cannot tell which. `lp`: the audited model's (N, C) signal."""
+        true_lp = lp[np.arange(len(y)), y]
+        mem, non = true_lp[target_in], true_lp[~target_in]
+        n1, n2 = len(mem), len(non)
+        auc = _auc(mem, non)
+        q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+        low = auc - 1.96 * float(np.sqrt(max(auc * (1 - auc) + (n1 - 1) * (q1 - auc ** 2)
+                                             + (n2 - 1) * (q2 - auc ** 2), 0.0) / (n1 * n2)))
+        right = lp.argmax(1) == y
+        k1, k2 = int(right[target_in].sum()), int(right[~target_in].sum())
+        gap, gap_low, _ = difference_interval(k2, n2, k1, n1)   # members' accuracy minus non-members'
+        fired = bool(low <= 0.5 and gap_low <= 0)
+        seen = (f"accuracy {k1 / n1:.1%} against {k2 / n2:.1%}, difference {100 * gap:+.1f} points, 95% CI from "
+                f"{100 * gap_low:+.1f}; AUC of its true-label log-probability {auc:.3f}, 95% CI from {low:.3f}; "
+                f"n={n1} members, {n2} non-members")
+        return Check("member-split-unverified", fired,
+                     f"the data was {split.split(';')[0]}; the audited model fits its 'members' no better than its "
+                     f"'non-members' beyond noise ({seen}): it leaks nothing, or it was trained on another split, "
+                     "and the numbers cannot tell which" if fired else
+                     f"the data was {split.split(';')[0]}; the audited model fits its 'members' better than its "
+                     f"'non-members' ({seen}), as a model trained on that split does",
+                     "Give the split the model was trained on: --data train.csv --test-data test.csv (or an .npz "
+                     "with x_train, y_train, x_test, y_test).")
+
     def _finding(self, ctx, p, per_attack, checks, notes, n_models, t_ref):
         fired = any(c.fired for c in checks)
         metrics, table = [], []
@@ -264,7 +309,7 @@ class MembershipInference(Threat):
         head = (f"{best.name}: {best.text()} ({scope}, {per_attack[best_name][key].n_nonmembers} non-members; "
                 f"chance is 1%)")
         if fired:
-            head = "unreliable: reference models do not match the target; " + head
+            head = f"unreliable ({', '.join(c.name for c in checks if c.fired)}): " + head
         status = Status.UNRELIABLE if fired else Status.OK
         return self.finding(ctx, p, status=status, severity=Severity.INFO if fired else sev, headline=head,
                             metrics=metrics, checks=checks, evidence=[ctx.rel(path)],

@@ -1,0 +1,54 @@
+"""Membership numbers on data that mlwarden split itself rest on a guess of the model's members (issue 34: a
+model trained on another split read LOSS AUC 0.525 instead of 0.607, with no warning). The finding is marked
+unreliable when the audited model shows no sign of having trained on mlwarden's train part; trained on it, or
+given the true split, it is a result."""
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer
+from sklearn.ensemble import RandomForestClassifier
+
+import mlwarden
+from mlwarden.core.finding import Status
+from mlwarden.io.datasets import load_data
+
+PARAMS = {"membership-inference": {"n_reference": 2}}
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    x, y = load_breast_cancer(return_X_y=True)
+    path = tmp_path_factory.mktemp("split") / "cancer.csv"
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+    frame["label"] = y
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _forest(x, y):
+    return RandomForestClassifier(n_estimators=30, random_state=0, n_jobs=1).fit(np.asarray(x), np.asarray(y))
+
+
+def _audit(model, data, out):
+    return mlwarden.audit(model, data, threats=["membership-inference"], out=out, params=PARAMS).finding(
+        "membership-inference")
+
+
+def test_a_model_trained_on_another_split_is_flagged_unreliable(table, tmp_path):
+    ds = load_data(str(table))
+    assert ds.split.startswith("split by mlwarden")
+    x = np.vstack([ds.x_train.numpy(), ds.x_test.numpy()])
+    y = np.r_[ds.y_train.numpy(), ds.y_test.numpy()]
+    other = np.random.default_rng(7).permutation(len(x))[: len(ds.x_train)]   # its own 75%, not mlwarden's
+    f = _audit(_forest(x[other], y[other]), str(table), tmp_path / "other")
+    check = next(c for c in f.checks if c.name == "member-split-unverified")
+    print(f.headline, "|", check.detail)
+    assert check.fired and f.status is Status.UNRELIABLE and f.headline.startswith("unreliable (member-split")
+    assert "--test-data" in check.advice
+
+    same = _audit(_forest(ds.x_train, ds.y_train), str(table), tmp_path / "same")   # trained on mlwarden's split
+    assert not next(c for c in same.checks if c.name == "member-split-unverified").fired, same.headline
+
+    given = _audit(_forest(x[other], y[other]), (x[other], y[other], np.delete(x, other, 0), np.delete(y, other)),
+                   tmp_path / "given")   # the true split, given: nothing to guess, no check
+    assert all(c.name != "member-split-unverified" for c in given.checks) and given.status is Status.OK
