@@ -84,3 +84,45 @@ def test_fine_pruning_clears_the_scan_but_the_verdict_does_not_call_the_backdoor
     assert after.details["flagged"] == [] and row["still_flagged"] == [] and row["no_longer_flagged"] == [3]
     assert "(no longer flags 3: a scan that stops finding a trigger does not show the backdoor is gone" in \
         res.summary["verdict"]
+
+
+def test_fine_pruning_silences_dormant_channels_and_exports(mnist, badnets_cnn, badnets_trigger, tmp_path):
+    x, y = clean_set(mnist, 500, 0)
+    p = PruneParams()
+    tuned, facts = fine_prune(badnets_cnn, x, y, 10, p, 0)
+    held = facts["held_out_accuracy"]
+    assert 0 < facts["channels_pruned"] < facts["channels"]
+    assert held["before"] - held["pruned"] <= p.max_drop
+    masks = [m for m in tuned.modules() if isinstance(m, ChannelMask)]
+    assert len(masks) == 1 and int((masks[0].mask == 0).sum()) == facts["channels_pruned"]
+    seen = {}
+    masks[0].register_forward_hook(lambda m, i, out: seen.__setitem__("out", out))
+    with torch.no_grad():
+        tuned(mnist.x_test[:50])
+    assert seen["out"][:, masks[0].mask == 0].abs().max() == 0          # fine-tuning did not revive them
+    saved = save_module(tuned, mnist, tmp_path / "fp")
+    assert saved["format"] == "export"
+    loaded = load_target(saved["path"], mnist).module
+    with torch.no_grad():
+        assert torch.equal(loaded(mnist.x_test[:50]).argmax(1), tuned(mnist.x_test[:50]).argmax(1))
+    change = paired_difference(correct(badnets_cnn, mnist.x_test, mnist.y_test),
+                               correct(tuned, mnist.x_test, mnist.y_test))
+    print(f"fine-pruning: {facts['channels_pruned']}/{facts['channels']} channels; attack success "
+          f"{100 * _asr(badnets_cnn, mnist, badnets_trigger):.1f}% -> {100 * _asr(tuned, mnist, badnets_trigger):.1f}%; "
+          f"clean accuracy change {100 * change[0]:+.2f} points (95% CI {100 * change[1]:+.2f} to {100 * change[2]:+.2f})")
+    assert change[0] > -0.02
+
+
+def test_neural_cleanse_flags_the_same_class_in_the_pt2_as_in_the_state_dict(mnist, badnets_cnn, tmp_path):
+    """The scan on the backdoored model as users ship it: a `torch.export` archive (the format harden writes) and
+    a state dict with its factory, each loaded from the file, flag the same class (issue 33)."""
+    saved = save_module(badnets_cnn, mnist, tmp_path / "badnets")
+    assert saved["format"] == "export"
+    torch.save(badnets_cnn.state_dict(), tmp_path / "badnets.pt")
+    from_pt2 = load_target(saved["path"], mnist)
+    from_state_dict = load_target(str(tmp_path / "badnets.pt"), mnist, factory="tests.conftest:small_cnn16")
+    assert type(from_pt2.module).__name__ == "ExportedModule"
+    flagged = [_scan(t.module, mnist, tmp_path / f"scan-{i}").details["flagged"]
+               for i, t in enumerate((from_state_dict, from_pt2))]
+    print(f"Neural Cleanse flags {flagged[0]} on the state dict and {flagged[1]} on the .pt2")
+    assert flagged[0] == flagged[1] == [3]
