@@ -140,3 +140,16 @@ def test_resume_refuses_a_different_audit(tmp_path, run_dir):
     d, _ = run_dir
     r = mlwarden("audit", "--config", d / "audit.toml", "--out", d / "run", "--resume", "--seed", "7")
     assert r.returncode == 2 and "holds a different audit" in r.stderr
+
+
+def test_a_threat_out_of_time_reads_timed_out_and_the_run_finishes(mlp_state_dict, tmp_path):
+    """A threat that runs out of its time budget is a failed finding the terminal table, report.md and junit.xml
+    show as 'timed out' (not a severity); without --fail-on the run exits 0 with its report written."""
+    r = mlwarden("audit", "--model", mlp_state_dict, "--factory", "mlwarden.core.zoo:mlp", "--data", "digits",
+                 "--threats", "pgd-linf", "--time-budget", "0.000001", "--out", tmp_path / "r")
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = next(ln for ln in r.stdout.splitlines() if "pgd-linf" in ln)
+    assert "timed out" in row and "failed" in row, r.stdout
+    assert "| pgd-linf | failed | timed out |" in (tmp_path / "r" / "report.md").read_text()
+    case = next(ET.parse(tmp_path / "r" / "junit.xml").getroot().iter("testcase"))
+    assert case.find("error") is None and case.find("skipped") is not None   # no gate: nothing fails or errs

@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=
 out = Console()
 err = Console(stderr=True)
 SEV_STYLE = {"critical": "bold white on dark_red", "high": "bold red", "medium": "yellow", "low": "green",
-             "info": "dim", "-": "dim"}
+             "info": "dim", "-": "dim", "timed out": "dim", "failed": "red"}
 
 
 def _floats(text: str | None, what: str, n: int | None = None, cast=float):
@@ -346,9 +346,9 @@ def _progress(total: int):
             state["status"].stop()
             _SPINNERS.remove(state["status"])
             state["status"] = None
-        sev = finding.severity.value if finding.status.value != "skipped" else "-"
+        sev = finding.grade   # 'timed out' or 'failed' where the attack did not finish
         tag = "cached" if event == "cached" else f"{finding.seconds:5.1f}s"
-        err.print(f"[{state['i']}/{total}] {name:<20} [{SEV_STYLE[sev]}]{sev:<8}[/] {tag:>7}  "
+        err.print(f"[{state['i']}/{total}] {name:<20} [{SEV_STYLE[sev]}]{sev:<9}[/] {tag:>7}  "
                   f"{finding.status.value if finding.status.value != 'ok' else ''}")
     return cb
 
@@ -364,7 +364,8 @@ def _summary(report) -> None:
     table.add_column("status")
     table.add_column("headline", overflow="fold")
     for threat, status, sev, head in report.summary_rows():
-        table.add_row(threat, f"[{SEV_STYLE.get(sev, '')}]{sev}[/]", status, head)
+        cell = f"[{SEV_STYLE[sev]}]{escape(sev)}[/]" if sev in SEV_STYLE else escape(sev)
+        table.add_row(escape(threat), cell, status, escape(head))
     out.print(table)
 
 
@@ -443,7 +444,7 @@ def harden(
             out.print(f"- {fact}", highlight=False, markup=False)
     out.print(res.summary["verdict"], highlight=False, markup=False, style="bold red" if res.summary["worse"] else None)
     out.print(f"report: {run_dir / 'harden.html'} (also harden.json, harden.md, harden.sarif, before/ and after/)")
-    raise typer.Exit(res.exit_code(cfg.audit.fail_on, fail_on_regression))
+    raise typer.Exit(res.exit_code(cfg.audit.fail_on, fail_on_regression or cfg.audit.fail_on_regression))
 
 
 @app.command("defenses")
