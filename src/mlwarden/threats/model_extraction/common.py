@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ...core import measure
+from ...core.measure import paired_difference
 from ...core.files import torch_bytes, write_file
 from ...core.finding import Metric, Remedy, Severity, Status
 from ...core.recipe import Recipe
@@ -47,24 +48,27 @@ def agreement(target, stolen, x_test: torch.Tensor, n_uniform: int, space, seed:
                                 ("agreement on uniform inputs (1 - R_unif)", x_unif))]
 
 
-def constant_agreement(target, x_test: torch.Tensor) -> Metric:
-    """The agreement a copy gets by answering the victim's most common test label on every input: what a copy
-    must beat before it is one (on a two-class task with 63% of one class, 37% agreement is worse than that)."""
-    with target.uncounted():
-        labels = target.labels(x_test).cpu()
-    return Metric.rate("agreement of a constant answer (the victim's most common test label)",
-                       int(torch.bincount(labels).max()) if len(labels) else 0, len(labels))
-
-
-def copy_verdict(target, x_test: torch.Tensor, test: Metric, queries: int, n_train: int,
+def copy_verdict(target, stolen, x_test: torch.Tensor, test: Metric, queries: int, n_train: int,
                  what: str = "copied") -> tuple[str, Severity, Metric]:
-    """(`what` or 'not copied', severity, the constant answer's agreement): a copy whose test agreement does not
-    beat a constant answer (the lower end of its 95% interval at or below that rate) copied nothing and is INFO;
-    one that does is graded by its agreement and query cost (core/severity.py `extraction`)."""
-    constant = constant_agreement(target, x_test)
-    if test.ci_low is not None and test.ci_low > constant.value:
-        return what, extraction(test.value, queries, n_train), constant
-    return "not copied", Severity.INFO, constant
+    """(verdict, severity, the agreement of a constant answer): what a copy must beat before it is one is the
+    victim's most common test label answered every time (on a two-class task with 63% of one class, 37%
+    agreement copies nothing). At or below that rate: 'not copied', INFO. Above it, graded by agreement and
+    query cost (core/severity.py `extraction`); `what` when the paired 95% interval of (copy right) - (constant
+    right) on the same test points lies above zero, else `what` marked 'not shown to beat a constant answer' (a
+    99%-majority test set of 300 leaves too few points for the difference to show). An abstention (-1, as
+    randomized smoothing answers) is nobody's label."""
+    with target.uncounted():
+        victim = target.labels(x_test).cpu()
+        copied = stolen(x_test).argmax(1).cpu()
+    answered = victim[victim >= 0]
+    counts = torch.bincount(answered) if len(answered) else torch.zeros(1, dtype=torch.long)
+    constant = Metric.rate("agreement of a constant answer (the victim's most common test label)",
+                           int(counts.max()), len(victim))
+    if not test.value > constant.value:
+        return "not copied", Severity.INFO, constant
+    _, low, _ = paired_difference(victim == int(counts.argmax()), copied == victim)
+    severity = extraction(test.value, queries, n_train)
+    return (what if low > 0 else f"{what} (not shown to beat a constant answer, {constant.text()})"), severity, constant
 
 
 def copy_factory(ctx, default):
@@ -104,7 +108,8 @@ def report_copy(threat, ctx, p, stolen, queries: int, answers, evidence: str, ex
     write_file(path, torch_bytes(stolen.state_dict()))   # bytes, then the write primitive
     test = metrics[0]
     kind = "probabilities" if answers.ndim == 2 else "labels"
-    verdict, severity, constant = copy_verdict(ctx.target, ctx.data.x_test, test, queries, len(ctx.data.x_train))
+    verdict, severity, constant = copy_verdict(ctx.target, stolen, ctx.data.x_test, test, queries,
+                                               len(ctx.data.x_train))
     metrics.append(constant)
     head = (f"{verdict} from {queries} answers ({kind}): {test.text()} test agreement"
             + (f", no better than a constant answer ({constant.text()})" if verdict == "not copied" else "")

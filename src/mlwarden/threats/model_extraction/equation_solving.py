@@ -121,7 +121,7 @@ class EquationSolving(ExtractionThreat):
             w, b = solve_exact(flat, answers)
         else:   # say what was seen: a forest's probabilities sit on a grid without anyone rounding them
             seen = decimals_of(answers)
-            method = ("loss minimisation (L-BFGS): some answers are exactly 0, so they carry no log-ratio"
+            method = ("loss minimisation (L-BFGS): some answers are 0 or below, so they carry no log-ratio"
                       if seen is None else f"loss minimisation (L-BFGS): every answer lies on a grid of {seen} "
                       "decimals (rounded by the API, or coarse scores such as a tree ensemble's)")
             n_more = max(0, int(p.fallback_factor * c * (d + 1)) - (d + 1))
@@ -139,7 +139,8 @@ class EquationSolving(ExtractionThreat):
         path = ctx.evidence_path("stolen-logreg.pt")
         write_file(path, torch_bytes(stolen.state_dict()))   # bytes, then the write primitive
         test = metrics[0]
-        verdict, sev, constant = copy_verdict(ctx.target, ctx.data.x_test, test, queries, len(ctx.data.x_train))
+        verdict, sev, constant = copy_verdict(ctx.target, stolen, ctx.data.x_test, test, queries,
+                                              len(ctx.data.x_train))
         metrics.append(constant)
         head = (f"{verdict} with {queries} queries by {method}: {test.text()} test agreement"
                 + (f", no better than a constant answer ({constant.text()})" if verdict == "not copied" else "")

@@ -204,7 +204,7 @@ class PathFinding(ExtractionThreat):
         path = ctx.evidence_path("stolen-tree-boxes.pt")
         write_file(path, torch_bytes(stolen.state_dict()))   # bytes, then the write primitive
         test = metrics[0]
-        verdict, severity, constant = copy_verdict(ctx.target, ctx.data.x_test, test, paid, len(ctx.data.x_train),
+        verdict, severity, constant = copy_verdict(ctx.target, stolen, ctx.data.x_test, test, paid, len(ctx.data.x_train),
                                                    "copied")
         metrics.append(constant)
         head = (f"{len(leaves)} leaf regions recovered with {paid} queries ({verdict}): {test.text()} test agreement"
