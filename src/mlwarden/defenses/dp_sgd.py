@@ -220,7 +220,8 @@ class DPSGDDefense(Defense):
         spent = hardened.facts[self.name]["epsilon_spent"]
         bug = out["after"]["epsilon_lower_bound"] > spent + 1e-9
         accountant = hardened.facts[self.name]["accountant"].upper()
-        guarantee = (f"({spent:.3g}, {delta:.2g})-DP by the {accountant} accountant; the one-run audit's 95% lower "
-                     f"bound on epsilon is {out['after']['epsilon_lower_bound']:.3g} (it must not exceed "
+        unit = hardened.facts[self.name]["unit"]   # what one privacy unit is: an example, or a window of text
+        guarantee = (f"({spent:.3g}, {delta:.2g})-DP per {unit} by the {accountant} accountant; the one-run audit's "
+                     f"95% lower bound on epsilon is {out['after']['epsilon_lower_bound']:.3g} (it must not exceed "
                      f"{spent:.3g})" + (" CHECK FAILED" if bug else ""))
         return {"one_run_audit": out, "pipeline_bug": bool(bug), "guarantee": guarantee}

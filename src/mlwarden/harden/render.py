@@ -32,13 +32,18 @@ def compare(before: Report, after: Report) -> list[dict]:
             continue
         hb, ha = paired(fb, fa)
         change = rate_change(hb, ha)   # as `mlwarden diff` calls a regression: the change's 95% interval
-        kept = [c for c in fb.details.get("flagged", []) if c in fa.details.get("flagged", [])]
-        cleared = [c for c in fb.details.get("flagged", []) if c not in kept]
+        # what a scan flags, compared only when it finished on both sides (a scan that timed out flags nothing)
+        both = fb.status is Status.OK and fa.status is Status.OK
+        was, now = (f.details.get("flagged") if both and isinstance(f.details.get("flagged"), list) else []
+                    for f in (fb, fa))
+        kept, cleared = [c for c in was if c in now], [c for c in was if c not in now]
+        new = [c for c in now if c not in was]
         rows.append({"threat": fb.threat, "severity": [fb.grade, fa.grade],   # 'timed out' is no severity
                      "status": [fb.status.value, fa.status.value], "before": hb, "after": ha,
                      "change": change.get("change"), "worse": change["regression"], "better": change["improvement"],
                      "still_flagged": kept,   # what a scan flagged before and still flags after: not removed
                      "no_longer_flagged": cleared,   # what it stopped flagging: not proof of removal
+                     "newly_flagged": new,           # what it flags only after the defence
                      "unreliable_after": _reasons(fa) if fa.status is not Status.OK else []})
     return rows
 
@@ -65,6 +70,7 @@ def verdict(point: dict, before_acc: dict) -> str:
         tag += f" (still flags {', '.join(map(str, kept))}: not removed)" if kept else ""
         tag += (f" (no longer flags {', '.join(map(str, cleared))}: a scan that stops finding a trigger does not "
                 "show the backdoor is gone; test the repaired model with the trigger if you have it)" if cleared else "")
+        tag += f" (newly flags {', '.join(map(str, r['newly_flagged']))})" if r.get("newly_flagged") else ""
         risks.append(f"{r['threat']}: {hb['label']} {_fmt(hb)} -> {_fmt(ha)}{chance}{tag}")
     ch = point["accuracy_change"]
     ratio = [ev["training_time_ratio"] for ev in point["evaluation"].values() if "training_time_ratio" in ev]

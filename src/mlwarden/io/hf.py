@@ -538,11 +538,15 @@ class HFTextClassifier(_Base):
         `mlwarden audit --model` loads like the user's. Written by transformers into a temporary folder and read
         back, so the run directory gets bytes through its own checked write."""
         import tempfile
-        with tempfile.TemporaryDirectory() as tmp:
-            self.model.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            files = {f"{name}/{p.relative_to(tmp).as_posix()}": p.read_bytes()
-                     for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                self.model.save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+                files = {f"{name}/{p.relative_to(tmp).as_posix()}": p.read_bytes()
+                         for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
+        except OSError as e:   # a full or unwritable temporary folder: say which, in one line
+            raise UserError(f"saving the hardened model needs room in the temporary folder {tempfile.gettempdir()} "
+                            f"(set TMPDIR elsewhere): {e.strerror or e}") from None
         return ModelFiles(name, "hf", files)
 
     def fresh(self) -> "HFTextClassifier":
