@@ -96,8 +96,10 @@ def test_equation_solving_square_and_hopskipjump_against_mlserver(mlserver, tmp_
     eq = f["extract-equation-solving"]
     metrics = {m["name"]: m for m in eq["metrics"]}
     assert eq["status"] == "ok" and eq["queries"] == 65                       # d + 1
-    agree = [m for name, m in metrics.items() if "agreement" in name]
+    agree = [m for name, m in metrics.items() if name.startswith("agreement on")]   # test and uniform inputs
     assert len(agree) == 2 and all(m["value"] >= 0.999 for m in agree), agree
+    constant = metrics["agreement of a constant answer (the victim's most common test label)"]
+    assert constant["value"] < 0.2 and eq["headline"].startswith("copied with 65 queries"), eq["headline"]
     for name in ("square", "hopskipjump"):
         assert f[name]["status"] == "ok" and f[name]["queries"] > 0, f[name]["headline"]
 
@@ -106,7 +108,7 @@ def test_path_finding_copies_the_iris_tree_served_by_mlserver(mlserver, tmp_path
     f = _audit(tmp_path, "--endpoint", f"{mlserver}/v2/models/iris-tree", "--data", "iris",
                "--endpoint-output", "predict_proba", "--threats", "extract-path-finding")["extract-path-finding"]
     metrics = {m["name"]: m for m in f["metrics"]}
-    test = next(m for name, m in metrics.items() if "test" in name and "agreement" in name)
+    test = next(m for name, m in metrics.items() if name.startswith("agreement on test"))
     assert f["status"] == "ok" and test["value"] == 1.0, f["headline"]
     assert f["details"]["complete"] and metrics["queries"]["value"] == f["queries"] < 20_000
     assert metrics["leaf regions"]["value"] <= 32           # a depth-4 tree has at most 16 leaves; no re-cuts
