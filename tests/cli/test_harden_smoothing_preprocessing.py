@@ -126,7 +126,7 @@ def test_a_defence_that_makes_the_model_less_robust_says_worse(tmp_path, mlp_sta
     assert s["worse"] == ["fgsm"] and s["points"][0]["worse"] == ["fgsm"]
     assert row["worse"] and not row["better"] and row["change"]["ci_high"] < 0, row
     assert s["verdict"].startswith("WORSE: the defence made fgsm worse")
-    assert "WORSE" in " ".join(r.stdout.split())
+    assert "WORSE" in " ".join(r.stdout.split()) and "cannot judge" not in r.stderr   # both numbers reliable
     assert (out / "harden.md").read_text().split("\n")[2].startswith("**WORSE: ")
     assert "class='verdict worse'" in (out / "harden.html").read_text()
     img = screenshot(out / "harden.html", tmp_path / "worse.png", size="1100,500")

@@ -443,6 +443,12 @@ def harden(
         for fact in facts(point):
             out.print(f"- {fact}", highlight=False, markup=False)
     out.print(res.summary["verdict"], highlight=False, markup=False, style="bold red" if res.summary["worse"] else None)
+    if fail_on_regression or cfg.audit.fail_on_regression:   # what the gate could not judge, said, not passed over
+        for point in res.summary["points"]:
+            for row in point["comparison"]:
+                if row["before"] and not (row["after"] and row["after"]["reliable"]):
+                    _notice(f"--fail-on-regression cannot judge {row['threat']} ({point['label']}): its number after "
+                            "hardening is missing or unreliable (see the report)")
     out.print(f"report: {run_dir / 'harden.html'} (also harden.json, harden.md, harden.sarif, before/ and after/)")
     raise typer.Exit(res.exit_code(cfg.audit.fail_on, fail_on_regression or cfg.audit.fail_on_regression))
 
