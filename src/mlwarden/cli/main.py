@@ -446,9 +446,9 @@ def harden(
     if fail_on_regression or cfg.audit.fail_on_regression:   # what the gate could not judge, said, not passed over
         for point in res.summary["points"]:
             for row in point["comparison"]:
-                if row["before"] and not (row["after"] and row["after"]["reliable"]):
-                    _notice(f"--fail-on-regression cannot judge {row['threat']} ({point['label']}): its number after "
-                            "hardening is missing or unreliable (see the report)")
+                if row.get("incomparable"):
+                    _notice(f"--fail-on-regression cannot judge {row['threat']} ({point['label']}): "
+                            f"{row['incomparable']}")
     out.print(f"report: {run_dir / 'harden.html'} (also harden.json, harden.md, harden.sarif, before/ and after/)")
     raise typer.Exit(res.exit_code(cfg.audit.fail_on, fail_on_regression or cfg.audit.fail_on_regression))
 

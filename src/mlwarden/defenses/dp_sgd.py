@@ -220,7 +220,8 @@ class DPSGDDefense(Defense):
         spent = hardened.facts[self.name]["epsilon_spent"]
         bug = out["after"]["epsilon_lower_bound"] > spent + 1e-9
         accountant = hardened.facts[self.name]["accountant"].upper()
-        unit = hardened.facts[self.name]["unit"]   # what one privacy unit is: an example, or a window of text
+        # what one privacy unit is: an example, or a window of text (facts saved before it was recorded: examples)
+        unit = hardened.facts[self.name].get("unit", "one training example")
         guarantee = (f"({spent:.3g}, {delta:.2g})-DP per {unit} by the {accountant} accountant; the one-run audit's "
                      f"95% lower bound on epsilon is {out['after']['epsilon_lower_bound']:.3g} (it must not exceed "
                      f"{spent:.3g})" + (" CHECK FAILED" if bug else ""))

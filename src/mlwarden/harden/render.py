@@ -33,7 +33,7 @@ def compare(before: Report, after: Report) -> list[dict]:
         hb, ha = paired(fb, fa)
         change = rate_change(hb, ha)   # as `mlwarden diff` calls a regression: the change's 95% interval
         # what a scan flags, compared only when it finished on both sides (a scan that timed out flags nothing)
-        both = fb.status is Status.OK and fa.status is Status.OK
+        both = all(f.status in (Status.OK, Status.UNRELIABLE) for f in (fb, fa))
         was, now = (f.details.get("flagged") if both and isinstance(f.details.get("flagged"), list) else []
                     for f in (fb, fa))
         kept, cleared = [c for c in was if c in now], [c for c in was if c not in now]
@@ -41,6 +41,7 @@ def compare(before: Report, after: Report) -> list[dict]:
         rows.append({"threat": fb.threat, "severity": [fb.grade, fa.grade],   # 'timed out' is no severity
                      "status": [fb.status.value, fa.status.value], "before": hb, "after": ha,
                      "change": change.get("change"), "worse": change["regression"], "better": change["improvement"],
+                     "incomparable": change.get("incomparable"),   # why the change could not be judged
                      "still_flagged": kept,   # what a scan flagged before and still flags after: not removed
                      "no_longer_flagged": cleared,   # what it stopped flagging: not proof of removal
                      "newly_flagged": new,           # what it flags only after the defence

@@ -1,8 +1,9 @@
 """JUnit XML: one test case per threat; a finding at or above the run's `--fail-on` level is a failure, so the
 failures are exactly the findings that make the run exit 1 (with no `--fail-on`, none: every finding's
 severity and headline are in its test case's system-out). A threat that crashed is an error (exit 3), and so
-is one that ran out of time under --fail-on (exit 3: the gate cannot vouch for it); without --fail-on a threat
-that ran out of time is skipped (the run exits 0)."""
+is any threat that did not finish under --fail-on (exit 3: the gate cannot vouch for it); without --fail-on a
+threat that did not finish for another reason (out of time, its own settings refused) is skipped (the run
+exits 0), as Report.exit_code counts them."""
 from __future__ import annotations
 
 from xml.etree import ElementTree as ET
@@ -21,10 +22,11 @@ def render(report) -> str:
         if f.status is Status.SKIPPED:
             ET.SubElement(case, "skipped", message=f.headline)
             skipped += 1
-        elif f.status is Status.FAILED and f.timed_out and limit is None:   # exit 0: no gate to vouch for
-            ET.SubElement(case, "skipped", message=f"timed out: {f.headline}")
+        elif f.status is Status.FAILED and limit is None and not f.headline.startswith("attack failed"):
+            # did not finish (out of time, or refused its own settings) with no gate to vouch for: exit 0
+            ET.SubElement(case, "skipped", message=f"{f.grade}: {f.headline}")
             skipped += 1
-        elif f.status is Status.FAILED:   # a crash, or a time-out under --fail-on: exit 3
+        elif f.status is Status.FAILED:   # a crash, or anything unfinished under --fail-on: exit 3 (Report.exit_code)
             ET.SubElement(case, "error", message=f.headline).text = f.error
             errors += 1
         elif limit is not None and f.severity.rank >= limit:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from scipy.stats import mannwhitneyu
 import torch
 from pydantic import Field, model_validator
 
@@ -168,12 +168,24 @@ class MembershipInference(Threat):
         out = []
         for c in checks:
             if c.name == "member-split-unverified" and c.fired:
-                tpr = {n: clopper_pearson(*s["target"].tpr_at[0.01]) for n, s in per_attack.items()}
-                name, (lo, _) = max(tpr.items(), key=lambda kv: kv[1][0])
-                if lo > 0.01:
+                # chance at the threshold summarize() sets: the (floor(0.01 n) + 1)-th highest non-member score;
+                # each attack's exact bound at 95% over all the attacks tried (Bonferroni); only where the 1% FPR
+                # rests on at least 5 non-members (what makes the TPR reliable)
+                alpha = 0.05 / max(len(per_attack), 1)
+                beats = {}
+                for n, s in per_attack.items():
+                    k, members = s["target"].tpr_at[0.01]
+                    negatives = s["target"].n_nonmembers
+                    chance = (int(0.01 * negatives) + 1) / max(negatives, 1)
+                    low = clopper_pearson(k, members, alpha)[0]
+                    if 0.01 * negatives >= 5 and low > chance:
+                        beats[n] = (low, chance)
+                if beats:
+                    name, (low, chance) = max(beats.items(), key=lambda kv: kv[1][0])
                     c = Check(c.name, False, f"{c.detail}; but {name} beats chance on the audited model (TPR at 1% "
-                                             f"FPR from {100 * lo:.1f}%), which only a model trained on these "
-                                             "members allows", c.advice)
+                                             f"FPR from {100 * low:.1f}% against {100 * chance:.1f}% by chance, "
+                                             f"over {len(per_attack)} attacks), which only a model trained on "
+                                             "these members allows", c.advice)
             out.append(c)
         return out
 
@@ -260,7 +272,9 @@ class MembershipInference(Threat):
         true_lp = lp[np.arange(len(y)), y]
         mem, non = true_lp[target_in], true_lp[~target_in]
         n1, n2 = len(mem), len(non)
-        auc = float(roc_auc_score(np.r_[np.ones(n1), np.zeros(n2)], np.r_[mem, non]))
+        # AUC as the Mann-Whitney U over n1 n2 (ties half): ranks take an infinite or NaN (as lowest) score
+        mem, non = (np.nan_to_num(a, nan=-np.inf) for a in (mem, non))
+        auc = float(mannwhitneyu(mem, non).statistic) / (n1 * n2)
         low = auc_interval(auc, n1, n2)[0]
         right = lp.argmax(1) == y
         k1, k2 = int(right[target_in].sum()), int(right[~target_in].sum())

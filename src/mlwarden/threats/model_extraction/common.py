@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 
 from ...core import measure
-from ...core.measure import paired_difference
 from ...core.files import torch_bytes, write_file
 from ...core.finding import Metric, Remedy, Severity, Status
 from ...core.recipe import Recipe
-from ...core.severity import extraction
+from ...core.severity import cap, extraction
+from ...core.stats import clopper_pearson
 from ...core.target import Access
 from ...core.threat import Threat
 
@@ -53,10 +53,10 @@ def copy_verdict(target, stolen, x_test: torch.Tensor, test: Metric, queries: in
     """(verdict, severity, the agreement of a constant answer): what a copy must beat before it is one is the
     victim's most common test label answered every time (on a two-class task with 63% of one class, 37%
     agreement copies nothing). At or below that rate: 'not copied', INFO. Above it, graded by agreement and
-    query cost (core/severity.py `extraction`); `what` when the paired 95% interval of (copy right) - (constant
-    right) on the same test points lies above zero, else `what` marked 'not shown to beat a constant answer' (a
-    99%-majority test set of 300 leaves too few points for the difference to show). An abstention (-1, as
-    randomized smoothing answers) is nobody's label."""
+    query cost (core/severity.py `extraction`) when, on the test points where exactly one of the two is right,
+    the copy is right more often than not (exact 95% bound above one half); else marked 'not shown to beat a
+    constant answer' and at most LOW (a 99%-majority test set of 300 leaves too few points to show it). An
+    abstention (-1, as randomized smoothing answers) is nobody's label."""
     with target.uncounted():
         victim = target.labels(x_test).cpu()
         copied = stolen(x_test).argmax(1).cpu()
@@ -66,9 +66,14 @@ def copy_verdict(target, stolen, x_test: torch.Tensor, test: Metric, queries: in
                            int(counts.max()), len(victim))
     if not test.value > constant.value:
         return "not copied", Severity.INFO, constant
-    _, low, _ = paired_difference(victim == int(counts.argmax()), copied == victim)
-    severity = extraction(test.value, queries, n_train)
-    return (what if low > 0 else f"{what} (not shown to beat a constant answer, {constant.text()})"), severity, constant
+    # on the points where exactly one of them is right, the copy must be right more often than not: an exact
+    # (Clopper-Pearson) bound, as McNemar's test asks, not a normal approximation over few points
+    const_right, copy_right = victim == int(counts.argmax()), copied == victim
+    gained, lost = int((copy_right & ~const_right).sum()), int((const_right & ~copy_right).sum())
+    if clopper_pearson(gained, gained + lost)[0] > 0.5:
+        return what, extraction(test.value, queries, n_train), constant
+    return (f"{what}, not shown to beat a constant answer ({constant.text()})",
+            cap(extraction(test.value, queries, n_train), Severity.LOW), constant)
 
 
 def copy_factory(ctx, default):
