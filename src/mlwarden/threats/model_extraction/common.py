@@ -76,6 +76,13 @@ def copy_verdict(target, stolen, x_test: torch.Tensor, test: Metric, queries: in
             cap(extraction(test.value, queries, n_train), Severity.LOW), constant)
 
 
+def agreement_text(verdict: str, metrics: list[Metric], constant: Metric) -> str:
+    """'X test agreement[, no better than a constant answer (Y)], Z on uniform inputs': the headline's numbers,
+    from `agreement`'s two metrics (test, uniform) and copy_verdict's constant answer."""
+    worse = f", no better than a constant answer ({constant.text()})" if verdict == "not copied" else ""
+    return f"{metrics[0].text()} test agreement{worse}, {metrics[1].text()} on uniform inputs"
+
+
 def copy_factory(ctx, default):
     """The network the attacker trains as the copy: the recipe's (it knows the architecture), else `default`;
     a model the recipe retrains as itself (a forest, a booster) is copied by that network too."""
@@ -116,11 +123,10 @@ def report_copy(threat, ctx, p, stolen, queries: int, answers, evidence: str, ex
     verdict, severity, constant = copy_verdict(ctx.target, stolen, ctx.data.x_test, test, queries,
                                                len(ctx.data.x_train))
     metrics.append(constant)
-    head = (f"{verdict} from {queries} answers ({kind}): {test.text()} test agreement"
-            + (f", no better than a constant answer ({constant.text()})" if verdict == "not copied" else "")
-            + f", {metrics[1].text()} on uniform inputs (training set: {len(ctx.data.x_train)} examples)")
-    return threat.finding(ctx, p, status=Status.OK, severity=severity, headline=head, metrics=metrics, evidence=[ctx.rel(path)], queries=queries,
-                          details={"answers": kind, "notes": notes or [], **(extra or {})})
+    head = (f"{verdict} from {queries} answers ({kind}): {agreement_text(verdict, metrics, constant)} "
+            f"(training set: {len(ctx.data.x_train)} examples)")
+    return threat.finding(ctx, p, status=Status.OK, severity=severity, headline=head, metrics=metrics,
+                          evidence=[ctx.rel(path)], queries=queries, details={"answers": kind, "notes": notes or [], **(extra or {})})
 
 
 DETECTOR_BLIND_SPOT = ("A PRADA-style detector (mlwarden serve --detector) does not see this attacker: natural "

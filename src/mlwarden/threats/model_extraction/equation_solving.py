@@ -25,7 +25,7 @@ from ...core.registry import register
 from ...core.target import Access
 from ...core.threat import Context, Params
 from ...core.zoo import LogReg
-from .common import ExtractionThreat, agreement, copy_verdict
+from .common import ExtractionThreat, agreement, agreement_text, copy_verdict
 
 DECIMALS_CHECKED = 6
 
@@ -142,9 +142,8 @@ class EquationSolving(ExtractionThreat):
         verdict, sev, constant = copy_verdict(ctx.target, stolen, ctx.data.x_test, test, queries,
                                               len(ctx.data.x_train))
         metrics.append(constant)
-        head = (f"{verdict} with {queries} queries by {method}: {test.text()} test agreement"
-                + (f", no better than a constant answer ({constant.text()})" if verdict == "not copied" else "")
-                + f", {metrics[1].text()} on uniform inputs (training set: {len(ctx.data.x_train)} examples)")
+        head = (f"{verdict} with {queries} queries by {method}: {agreement_text(verdict, metrics, constant)} "
+                f"(training set: {len(ctx.data.x_train)} examples)")
         return self.finding(ctx, p, status=Status.OK, severity=sev, headline=head, metrics=metrics,
                             evidence=[ctx.rel(path)], queries=queries,
                             details={"method": method, "d": d, "classes": c,

@@ -29,7 +29,7 @@ from ...core.finding import Metric, Severity, Status
 from ...core.registry import register
 from ...core.target import Access
 from ...core.threat import Context, Params
-from .common import ExtractionThreat, agreement, copy_verdict
+from .common import ExtractionThreat, agreement, agreement_text, copy_verdict
 
 
 class Pp(Params):
@@ -207,9 +207,8 @@ class PathFinding(ExtractionThreat):
         verdict, severity, constant = copy_verdict(ctx.target, stolen, ctx.data.x_test, test, paid, len(ctx.data.x_train),
                                                    "copied")
         metrics.append(constant)
-        head = (f"{len(leaves)} leaf regions recovered with {paid} queries ({verdict}): {test.text()} test agreement"
-                + (f", no better than a constant answer ({constant.text()})" if verdict == "not copied" else "")
-                + f", {metrics[1].text()} on uniform inputs" + ("" if complete else " (stopped at its limit)"))
+        head = (f"{len(leaves)} leaf regions recovered with {paid} queries ({verdict}): "
+                f"{agreement_text(verdict, metrics, constant)}" + ("" if complete else " (stopped at its limit)"))
         return self.finding(ctx, p, status=Status.OK, severity=severity,
                             headline=head, metrics=metrics, evidence=[ctx.rel(path)], queries=paid,
                             details={"complete": complete, "leaf_regions": len(leaves)})
