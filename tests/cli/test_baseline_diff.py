@@ -57,24 +57,49 @@ def test_changed_settings_are_not_judged(base):
     assert r.returncode == 2 and r.stderr.startswith("error: cannot judge regressions")
 
 
-def test_a_model_trained_without_its_defence_is_a_regression(tmp_path, mlp_state_dict):
-    (tmp_path / "audit.toml").write_text("[threats.membership-inference]\nn_reference = 4\n")
-    r = mlwarden("harden", "--defense", "dp-sgd", "--param", "epsilon=2", "--model", mlp_state_dict, *MODEL,
-                 "--recipe", "mlp", "--config", tmp_path / "audit.toml", "--threats", "membership-inference",
-                 "--param", "one_run_canaries=100", "--out", tmp_path / "h")
+def test_a_leakier_model_on_the_same_recipe_is_a_regression(tmp_path, digits):
+    """Issue 34: the membership headline of a diff is the attack on each side's own model, calibrated by the
+    reference models; pooled over those (the recipe's leakage) it reads the same for an MLP trained 10 epochs
+    as for the same MLP trained 40 (the audited models: 0.9% -> 3.0%, n=898)."""
+    import numpy as np
+    import torch
+    from mlwarden.core.recipe import BUILTIN_RECIPES
+    # half of digits for training, half (899 non-members) for the test: a TPR at 1% FPR needs 500 non-members
+    x, y = torch.cat([digits.x_train, digits.x_test]), torch.cat([digits.y_train, digits.y_test])
+    half = len(x) // 2
+    np.savez(tmp_path / "digits.npz", x_train=x[:half].numpy(), y_train=y[:half].numpy(), x_test=x[half:].numpy(),
+             y_test=y[half:].numpy())   # the split, given
+    for name, epochs in (("short", 10), ("full", 40)):
+        model = BUILTIN_RECIPES["mlp"].with_(epochs=epochs).fit(x[:half], y[:half], 10, seed=0)
+        torch.save(model.state_dict(), tmp_path / f"{name}.pt")
+    (tmp_path / "audit.toml").write_text("[threats.membership-inference]\nn_reference = 8\n")
+    common = ["--factory", "mlwarden.core.zoo:mlp", "--data", tmp_path / "digits.npz", "--config",
+              tmp_path / "audit.toml", "--threats", "membership-inference"]
+    r = mlwarden("audit", "--model", tmp_path / "short.pt", *common, "--recipe", "mlp", "--out", tmp_path / "short")
     assert r.returncode == 0, r.stderr[-2000:]
-    # the release was the DP model (after); this build ships the model without DP (before)
-    r = mlwarden("diff", tmp_path / "h" / "after", tmp_path / "h" / "before", "--fail-on-regression",
-                 "--markdown", tmp_path / "pr.md", "--json", tmp_path / "d.json")
+    r = mlwarden("audit", "--model", tmp_path / "full.pt", *common, "--recipe", "mlp", "--out", tmp_path / "full",
+                 "--baseline", tmp_path / "short", "--fail-on-regression")
     assert r.returncode == 1, r.stdout + r.stderr
-    d = json.loads((tmp_path / "d.json").read_text())
+    d = json.loads((tmp_path / "full" / "diff.json").read_text())
     assert d["regressions"] == ["membership-inference"]
     row = d["rows"][0]
-    assert row["before"]["metric"].endswith("TPR at 1% FPR") and row["change"]["ci_low"] > 0
-    assert "**Regression** in membership-inference" in (tmp_path / "pr.md").read_text()
-    # and the other way round it is an improvement, not a failure
-    back = mlwarden("diff", tmp_path / "h" / "before", tmp_path / "h" / "after", "--fail-on-regression")
+    assert row["before"]["metric"] == "lira-online (audited model only) TPR at 1% FPR" and row["change"]["ci_low"] > 0
+    assert row["before"]["n"] == half   # the audited model's members, not the pooled models'
+    assert "**Regression** in membership-inference" in (tmp_path / "full" / "diff.md").read_text()
+    # what the diff compared before: the pooled headline, the same reference models attacked, the same number
+    heads = [json.loads((tmp_path / s / "report.json").read_text())["findings"][0]["headline"] for s in ("short", "full")]
+    assert heads[0] == heads[1] and "pooled over 8 models" in heads[0]
+    back = mlwarden("diff", tmp_path / "full", tmp_path / "short", "--fail-on-regression")
     assert back.returncode == 0 and "improvement" in back.stdout
+
+    # another recipe trains other reference models, which calibrate the attack otherwise: said, not compared
+    r = mlwarden("audit", "--model", tmp_path / "full.pt", *common, "--recipe", "sigmoid-mlp", "--out", tmp_path / "other",
+                 "--baseline", tmp_path / "short", "--fail-on-regression")
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = json.loads((tmp_path / "other" / "diff.json").read_text())["rows"][0]
+    assert not row["regression"] and row["incomparable"].startswith("the reference models differ (recipe 'mlp' -> "
+                                                                     "'sigmoid-mlp')")
+    assert "the reference models differ" in (tmp_path / "other" / "diff.md").read_text()
 
 
 def test_baseline_from_a_url_and_bad_baselines(base, tmp_path):

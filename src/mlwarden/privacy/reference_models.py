@@ -26,6 +26,7 @@ class ReferenceSet:
     in_mask: np.ndarray  # (n_models, n_examples) bool: example j was in model k's training half
     trained: int         # trained in this call; the others came from the cache
     seconds: float
+    identity: dict       # what makes the set (recipe, data, count, seed): two runs with one identity share it
 
 
 def balanced_masks(n_models: int, n: int, seed: int) -> np.ndarray:
@@ -58,13 +59,16 @@ def train_reference_models(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, n_c
     t0 = time.monotonic()
     masks = balanced_masks(n_models, len(x), seed)
     shared = (recipe, x, y, n_classes, masks, seed, subset)
+    data = digest or tensor_digest(x, y)
+    identity = {"recipe": recipe.name, "recipe_key": key_of(recipe.describe()), "data": data,
+                "count": n_models, "seed": seed}
     if getattr(recipe, "as_itself", False):   # an estimator or a booster (io/estimator_recipe.py): fast to retrain,
         models = [None] * n_models             # and never cached (its cache file would be a pickle to load)
         for chunk, results in rounds(backend, fit_reference, list(range(n_models)), shared, check_time):
             for k, model in zip(chunk, results):
                 models[k] = model
-        return ReferenceSet(models, masks, n_models, time.monotonic() - t0)
-    key = key_of("reference-models/1", recipe.describe(), digest or tensor_digest(x, y), n_classes, n_models, seed)
+        return ReferenceSet(models, masks, n_models, time.monotonic() - t0, identity)
+    key = key_of("reference-models/1", recipe.describe(), data, n_classes, n_models, seed)
     folder = cache_dir() / "reference-models" / key
     states = {k: load_state(folder / f"model-{k}.pt") for k in range(n_models)}
     todo = [k for k, state in states.items() if state is None]
@@ -78,4 +82,4 @@ def train_reference_models(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, n_c
         m = recipe.make_model(tuple(input_shape or x.shape[1:]), n_classes)
         m.load_state_dict(state)
         models.append(m.eval())
-    return ReferenceSet(models, masks, len(todo), time.monotonic() - t0)
+    return ReferenceSet(models, masks, len(todo), time.monotonic() - t0, identity)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..core.errors import UserError
 from ..core.finding import Status
 from ..core.stats import difference_interval
-from .headline import paired
+from .headline import MEMBERSHIP, paired
 from .report import Report
 
 # Settings that change what a number means (seed, threads and output paths do not).
@@ -36,7 +36,7 @@ def diff_reports(old: Report, new: Report) -> dict:
             rows.append({"threat": threat, "state": "new" if fo is None else "absent",
                          "severity": [fo.grade if fo else None, fn.grade if fn else None]})
             continue
-        ho, hn = paired(fo, fn)
+        ho, hn = paired(fo, fn, audited=True)
         row = {"threat": threat, "state": "both", "severity": [fo.grade, fn.grade],   # 'timed out' is no severity
                "before": ho, "after": hn, "regression": False, "improvement": False}
         why = _incomparable(fo, fn, settings)
@@ -68,7 +68,9 @@ def rate_change(ho: dict | None, hn: dict | None) -> dict:
     d, lo, hi = difference_interval(round(ho["value"] * ho["n"]), ho["n"], round(hn["value"] * hn["n"]), hn["n"])
     out["change"] = {"difference": d, "ci_low": lo, "ci_high": hi}
     if not (ho["reliable"] and hn["reliable"]):
-        return {**out, "incomparable": "a sanity check flagged one of the numbers (unreliable)"}
+        why = [f"{side}: {h['unreliable_why']}" for side, h in (("before", ho), ("after", hn)) if h.get("unreliable_why")]
+        return {**out, "incomparable": "a sanity check flagged one of the numbers (unreliable" +
+                ("; " + "; ".join(why) if why else "") + ")"}
     worse_up = ho["worse"] == "higher"
     return {**out, "regression": bool(lo > 0 if worse_up else hi < 0), "improvement": bool(hi < 0 if worse_up else lo > 0)}
 
@@ -86,7 +88,34 @@ def _incomparable(fo, fn, settings) -> str | None:
     if fo.params != fn.params:
         changed = sorted(k for k in set(fo.params) | set(fn.params) if fo.params.get(k) != fn.params.get(k))
         return "parameters changed: " + ", ".join(changed)
+    if fo.threat in MEMBERSHIP:
+        return _references_differ(fo.details.get("reference_models"), fn.details.get("reference_models"))
     return None
+
+
+# what makes a set of reference models (privacy/reference_models.py); the seed only draws another sample of them
+REFERENCES = (("recipe_key", "recipe"), ("data", "data"), ("count", "count"))
+
+
+def _references_differ(a: dict | None, b: dict | None) -> str | None:
+    """Membership on the audited model is calibrated by reference models trained through the recipe: with
+    another recipe, other data or another number of them, the same model scores otherwise, so the two numbers
+    are not compared. Models from the cache are the ones their key names, so a cache hit is the same set."""
+    if a is None and b is None:   # no recipe on either side: the attacks that need none, on the model alone
+        return None
+    if a is None or b is None:
+        return ("reference models on one side only (" + ("baseline" if a is None else "this run")
+                + " has none, or its report predates their record)")
+    changed = []
+    for key, label in REFERENCES:
+        if a.get(key) != b.get(key):
+            if key == "recipe_key":
+                changed.append(f"recipe {a.get('recipe')!r} -> {b.get('recipe')!r}"
+                               + (" (its settings)" if a.get("recipe") == b.get("recipe") else ""))
+            else:
+                changed.append(f"{label} {a.get(key)!r} -> {b.get(key)!r}")
+    return "the reference models differ (" + "; ".join(changed) + "), so they calibrate the attack otherwise" \
+        if changed else None
 
 
 def baseline_state(diff: dict) -> dict[str, str]:

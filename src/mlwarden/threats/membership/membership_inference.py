@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from scipy.stats import mannwhitneyu
+from scipy.stats import mannwhitneyu, norm
 import torch
 from pydantic import Field, model_validator
 
@@ -112,7 +112,7 @@ class MembershipInference(Threat):
         logp, yn = signal(ctx.target, y)     # (views, N, C); the labels the attacks score
         logp = [logp]
         attacks = list(p.attacks)
-        t_ref = 0.0
+        t_ref, ref_identity = 0.0, None
         if ctx.recipe is None:
             attacks = [a for a in attacks if a in self.NO_REFERENCES]
             notes.append(f"no recipe: only {', '.join(self.NO_REFERENCES)} ran (set model.recipe to train reference "
@@ -124,8 +124,10 @@ class MembershipInference(Threat):
                                           ctx.check_time, subset=pool.subset, input_shape=pool.input_shape,
                                           digest=pool.digest)
             t_ref = time.monotonic() - t0
+            ref_identity = {**refs.identity, "cached": p.n_reference - refs.trained}
             notes.append(f"Reference models: {p.n_reference}, each trained through the recipe ({ctx.recipe.name}) on "
-                         "half of the pool")
+                         "half of the pool" + (f" ({ref_identity['cached']} from the cache)" if ref_identity["cached"]
+                                               else ""))
             logp += [signal(m, y)[0] for m in refs.models]
             in_mask = np.vstack([target_in[None], refs.in_mask])
         logp = np.stack(logp)                # (models, views, N, C)
@@ -158,34 +160,41 @@ class MembershipInference(Threat):
                 if members[g].any() and not members[g].all():
                     per_attack[name][group] = summarize(s[g], members[g])
         n_models = len(refs_idx) if pooled else 1
-        return self._finding(ctx, p, per_attack, self._overrule(checks, per_attack), notes, n_models, t_ref)
+        return self._finding(ctx, p, per_attack, self._overrule(checks, per_attack), notes, n_models, t_ref,
+                             ref_identity)
 
     @staticmethod
     def _overrule(checks: list[Check], per_attack: dict) -> list[Check]:
-        """An attack that beats chance on the audited model itself (the lower end of its TPR at 1% FPR above 1%)
-        shows that the guessed members are its members, as only a model trained on them allows: the split check
-        then does not fire, and says why."""
+        """An attack that beats chance on the audited model itself shows that the guessed members are its
+        members, as only a model trained on them allows: the split check then does not fire, and says why.
+        Beating chance: its TPR at 1% FPR above the chance rate at the threshold summarize() sets, or its AUC
+        above 0.5, each by a 95% bound corrected over every number tried (Bonferroni)."""
         out = []
         for c in checks:
             if c.name == "member-split-unverified" and c.fired:
                 # chance at the threshold summarize() sets: the (floor(0.01 n) + 1)-th highest non-member score;
-                # each attack's exact bound at 95% over all the attacks tried (Bonferroni); only where the 1% FPR
-                # rests on at least 5 non-members (what makes the TPR reliable)
-                alpha = 0.05 / max(len(per_attack), 1)
+                # the TPR only where the 1% FPR rests on at least 5 non-members (what makes it reliable); the
+                # AUC's normal interval (Hanley & McNeil) at the same corrected level
+                alpha = 0.05 / max(2 * len(per_attack), 1)
+                z = float(norm.ppf(1 - alpha / 2))
                 beats = {}
                 for n, s in per_attack.items():
-                    k, members = s["target"].tpr_at[0.01]
-                    negatives = s["target"].n_nonmembers
+                    t = s["target"]
+                    k, members = t.tpr_at[0.01]
+                    negatives = t.n_nonmembers
                     chance = (int(0.01 * negatives) + 1) / max(negatives, 1)
                     low = clopper_pearson(k, members, alpha)[0]
                     if 0.01 * negatives >= 5 and low > chance:
-                        beats[n] = (low, chance)
+                        beats[f"{n} TPR at 1% FPR"] = (low - chance, f"from {100 * low:.1f}% against "
+                                                                     f"{100 * chance:.1f}% by chance")
+                    auc_low = auc_interval(t.auc, t.n_members, negatives, z)[0]
+                    if auc_low > 0.5:
+                        beats[f"{n} AUC"] = (auc_low - 0.5, f"{t.auc:.3f}, from {auc_low:.3f}")
                 if beats:
-                    name, (low, chance) = max(beats.items(), key=lambda kv: kv[1][0])
-                    c = Check(c.name, False, f"{c.detail}; but {name} beats chance on the audited model (TPR at 1% "
-                                             f"FPR from {100 * low:.1f}% against {100 * chance:.1f}% by chance, "
-                                             f"over {len(per_attack)} attacks), which only a model trained on "
-                                             "these members allows", c.advice)
+                    name, (_, seen) = max(beats.items(), key=lambda kv: kv[1][0])
+                    c = Check(c.name, False, f"{c.detail}; but {name} beats chance on the audited model ({seen}, "
+                                             f"corrected over {len(per_attack)} attacks), which only a model "
+                                             "trained on these members allows", c.advice)
             out.append(c)
         return out
 
@@ -292,7 +301,7 @@ class MembershipInference(Threat):
                      "Give the split the model was trained on: --data train.csv --test-data test.csv (or an .npz "
                      "with x_train, y_train, x_test, y_test).")
 
-    def _finding(self, ctx, p, per_attack, checks, notes, n_models, t_ref):
+    def _finding(self, ctx, p, per_attack, checks, notes, n_models, t_ref, ref_identity):
         fired = any(c.fired for c in checks)
         metrics, table = [], []
         key = "pooled" if n_models > 1 else "target"
@@ -338,4 +347,5 @@ class MembershipInference(Threat):
                             metrics=metrics, checks=checks, evidence=[ctx.rel(path)],
                             details={"table": table, "notes": notes, "models_pooled": n_models,
                                      "reference_training_s": t_ref, "primary": primary, "best": best_name,
+                                     "reference_models": ref_identity,
                                      "roc": {n: downsample(s[key].fpr, s[key].tpr) for n, s in per_attack.items()}})
