@@ -41,3 +41,16 @@ def test_reference_models_that_differ_are_named():
         "the reference models differ (recipe 'mlp' -> 'mlp' (its settings)), so they calibrate the attack otherwise")
     assert "count 8 -> 16" in _references_differ(REFS, {**REFS, "count": 16})
     assert _references_differ(None, REFS).startswith("reference models on one side only (baseline has none")
+
+
+def test_a_baseline_with_a_malformed_reference_record_is_refused():
+    import pytest
+    from mlwarden.core.finding import FindingRecord
+    base = {"threat": "membership-inference", "family": "data-extraction", "title": "t", "status": "ok",
+            "severity": "low", "headline": "h"}
+    FindingRecord.model_validate({**base, "details": {"reference_models": REFS, "primary": "lira-online"}})
+    for bad in (["x"], "mlp", {"recipe_key": [1]}, 7):
+        with pytest.raises(ValueError, match="details.reference_models must be null or an object of values"):
+            FindingRecord.model_validate({**base, "details": {"reference_models": bad}})
+    with pytest.raises(ValueError, match="details.primary must be a string"):
+        FindingRecord.model_validate({**base, "details": {"primary": {"x": 1}}})

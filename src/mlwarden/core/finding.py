@@ -131,7 +131,11 @@ _DETAILS = {"table": (lambda v: isinstance(v, list) and all(isinstance(r, dict) 
             # what a scan flags (neural-cleanse: the classes a backdoor reaches); harden says "not removed" when a
             # repair leaves any of them flagged
             "flagged": (lambda v: isinstance(v, list) and all(isinstance(c, (int, str)) for c in v),
-                        "a list of class numbers or names")}
+                        "a list of class numbers or names"),
+            # membership: the attack the diff compares on the audited model, and the reference models behind it
+            "primary": (lambda v: isinstance(v, str), "a string"),
+            "reference_models": (lambda v: v is None or (isinstance(v, dict) and all(
+                isinstance(x, (str, int, float, type(None))) for x in v.values())), "null or an object of values")}
 
 
 class FindingRecord(_Record):
