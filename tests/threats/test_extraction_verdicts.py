@@ -61,15 +61,15 @@ def test_abstentions_are_nobody_s_label_and_a_copy_on_skewed_data_is_not_oversol
     space = InputSpace(float(xte.min()), float(xte.max()), False)
     abstaining = _Abstaining(victim)
     majority = int(np.bincount(victim.labels(x_test).numpy()).argmax())
-    test = agreement(abstaining, _Constant(majority), x_test, 100, space, 0)[0]
-    verdict, _, constant = copy_verdict(abstaining, _Constant(majority), x_test, test, 10, len(xtr))
+    a = agreement(abstaining, _Constant(majority), x_test, 100, space, 0)
+    verdict, _, constant = copy_verdict(a, 10, len(xtr))
     assert verdict == "not copied" and constant.n == len(xte), (verdict, constant.text())
     skewed = x_test[victim.labels(x_test) == majority][:118]       # 118 of one label, then 2 of the other
     skewed = torch.cat([skewed, x_test[victim.labels(x_test) != majority][:2]])
     mostly = _Flip(majority, skewed[-1:])                          # the constant, right on one more point
-    test = agreement(victim, mostly, skewed, 100, space, 0)[0]
-    verdict, severity, constant = copy_verdict(victim, mostly, skewed, test, 10, len(xtr))
-    assert test.value > constant.value and verdict.startswith("copied, not shown to beat a constant answer"), verdict
+    a = agreement(victim, mostly, skewed, 100, space, 0)
+    verdict, severity, constant = copy_verdict(a, 10, len(xtr))
+    assert a.test.value > constant.value and verdict.startswith("copied, not shown to beat a constant answer"), verdict
     assert severity is Severity.LOW   # graded, but never above low on a difference of one point
 
 
@@ -94,18 +94,18 @@ def test_a_copy_no_better_than_a_constant_answer_is_not_copied():
     majority = int(np.bincount(victim.labels(x_test).numpy()).argmax())
     space = InputSpace(float(xte.min()), float(xte.max()), False)
     for label in (1 - majority, majority):   # the minority answer (below the majority rate), and the majority
-        test = agreement(victim, _Constant(label), x_test, 100, space, 0)[0]
-        verdict, severity, constant = copy_verdict(victim, _Constant(label), x_test, test, 10, len(xtr))
-        assert verdict == "not copied" and severity is Severity.INFO, (label, test.text(), constant.text())
+        a = agreement(victim, _Constant(label), x_test, 100, space, 0)
+        verdict, severity, constant = copy_verdict(a, 10, len(xtr))
+        assert verdict == "not copied" and severity is Severity.INFO, (label, a.test.text(), constant.text())
     assert 0.55 < constant.value < 0.75 and constant.n == len(xte)
     real = torch.nn.Linear(30, 2)   # the victim's own weights: a copy that agrees on every test point
     est = victim.estimator
     with torch.no_grad():
         real.weight.copy_(torch.from_numpy(np.vstack([-est.coef_, est.coef_]) / 2))
         real.bias.copy_(torch.from_numpy(np.r_[-est.intercept_, est.intercept_] / 2))
-    test = agreement(victim, real, x_test, 100, space, 0)[0]
-    verdict, severity, _ = copy_verdict(victim, real, x_test, test, 10, len(xtr))
-    assert test.value > 0.99 and verdict == "copied" and severity.rank > Severity.INFO.rank, test.text()
+    a = agreement(victim, real, x_test, 100, space, 0)
+    verdict, severity, _ = copy_verdict(a, 10, len(xtr))
+    assert a.test.value > 0.99 and verdict == "copied" and severity.rank > Severity.INFO.rank, a.test.text()
 
 
 def test_equation_solving_on_a_forest_says_its_scores_sit_on_a_grid_not_that_they_were_rounded(tmp_path):
@@ -121,3 +121,36 @@ def test_equation_solving_on_a_forest_says_its_scores_sit_on_a_grid_not_that_the
     constant = f.metric("agreement of a constant answer (the victim's most common test label)")
     test = f.metric("agreement on test data (1 - R_test)")
     assert test.value > constant.value and f.headline.startswith("copied"), (f.headline, constant.text())
+
+
+class _Redrawn(Target):
+    """A randomized victim: its label flips on a fresh random fifth of the inputs at every call."""
+
+    def __init__(self, inner):
+        super().__init__(inner.access, 2, (30,), "redrawn")
+        self.inner, self.calls, self.rng = inner, 0, torch.Generator().manual_seed(0)
+
+    def _scores(self, x):
+        return self.inner.scores(x)
+
+    def _labels(self, x):
+        self.calls += 1
+        y = self.inner.labels(x).clone()
+        flip = torch.rand(len(y), generator=self.rng) < 0.2
+        return torch.where(flip, 1 - y, y)
+
+
+def test_a_randomized_victim_is_judged_on_the_draw_its_agreement_was_measured_on():
+    """The verdict's constant answer and its McNemar points come from the labels the agreement counted: the
+    victim is asked once for the test points (and once for the uniform ones), not again by the verdict."""
+    xtr, ytr, xte, _ = _cancer()
+    victim = _Redrawn(sklearn_target(LogisticRegression(max_iter=500).fit(xtr, ytr), 2, (30,)))
+    x_test = torch.from_numpy(xte)
+    space = InputSpace(float(xte.min()), float(xte.max()), False)
+    a = agreement(victim, _Constant(0), x_test, 100, space, 0)
+    assert victim.calls == 2
+    verdict, severity, constant = copy_verdict(a, 10, len(xtr))
+    assert victim.calls == 2   # the verdict asked nothing more
+    assert constant.value == float(torch.bincount(a.victim).max()) / len(a.victim)
+    assert a.test.value == int((a.victim == 0).sum()) / len(a.victim)   # the same draw
+    assert verdict == "not copied" and severity is Severity.INFO   # a constant copy never beats a constant

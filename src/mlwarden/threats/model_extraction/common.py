@@ -3,6 +3,8 @@
 reached against the queries it took relative to the training-set size (Tramer et al. 2016)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ...core import measure
@@ -37,29 +39,43 @@ def uniform_inputs(n: int, shape, low: float, high: float, seed: int) -> torch.T
     return low + (high - low) * torch.rand((n, *shape), generator=g)
 
 
+@dataclass
+class Agreement:
+    """A copy measured against its victim: label agreement on the test split and on uniform inputs, and the
+    test labels behind the first (one draw of a randomized victim, which the verdict reuses)."""
+    test: Metric
+    uniform: Metric
+    victim: torch.Tensor   # the victim's test labels (-1: it abstained)
+    copied: torch.Tensor   # the copy's test labels
+
+    @property
+    def metrics(self) -> list[Metric]:
+        return [self.test, self.uniform]
+
+
 @torch.no_grad()
-def agreement(target, stolen, x_test: torch.Tensor, n_uniform: int, space, seed: int) -> list[Metric]:
+def agreement(target, stolen, x_test: torch.Tensor, n_uniform: int, space, seed: int) -> Agreement:
     """Label agreement on the test split and on uniform inputs; the victim's answers here are not counted
     as attack queries."""
     x_unif = uniform_inputs(n_uniform, x_test.shape[1:], space.low, space.high, seed + 99)
     with target.uncounted():
-        return [measure.agreement(target.labels(x), stolen(x).argmax(1), name)
-                for name, x in (("agreement on test data (1 - R_test)", x_test),
-                                ("agreement on uniform inputs (1 - R_unif)", x_unif))]
+        victim, copied = target.labels(x_test).cpu(), stolen(x_test).argmax(1).cpu()
+        uniform = measure.agreement(target.labels(x_unif), stolen(x_unif).argmax(1),
+                                    "agreement on uniform inputs (1 - R_unif)")
+    return Agreement(measure.agreement(victim, copied, "agreement on test data (1 - R_test)"), uniform, victim,
+                     copied)
 
 
-def copy_verdict(target, stolen, x_test: torch.Tensor, test: Metric, queries: int, n_train: int,
-                 what: str = "copied") -> tuple[str, Severity, Metric]:
+def copy_verdict(a: Agreement, queries: int, n_train: int, what: str = "copied") -> tuple[str, Severity, Metric]:
     """(verdict, severity, the agreement of a constant answer): what a copy must beat before it is one is the
     victim's most common test label answered every time (on a two-class task with 63% of one class, 37%
     agreement copies nothing). At or below that rate: 'not copied', INFO. Above it, graded by agreement and
     query cost (core/severity.py `extraction`) when, on the test points where exactly one of the two is right,
     the copy is right more often than not (exact 95% bound above one half); else marked 'not shown to beat a
     constant answer' and at most LOW (a 99%-majority test set of 300 leaves too few points to show it). An
-    abstention (-1, as randomized smoothing answers) is nobody's label."""
-    with target.uncounted():
-        victim = target.labels(x_test).cpu()
-        copied = stolen(x_test).argmax(1).cpu()
+    abstention (-1, as randomized smoothing answers) is nobody's label. The victim's labels are the ones the
+    agreement was measured on, so a randomized victim is judged on one draw."""
+    victim, copied, test = a.victim, a.copied, a.test
     answered = victim[victim >= 0]
     counts = torch.bincount(answered) if len(answered) else torch.zeros(1, dtype=torch.long)
     constant = Metric.rate("agreement of a constant answer (the victim's most common test label)",
@@ -76,11 +92,11 @@ def copy_verdict(target, stolen, x_test: torch.Tensor, test: Metric, queries: in
             cap(extraction(test.value, queries, n_train), Severity.LOW), constant)
 
 
-def agreement_text(verdict: str, metrics: list[Metric], constant: Metric) -> str:
+def agreement_text(verdict: str, a: Agreement, constant: Metric) -> str:
     """'X test agreement[, no better than a constant answer (Y)], Z on uniform inputs': the headline's numbers,
-    from `agreement`'s two metrics (test, uniform) and copy_verdict's constant answer."""
+    from the agreement and copy_verdict's constant answer."""
     worse = f", no better than a constant answer ({constant.text()})" if verdict == "not copied" else ""
-    return f"{metrics[0].text()} test agreement{worse}, {metrics[1].text()} on uniform inputs"
+    return f"{a.test.text()} test agreement{worse}, {a.uniform.text()} on uniform inputs"
 
 
 def copy_factory(ctx, default):
@@ -114,16 +130,14 @@ def population(ctx) -> torch.Tensor:
 def report_copy(threat, ctx, p, stolen, queries: int, answers, evidence: str, extra: dict | None = None,
                 notes: list[str] | None = None):
     """The finding of an attack that trained a copy: agreement, queries, the copy saved as evidence."""
-    metrics = agreement(ctx.target, stolen, ctx.data.x_test, p.n_uniform, ctx.data.space, ctx.seed)
-    metrics.append(Metric("queries", queries, unit="queries"))
+    a = agreement(ctx.target, stolen, ctx.data.x_test, p.n_uniform, ctx.data.space, ctx.seed)
+    metrics = [*a.metrics, Metric("queries", queries, unit="queries")]
     path = ctx.evidence_path(evidence)
     write_file(path, torch_bytes(stolen.state_dict()))   # bytes, then the write primitive
-    test = metrics[0]
     kind = "probabilities" if answers.ndim == 2 else "labels"
-    verdict, severity, constant = copy_verdict(ctx.target, stolen, ctx.data.x_test, test, queries,
-                                               len(ctx.data.x_train))
+    verdict, severity, constant = copy_verdict(a, queries, len(ctx.data.x_train))
     metrics.append(constant)
-    head = (f"{verdict} from {queries} answers ({kind}): {agreement_text(verdict, metrics, constant)} "
+    head = (f"{verdict} from {queries} answers ({kind}): {agreement_text(verdict, a, constant)} "
             f"(training set: {len(ctx.data.x_train)} examples)")
     return threat.finding(ctx, p, status=Status.OK, severity=severity, headline=head, metrics=metrics,
                           evidence=[ctx.rel(path)], queries=queries, details={"answers": kind, "notes": notes or [], **(extra or {})})

@@ -134,15 +134,13 @@ class EquationSolving(ExtractionThreat):
             w, b = fit_soft_labels(xs, torch.from_numpy(allp), p.lbfgs_iters,
                                    0.5 * 10.0 ** -dec if dec is not None else None)
         stolen = as_model(w, b, shape)
-        metrics = agreement(ctx.target, stolen, ctx.data.x_test, p.n_uniform, space, ctx.seed)
-        metrics.append(Metric("queries", queries, unit="queries"))
+        a = agreement(ctx.target, stolen, ctx.data.x_test, p.n_uniform, space, ctx.seed)
+        metrics = [*a.metrics, Metric("queries", queries, unit="queries")]
         path = ctx.evidence_path("stolen-logreg.pt")
         write_file(path, torch_bytes(stolen.state_dict()))   # bytes, then the write primitive
-        test = metrics[0]
-        verdict, sev, constant = copy_verdict(ctx.target, stolen, ctx.data.x_test, test, queries,
-                                              len(ctx.data.x_train))
+        verdict, sev, constant = copy_verdict(a, queries, len(ctx.data.x_train))
         metrics.append(constant)
-        head = (f"{verdict} with {queries} queries by {method}: {agreement_text(verdict, metrics, constant)} "
+        head = (f"{verdict} with {queries} queries by {method}: {agreement_text(verdict, a, constant)} "
                 f"(training set: {len(ctx.data.x_train)} examples)")
         return self.finding(ctx, p, status=Status.OK, severity=sev, headline=head, metrics=metrics,
                             evidence=[ctx.rel(path)], queries=queries,

@@ -198,17 +198,14 @@ class PathFinding(ExtractionThreat):
                           (lo, hi, np.full(ctx.data.n_classes, 1.0 / ctx.data.n_classes)))
         paid = ctx.target.queries - q0  # an HTTP target answers repeated points from its cache
         stolen = BoxModel(*(np.stack(col) for col in zip(*leaves)))
-        metrics = agreement(ctx.target, stolen, ctx.data.x_test, p.n_uniform, s, ctx.seed)
-        metrics.append(Metric("queries", paid, unit="queries"))
-        metrics.append(Metric("leaf regions", len(leaves)))
+        a = agreement(ctx.target, stolen, ctx.data.x_test, p.n_uniform, s, ctx.seed)
+        metrics = [*a.metrics, Metric("queries", paid, unit="queries"), Metric("leaf regions", len(leaves))]
         path = ctx.evidence_path("stolen-tree-boxes.pt")
         write_file(path, torch_bytes(stolen.state_dict()))   # bytes, then the write primitive
-        test = metrics[0]
-        verdict, severity, constant = copy_verdict(ctx.target, stolen, ctx.data.x_test, test, paid, len(ctx.data.x_train),
-                                                   "copied")
+        verdict, severity, constant = copy_verdict(a, paid, len(ctx.data.x_train))
         metrics.append(constant)
         head = (f"{len(leaves)} leaf regions recovered with {paid} queries ({verdict}): "
-                f"{agreement_text(verdict, metrics, constant)}" + ("" if complete else " (stopped at its limit)"))
+                f"{agreement_text(verdict, a, constant)}" + ("" if complete else " (stopped at its limit)"))
         return self.finding(ctx, p, status=Status.OK, severity=severity,
                             headline=head, metrics=metrics, evidence=[ctx.rel(path)], queries=paid,
                             details={"complete": complete, "leaf_regions": len(leaves)})

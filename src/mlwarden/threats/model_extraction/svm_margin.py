@@ -92,7 +92,8 @@ class SvmMargin(ExtractionThreat):
         curve = []
 
         def measure(copy, n):
-            test, unif = agreement(ctx.target, copy, ctx.data.x_test, min(p.n_uniform, 2000), s, ctx.seed)
+            a = agreement(ctx.target, copy, ctx.data.x_test, min(p.n_uniform, 2000), s, ctx.seed)
+            test, unif = a.test, a.uniform
             curve.append({"queries": n, "test agreement": test.text(), "uniform agreement": unif.text()})
             ctx.check_time()
 
