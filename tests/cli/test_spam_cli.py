@@ -80,6 +80,7 @@ def test_harden_with_roni(cache, tmp_path):
     assert dic["severity"][0] == "critical" and dic["severity"][1] != "critical"
     ev = point["evaluation"]["roni"]
     assert ev["rejected"]["value"] <= 0.05 and (out / ev["rejected_file"]).exists()
+    assert ev["unreliable"] is False, ev["summary"]   # the bayesian filter learns from single messages
     after = json.loads((out / "after" / "report.json").read_text())
     d = next(f for f in after["findings"] if f["threat"] == "spam-dictionary")
     whole = [m for m in d["metrics"] if m["name"].endswith("dictionary, 1% control: attack messages removed by the "

@@ -55,6 +55,11 @@ def _stratified_pair(labels: np.ndarray, n_train: int, n_quiz: int, rng) -> tupl
     return train, quiz
 
 
+# RONI's own check: a threshold calibrated on trusted messages of which fewer than this many (and this share)
+# changed any quiz answer rests on too few impacts to tell harm from noise
+MIN_MOVED, MIN_MOVED_SHARE = 5, 0.05
+
+
 class RoniFilter:
     """The sanitizer in the recipe's data_filter: `keep_mask(x, y)` says which encoded messages RONI keeps."""
 
@@ -75,6 +80,8 @@ class RoniFilter:
         self._trusted, self._trusted_labels = trusted, trusted_labels
         self._threshold, self._rule = None, None
         self.spread: float | None = None   # the calibration impacts' standard deviation (None: fixed threshold)
+        self.moved: int | None = None      # how many trusted messages changed any quiz answer (None: not calibrated)
+        self.n_trusted = len(trusted)
         if threshold is not None:
             self._threshold, self._rule = -threshold, f"fixed: a harm of more than {threshold:g} of the quiz set"
 
@@ -84,6 +91,7 @@ class RoniFilter:
         if self._threshold is None:
             cal = self.impact(self._trusted, self._trusted_labels)
             self.spread = float(cal.std())
+            self.moved = int((np.abs(cal) > 1e-12).sum())
             self._threshold = float(np.median(cal) - 3 * cal.std())
             self._rule = (f"calibrated: median - 3 std of the impacts of the {len(self._trusted)} trusted messages "
                           f"({self._threshold:+.3f})")
@@ -182,13 +190,15 @@ class Roni(Defense):
         path = ctx.file(ctx.point_name("roni-rejected", ".tsv"))
         write_file(path, "".join(f"{'spam' if y else 'ham'}\t{' '.join(t.split())}\n" for t, y in zip(texts, labels)))
         removed = Metric.rate("clean training messages rejected", int((~keep).sum()), len(keep))
-        # every trusted message moved the quiz accuracy by exactly as much (a model that one message in a trial's
-        # training set cannot change, e.g. a fine-tune from fixed weights): the threshold is that one value and
-        # says nothing about harm, so the filter is no evidence either way
-        blind = flt.spread == 0.0
-        warning = ("UNRELIABLE: every trusted message had the same impact on the quiz sets (no single message changes "
-                   "this model's answers), so RONI cannot tell harmful messages from others here and what it keeps "
-                   "or rejects is no evidence; " if blind else "")
+        # (almost) no trusted message moved the quiz accuracy (a model that one message in a trial's training set
+        # cannot change, e.g. a fine-tune from fixed weights): the threshold rests on the few that did, or on one
+        # value, and says nothing about harm, so what the filter keeps or rejects is no evidence either way
+        n_cal = flt.n_trusted
+        blind = flt.moved is not None and flt.moved < max(MIN_MOVED, MIN_MOVED_SHARE * n_cal)
+        warning = (f"UNRELIABLE: {flt.moved} of the {n_cal} trusted messages changed any quiz answer (RONI needs "
+                   f"{max(MIN_MOVED, int(np.ceil(MIN_MOVED_SHARE * n_cal)))}: one message barely changes this model's "
+                   "answers), so RONI cannot tell harmful messages from others here and what it keeps or rejects is "
+                   "no evidence; " if blind else "")
         return {"unreliable": blind, "rejected": vars(removed), "rejected_ham": labels.count(0),
                 "rejected_spam": labels.count(1), "rule": flt.rule, "rejected_file": path.name, "files": [path.name],
                 "summary": f"{warning}with no attack, it rejects {removed.text()} of the clean training messages "

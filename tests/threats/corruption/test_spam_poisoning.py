@@ -154,3 +154,36 @@ def test_roni_says_unreliable_when_no_message_changes_the_model(sms_spam, tmp_pa
     assert seen["deaf"]["unreliable"] is True and seen["deaf"]["summary"].startswith("UNRELIABLE")
     assert seen["deaf"]["rejected"]["value"] == 0 and seen["deaf"]["rejected"]["n"] == 300
     assert seen["nb"]["unreliable"] is False and "UNRELIABLE" not in seen["nb"]["summary"]
+
+
+class _NearlyDeaf(_Deaf):
+    """Deaf, except that training on a message whose digest's last byte is a multiple of 64 (1 in 64) makes it call
+    everything spam: a model that hardly any single message changes."""
+    name = "nearly-deaf"
+
+    def fit(self, texts, labels):
+        import hashlib
+        self.all_spam = any(hashlib.sha256(t.encode()).digest()[-1] % 64 == 0 for t in texts)
+        return self
+
+    def spam_scores(self, texts):
+        return np.ones(len(texts)) if self.all_spam else super().spam_scores(texts)
+
+
+def test_roni_says_unreliable_when_almost_no_message_changes_the_model(sms_spam, tmp_path):
+    """The same when a few trusted messages do move the quiz (their impacts give a spread above zero, so a
+    zero-spread test passes it): under 5 of them (or 5%), the threshold rests on noise."""
+    from types import SimpleNamespace
+
+    from mlwarden.core.defense import DefenseContext
+    from mlwarden.text.filters import FilterRecipe
+    roni = Roni()
+    params = roni.params_for("quick", {"trials": 2, "trusted": 200, "train_size": 10, "quiz_size": 20})
+    small = dataclasses.replace(sms_spam, x_train=sms_spam.x_train[:300], y_train=sms_spam.y_train[:300])
+    defended, _ = roni.defend_recipe(FilterRecipe("nearly-deaf", _NearlyDeaf), params, small)
+    seen = roni.evaluate(None, SimpleNamespace(recipe=defended), params, DefenseContext(small, tmp_path, seed=0,
+                                                                                      profile="quick"))
+    flt = defended.data_filter
+    assert flt.spread > 0 and 1 <= flt.moved < 5, (flt.spread, flt.moved)   # what the zero-spread check missed
+    assert seen["unreliable"] is True
+    assert seen["summary"].startswith(f"UNRELIABLE: {flt.moved} of the 200 trusted messages changed any quiz answer")
