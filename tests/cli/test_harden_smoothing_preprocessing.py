@@ -135,3 +135,13 @@ def test_a_defence_that_makes_the_model_less_robust_says_worse(tmp_path, mlp_sta
     plain = mlwarden(*args, "--out", tmp_path / "plain")
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert json.loads((tmp_path / "plain" / "harden.json").read_text())["worse"] == ["fgsm"]
+    # the gate from the config file, as a CI job keeps it; a number it cannot judge (membership on 450
+    # non-members: a TPR at 1% FPR that rests on 4 false positives) is named, not passed over in silence
+    (tmp_path / "gate.toml").write_text("[audit]\nfail_on_regression = true\n")
+    gated = mlwarden(*args[:-1], "fgsm,membership-inference", "--config", tmp_path / "gate.toml", "--out",
+                     tmp_path / "config")
+    assert gated.returncode == 1, gated.stderr[-2000:]
+    note = " ".join(gated.stderr.split())
+    assert "note: --fail-on-regression cannot judge membership-inference (after): a sanity check flagged one of " \
+           "the numbers (unreliable)" in note, note
+    assert "cannot judge fgsm" not in note
