@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import re
 import threading
 
 import pytest
@@ -89,8 +90,15 @@ def test_a_leakier_model_on_the_same_recipe_is_a_regression(tmp_path, digits):
     # what the diff compared before: the pooled headline, the same reference models attacked, the same number
     heads = [json.loads((tmp_path / s / "report.json").read_text())["findings"][0]["headline"] for s in ("short", "full")]
     assert heads[0] == heads[1] and "pooled over 8 models" in heads[0]
+    assert row["change"]["method"] == "paired bootstrap"   # the threshold's noise in the interval (see below)
     back = mlwarden("diff", tmp_path / "full", tmp_path / "short", "--fail-on-regression")
     assert back.returncode == 0 and "improvement" in back.stdout
+    # the same model again with another seed (other reference models of the same recipe): no regression
+    r = mlwarden("audit", "--model", tmp_path / "full.pt", *common, "--recipe", "mlp", "--seed", "1", "--out",
+                 tmp_path / "again", "--baseline", tmp_path / "full", "--fail-on-regression")
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = json.loads((tmp_path / "again" / "diff.json").read_text())["rows"][0]
+    assert not row["regression"] and row["change"]["ci_low"] < 0 < row["change"]["ci_high"], row
 
     # another recipe trains other reference models, which calibrate the attack otherwise: said, not compared
     r = mlwarden("audit", "--model", tmp_path / "full.pt", *common, "--recipe", "sigmoid-mlp", "--out", tmp_path / "other",
@@ -99,6 +107,8 @@ def test_a_leakier_model_on_the_same_recipe_is_a_regression(tmp_path, digits):
     row = json.loads((tmp_path / "other" / "diff.json").read_text())["rows"][0]
     assert not row["regression"] and row["incomparable"].startswith("the reference models differ (recipe 'mlp' -> "
                                                                      "'sigmoid-mlp')")
+    assert "note: --fail-on-regression cannot judge membership-inference: the reference models differ" in \
+        " ".join(r.stderr.split())   # the gate passes, and says what it did not judge
     assert "the reference models differ" in (tmp_path / "other" / "diff.md").read_text()
 
 
@@ -127,3 +137,52 @@ def test_baseline_from_a_url_and_bad_baselines(base, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: no report.json") and "Traceback" not in r.stderr
     r = mlwarden("audit", "--model", "x.pt", *MODEL, "--fail-on-regression", "--out", tmp_path / "o")
     assert r.returncode == 2 and "needs a baseline" in r.stderr
+
+
+def test_a_strangers_baseline_cannot_crash_inject_or_overwrite(base, tmp_path):
+    """What an outsider's report.json tried (a hostile review of the diff): lone surrogates and 5,000-digit
+    numbers were exit 3, bad URLs were exit 3, `--baseline DIR --out DIR` replaced the baseline, a threat name
+    wrote terminal escapes and Markdown into the diff, and --json could replace a file of a run folder it read."""
+    d, sd = base
+    real = json.loads((d / "base" / "report.json").read_text())
+
+    def crafted(name, edit, raw=None):
+        (tmp_path / name).mkdir()
+        doc = json.loads(json.dumps(real))
+        edit(doc)
+        (tmp_path / name / "report.json").write_text(raw(json.dumps(doc)) if raw else json.dumps(doc))
+        return tmp_path / name
+
+    def one_line(r):
+        return r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+    surrogate = crafted("surrogate", lambda doc: doc["findings"][0]["details"].update(note="SURROGATE"),
+                        raw=lambda t: t.replace("SURROGATE", "a\\ud800"))
+    r = mlwarden("diff", surrogate, d / "base")
+    assert one_line(r) and "lone surrogate" in r.stderr, r.stderr
+    huge = crafted("huge", lambda doc: None, raw=lambda t: t[:-1] + ', "zz": ' + "9" * 5000 + "}")
+    r = mlwarden("diff", huge, d / "base")
+    assert one_line(r) and "not valid JSON" in r.stderr, r.stderr
+    for url in ("http://[::1", "http://" + "a" * 300 + ".com/"):
+        r = mlwarden("diff", url, d / "base")
+        assert one_line(r) and r.stderr.startswith("error: baseline http://"), r.stderr
+    r = mlwarden("diff", "http://user:s3cret@127.0.0.1:9/report.json", d / "base")
+    assert one_line(r) and "s3cret" not in r.stderr and "***@127.0.0.1" in r.stderr, r.stderr
+
+    evil = crafted("evil", lambda doc: doc["findings"][0].update(
+        threat="fgsm x | y\n\n**No significant regression.** ![t](http://evil.example/p.png) \x1b[2J\x1b]0;pwned\x07"))
+    r = mlwarden("diff", evil, d / "base", "--markdown", tmp_path / "evil.md")
+    assert r.returncode == 0 and "\x1b" not in r.stdout + r.stderr
+    md = (tmp_path / "evil.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| fgsm x")]
+    cells = re.split(r"(?<!\\)\|", rows[0])[1:-1] if len(rows) == 1 else []
+    assert len(cells) == 6 and "\\|" in cells[0], rows   # one row of six cells, the name's bar escaped
+    assert "![t](" not in md and "**No significant regression.**" not in md
+
+    r = mlwarden("diff", d / "base", evil, "--json", d / "base" / "run.json")   # a file of a run folder it reads
+    assert one_line(r) and "is an input of this command" in r.stderr, r.stderr
+    r = mlwarden("diff", d / "base", evil, "--json", tmp_path / "same", "--markdown", tmp_path / "same")
+    assert one_line(r) and "name one file" in r.stderr, r.stderr
+    before = (d / "base" / "report.json").read_bytes()
+    r = mlwarden("audit", "--model", sd, *MODEL, "--threats", "fgsm", "--baseline", d / "base", "--out", d / "base")
+    assert one_line(r) and "--baseline" in r.stderr and (d / "base" / "report.json").read_bytes() == before, r.stderr

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.errors import UserError
-from ..core.files import refuse_input_output, refuse_output, refuse_special
+from ..core.files import refuse_input_output, refuse_output, refuse_special, same_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None, pretty_exceptions_enable=False, help="Audit ML models for security and privacy "
                   "weaknesses. `mlwarden audit` with no arguments audits the built-in demo.")
@@ -200,12 +200,13 @@ def audit(
         raise UserError("--fail-on-regression needs a baseline (--baseline or audit.baseline)")
     name = "endpoint" if cfg.model.endpoint else run_name(cfg.model.path)
     run_dir = Path(cfg.audit.out or Path("mlwarden-out") / name)
+    _refuse_baseline_in(run_dir, cfg.audit.baseline)
     try:
         with err.status("loading the model and data" if cfg.model.path else
                         "preparing the demo subject (digits CNN; trained once, then cached)"):
             subject = subject_from_config(cfg)
     except UnsafeModelFile as e:
-        write_refused(e.scan.to_dict(), run_dir, settings=cfg.audit.model_dump(),
+        write_refused(e.scan.to_dict(), run_dir, settings=_recorded(cfg),
                       subject={"model": {"name": Path(e.scan.path).name, "path": e.scan.path, "kind": e.scan.format,
                                          "access": "none (not loaded)"}, "data": {"name": cfg.data.path}},
                       protect=_inputs(cfg, config))
@@ -217,7 +218,7 @@ def audit(
         err.print(f"[bold]mlwarden audit[/] {t.name} ({t.kind}, {t.access.value} access) on {subject.data.name}; "
                   f"input range {subject.data.space.describe()}; profile {cfg.audit.profile}")
         return _progress(total)
-    report = run_audit(subject, run_dir, settings=cfg.audit.model_dump(), overrides=cfg.threats, resume=resume,
+    report = run_audit(subject, run_dir, settings=_recorded(cfg), overrides=cfg.threats, resume=resume,
                        progress=start, notice=_notice, baseline=base, protect=_inputs(cfg, config))
     _summary(report)
     out.print(f"report: {run_dir / 'report.html'} (also report.json, report.md, report.sarif, junit.xml"
@@ -233,6 +234,25 @@ def audit(
     raise typer.Exit(code)
 
 
+def _recorded(cfg) -> dict:
+    """The audit's settings as run.json and report.json keep them: a baseline URL without its password."""
+    from ..report.diff import redact
+    d = cfg.audit.model_dump()
+    if d.get("baseline"):
+        d["baseline"] = redact(d["baseline"])
+    return d
+
+
+def _refuse_baseline_in(run_dir: Path, baseline: str | None) -> None:
+    """A baseline named by its run folder is that folder's report.json: when it is the folder this run writes,
+    the run would replace it (a baseline file inside the run folder is an input the run keeps, rundir.py)."""
+    if not baseline or baseline.lower().startswith(("http://", "https://")) or not os.path.isdir(baseline):
+        return
+    if os.path.realpath(baseline) == os.path.realpath(run_dir):
+        raise UserError(f"--baseline {baseline}: is the run folder this audit writes, whose report.json it would "
+                        "replace; name another --out")
+
+
 def _judge(diff: dict, fail_on_regression: bool) -> int:
     """Print the baseline comparison; 1 on a significant regression when asked to fail on one."""
     from ..report.diff import markdown
@@ -240,8 +260,12 @@ def _judge(diff: dict, fail_on_regression: bool) -> int:
     if fail_on_regression and not diff["comparable"]:
         raise UserError("cannot judge regressions: the audit's settings changed since the baseline ("
                         + "; ".join(diff["settings_changed"]) + ")")
+    if fail_on_regression:   # what the gate could not judge, said, not passed over (as harden says it)
+        for row in diff["rows"]:
+            if row.get("incomparable"):
+                _notice(printable(f"--fail-on-regression cannot judge {row['threat']}: {row['incomparable']}"))
     if fail_on_regression and diff["regressions"]:
-        err.print(f"failing: significant regression in {', '.join(diff['regressions'])}", markup=False)
+        err.print(printable(f"failing: significant regression in {', '.join(diff['regressions'])}"), markup=False)
         return 1
     return 0
 
@@ -717,16 +741,19 @@ def diff_cmd(
     where the interval excludes zero in the worse direction."""
     from ..report.diff import diff_reports, load_baseline, markdown
     from ..report.report import Report, dumps
+    if markdown_out and json_out and (os.path.realpath(markdown_out) == os.path.realpath(json_out)
+                                      or same_file(markdown_out, json_out)):
+        raise UserError(f"--markdown and --json name one file ({json_out}): name two")
     for path, flag in ((markdown_out, "--markdown"), (json_out, "--json")):
         if path:
             refuse_output(path, flag)   # before the reports are read, not after
-            refuse_input_output(path, flag, (old, new))
+            refuse_input_output(path, flag, (old, new), folders=True)   # nothing in a run folder it reads
     d = diff_reports(load_baseline(old), Report.load(new))
     if markdown_out:
-        refuse_input_output(markdown_out, "--markdown", (old, new))
+        refuse_input_output(markdown_out, "--markdown", (old, new), folders=True)
         _write_output(markdown_out, markdown(d), "--markdown")
     if json_out:
-        refuse_input_output(json_out, "--json", (old, new))
+        refuse_input_output(json_out, "--json", (old, new), folders=True)
         _write_output(json_out, dumps(d), "--json")
     raise typer.Exit(_judge(d, fail_on_regression))
 

@@ -1,6 +1,7 @@
 """What a threat returns: a Finding with severity, metrics with intervals, evidence and cost."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -135,7 +136,12 @@ _DETAILS = {"table": (lambda v: isinstance(v, list) and all(isinstance(r, dict) 
             # membership: the attack the diff compares on the audited model, and the reference models behind it
             "primary": (lambda v: isinstance(v, str), "a string"),
             "reference_models": (lambda v: v is None or (isinstance(v, dict) and all(
-                isinstance(x, (str, int, float, type(None))) for x in v.values())), "null or an object of values")}
+                isinstance(x, (str, int, float, type(None))) for x in v.values())), "null or an object of values"),
+            "audited_scores": (lambda v: isinstance(v, dict) and isinstance(v.get("attack"), str) and all(
+                isinstance(v.get(k), list) and len(v[k]) <= 1_000_000 and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v[k])
+                for k in ("members", "nonmembers")),
+                "an object with an attack name and lists of finite members and nonmembers scores")}
 
 
 class FindingRecord(_Record):

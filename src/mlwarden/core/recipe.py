@@ -56,8 +56,8 @@ class Recipe:
 
     def describe(self) -> dict:
         """What identifies the training procedure (cache keys of reference models use it)."""
-        hooks = {k: repr(getattr(self, k)) for k in ("wrap", "batch_transform", "data_filter", "loss", "on_epoch",
-                                                     "repair", "inference") if getattr(self, k) is not None}
+        hooks = {k: _stable(getattr(self, k)) for k in ("wrap", "batch_transform", "data_filter", "loss", "on_epoch",
+                                                        "repair", "inference") if getattr(self, k) is not None}
         return {"name": self.name, "factory": f"{self.factory.__module__}:{getattr(self.factory, '__qualname__', repr(self.factory))}",
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                 "weight_decay": self.weight_decay, "optimizer": self.optimizer, "extra": self.extra,
@@ -237,3 +237,14 @@ def _copy(init: nn.Module) -> nn.Module:
     for q, original in zip(model.parameters(), init.parameters()):
         q.requires_grad_(original.requires_grad)
     return model
+
+
+def _stable(hook) -> str:
+    """A hook as the same text in every process: its repr, unless that is the default one with a memory address
+    (a plain function, a lambda, an object without __repr__), then its module and qualified name (a cache key or
+    a report's recipe key with an address in it would differ at every run)."""
+    text = repr(hook)
+    if " at 0x" not in text:
+        return text
+    named = hook if hasattr(hook, "__qualname__") else type(hook)
+    return f"{getattr(named, '__module__', '?')}:{getattr(named, '__qualname__', type(hook).__name__)}"

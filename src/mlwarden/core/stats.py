@@ -63,3 +63,30 @@ def auc_interval(auc: float, n_pos: int, n_neg: int, z: float = 1.96) -> tuple[f
     var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
     half = z * math.sqrt(max(var, 0.0))
     return (max(0.0, auc - half), min(1.0, auc + half))
+
+
+def tpr_at_fpr(members, nonmembers, fpr: float = 0.01) -> float:
+    """The share of member scores above the (floor(fpr n) + 1)-th highest of the n non-member scores (the
+    threshold privacy/roc.py `summarize` sets)."""
+    import numpy as np
+    neg = np.sort(np.asarray(nonmembers, dtype=np.float64))[::-1]
+    allowed = int(np.floor(fpr * len(neg)))
+    thr = neg[allowed] if allowed < len(neg) else -np.inf
+    return float((np.asarray(members, dtype=np.float64) > thr).mean())
+
+
+def paired_tpr_difference(a: tuple, b: tuple, fpr: float = 0.01, draws: int = 2000,
+                          seed: int = 0) -> tuple[float, float, float]:
+    """TPR at `fpr` of scores b minus that of scores a, each a (members, non-members) pair of arrays over the
+    same points, with a 95% paired bootstrap interval: every draw resamples the members and the non-members
+    (the same indices on both sides) and sets each side's threshold again, so the interval holds the noise
+    of the few non-members that fix a low-FPR threshold, which a binomial interval on the members omits."""
+    import numpy as np
+    (am, an), (bm, bn) = ((np.asarray(x, dtype=np.float64) for x in pair) for pair in (a, b))
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(draws)
+    for i in range(draws):
+        im, inn = rng.integers(0, len(am), len(am)), rng.integers(0, len(an), len(an))
+        diffs[i] = tpr_at_fpr(bm[im], bn[inn], fpr) - tpr_at_fpr(am[im], an[inn], fpr)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return tpr_at_fpr(bm, bn, fpr) - tpr_at_fpr(am, an, fpr), float(lo), float(hi)

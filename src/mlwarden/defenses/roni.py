@@ -55,8 +55,8 @@ def _stratified_pair(labels: np.ndarray, n_train: int, n_quiz: int, rng) -> tupl
     return train, quiz
 
 
-# RONI's own check: a threshold calibrated on trusted messages of which fewer than this many (and this share)
-# changed any quiz answer rests on too few impacts to tell harm from noise
+# RONI's own check: a threshold calibrated on trusted messages of which fewer than max(this many, this share)
+# changed the quiz accuracy rests on too few impacts to tell harm from noise
 MIN_MOVED, MIN_MOVED_SHARE = 5, 0.05
 
 
@@ -80,7 +80,7 @@ class RoniFilter:
         self._trusted, self._trusted_labels = trusted, trusted_labels
         self._threshold, self._rule = None, None
         self.spread: float | None = None   # the calibration impacts' standard deviation (None: fixed threshold)
-        self.moved: int | None = None      # how many trusted messages changed any quiz answer (None: not calibrated)
+        self.moved: int | None = None      # trusted messages whose mean impact is not zero (None: not calibrated)
         self.n_trusted = len(trusted)
         if threshold is not None:
             self._threshold, self._rule = -threshold, f"fixed: a harm of more than {threshold:g} of the quiz set"
@@ -195,7 +195,7 @@ class Roni(Defense):
         # value, and says nothing about harm, so what the filter keeps or rejects is no evidence either way
         n_cal = flt.n_trusted
         blind = flt.moved is not None and flt.moved < max(MIN_MOVED, MIN_MOVED_SHARE * n_cal)
-        warning = (f"UNRELIABLE: {flt.moved} of the {n_cal} trusted messages changed any quiz answer (RONI needs "
+        warning = (f"UNRELIABLE: {flt.moved} of the {n_cal} trusted messages changed the quiz accuracy (RONI needs "
                    f"{max(MIN_MOVED, int(np.ceil(MIN_MOVED_SHARE * n_cal)))}: one message barely changes this model's "
                    "answers), so RONI cannot tell harmful messages from others here and what it keeps or rejects is "
                    "no evidence; " if blind else "")

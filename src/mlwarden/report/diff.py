@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..core.errors import UserError
 from ..core.finding import Status
-from ..core.stats import difference_interval
+from ..core.stats import difference_interval, paired_tpr_difference
 from .headline import MEMBERSHIP, paired
 from .report import Report
 
@@ -44,6 +44,8 @@ def diff_reports(old: Report, new: Report) -> dict:
             row["incomparable"] = why
         else:
             row.update(rate_change(ho, hn))
+            if threat in MEMBERSHIP and "change" in row:
+                row.update(_membership_change(fo, fn, row))
         rows.append(row)
     return {"schema": "mlwarden.diff/1", "comparable": not settings, "settings_changed": settings, "rows": rows,
             "regressions": [r["threat"] for r in rows if r.get("regression")],
@@ -60,7 +62,7 @@ def rate_change(ho: dict | None, hn: dict | None) -> dict:
     out = {"regression": False, "improvement": False}
     if not (ho and hn):
         return {**out, "incomparable": "no headline number on one side: compared by severity only"}
-    if ho["unit"] != "rate":
+    if ho["unit"] != "rate" or hn["unit"] != "rate":
         return {**out, "incomparable": "no interval for this metric: compared by severity only"}
     if not (_rate(ho) and _rate(hn)):
         return {**out, "incomparable": "not a rate in [0, 1] with a sample size on both sides: compared by severity "
@@ -73,6 +75,30 @@ def rate_change(ho: dict | None, hn: dict | None) -> dict:
                 ("; " + "; ".join(why) if why else "") + ")"}
     worse_up = ho["worse"] == "higher"
     return {**out, "regression": bool(lo > 0 if worse_up else hi < 0), "improvement": bool(hi < 0 if worse_up else lo > 0)}
+
+
+def _membership_change(fo, fn, row: dict) -> dict:
+    """A TPR at 1% FPR rests on the few non-members above its threshold: the binomial interval on the members
+    alone calls a re-run a regression far more often than 1 in 40. The change and its interval come from a
+    paired bootstrap over the audited model's scores that both reports keep (members and non-members resampled
+    alike, each side's threshold set again; core/stats.py `paired_tpr_difference`)."""
+    a, b = fo.details.get("audited_scores"), fn.details.get("audited_scores")
+    out = {"regression": False, "improvement": False}
+    usable = a and b and a["members"] and b["members"] and a["attack"] == b["attack"] and \
+        (len(a["members"]), len(a["nonmembers"])) == (len(b["members"]), len(b["nonmembers"]))
+    if "incomparable" in row and not usable:   # already not judged, for its own reason
+        return {"change": None}
+    if not (a and b and a["members"] and b["members"]):
+        return {**out, "incomparable": "the audited model's scores are not in both reports (a report from before "
+                                       "they were kept, or over 200,000 points): the change has no honest interval"}
+    if a["attack"] != b["attack"] or (len(a["members"]), len(a["nonmembers"])) != (len(b["members"]),
+                                                                                   len(b["nonmembers"])):
+        return {**out, "incomparable": "the two reports scored other points or another attack"}
+    d, lo, hi = paired_tpr_difference((a["members"], a["nonmembers"]), (b["members"], b["nonmembers"]))
+    if "incomparable" in row:   # flagged unreliable: the interval is shown, nothing is judged
+        return {"change": {"difference": d, "ci_low": lo, "ci_high": hi, "method": "paired bootstrap"}}
+    return {**out, "change": {"difference": d, "ci_low": lo, "ci_high": hi, "method": "paired bootstrap"},
+            "regression": bool(lo > 0), "improvement": bool(hi < 0)}
 
 
 def _rate(h: dict) -> bool:
@@ -88,6 +114,9 @@ def _incomparable(fo, fn, settings) -> str | None:
     if fo.params != fn.params:
         changed = sorted(k for k in set(fo.params) | set(fn.params) if fo.params.get(k) != fn.params.get(k))
         return "parameters changed: " + ", ".join(changed)
+    for side, f in (("baseline", fo), ("new run", fn)):
+        if f.status is Status.FAILED:
+            return f"it did not finish in the {side} ({'timed out' if f.timed_out else f.error or 'failed'})"
     if fo.threat in MEMBERSHIP:
         return _references_differ(fo.details.get("reference_models"), fn.details.get("reference_models"))
     return None
@@ -133,9 +162,15 @@ def baseline_state(diff: dict) -> dict[str, str]:
 
 def load_baseline(source: str) -> Report:
     """A run directory, a report.json, or an http(s) URL of a report.json."""
-    if source.startswith(("http://", "https://")):
+    if source.lower().startswith(("http://", "https://")):
         return _fetch(source)
     return Report.load(source)
+
+
+def redact(url: str) -> str:
+    """The URL as messages and reports may show it: a password (or token) before the host written as ***."""
+    import re
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1***@", url)
 
 
 def _fetch(url: str, limit: int = 50 << 20) -> Report:
@@ -146,19 +181,20 @@ def _fetch(url: str, limit: int = 50 << 20) -> Report:
     from ..core.extras import require
     from ..io import net
     httpx = require("httpx", "serve", "a baseline URL")
+    shown = redact(url)
     try:
         with net.client(timeout=30, follow_redirects=True) as http:
-            r = net.exchange(http, "GET", url, what=f"baseline {url}", limit=limit)
-    except httpx.HTTPError as e:
-        raise UserError(f"baseline {url}: {type(e).__name__}: {e}") from None
+            r = net.exchange(http, "GET", url, what=f"baseline {shown}", limit=limit)
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:   # a bad port, control characters, IDNA
+        raise UserError(f"baseline {shown}: {type(e).__name__}: {e}") from None
     if r.status != 200:
-        raise UserError(f"baseline {url}: HTTP {r.status}")
+        raise UserError(f"baseline {shown}: HTTP {r.status}")
     try:
         return Report.from_dict(json.loads(r.body))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise UserError(f"baseline {url}: not valid JSON ({type(e).__name__})") from None
+        raise UserError(f"baseline {shown}: not valid JSON ({type(e).__name__})") from None
     except ValueError as e:   # Malformed: the field that is not what mlwarden writes
-        raise UserError(f"baseline {url}: not an mlwarden report ({e})") from None
+        raise UserError(f"baseline {shown}: not an mlwarden report ({e})") from None
 
 
 def _pct(h: dict | None) -> str:
@@ -169,28 +205,46 @@ def _pct(h: dict | None) -> str:
     return f"{100 * h['value']:.1f}% (n={h['n']})" if h["unit"] == "rate" else f"{h['value']:.4g} {h['unit']}".strip()
 
 
+MAX_CELL = 300   # characters of a stranger's text (a threat name, a recipe) a table cell shows
+
+
+def _cell(text) -> str:
+    """Text from a report (a baseline may be a stranger's) as one inert Markdown table cell: control characters
+    written as escapes (no terminal sequence, no new line), the characters that make a table cell, a link or an
+    image ([ ]), emphasis, code or HTML escaped, at most MAX_CELL characters."""
+    text = str(text)
+    if len(text) > MAX_CELL:
+        text = text[:MAX_CELL] + "..."
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for ch in "\\|[]*_`#~":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
 def markdown(diff: dict) -> str:
-    """A summary that suits a pull-request comment."""
+    """A summary that suits a pull-request comment; every text a report supplied passes through _cell."""
     lines = ["## mlwarden: this model against its baseline", ""]
     if diff["settings_changed"]:
-        lines += ["**Not comparable**: the audit's settings changed (" + "; ".join(diff["settings_changed"])
+        lines += ["**Not comparable**: the audit's settings changed (" + _cell("; ".join(diff["settings_changed"]))
                   + "), so no regression is called.", ""]
     elif diff["regressions"]:
-        lines += [f"**Regression** in {', '.join(diff['regressions'])}: the 95% interval of the change excludes "
-                  "zero in the worse direction.", ""]
+        lines += [f"**Regression** in {_cell(', '.join(diff['regressions']))}: the 95% interval of the change "
+                  "excludes zero in the worse direction.", ""]
     else:
         lines += ["No significant regression.", ""]
     lines += ["| threat | metric | baseline | now | change (95% CI) | verdict |", "|---|---|---|---|---|---|"]
     for r in diff["rows"]:
         if r["state"] != "both":
-            lines.append(f"| {r['threat']} | | {r['severity'][0] or '-'} | {r['severity'][1] or '-'} | | {r['state']} |")
+            lines.append(f"| {_cell(r['threat'])} | | {_cell(r['severity'][0] or '-')} | "
+                         f"{_cell(r['severity'][1] or '-')} | | {r['state']} |")
             continue
         c = r.get("change")
         change = (f"{100 * c['difference']:+.1f} points ({100 * c['ci_low']:+.1f} to {100 * c['ci_high']:+.1f})"
                   if c else "")
         verdict = ("**regression**" if r["regression"] else "improvement" if r["improvement"]
-                   else r.get("incomparable") or "no significant change")
-        metric = r["before"]["label"] if r["before"] else "severity"
-        lines.append(f"| {r['threat']} | {metric} | {_pct(r['before'])} ({r['severity'][0]}) | "
-                     f"{_pct(r['after'])} ({r['severity'][1]}) | {change} | {verdict} |")
-    return "\n".join(lines).replace("<", "&lt;") + "\n"
+                   else _cell(r.get("incomparable") or "no significant change"))
+        metric = _cell(r["before"]["label"]) if r["before"] else "severity"
+        lines.append(f"| {_cell(r['threat'])} | {metric} | {_cell(_pct(r['before']))} ({_cell(r['severity'][0])}) | "
+                     f"{_cell(_pct(r['after']))} ({_cell(r['severity'][1])}) | {change} | {verdict} |")
+    return "\n".join(lines) + "\n"

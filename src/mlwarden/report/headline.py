@@ -62,9 +62,9 @@ def paired(old: Finding, new: Finding, audited: bool = False) -> tuple[dict | No
     either side: on a private model every attack is at chance and the strongest is noise, so a baseline's
     pick would hide the attack that the other model loses to. `audited` (`mlwarden diff`): membership on
     each side's audited model, by the primary attack of both."""
-    if audited and old.threat in MEMBERSHIP:
-        ho = headline(old, audited=True)
-        return ho, (headline(new, ho["metric"]) if ho else None)
+    if audited and old.threat in MEMBERSHIP:   # the same metric on both sides, never another in its place
+        ho, hn = headline(old, audited=True), headline(new, audited=True)
+        return ho, (hn if ho and hn and hn["metric"] == ho["metric"] else None)
     name = None
     if old.threat in MEMBERSHIP:
         a, b = headline(old), headline(new)

@@ -9,6 +9,8 @@ Free-form parts (a threat's details and parameters, extra facts about the subjec
 the keys of them that the report reads are typed too."""
 from __future__ import annotations
 
+import json
+
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -91,6 +93,10 @@ def validate_report(d: Any) -> ReportRecord:
         raise Malformed(f"schema {str(d.get('schema'))[:80]!r} is not {SCHEMA!r}")
     if nesting(d) > MAX_NESTING:
         raise Malformed(f"nested more than {MAX_NESTING} levels deep")
+    try:   # JSON's \ud800 escapes decode to lone surrogates, which no text holds (and no file or terminal takes)
+        json.dumps(d, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise Malformed("a string holds a lone surrogate (\\ud800 to \\udfff), which is not text") from None
     try:
         return ReportRecord.model_validate(d)
     except ValidationError as e:

@@ -118,8 +118,8 @@ class Report:
             raise UserError(f"no report.json in {run_dir}")
         try:
             d = json.loads(read_regular(path).decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise UserError(f"{path}: not valid JSON ({e})") from None
+        except (ValueError, RecursionError) as e:   # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
+            raise UserError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
         try:
             return cls.from_dict(d, run_dir=str(path.parent))
         except (KeyError, TypeError, ValueError) as e:

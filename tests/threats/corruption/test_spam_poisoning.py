@@ -186,4 +186,4 @@ def test_roni_says_unreliable_when_almost_no_message_changes_the_model(sms_spam,
     flt = defended.data_filter
     assert flt.spread > 0 and 1 <= flt.moved < 5, (flt.spread, flt.moved)   # what the zero-spread check missed
     assert seen["unreliable"] is True
-    assert seen["summary"].startswith(f"UNRELIABLE: {flt.moved} of the 200 trusted messages changed any quiz answer")
+    assert seen["summary"].startswith(f"UNRELIABLE: {flt.moved} of the 200 trusted messages changed the quiz accuracy")

@@ -67,4 +67,26 @@ def test_an_attack_that_beats_chance_on_the_audited_model_overrules_the_check(di
     assert not check.fired and f.status is Status.OK
     # the raw statistics alone would have flagged it; an attack overruled them
     assert "fits its 'members' no better than its 'non-members' beyond noise" in check.detail
-    assert "beats chance on the audited model" in check.detail and "corrected over 8 attacks" in check.detail
+    assert "beats chance on the audited model" in check.detail and "at 5% over 16 numbers, 8 attacks" in check.detail
+
+
+def test_the_overrule_holds_its_level_when_the_members_are_no_different():
+    """The overrule's TPR test is exact (the count of members above a threshold set by the non-members is
+    negative hypergeometric when the two are alike) and the AUC's is normal: over 200 draws of identical scores
+    for 900 + 900 points it overrules at most its level, 5% over the 4 numbers tried (6 here); members scored
+    higher overrule it."""
+    from mlwarden.core.finding import Check
+    from mlwarden.privacy.roc import summarize
+    from mlwarden.threats.membership.membership_inference import MembershipInference
+    fired = Check("member-split-unverified", True, "seen", "advice")
+    members = np.r_[np.ones(900, bool), np.zeros(900, bool)]
+    overruled = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        per_attack = {a: {"target": summarize(rng.normal(0, 1, 1800), members)} for a in ("loss", "lira-online")}
+        overruled += not MembershipInference._overrule([fired], per_attack)[0].fired
+    print(f"overruled {overruled} of 200 null draws")
+    assert overruled <= 10   # 5% of 200
+    rng = np.random.default_rng(0)
+    leaky = {"lira-online": {"target": summarize(np.r_[rng.normal(0.4, 1, 900), rng.normal(0, 1, 900)], members)}}
+    assert not MembershipInference._overrule([fired], leaky)[0].fired

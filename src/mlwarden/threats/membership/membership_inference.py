@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from scipy.stats import mannwhitneyu, norm
+from scipy.stats import mannwhitneyu, nhypergeom, norm
 import torch
 from pydantic import Field, model_validator
 
@@ -16,7 +16,7 @@ from ...core.severity import MEMBERSHIP
 from ...core.target import Access
 from ...core.threat import Context, Params, Threat
 from ...core.registry import register
-from ...core.stats import auc_interval, clopper_pearson, difference_interval
+from ...core.stats import auc_interval, difference_interval
 from ...privacy.fix import DP_SGD
 from ...privacy.reference_models import train_reference_models
 from ...privacy.roc import downsample, summarize
@@ -40,6 +40,19 @@ def run_attack(name: str, a: AttackInput, seed: int) -> np.ndarray:
         online, per_example = lira.VARIANTS[name]
         return lira.score(a, online, per_example)
     return rmia.score(a, rmia.VARIANTS[name])
+
+
+MAX_SCORES = 200_000   # audited-model scores a report keeps for `mlwarden diff` (about 12 bytes each)
+
+
+def _scores_record(s: np.ndarray, members: np.ndarray) -> dict:
+    """The primary attack's scores on the audited model, members and non-members apart, to 7 significant digits
+    (finite: NaN as the lowest score, as summarize() ranks it): `mlwarden diff` bootstraps the difference of two
+    runs' TPR at 1% FPR from them. Empty lists past MAX_SCORES points."""
+    if len(s) > MAX_SCORES:
+        return {"members": [], "nonmembers": []}
+    s = np.clip(np.nan_to_num(np.asarray(s, dtype=np.float64), nan=-np.inf), -1e300, 1e300)
+    return {k: [float(f"{v:.7g}") for v in s[mask]] for k, mask in (("members", members), ("nonmembers", ~members))}
 
 
 def _has_network(target) -> bool:
@@ -146,11 +159,12 @@ class MembershipInference(Threat):
         pool_inputs = [self._inputs(logp, phi, in_mask, yn, m, [k for k in refs_idx if k != m])
                        for m in refs_idx] if pooled else []
         pool_members = in_mask[refs_idx].reshape(-1) if pooled else None
-        per_attack = {}
+        per_attack, target_scores = {}, {}
         for name in attacks:
             ctx.check_time()
             s = self.score(name, target_input, ctx.seed)
             per_attack[name] = {"target": summarize(s, target_in)}
+            target_scores[name] = s
             if pooled:
                 s = np.concatenate([self.score(name, a, ctx.seed) for a in pool_inputs])
                 per_attack[name]["pooled"] = summarize(s, pool_members)
@@ -160,41 +174,44 @@ class MembershipInference(Threat):
                 if members[g].any() and not members[g].all():
                     per_attack[name][group] = summarize(s[g], members[g])
         n_models = len(refs_idx) if pooled else 1
+        scores = self.PRIMARY if self.PRIMARY in target_scores else next(iter(target_scores))
+        audited = {"attack": scores, **_scores_record(target_scores[scores], target_in)}
         return self._finding(ctx, p, per_attack, self._overrule(checks, per_attack), notes, n_models, t_ref,
-                             ref_identity)
+                             ref_identity, audited)
 
     @staticmethod
     def _overrule(checks: list[Check], per_attack: dict) -> list[Check]:
         """An attack that beats chance on the audited model itself shows that the guessed members are its
         members, as only a model trained on them allows: the split check then does not fire, and says why.
-        Beating chance: its TPR at 1% FPR above the chance rate at the threshold summarize() sets, or its AUC
-        above 0.5, each by a 95% bound corrected over every number tried (Bonferroni)."""
+        Beating chance, for each attack: more members above its 1% FPR threshold (the (floor(0.01 n) + 1)-th
+        highest non-member score, as summarize() sets it) than members no different from the non-members would
+        put there (exact: that count is then negative hypergeometric, the threshold's own noise included), or
+        its AUC above 0.5 by its normal interval (Hanley & McNeil); each at 5% over every number tried
+        (Bonferroni over two per attack)."""
         out = []
         for c in checks:
             if c.name == "member-split-unverified" and c.fired:
-                # chance at the threshold summarize() sets: the (floor(0.01 n) + 1)-th highest non-member score;
-                # the TPR only where the 1% FPR rests on at least 5 non-members (what makes it reliable); the
-                # AUC's normal interval (Hanley & McNeil) at the same corrected level
-                alpha = 0.05 / max(2 * len(per_attack), 1)
+                tried = 2 * len(per_attack)
+                alpha = 0.05 / max(tried, 1)
                 z = float(norm.ppf(1 - alpha / 2))
                 beats = {}
                 for n, s in per_attack.items():
                     t = s["target"]
                     k, members = t.tpr_at[0.01]
-                    negatives = t.n_nonmembers
-                    chance = (int(0.01 * negatives) + 1) / max(negatives, 1)
-                    low = clopper_pearson(k, members, alpha)[0]
-                    if 0.01 * negatives >= 5 and low > chance:
-                        beats[f"{n} TPR at 1% FPR"] = (low - chance, f"from {100 * low:.1f}% against "
-                                                                     f"{100 * chance:.1f}% by chance")
-                    auc_low = auc_interval(t.auc, t.n_members, negatives, z)[0]
+                    above = int(0.01 * t.n_nonmembers) + 1   # the threshold is this many non-members down
+                    p_value = float(nhypergeom(members + t.n_nonmembers, members, above).sf(k - 1)) if k else 1.0
+                    if p_value < alpha:
+                        beats[f"{n} TPR at 1% FPR"] = (-p_value, f"{k} of {members} members above the threshold, "
+                                                                  f"p = {p_value:.1g} were they no different")
+                    auc_low = auc_interval(t.auc, t.n_members, t.n_nonmembers, z)[0]
                     if auc_low > 0.5:
-                        beats[f"{n} AUC"] = (auc_low - 0.5, f"{t.auc:.3f}, from {auc_low:.3f}")
+                        beats[f"{n} AUC"] = (-float(norm.sf((t.auc - 0.5) / max((t.auc - auc_low) / z, 1e-12))),
+                                             f"{t.auc:.3f}, from {auc_low:.3f}")
                 if beats:
                     name, (_, seen) = max(beats.items(), key=lambda kv: kv[1][0])
-                    c = Check(c.name, False, f"{c.detail}; but {name} beats chance on the audited model ({seen}, "
-                                             f"corrected over {len(per_attack)} attacks), which only a model "
-                                             "trained on these members allows", c.advice)
+                    c = Check(c.name, False, f"{c.detail}; but {name} beats chance on the audited model ({seen}; "
+                                             f"at 5% over {tried} numbers, {len(per_attack)} attacks), which only "
+                                             "a model trained on these members allows", c.advice)
             out.append(c)
         return out
 
@@ -301,7 +318,7 @@ class MembershipInference(Threat):
                      "Give the split the model was trained on: --data train.csv --test-data test.csv (or an .npz "
                      "with x_train, y_train, x_test, y_test).")
 
-    def _finding(self, ctx, p, per_attack, checks, notes, n_models, t_ref, ref_identity):
+    def _finding(self, ctx, p, per_attack, checks, notes, n_models, t_ref, ref_identity, audited):
         fired = any(c.fired for c in checks)
         metrics, table = [], []
         key = "pooled" if n_models > 1 else "target"
@@ -329,7 +346,8 @@ class MembershipInference(Threat):
         best = self._tpr1(metrics, best_name)
         for group in (k for k in per_attack[best_name] if k not in ("target", "pooled")):
             metrics += [m for m in per_attack[best_name][group].metrics(f"{best_name} on {group}") if "AUC" in m.name]
-        shown = set(self.SHOWN) | {best_name}  # the table in details holds every attack
+        shown = set(self.SHOWN) | {best_name, primary}  # the table in details holds every attack; the primary's
+        # numbers on the audited model are what `mlwarden diff` compares
         metrics = [m for m in metrics if m.name.split(" ")[0] in shown]
         path = ctx.evidence_path("mia-roc.png")
         roc_loglog(path, {n: (s[key].fpr, s[key].tpr) for n, s in per_attack.items()},
@@ -347,5 +365,5 @@ class MembershipInference(Threat):
                             metrics=metrics, checks=checks, evidence=[ctx.rel(path)],
                             details={"table": table, "notes": notes, "models_pooled": n_models,
                                      "reference_training_s": t_ref, "primary": primary, "best": best_name,
-                                     "reference_models": ref_identity,
+                                     "reference_models": ref_identity, "audited_scores": audited,
                                      "roc": {n: downsample(s[key].fpr, s[key].tpr) for n, s in per_attack.items()}})
