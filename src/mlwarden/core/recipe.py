@@ -240,11 +240,13 @@ def _copy(init: nn.Module) -> nn.Module:
 
 
 def _stable(hook) -> str:
-    """A hook as the same text in every process: its repr, unless that is the default one with a memory address
-    (a plain function, a lambda, an object without __repr__), then its module and qualified name (a cache key or
-    a report's recipe key with an address in it would differ at every run)."""
-    text = repr(hook)
-    if " at 0x" not in text:
-        return text
-    named = hook if hasattr(hook, "__qualname__") else type(hook)
-    return f"{getattr(named, '__module__', '?')}:{getattr(named, '__qualname__', type(hook).__name__)}"
+    """A hook as text that names what it does: its repr, except that a module-level function (no closure, not a
+    lambda) is named by its module and qualified name, the same in every process (its default repr holds a
+    memory address, which changed a reference-model cache key at every run). Anything else keeps its repr, an
+    address included: two closures or objects of one name may hold other settings, and sharing a key would
+    reuse models trained otherwise."""
+    import inspect
+    qualname = getattr(hook, "__qualname__", "")
+    if inspect.isfunction(hook) and hook.__closure__ is None and "<" not in qualname:
+        return f"{hook.__module__}:{qualname}"
+    return repr(hook)
