@@ -183,6 +183,10 @@ def test_a_strangers_baseline_cannot_crash_inject_or_overwrite(base, tmp_path):
     assert one_line(r) and "is an input of this command" in r.stderr, r.stderr
     r = mlwarden("diff", d / "base", evil, "--json", tmp_path / "same", "--markdown", tmp_path / "same")
     assert one_line(r) and "name one file" in r.stderr, r.stderr
+    (tmp_path / "linked").mkdir()   # a run folder whose report.json is a link out of it: not followed
+    (tmp_path / "linked" / "report.json").symlink_to(d / "base" / "report.json")
+    r = mlwarden("diff", tmp_path / "linked", d / "base")
+    assert one_line(r) and "outside the run folder" in r.stderr, r.stderr
     before = (d / "base" / "report.json").read_bytes()
     r = mlwarden("audit", "--model", sd, *MODEL, "--threats", "fgsm", "--baseline", d / "base", "--out", d / "base")
     assert one_line(r) and "--baseline" in r.stderr and (d / "base" / "report.json").read_bytes() == before, r.stderr

@@ -116,6 +116,10 @@ class Report:
         path = p / "report.json" if p.is_dir() else p
         if not os.path.lexists(path):
             raise UserError(f"no report.json in {run_dir}")
+        if p.is_dir() and os.path.islink(path) and os.path.commonpath(
+                [os.path.realpath(p), os.path.realpath(path)]) != os.path.realpath(p):
+            raise UserError(f"{path}: a symbolic link to {os.path.realpath(path)}, outside the run folder {p}; "
+                            "refused (name the file itself)")
         try:
             d = json.loads(read_regular(path).decode("utf-8"))
         except (ValueError, RecursionError) as e:   # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
