@@ -5,6 +5,7 @@ import numpy as np
 from mlwarden.core.finding import Finding, Metric, Severity, Status
 from mlwarden.core.stats import difference_interval, paired_tpr_difference, tpr_at_fpr
 from mlwarden.report.diff import _membership_change, _references_differ, rate_change
+from mlwarden.threats.membership.membership_inference import _scores_record
 from mlwarden.report.headline import paired
 
 REFS = {"recipe": "mlp", "recipe_key": "a", "data": "d", "count": 8, "seed": 0, "cached": 0}
@@ -21,8 +22,8 @@ def _finding(shift: float, nonmembers: int, refs=REFS, seed: int = 0) -> Finding
                    metrics=[Metric.rate("rmia-online TPR at 1% FPR", 130, 3594), audited],
                    details={"primary": "lira-online", "reference_models": refs,
                             "table": [{"attack": "lira-online", "target_only_nonmembers": nonmembers}],
-                            "audited_scores": {"attack": "lira-online", "members": members.tolist(),
-                                               "nonmembers": non.tolist()}})
+                            "audited_scores": {"attack": "lira-online", "data": "d", **_scores_record(
+                                np.r_[members, non], np.r_[np.ones(898, bool), np.zeros(nonmembers, bool)])}})
 
 
 def _row(old: Finding, new: Finding) -> dict:
@@ -67,6 +68,11 @@ def test_too_few_non_members_name_why_the_number_is_not_judged():
     old.details.pop("audited_scores")   # a report from before the scores were kept: no interval, no verdict
     row = _row(old, _finding(1.5, 899))
     assert not row["regression"] and row["incomparable"].startswith("the audited model's scores are not in both")
+    assert row["change"] is None   # and no interval shown beside that verdict
+    other = _finding(1.5, 899)
+    other.details["audited_scores"]["data"] = "another data set"   # the same sizes, other points: not paired
+    row = _row(_finding(0.5, 899), other)
+    assert not row["regression"] and row["incomparable"] == "the two reports scored other points or with another attack"
 
 
 def test_reference_models_that_differ_are_named():

@@ -1,7 +1,7 @@
 """What a threat returns: a Finding with severity, metrics with intervals, evidence and cost."""
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -137,11 +137,14 @@ _DETAILS = {"table": (lambda v: isinstance(v, list) and all(isinstance(r, dict) 
             "primary": (lambda v: isinstance(v, str), "a string"),
             "reference_models": (lambda v: v is None or (isinstance(v, dict) and all(
                 isinstance(x, (str, int, float, type(None))) for x in v.values())), "null or an object of values"),
-            "audited_scores": (lambda v: isinstance(v, dict) and isinstance(v.get("attack"), str) and all(
-                isinstance(v.get(k), list) and len(v[k]) <= 1_000_000 and all(
-                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v[k])
-                for k in ("members", "nonmembers")),
-                "an object with an attack name and lists of finite members and nonmembers scores")}
+            "audited_scores": (lambda v: isinstance(v, dict) and isinstance(v.get("attack"), str)
+                               and isinstance(v.get("data", ""), str) and all(
+                isinstance(v.get(k), str) and _SCORES.fullmatch(v[k]) and len(v[k]) % 4 == 0
+                for k in ("members", "nonmembers")) and sum(len(v[k]) for k in ("members", "nonmembers")) * 3 // 16
+                <= 200_002,
+                "an object with an attack name and base64 float32 members and nonmembers scores (200,000 at most)")}
+
+_SCORES = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 class FindingRecord(_Record):

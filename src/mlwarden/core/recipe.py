@@ -241,12 +241,15 @@ def _copy(init: nn.Module) -> nn.Module:
 
 def _stable(hook) -> str:
     """A hook as text that names what it does: its repr, except that a module-level function (no closure, not a
-    lambda) is named by its module and qualified name, the same in every process (its default repr holds a
-    memory address, which changed a reference-model cache key at every run). Anything else keeps its repr, an
+    lambda) is named by its module, qualified name and a hash of its code, the same in every process (its
+    default repr holds a memory address, which changed a reference-model cache key at every run). Anything else keeps its repr, an
     address included: two closures or objects of one name may hold other settings, and sharing a key would
     reuse models trained otherwise."""
+    import hashlib
     import inspect
     qualname = getattr(hook, "__qualname__", "")
     if inspect.isfunction(hook) and hook.__closure__ is None and "<" not in qualname:
-        return f"{hook.__module__}:{qualname}"
+        code = hook.__code__   # its body too: an edited function is another hook
+        body = hashlib.sha256(code.co_code + repr((code.co_consts, code.co_names)).encode()).hexdigest()[:12]
+        return f"{hook.__module__}:{qualname}@{body}"
     return repr(hook)

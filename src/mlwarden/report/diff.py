@@ -1,7 +1,8 @@
 """`mlwarden diff OLD NEW` and `mlwarden audit --baseline OLD`: did this change make the model less safe?
 
 For every threat in both reports, the headline number side by side with the change and the 95%
-interval of the difference (Newcombe's interval for two independent rates, with each side's n). A
+interval of the difference (Newcombe's interval for two independent rates, with each side's n; for
+membership inference a paired bootstrap over the audited model's scores, `_membership_change`). A
 regression is called only when that interval excludes zero in the worse direction, so a re-run with
 another seed does not fail a build. A change of profile, eps, data, input range or a threat's parameters
 makes the two numbers incomparable: the diff says so and calls no regression for that threat (or for any, when the
@@ -81,24 +82,39 @@ def _membership_change(fo, fn, row: dict) -> dict:
     """A TPR at 1% FPR rests on the few non-members above its threshold: the binomial interval on the members
     alone calls a re-run a regression far more often than 1 in 40. The change and its interval come from a
     paired bootstrap over the audited model's scores that both reports keep (members and non-members resampled
-    alike, each side's threshold set again; core/stats.py `paired_tpr_difference`)."""
-    a, b = fo.details.get("audited_scores"), fn.details.get("audited_scores")
-    out = {"regression": False, "improvement": False}
-    usable = a and b and a["members"] and b["members"] and a["attack"] == b["attack"] and \
-        (len(a["members"]), len(a["nonmembers"])) == (len(b["members"]), len(b["nonmembers"]))
+    alike, each side's threshold set again; core/stats.py `paired_tpr_difference`); the two must have scored
+    the same points (their data digest) with the same attack."""
+    a, b = (_scores(f.details.get("audited_scores")) for f in (fo, fn))
+    out = {"regression": False, "improvement": False, "change": None}
+    usable = a and b and a[0] == b[0] and a[1] == b[1] and (len(a[2]), len(a[3])) == (len(b[2]), len(b[3]))
     if "incomparable" in row and not usable:   # already not judged, for its own reason
         return {"change": None}
-    if not (a and b and a["members"] and b["members"]):
+    if not (a and b):
         return {**out, "incomparable": "the audited model's scores are not in both reports (a report from before "
                                        "they were kept, or over 200,000 points): the change has no honest interval"}
-    if a["attack"] != b["attack"] or (len(a["members"]), len(a["nonmembers"])) != (len(b["members"]),
-                                                                                   len(b["nonmembers"])):
-        return {**out, "incomparable": "the two reports scored other points or another attack"}
-    d, lo, hi = paired_tpr_difference((a["members"], a["nonmembers"]), (b["members"], b["nonmembers"]))
+    if not usable:
+        return {**out, "incomparable": "the two reports scored other points or with another attack"}
+    d, lo, hi = paired_tpr_difference((a[2], a[3]), (b[2], b[3]))
+    change = {"difference": d, "ci_low": lo, "ci_high": hi, "method": "paired bootstrap"}
     if "incomparable" in row:   # flagged unreliable: the interval is shown, nothing is judged
-        return {"change": {"difference": d, "ci_low": lo, "ci_high": hi, "method": "paired bootstrap"}}
-    return {**out, "change": {"difference": d, "ci_low": lo, "ci_high": hi, "method": "paired bootstrap"},
-            "regression": bool(lo > 0), "improvement": bool(hi < 0)}
+        return {"change": change}
+    return {**out, "change": change, "regression": bool(lo > 0), "improvement": bool(hi < 0)}
+
+
+def _scores(rec: dict | None):
+    """(attack, data digest, member scores, non-member scores) from a report's audited_scores, or None."""
+    import base64
+
+    import numpy as np
+    if not rec or not rec.get("members") or not rec.get("nonmembers"):
+        return None
+    try:
+        m, n = (np.frombuffer(base64.b64decode(rec[k], validate=True), dtype="<f4") for k in ("members", "nonmembers"))
+    except ValueError:   # binascii.Error, or a length that is no whole number of float32
+        return None
+    if not (np.isfinite(m).all() and np.isfinite(n).all()):
+        return None
+    return rec["attack"], rec.get("data"), m, n
 
 
 def _rate(h: dict) -> bool:
@@ -168,9 +184,17 @@ def load_baseline(source: str) -> Report:
 
 
 def redact(url: str) -> str:
-    """The URL as messages and reports may show it: a password (or token) before the host written as ***."""
-    import re
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1***@", url)
+    """The URL as messages and reports may show it: what stands before the host's last @ (user, password or
+    token) and the query (presigned signatures, tokens) written as ***."""
+    from urllib.parse import urlsplit, urlunsplit
+    try:
+        u = urlsplit(url)
+    except ValueError:   # a bad port or bracket: still no user, password or query shown
+        import re
+        return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/]*@", r"\1***@", url.split("?")[0])
+    host = u.netloc.rpartition("@")
+    netloc = f"***@{host[2]}" if host[1] else u.netloc
+    return urlunsplit((u.scheme, netloc, u.path, "***" if u.query else "", ""))
 
 
 def _fetch(url: str, limit: int = 50 << 20) -> Report:
@@ -211,14 +235,18 @@ MAX_CELL = 300   # characters of a stranger's text (a threat name, a recipe) a t
 def _cell(text) -> str:
     """Text from a report (a baseline may be a stranger's) as one inert Markdown table cell: control characters
     written as escapes (no terminal sequence, no new line), the characters that make a table cell, a link or an
-    image ([ ]), emphasis, code or HTML escaped, at most MAX_CELL characters."""
+    image ([ ]), emphasis, code, math or HTML escaped, what GitHub turns into links or mentions (http://, www.,
+    @team, #123) broken by a zero-width space, at most MAX_CELL characters."""
     text = str(text)
     if len(text) > MAX_CELL:
         text = text[:MAX_CELL] + "..."
     text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    for ch in "\\|[]*_`#~":
+    for ch in "\\|[]*_`#~$":
         text = text.replace(ch, "\\" + ch)
+    # what GitHub links after rendering (bare URLs, www., @mentions, #123): a zero-width space breaks each
+    for token, broken in (("://", ":\u200b//"), ("www.", "www\u200b."), ("@", "@\u200b"), ("\\#", "\\#\u200b")):
+        text = text.replace(token, broken)
     return text
 
 

@@ -90,3 +90,11 @@ def test_the_overrule_holds_its_level_when_the_members_are_no_different():
     rng = np.random.default_rng(0)
     leaky = {"lira-online": {"target": summarize(np.r_[rng.normal(0.4, 1, 900), rng.normal(0, 1, 900)], members)}}
     assert not MembershipInference._overrule([fired], leaky)[0].fired
+
+
+def test_no_recipe_and_no_attack_that_runs_without_one_is_a_skip_not_a_crash(digits, digits_mlp, tmp_path):
+    """Without a recipe only LOSS runs; asked for LiRA alone, the threat skips with the reason (it crashed with
+    StopIteration, exit 3)."""
+    f = mlwarden.audit(digits_mlp, "digits", threats=["membership-inference"], out=tmp_path,
+                       params={"membership-inference": {"attacks": ["lira-online"]}}).finding("membership-inference")
+    assert f.status is Status.SKIPPED and "add loss, or set model.recipe" in f.headline, f.headline

@@ -16,6 +16,7 @@ from ...core.severity import MEMBERSHIP
 from ...core.target import Access
 from ...core.threat import Context, Params, Threat
 from ...core.registry import register
+from ...core.cache import tensor_digest
 from ...core.stats import auc_interval, difference_interval
 from ...privacy.fix import DP_SGD
 from ...privacy.reference_models import train_reference_models
@@ -42,17 +43,20 @@ def run_attack(name: str, a: AttackInput, seed: int) -> np.ndarray:
     return rmia.score(a, rmia.VARIANTS[name])
 
 
-MAX_SCORES = 200_000   # audited-model scores a report keeps for `mlwarden diff` (about 12 bytes each)
+MAX_SCORES = 200_000   # audited-model scores a report keeps for `mlwarden diff` (float32: 5.3 bytes each)
 
 
 def _scores_record(s: np.ndarray, members: np.ndarray) -> dict:
-    """The primary attack's scores on the audited model, members and non-members apart, to 7 significant digits
-    (finite: NaN as the lowest score, as summarize() ranks it): `mlwarden diff` bootstraps the difference of two
-    runs' TPR at 1% FPR from them. Empty lists past MAX_SCORES points."""
+    """The primary attack's scores on the audited model, members and non-members apart, as little-endian float32
+    in base64 (finite: NaN as the lowest score, as summarize() ranks it): `mlwarden diff` bootstraps the
+    difference of two runs' TPR at 1% FPR from them. Empty past MAX_SCORES points."""
+    import base64
     if len(s) > MAX_SCORES:
-        return {"members": [], "nonmembers": []}
-    s = np.clip(np.nan_to_num(np.asarray(s, dtype=np.float64), nan=-np.inf), -1e300, 1e300)
-    return {k: [float(f"{v:.7g}") for v in s[mask]] for k, mask in (("members", members), ("nonmembers", ~members))}
+        return {"members": "", "nonmembers": ""}
+    s = np.nan_to_num(np.asarray(s, dtype=np.float64), nan=-np.inf)
+    s = np.clip(s, -3e38, 3e38).astype("<f4")
+    return {k: base64.b64encode(s[mask].tobytes()).decode("ascii")
+            for k, mask in (("members", members), ("nonmembers", ~members))}
 
 
 def _has_network(target) -> bool:
@@ -128,6 +132,10 @@ class MembershipInference(Threat):
         t_ref, ref_identity = 0.0, None
         if ctx.recipe is None:
             attacks = [a for a in attacks if a in self.NO_REFERENCES]
+            if not attacks:
+                why = (f"no recipe, and none of the chosen attacks ({', '.join(p.attacks) or 'none'}) runs without "
+                       f"reference models: add {' or '.join(self.NO_REFERENCES)}, or set model.recipe")
+                return self.finding(ctx, p, status=Status.SKIPPED, severity=Severity.INFO, headline=f"skipped: {why}")
             notes.append(f"no recipe: only {', '.join(self.NO_REFERENCES)} ran (set model.recipe to train reference "
                          "models)")
             in_mask = target_in[None]
@@ -175,7 +183,8 @@ class MembershipInference(Threat):
                     per_attack[name][group] = summarize(s[g], members[g])
         n_models = len(refs_idx) if pooled else 1
         scores = self.PRIMARY if self.PRIMARY in target_scores else next(iter(target_scores))
-        audited = {"attack": scores, **_scores_record(target_scores[scores], target_in)}
+        audited = {"attack": scores, "data": pool.digest or tensor_digest(pool.x, pool.y),
+                   **_scores_record(target_scores[scores], target_in)}
         return self._finding(ctx, p, per_attack, self._overrule(checks, per_attack), notes, n_models, t_ref,
                              ref_identity, audited)
 
@@ -186,14 +195,14 @@ class MembershipInference(Threat):
         Beating chance, for each attack: more members above its 1% FPR threshold (the (floor(0.01 n) + 1)-th
         highest non-member score, as summarize() sets it) than members no different from the non-members would
         put there (exact: that count is then negative hypergeometric, the threshold's own noise included), or
-        its AUC above 0.5 by its normal interval (Hanley & McNeil); each at 5% over every number tried
+        its AUC above 0.5 by its one-sided normal bound (Hanley & McNeil); each at 5% over every number tried
         (Bonferroni over two per attack)."""
         out = []
         for c in checks:
             if c.name == "member-split-unverified" and c.fired:
                 tried = 2 * len(per_attack)
                 alpha = 0.05 / max(tried, 1)
-                z = float(norm.ppf(1 - alpha / 2))
+                z = float(norm.ppf(1 - alpha))   # one-sided: only an AUC above 0.5 overrules
                 beats = {}
                 for n, s in per_attack.items():
                     t = s["target"]
@@ -201,8 +210,9 @@ class MembershipInference(Threat):
                     above = int(0.01 * t.n_nonmembers) + 1   # the threshold is this many non-members down
                     p_value = float(nhypergeom(members + t.n_nonmembers, members, above).sf(k - 1)) if k else 1.0
                     if p_value < alpha:
+                        shown = f"p = {p_value:.1g}" if p_value >= 1e-9 else "p < 1e-9"
                         beats[f"{n} TPR at 1% FPR"] = (-p_value, f"{k} of {members} members above the threshold, "
-                                                                  f"p = {p_value:.1g} were they no different")
+                                                                  f"{shown} were they no different")
                     auc_low = auc_interval(t.auc, t.n_members, t.n_nonmembers, z)[0]
                     if auc_low > 0.5:
                         beats[f"{n} AUC"] = (-float(norm.sf((t.auc - 0.5) / max((t.auc - auc_low) / z, 1e-12))),
