@@ -437,6 +437,18 @@ TAMPERED = {   # name: a change to a valid report (or the text of report.json it
     "params a list": lambda r: r["findings"][0].update(params=[0.1]),
     "a threat listed twice": lambda r: r["findings"].append(dict(r["findings"][0])),
     "summary a number": lambda r: r.update(summary=5),
+    # the membership records `mlwarden diff` reads (issue 34)
+    "details.primary an object": lambda r: r["findings"][0]["details"].update(primary={"x": 1}),
+    "details.reference_models a list": lambda r: r["findings"][0]["details"].update(reference_models=["mlp"]),
+    "details.reference_models nested": lambda r: r["findings"][0]["details"].update(reference_models={"recipe": [1]}),
+    "details.audited_scores a list of numbers": lambda r: r["findings"][0]["details"].update(
+        audited_scores={"attack": "lira-online", "members": [0.1, 0.2], "nonmembers": [0.0]}),
+    "details.audited_scores not base64": lambda r: r["findings"][0]["details"].update(
+        audited_scores={"attack": "lira-online", "members": "!!!!", "nonmembers": "AAAAAA=="}),
+    "details.audited_scores over 200,000 scores": lambda r: r["findings"][0]["details"].update(
+        audited_scores={"attack": "lira-online", "members": "AAAA" * 300_000, "nonmembers": ""}),
+    "a lone surrogate in a string": "SURROGATE",
+    "a 5,000-digit number": "HUGE",
     "the document an array": '[{"schema": "mlwarden.report/1"}]',
     "params nested 3000 levels": "NESTED",
 }
@@ -455,6 +467,11 @@ def reports(tmp_path_factory):
         if callable(change):
             change(r)
             text = json.dumps(r)
+        elif change == "SURROGATE":
+            r["findings"][0]["headline"] = "@"
+            text = json.dumps(r).replace('"@"', '"a\\ud800"')
+        elif change == "HUGE":
+            text = json.dumps(r)[:-1] + ', "zz": ' + "9" * 5000 + "}"
         elif change == "NESTED":
             r["findings"][0]["params"] = "@"
             text = json.dumps(r).replace('"@"', '{"x": ' + "[" * 3000 + "]" * 3000 + "}")
