@@ -43,7 +43,7 @@ import torch
 from common import mnist_5k
 from mlwarden.core.backend import LocalBackend
 from mlwarden.core.recipe import BUILTIN_RECIPES
-from mlwarden.core.stats import clopper_pearson
+from mlwarden.core.stats import clopper_pearson, tpr_at_fpr
 from mlwarden.privacy.reference_models import train_reference_models
 from mlwarden.privacy.roc import summarize
 from mlwarden.privacy.signals import logit_confidence
@@ -201,12 +201,9 @@ EVAL = tuple(range(5, 17))     # and the ones every attack is measured on, with 
 
 
 def tpr_at(scores: np.ndarray, members: np.ndarray, fpr: float = 0.01) -> float:
-    """summarize()'s rate without the ROC curve: the share of members above the (floor(fpr n) + 1)-th
-    highest non-member score."""
-    neg = np.sort(np.nan_to_num(scores[~members], nan=-np.inf))[::-1]
-    allowed = int(np.floor(fpr * len(neg)))
-    thr = neg[allowed] if allowed < len(neg) else -np.inf
-    return float((np.nan_to_num(scores[members], nan=-np.inf) > thr).mean())
+    """summarize()'s rate without the ROC curve (core/stats.py tpr_at_fpr), NaN scores ranked lowest."""
+    s = np.nan_to_num(scores, nan=-np.inf)
+    return tpr_at_fpr(s[members], s[~members], fpr)
 
 
 def fair(release, paper, paper_signals, n_boot: int = 1000):

@@ -65,15 +65,20 @@ def auc_interval(auc: float, n_pos: int, n_neg: int, z: float = 1.96) -> tuple[f
     return (max(0.0, auc - half), min(1.0, auc + half))
 
 
-def tpr_at_fpr(members, nonmembers, fpr: float = 0.01) -> float:
-    """The share of member scores above the (floor(fpr n) + 1)-th highest of the n non-member scores (the
-    threshold privacy/roc.py `summarize` sets)."""
+def members_above(members, nonmembers, fpr: float = 0.01) -> int:
+    """How many member scores lie above the (floor(fpr n) + 1)-th highest of the n non-member scores: the
+    strictest threshold that lets at most floor(fpr n) non-members through (privacy/roc.py `summarize`). The
+    threshold by a partial sort (linear): the diff's bootstrap calls this thousands of times."""
     import numpy as np
     neg = np.asarray(nonmembers, dtype=np.float64)
     allowed = int(np.floor(fpr * len(neg)))
-    # the (allowed + 1)-th highest: a partial sort (linear), as the bootstrap below calls this thousands of times
     thr = np.partition(neg, len(neg) - 1 - allowed)[len(neg) - 1 - allowed] if allowed < len(neg) else -np.inf
-    return float((np.asarray(members, dtype=np.float64) > thr).mean())
+    return int((np.asarray(members, dtype=np.float64) > thr).sum())
+
+
+def tpr_at_fpr(members, nonmembers, fpr: float = 0.01) -> float:
+    """The share of members above that threshold (`members_above`)."""
+    return members_above(members, nonmembers, fpr) / len(members)
 
 
 def paired_tpr_difference(a: tuple, b: tuple, fpr: float = 0.01, draws: int = 2000,

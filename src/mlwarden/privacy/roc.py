@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..core.finding import Metric
-from ..core.stats import auc_interval
+from ..core.stats import auc_interval, members_above
 
 MIN_FALSE_POSITIVES = 5  # a TPR at FPR f is a result only if n_nonmembers * f allows this many false positives
 
@@ -40,13 +40,8 @@ def summarize(scores: np.ndarray, is_member: np.ndarray, fprs=(0.01, 0.001)) -> 
     scores = np.nan_to_num(scores, nan=-np.inf)
     fpr, tpr, _ = roc_curve(is_member, scores)
     pos, neg = scores[is_member], scores[~is_member]
-    tpr_at = {}
-    neg_sorted = np.sort(neg)[::-1]
-    for f in fprs:
-        allowed = int(np.floor(f * len(neg)))
-        # strictest threshold such that at most `allowed` non-members score above it
-        thr = neg_sorted[allowed] if allowed < len(neg) else -np.inf
-        tpr_at[f] = (int((pos > thr).sum()), len(pos))
+    # the strictest threshold that lets at most floor(f n) non-members through, for each FPR f
+    tpr_at = {f: (members_above(pos, neg, f), len(pos)) for f in fprs}
     return RocSummary(float(roc_auc_score(is_member, scores)), float(np.max(1 - (fpr + (1 - tpr)) / 2)),
                       tpr_at, len(pos), len(neg), fpr, tpr)
 
