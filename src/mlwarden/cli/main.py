@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..core.errors import UserError
+from ..core.errors import UserError, printable
 from ..core.files import refuse_input_output, refuse_output, refuse_special, same_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None, pretty_exceptions_enable=False, help="Audit ML models for security and privacy "
@@ -834,13 +834,6 @@ def entry() -> None:
     if code == 130:   # typer turns a KeyboardInterrupt into exit code 130; no command returns 130 itself
         _interrupted()
     sys.exit(code if isinstance(code, int) else 0)
-
-
-def printable(text: str) -> str:
-    """`text` with its control characters written as escapes (\\n, \\x1b): an error names files from the user's
-    folders, and a file name holding a newline or a terminal escape sequence must neither break the one line
-    nor drive the terminal (clear it, recolour it, fake a message)."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 INTERNAL_ERROR = 3   # exit 1 means a finding at or above --fail-on, 2 bad input; a bug in mlwarden is neither

@@ -2,6 +2,13 @@
 import re
 
 
+def printable(text: str) -> str:
+    """`text` with its control characters written as escapes (\\n, \\x1b): an error names files from the user's
+    folders, and a file name holding a newline or a terminal escape sequence must neither break the one line
+    nor drive the terminal (clear it, recolour it, fake a message)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class UserError(Exception):
     """Bad input from the user: a missing file, a wrong shape, a malformed config."""
 

@@ -9,7 +9,7 @@ makes the two numbers incomparable: the diff says so and calls no regression for
 audit's settings changed)."""
 from __future__ import annotations
 
-from ..core.errors import UserError
+from ..core.errors import UserError, printable
 from ..core.finding import Status
 from ..core.stats import difference_interval, paired_tpr_difference
 from .headline import MEMBERSHIP, paired
@@ -240,8 +240,7 @@ def _cell(text) -> str:
     text = str(text)
     if len(text) > MAX_CELL:
         text = text[:MAX_CELL] + "..."
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     for ch in "\\|[]*_`#~$":
         text = text.replace(ch, "\\" + ch)
     # what GitHub links after rendering (bare URLs, www., @mentions, #123): a zero-width space breaks each
